@@ -1,0 +1,55 @@
+"""The exception tree of devloop.
+
+Every error devloop raises on purpose derives from :class:`DevloopError`; the CLI turns it
+into one line ``Error: <message>`` and a non-zero exit. Third-party errors (duckdb, pyarrow,
+psutil, OSError) are wrapped where they are raised, ``raise X(...) from exc``.
+
+    DevloopError
+    ├── ConfigError          a workspace.json / agents.json problem: file, JSON path, what is wrong
+    ├── UsageError           a bad argument that is not a config file's fault (size, duration, time)
+    ├── StoreError           the metrics store cannot be read or written
+    │   ├── StoreLockedError another collector holds the workspace's store
+    │   └── NoSamplesError   the store (or the asked range) holds no samples
+    ├── CollectorError       the collector cannot sample
+    └── EnforcementError     a signal could not be sent or a limit cannot be enforced
+"""
+
+from __future__ import annotations
+
+
+class DevloopError(Exception):
+    """Base class of every error devloop raises on purpose."""
+
+
+class ConfigError(DevloopError):
+    """A configuration file is malformed or inconsistent."""
+
+    def __init__(self, file: str, path: str, message: str) -> None:
+        self.file = file
+        self.path = path
+        self.message = message
+        super().__init__(f"{file}: {path}: {message}" if path else f"{file}: {message}")
+
+
+class UsageError(DevloopError):
+    """An argument (size, duration, time of day) cannot be understood."""
+
+
+class StoreError(DevloopError):
+    """The metrics store cannot be read or written."""
+
+
+class StoreLockedError(StoreError):
+    """Another collector already holds the workspace's store."""
+
+
+class NoSamplesError(StoreError):
+    """The store, or the asked time range, holds no samples."""
+
+
+class CollectorError(DevloopError):
+    """The collector cannot sample processes."""
+
+
+class EnforcementError(DevloopError):
+    """A limit cannot be enforced."""
