@@ -1,1 +1,53 @@
-"""devloop.config"""
+"""Workspace configuration: workspace.json, agents.json, sizes, time windows, JSON Schema."""
+
+from devloop.config.load import (
+    AGENTS_FILE,
+    WORKSPACE_DIR_NAME,
+    WORKSPACE_FILE,
+    find_workspace_dir,
+    load_workspace,
+    parse_agents,
+    parse_workspace,
+)
+from devloop.config.models import (
+    Adaptation,
+    Agent,
+    AgentLimits,
+    AgentsConfig,
+    GlobalConfig,
+    Limit,
+    Overflow,
+    Profile,
+    Project,
+    ResourceLimits,
+    ResourceSharing,
+    Workspace,
+    WorkspaceConfig,
+)
+from devloop.config.timewindow import TimeWindow, parse_time_of_day, parse_window
+
+__all__ = [
+    "AGENTS_FILE",
+    "WORKSPACE_DIR_NAME",
+    "WORKSPACE_FILE",
+    "Adaptation",
+    "Agent",
+    "AgentLimits",
+    "AgentsConfig",
+    "GlobalConfig",
+    "Limit",
+    "Overflow",
+    "Profile",
+    "Project",
+    "ResourceLimits",
+    "ResourceSharing",
+    "TimeWindow",
+    "Workspace",
+    "WorkspaceConfig",
+    "find_workspace_dir",
+    "load_workspace",
+    "parse_agents",
+    "parse_time_of_day",
+    "parse_workspace",
+    "parse_window",
+]

@@ -1,0 +1,61 @@
+"""The ``devloop`` command line: thin click adapters over the library.
+
+Each command parses its options, calls one library function and renders what it returns.
+Heavy libraries (polars, duckdb, pyarrow) are imported inside commands, never at module level,
+so ``devloop --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from devloop import __version__
+from devloop.errors import DevloopError
+
+
+class DevloopGroup(click.Group):
+    """A group that turns :class:`DevloopError` into ``Error: ...`` and exit 1, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DevloopError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=DevloopGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="devloop")
+def cli() -> None:
+    """Share one machine between the background agents of many projects.
+
+    DevLoop Workspace records what every agent really uses, shares CPU and memory between
+    projects by strategy, enforces the limits, and turns the history into better limits.
+
+    \b
+    Example:
+      devloop workspace init . --project api=services/api --project web=services/web
+      devloop workspace limits --format json
+    """
+
+
+def _register() -> None:
+    from devloop.cli.workspace import workspace
+
+    cli.add_command(workspace)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="devloop")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

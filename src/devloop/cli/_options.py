@@ -1,0 +1,85 @@
+"""Option bundles shared by commands (as sqlite-utils does with ``output_options``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def workspace_dir_option(func: F) -> F:
+    """``--workspace-dir D``: defaults to the nearest .devloop-workspace above the cwd."""
+    return click.option(
+        "--workspace-dir",
+        "workspace_dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="The .devloop-workspace folder (default: the nearest one above the current folder).",
+    )(func)
+
+
+def resolve_workspace_dir(workspace_dir: Path | None) -> Path:
+    """The folder given, or the nearest .devloop-workspace above the current folder."""
+    from devloop.config import find_workspace_dir
+    from devloop.config.load import WORKSPACE_DIR_NAME, WORKSPACE_FILE
+
+    if workspace_dir is None:
+        return find_workspace_dir()
+    if not workspace_dir.is_dir():
+        raise click.BadParameter(f"no such folder: {workspace_dir}", param_hint="--workspace-dir")
+    # Accept the project root as well as the .devloop-workspace folder inside it.
+    if (
+        not (workspace_dir / WORKSPACE_FILE).is_file()
+        and (workspace_dir / WORKSPACE_DIR_NAME / WORKSPACE_FILE).is_file()
+    ):
+        return workspace_dir / WORKSPACE_DIR_NAME
+    return workspace_dir
+
+
+def format_option(*choices: str, default: str = "table") -> Callable[[F], F]:
+    """``--format``: how to render the result."""
+
+    def decorate(func: F) -> F:
+        return click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(choices),
+            default=default,
+            show_default=True,
+            help="Output format.",
+        )(func)
+
+    return decorate
+
+
+def output_option(func: F) -> F:
+    """``--output FILE``: where to write (``-`` = standard output)."""
+    return click.option(
+        "--output",
+        "-o",
+        "output",
+        type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+        default=Path("-"),
+        show_default=True,
+        help="Write to FILE instead of standard output (- = standard output).",
+    )(func)
+
+
+def emit(text: str, output: Path) -> None:
+    """Write ``text`` to ``output`` (atomically for files) or to standard output."""
+    if str(output) == "-":
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    from devloop._atomic import atomic_write_text
+
+    atomic_write_text(output, text if text.endswith("\n") else text + "\n")
+    click.echo(f"Wrote {output}", err=True)
+
+
+def echo_warnings(warnings: tuple[str, ...] | list[str]) -> None:
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
