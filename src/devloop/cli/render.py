@@ -36,12 +36,22 @@ def table(
 
     grid = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
     for index, name in enumerate(columns):
-        grid.add_column(name, justify="right" if index in right else "left", no_wrap=True)
+        grid.add_column(
+            name,
+            justify="right" if index in right else "left",
+            no_wrap=index in right,
+            min_width=len(name),
+            overflow="fold",
+        )
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
-    width = int(os.environ.get("COLUMNS", "0") or 0) or None
-    console = Console(file=io.StringIO(), width=width or 120, color_system=None,
-                      no_color=True, highlight=False)  # fmt: skip
+    # Fit the terminal when there is one; files and pipes get full-width lines.
+    width = int(os.environ.get("COLUMNS", "0") or 0) or (
+        os.get_terminal_size().columns if os.isatty(1) else 200
+    )
+    console = Console(
+        file=io.StringIO(), width=width, color_system=None, no_color=True, highlight=False
+    )
     console.print(grid)
     out = console.file.getvalue()  # type: ignore[attr-defined]
     return "\n".join(line.rstrip() for line in out.splitlines()) + "\n"

@@ -328,9 +328,13 @@ def rebalance(
         hungry.sort(key=lambda n: (current[n].priority, n))
         for name in hungry:
             need = adaptation.reallocation_factor * amount(current[name])
+            if resource == "memory":
+                need = float(math.floor(need))  # whole bytes move, so the pool stays exact
             total_now = math.fsum(amount(a) for a in current.values())
             capacity = pool.cpu if resource == "cpu" else float(pool.memory_bytes)
             got = min(need, max(capacity - total_now, 0.0))
+            if resource == "memory":
+                got = float(math.floor(got))
             donors = []
             for other, points in recent.items():
                 if other == name or other in hungry or points is None:
@@ -340,8 +344,9 @@ def rebalance(
                 if have <= 0 or peak >= 0.5 * have:
                     continue
                 floor = max(0.5 * amount(base.get(other, current[other])), 2.0 * peak)
-                if have > floor:
-                    donors.append((other, have - floor, peak / have))
+                spare = have - floor if resource == "cpu" else float(math.floor(have - floor))
+                if spare > 0:
+                    donors.append((other, spare, peak / have))
             donors.sort(key=lambda d: (-current[d[0]].priority, d[2], d[0]))
             for other, spare, _ in donors:
                 if got >= need:
