@@ -44,9 +44,15 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from devloop.cli.record import collect, run
+    from devloop.cli.simulate import simulate
+    from devloop.cli.store import compact, store_info
     from devloop.cli.workspace import workspace
 
     cli.add_command(workspace)
+    cli.add_command(run)
+    for command in (collect, compact, store_info, simulate):
+        workspace.add_command(command)
 
 
 _register()

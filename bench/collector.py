@@ -1,0 +1,195 @@
+"""Collector cost: µs per process-sample and % of one core, against a plain psutil loop.
+
+    python bench/collector.py [--counts 100,1000] [--ticks 20] [--interval-run 5]
+
+For each count N it starts N tagged ``sleep 600`` processes (they die with the bench, even on
+SIGKILL: PR_SET_PDEATHSIG), then measures, in the same run:
+
+* ``Collector(source="procfs").tick()``, CPU time per tick (``time.process_time``) divided by
+  the rows it produced, plus a stub spool append (``list.extend``) standing in for the real
+  spool, whose cost is the store's and excluded here; "marginal" subtracts the fixed cost of a
+  tick that records nothing (listing /proc, checking the host's other processes, host totals);
+* the same for ``Collector(source="psutil")``;
+* a plain psutil loop reading the same four metrics per process (cpu_times, memory_info,
+  num_fds, num_threads) over pre-built ``psutil.Process`` objects (psutil's best case);
+
+and prints the ratio. ``% of one core`` is CPU per tick at a 1 s interval, measured twice:
+ticking back to back (warm caches), and for real at a 1 s interval for ``--interval-run``
+seconds. The collector's RSS is measured in a child process that only runs the collector.
+Every tick also pays for the host's other, unrecorded processes (a cheap liveness check each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import psutil
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from devloop.collector import Collector  # noqa: E402
+
+GOALS = "goals: <= 25 us/sample, >= 2.4x cheaper than psutil, <= 1% core @200, RSS <= 60 MB"
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def spawn_sleepers(count: int) -> list[subprocess.Popen[bytes]]:
+    env = dict(os.environ, DEVLOOP_PROJECT="bench", DEVLOOP_AGENT="sleeper")
+    return [
+        subprocess.Popen(
+            ["sleep", "600"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.kill()
+    for child in children:
+        child.wait()
+
+
+def cpu_per_call(call: Callable[[], int], repeats: int) -> tuple[float, int]:
+    """CPU seconds per call and the rows the last call produced."""
+    call()  # warm up
+    rows = 0
+    start = time.process_time()
+    for _ in range(repeats):
+        rows = call()
+    return (time.process_time() - start) / repeats, rows
+
+
+def bench_collector(source: str, repeats: int) -> tuple[float, int]:
+    spool: list[tuple[object, ...]] = []
+    with Collector(source=source) as collector:
+        collector.tick()
+
+        def tick() -> int:
+            result = collector.tick()
+            spool.extend(result.samples)  # stub of the spool append
+            spool.clear()
+            return len(result.samples)
+
+        return cpu_per_call(tick, repeats)
+
+
+def bench_psutil_loop(pids: list[int], repeats: int) -> tuple[float, int]:
+    processes = [psutil.Process(pid) for pid in pids]
+
+    def loop() -> int:
+        rows = 0
+        for process in processes:
+            try:
+                process.cpu_times()
+                process.memory_info()
+                process.num_fds()
+                process.num_threads()
+            except psutil.Error:
+                continue
+            rows += 1
+        return rows
+
+    return cpu_per_call(loop, repeats)
+
+
+def at_interval(seconds: float) -> float:
+    """% of one core used by ticking once a second for ``seconds`` seconds."""
+    with Collector(source="procfs") as collector:
+        collector.tick()
+        start = time.process_time()
+        ticks = max(1, round(seconds))
+        next_at = time.monotonic()
+        for _ in range(ticks):
+            next_at += 1.0
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            collector.tick()
+        return 100 * (time.process_time() - start) / ticks
+
+
+RSS_PROBE = """
+import resource, sys, time
+sys.path.insert(0, {src!r})
+from devloop.collector import Collector
+with Collector(source="procfs") as c:
+    for _ in range(5):
+        c.tick()
+        time.sleep(0.05)
+    rss = [l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]
+    print(int(rss) * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def collector_rss() -> tuple[int, int]:
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE.format(src=src)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counts", default="100,200,1000")
+    parser.add_argument("--ticks", type=int, default=20)
+    parser.add_argument("--interval-run", type=float, default=5.0)
+    args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    others = len(psutil.pids())
+    print(f"host: {os.cpu_count()} cores, {others} processes before the bench; {GOALS}")
+    fixed, _ = bench_collector("procfs", args.ticks)
+    print(
+        f"fixed cost of a tick recording nothing ({others} other processes): {1e6 * fixed:.0f} us"
+    )
+    print(
+        f"{'N':>5} {'procfs us/sample':>17} {'marginal':>9} {'psutil-src us':>14}"
+        f" {'psutil loop us':>15} {'ratio':>6} {'% core @1s':>11} {'rows':>5}"
+    )
+    for count in counts:
+        children = spawn_sleepers(count)
+        try:
+            pids = [child.pid for child in children]
+            fast, rows = bench_collector("procfs", args.ticks)
+            portable, _ = bench_collector("psutil", max(3, args.ticks // 4))
+            loop, loop_rows = bench_psutil_loop(pids, max(3, args.ticks // 4))
+            fast_us = 1e6 * fast / rows
+            loop_us = 1e6 * loop / loop_rows
+            marginal_us = 1e6 * (fast - fixed) / rows
+            print(
+                f"{count:>5} {fast_us:>17.1f} {marginal_us:>9.1f} {1e6 * portable / rows:>14.1f}"
+                f" {loop_us:>15.1f} {loop_us / fast_us:>5.1f}x {100 * fast:>10.2f}% {rows:>5}"
+            )
+            if args.interval_run and count in (200, counts[0]):
+                real = at_interval(args.interval_run)
+                seconds = f"{args.interval_run:.0f}"
+                print(f"      real 1 s interval over {seconds} s: {real:.2f}% of a core")
+            if count == max(counts):
+                rss, peak = collector_rss()
+                print(
+                    f"      collector RSS with {count} processes: {rss / 2**20:.1f} MB "
+                    f"(peak {peak / 2**20:.1f} MB, Python interpreter included)"
+                )
+        finally:
+            stop(children)
+
+
+if __name__ == "__main__":
+    main()

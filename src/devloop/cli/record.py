@@ -1,0 +1,145 @@
+"""``devloop workspace collect`` and ``devloop run``: recording agents into the store."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from devloop.cli._options import echo_warnings, resolve_workspace_dir, workspace_dir_option
+
+
+def _duration(value: str | None, option: str) -> float | None:
+    from devloop.errors import UsageError
+    from devloop.units import parse_duration
+
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+    if seconds <= 0:
+        raise click.BadParameter(f"must be above 0, got {value!r}", param_hint=option)
+    return seconds
+
+
+def _status_line(status: object) -> str:
+    from devloop.units import format_size
+
+    s = status
+    return (
+        f"ticks {s.ticks}  processes {s.processes}  rows {s.rows}  "  # type: ignore[attr-defined]
+        f"spool {format_size(s.spool_bytes)}  {s.elapsed:.0f}s  [{s.source}]"  # type: ignore[attr-defined]
+    )
+
+
+@click.command()
+@workspace_dir_option
+@click.option("--duration", help="Stop after this long (30s, 10m, 2h). Default: until Ctrl-C.")
+@click.option("--interval", help="Seconds between ticks (1s, 0.5s). Default: checkInterval.")
+@click.option(
+    "--all",
+    "all_processes",
+    is_flag=True,
+    help="Record every process of the machine; unattributed ones as project (other).",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "procfs", "psutil"]),
+    default="auto",
+    show_default=True,
+    help="How processes are read (procfs: Linux /proc fast path).",
+)
+def collect(
+    workspace_dir: Path | None,
+    duration: str | None,
+    interval: str | None,
+    all_processes: bool,
+    source: str,
+) -> None:
+    """Record what every agent process uses into the workspace's metrics store.
+
+    Runs in the foreground with a live status line; Ctrl-C or SIGTERM flush and exit 0.
+    A second collector on the same workspace is refused.
+
+    \b
+    Example:
+      devloop workspace collect --workspace-dir .devloop-workspace --duration 10m --interval 1s
+    """  # fmt: skip
+    from devloop.config import load_workspace
+    from devloop.runner.record import Recorder
+
+    seconds = _duration(duration, "--duration")
+    every = _duration(interval, "--interval")
+    loaded = load_workspace(resolve_workspace_dir(workspace_dir))
+    echo_warnings(loaded.warnings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    live = sys.stderr.isatty()
+    try:
+        with Recorder(loaded, interval=every, all_processes=all_processes, source=source) as rec:
+            click.echo(f"Recording {loaded.metrics_dir} every {rec.interval:g}s "
+                       f"(Ctrl-C to stop)", err=True)  # fmt: skip
+
+            def show(status: object) -> None:
+                if live:
+                    click.echo("\r" + _status_line(status) + "\033[K", nl=False, err=True)
+
+            final = rec.run(duration=seconds, stop=stop, on_tick=show)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if live:
+        click.echo(err=True)
+    click.echo("Done: " + _status_line(final), err=True)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@workspace_dir_option
+@click.option("--project", "-p", required=True, help="The project the command belongs to.")
+@click.option("--agent", "-a", required=True, help="The agent name (linter, test-runner...).")
+@click.option("--interval", help="Seconds between ticks while recording. Default: checkInterval.")
+@click.option(
+    "--cwd",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Run the command in this folder (default: the current one).",
+)
+@click.option("--no-record", is_flag=True, help="Only tag the process; record nothing.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    workspace_dir: Path | None,
+    project: str,
+    agent: str,
+    interval: str | None,
+    cwd: Path | None,
+    no_record: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND as an agent of a project, recording it while it runs.
+
+    The command runs without a shell, with DEVLOOP_PROJECT and DEVLOOP_AGENT in its environment
+    (its children inherit them). If a collector already records the workspace, it records the
+    command; otherwise this records it. Exits with the command's exit code.
+
+    \b
+    Example:
+      devloop run --workspace-dir .devloop-workspace --project api --agent linter -- ruff check .
+    """
+    from devloop.config import load_workspace
+    from devloop.runner.run import run_agent
+
+    every = _duration(interval, "--interval")
+    loaded = load_workspace(resolve_workspace_dir(workspace_dir))
+    echo_warnings(loaded.warnings)
+    code = run_agent(loaded, project, agent, command, cwd=cwd, interval=every,
+                     record=not no_record)  # fmt: skip
+    sys.exit(code)

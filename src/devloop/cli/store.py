@@ -1,0 +1,103 @@
+"""``devloop workspace compact`` and ``devloop workspace store-info``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from devloop.cli._options import (
+    emit,
+    format_option,
+    output_option,
+    resolve_workspace_dir,
+    workspace_dir_option,
+)
+
+
+@click.command()
+@workspace_dir_option
+@click.option("--retention", help="Also drop data older than this (30d, 12h).")
+@click.option("--max-size", help="Also drop the oldest hours until the store fits (2GB).")
+def compact(workspace_dir: Path | None, retention: str | None, max_size: str | None) -> None:
+    """Compact every closed hour into one sorted zstd file per table; apply retention.
+
+    \b
+    Example:
+      devloop workspace compact --workspace-dir .devloop-workspace --retention 30d --max-size 2GB
+    """
+    from devloop.errors import UsageError
+    from devloop.store import compact as compact_store
+    from devloop.store import retention as apply_retention
+    from devloop.units import parse_duration, parse_size
+
+    try:
+        max_age = parse_duration(retention) if retention is not None else None
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retention") from exc
+    try:
+        max_bytes = parse_size(max_size) if max_size is not None else None
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--max-size") from exc
+    root = resolve_workspace_dir(workspace_dir) / "metrics"
+    report = compact_store(root)
+    click.echo(str(report))
+    if max_age is not None or max_bytes is not None:
+        dropped = apply_retention(root, max_age_seconds=max_age, max_bytes=max_bytes)
+        click.echo(str(dropped))
+
+
+@click.command("store-info")
+@workspace_dir_option
+@format_option("table", "json")
+@output_option
+def store_info(workspace_dir: Path | None, fmt: str, output: Path) -> None:
+    """Rows, files, bytes, bytes per row and time span of every table in the store.
+
+    \b
+    Example:
+      devloop workspace store-info --workspace-dir .devloop-workspace --format json
+    """
+    from devloop.store import store_info as read_info
+    from devloop.units import format_size
+
+    info = read_info(resolve_workspace_dir(workspace_dir) / "metrics")
+    if fmt == "json":
+        data = {
+            "root": str(info.root),
+            "tables": {
+                t.name: {
+                    "rows": t.rows,
+                    "files": t.files,
+                    "bytes": t.bytes,
+                    "bytes_per_row": t.bytes_per_row,
+                    "first_ts": t.first_ts.isoformat() if t.first_ts else None,
+                    "last_ts": t.last_ts.isoformat() if t.last_ts else None,
+                }
+                for t in info.tables
+            },
+            "spool_segments": info.spool_segments,
+            "spool_bytes": info.spool_bytes,
+            "skipped_files": [str(p) for p in info.skipped_files],
+        }
+        emit(json.dumps(data, indent=2), output)
+        return
+    from devloop.cli.render import table
+
+    rows = [
+        (
+            t.name,
+            t.rows,
+            t.files,
+            format_size(t.bytes),
+            f"{t.bytes_per_row:.2f}" if t.bytes_per_row is not None else "-",
+            f"{t.first_ts:%Y-%m-%d %H:%M:%S}" if t.first_ts else "-",
+            f"{t.last_ts:%Y-%m-%d %H:%M:%S}" if t.last_ts else "-",
+        )
+        for t in info.tables
+    ]
+    text = table(["table", "rows", "files", "bytes", "B/row", "first (UTC)", "last (UTC)"], rows,
+                 right=(1, 2, 3, 4))  # fmt: skip
+    text += f"\nspool: {info.spool_segments} segments, {format_size(info.spool_bytes)} pending\n"
+    emit(text, output)

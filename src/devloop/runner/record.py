@@ -1,0 +1,250 @@
+"""Recording a workspace: the collector's ticks into the store, at a fixed rate.
+
+:class:`Recorder` owns one :class:`~devloop.collector.Collector` and the store's single
+:class:`~devloop.store.StoreWriter`. Each tick's rows are appended to the spool and flushed
+before the next tick starts, so a SIGKILL loses at most the tick in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from devloop.config.models import Workspace
+from devloop.errors import DevloopError
+
+logger = logging.getLogger(__name__)
+
+#: Project rules match an agent's command by the basename of its first word.
+TAG_PROJECT = "DEVLOOP_PROJECT"
+TAG_AGENT = "DEVLOOP_AGENT"
+
+
+@dataclass(frozen=True)
+class RecordStatus:
+    """Counters shown on the live status line and returned at the end."""
+
+    ticks: int
+    processes: int  # processes in the last tick
+    rows: int  # samples rows written
+    spool_bytes: int  # bytes appended to the spool
+    elapsed: float
+    source: str
+
+
+def rules_for(workspace: Workspace) -> list[Any]:
+    """Project rules from every enabled agent that has a command: cwd under the project's
+    folder and the agent's command in the command line."""
+    from devloop.collector import Rule
+
+    rules = []
+    for project in workspace.config.enabled_projects:
+        agents = workspace.agents.get(project.name)
+        if agents is None:
+            continue
+        folder = workspace.config.project_dir(project)
+        for agent in agents.enabled_agents:
+            if agent.command:
+                rules.append(Rule(project.name, folder, agent.name, " ".join(agent.command)))
+    return rules
+
+
+class Recorder:
+    """Samples a workspace's agents into its store until told to stop."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        interval: float | None = None,
+        all_processes: bool = False,
+        source: str = "auto",
+        segment_seconds: float = 60.0,
+    ) -> None:
+        """Take the store's lock (StoreLockedError if a collector already records it)."""
+        from devloop.collector import OTHER_PROJECT, Collector
+        from devloop.store import StoreWriter
+
+        self.workspace = workspace
+        self.interval = interval or workspace.config.global_.resource_limits.check_interval
+        self.writer = StoreWriter(workspace.metrics_dir, segment_seconds=segment_seconds)
+        try:
+            self.collector = Collector(
+                rules_for(workspace), all_processes=all_processes, source=source,
+                host=self.writer.host,
+            )  # fmt: skip
+        except BaseException:
+            self.writer.close()
+            raise
+        # A process tagged for a project of another workspace is not ours to record.
+        self._projects = {p.name for p in workspace.config.projects}
+        if all_processes:
+            self._projects.add(OTHER_PROJECT)
+        self._ticks = 0
+        self._compacted_hour = int(time.time() // 3600)
+        self._compactor: threading.Thread | None = None
+        self._rows = 0
+        self._bytes = 0
+        self._processes = 0
+        self._started = time.monotonic()
+        self._write_limits("start")
+        self.event("start", message=f"collector started, interval {self.interval:g}s")
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _append(self, table: str, rows: list[Any]) -> None:
+        if rows:
+            self.writer.append(table, rows)
+
+    def _write_limits(self, reason: str) -> None:
+        from devloop.core.allocation import allocate
+
+        allocation = allocate(self.workspace)
+        ts = time.time_ns() // 1000
+        host = self.writer.host
+        rows: list[tuple[Any, ...]] = [
+            (ts, host, p.name, "", p.cpu, p.memory_bytes, p.priority, allocation.strategy,
+             allocation.profile, reason)
+            for p in allocation.projects.values()
+        ]  # fmt: skip
+        rows += [
+            (ts, host, a.project, a.agent, a.cpu, a.memory_bytes,
+             allocation.projects[a.project].priority, allocation.strategy, allocation.profile,
+             reason)
+            for a in allocation.agents.values()
+        ]  # fmt: skip
+        self._append("limits", rows)
+
+    def event(
+        self,
+        action: str,
+        *,
+        scope: str = "workspace",
+        project: str | None = None,
+        agent: str | None = None,
+        message: str = "",
+    ) -> None:
+        """Append one row to the store's ``events`` table."""
+        row = (time.time_ns() // 1000, self.writer.host, action, scope, project, agent, None,
+               None, None, None, message)  # fmt: skip
+        self._append("events", [row])
+
+    def tick(self, now: float | None = None) -> None:
+        """Sample once (rows stamped ``now``, default the current time) and make it durable."""
+        tick = self.collector.tick(now)
+        ours = self._projects
+        samples = [row for row in tick.samples if row[2] in ours]
+        self._append("samples", samples)
+        self._append("processes", [row for row in tick.new_processes if row[4] in ours])
+        self._append("system", [tick.system])
+        self.writer.flush()
+        self._ticks += 1
+        self._rows += len(samples)
+        self._processes = len(samples)
+
+    # --- running -------------------------------------------------------------------------
+
+    def status(self) -> RecordStatus:
+        return RecordStatus(
+            ticks=self._ticks,
+            processes=self._processes,
+            rows=self._rows,
+            spool_bytes=self.writer.bytes_written,
+            elapsed=time.monotonic() - self._started,
+            source=self.collector.source_name,
+        )
+
+    def run(
+        self,
+        *,
+        duration: float | None = None,
+        stop: threading.Event | None = None,
+        until: Callable[[], bool] | None = None,
+        on_tick: Callable[[RecordStatus], None] | None = None,
+    ) -> RecordStatus:
+        """Tick every ``interval`` seconds until ``duration`` has passed, ``stop`` is set or
+        ``until()`` is true.
+
+        Ticks fall on a wall-clock grid (multiples of the interval) and rows carry the scheduled
+        time, not the moment the tick ran: timestamps on a grid delta-encode to almost nothing in
+        Parquet, and every series of a workspace lines up tick for tick. ``cpu_cores`` is still
+        measured over the real interval. Slots missed on a loaded machine are skipped, not
+        caught up.
+        """
+        stop = stop or threading.Event()
+        every = self.interval
+        wall0, mono0 = time.time(), time.monotonic()
+        slot = math.ceil(wall0 / every)
+        end = mono0 + duration if duration is not None else math.inf
+        while not stop.is_set():
+            due = mono0 + (slot * every - wall0)
+            if due > end:
+                break
+            if stop.wait(max(due - time.monotonic(), 0.0)):
+                break
+            self.tick(now=slot * every)
+            self._maybe_compact()
+            if on_tick is not None:
+                on_tick(self.status())
+            if until is not None and until():
+                break
+            slot += 1
+            behind = math.floor((time.monotonic() - mono0 + wall0) / every)
+            slot = max(slot, behind + 1)
+        return self.status()
+
+    def _maybe_compact(self) -> None:
+        """Compact closed hours once an hour, off the sampling thread."""
+        hour = int(time.time() // 3600)
+        if hour == self._compacted_hour:
+            return
+        if self._compactor is not None and self._compactor.is_alive():
+            return
+        self._compacted_hour = hour
+        if self._ticks <= 1:
+            return  # the first tick of a run: leave earlier hours to their own compaction pass
+        from devloop.store import compact
+
+        def work() -> None:
+            try:
+                compact(self.workspace.metrics_dir)
+            except DevloopError as exc:  # a busy maintenance lock, a full disk: try next hour
+                logger.warning("compaction skipped: %s", exc)
+
+        self._compactor = threading.Thread(target=work, name="devloop-compact", daemon=True)
+        self._compactor.start()
+
+    def close(self) -> None:
+        """Write the stop event, convert the open segment to Parquet, release the lock."""
+        try:
+            if self._compactor is not None:
+                self._compactor.join()
+            self.event("stop", message=f"collector stopped after {self._ticks} ticks")
+        finally:
+            try:
+                self.writer.close()
+            finally:
+                self.collector.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def metrics_root(workspace_dir: Path) -> Path:
+    """Where a workspace's dataset lives."""
+    return Path(workspace_dir) / "metrics"

@@ -1,0 +1,308 @@
+"""Parquet files of the store: conforming rows to the schema, atomic writes, and footer facts.
+
+Every file carries ``devloop.table`` and ``devloop.schema_version`` in its footer; a file
+without them (or not Parquet at all) is *foreign* and is skipped by every reader with a
+:class:`StoreWarning`. A compacted file also carries ``devloop.sources``: the names of the files
+it replaces (transitively), so a crash between "compacted file renamed" and "inputs deleted"
+never yields duplicate rows: a file named in a sibling's sources is *redundant*, readers ignore
+it and the next compaction or recovery deletes it.
+
+Footers are read with ``pyarrow.parquet.read_metadata`` and cached by (path, size, mtime), so
+listing a large store twice costs one ``stat`` per file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from devloop.errors import StoreError
+from devloop.store.layout import HOUR_US, Partition, data_files, fsync_dir, temp_path
+from devloop.store.schema import SCHEMA_VERSION_KEY, SCHEMA_VERSIONS, SORT_KEYS, TABLE_KEY, TABLES
+
+SOURCES_KEY: Final = b"devloop.sources"
+
+#: Rows per row group: an hour of 200 processes at 1 s is 720,000 rows, one row group; large
+#: groups let dictionary and delta encodings work over long runs.
+ROW_GROUP_ROWS: Final = 1_048_576
+
+#: zstd level for files the writer makes every minute (cheap) and for compacted files (small).
+FAST_ZSTD_LEVEL: Final = 3
+COMPACT_ZSTD_LEVEL: Final = 9
+
+#: cpu_seconds is stored to the 0.01 s clock tick (USER_HZ = 100): finer digits are float noise
+#: from psutil's arithmetic, and they defeat run-length and dictionary encoding.
+_ROUNDED_COLUMNS: Final = {"cpu_seconds": 2}
+
+
+class StoreWarning(UserWarning):
+    """A store file was skipped (corrupt, foreign, or of another table) or a segment set aside."""
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a data file's footer says, without reading its rows."""
+
+    path: Path
+    table: str
+    schema_version: int
+    rows: int
+    bytes: int
+    ts_min_us: int | None
+    ts_max_us: int | None
+    sources: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PartitionFiles:
+    """The files of one partition directory, sorted into what readers use and what they skip."""
+
+    live: tuple[FileFacts, ...]
+    redundant: tuple[FileFacts, ...]  # contained in a compacted sibling: delete on repair
+    invalid: tuple[tuple[Path, str], ...]  # (path, why) for corrupt or foreign files
+
+
+_cache_lock = threading.Lock()
+_facts_cache: dict[str, tuple[int, int, FileFacts | str]] = {}
+
+
+def conform(table_name: str, data: pa.Table) -> pa.Table:
+    """``data`` with exactly the columns and types of ``table_name``, rounded where the store
+    rounds (cpu_seconds to 0.01 s), sorted by the table's series then time.
+
+    Missing nullable columns become nulls; a missing non-nullable column, an extra column, a null
+    in a non-nullable column or a value that does not fit its type raises StoreError.
+    """
+    schema = TABLES[table_name]
+    extra = sorted(set(data.column_names) - set(schema.names))
+    if extra:
+        raise StoreError(f"{table_name}: unknown columns {', '.join(extra)}")
+    columns: list[Any] = []
+    for field in schema:
+        if field.name in data.column_names:
+            column = data.column(field.name)
+            try:
+                column = column.cast(field.type) if column.type != field.type else column
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise StoreError(f"{table_name}.{field.name}: {exc}") from exc
+            digits = _ROUNDED_COLUMNS.get(field.name)
+            if digits is not None:
+                column = pc.round(column, digits)
+        elif field.nullable:
+            column = pa.nulls(data.num_rows, field.type)
+        else:
+            raise StoreError(f"{table_name}: missing column {field.name}")
+        if not field.nullable and column.null_count:
+            raise StoreError(f"{table_name}.{field.name}: {column.null_count} null values")
+        columns.append(column)
+    table = pa.Table.from_arrays(columns, schema=schema)
+    return table.sort_by([(key, "ascending") for key in SORT_KEYS[table_name]])
+
+
+def split_by_hour(table: pa.Table) -> list[tuple[Partition, pa.Table]]:
+    """``table`` cut into UTC hours by its ``ts`` column, oldest first."""
+    if table.num_rows == 0:
+        return []
+    hours = pc.divide(table.column("ts").cast(pa.int64()), HOUR_US)
+    if pc.min(table.column("ts").cast(pa.int64())).as_py() < 0:
+        raise StoreError("timestamps before 1970 cannot be stored")
+    parts: list[tuple[Partition, pa.Table]] = []
+    for hour_index in sorted(pc.unique(hours).to_pylist()):
+        part = table.filter(pc.equal(hours, hour_index))
+        parts.append((Partition.of_hour_index(hour_index), part))
+    return parts
+
+
+def _write_options(schema: pa.Schema) -> dict[str, Any]:
+    """Per-column encodings: delta for integers and timestamps (series sorted by time make
+    small, regular deltas), dictionary for strings and floats (idle processes repeat values)."""
+    use_dictionary: list[str] = []
+    column_encoding: dict[str, str] = {}
+    for field in schema:
+        if pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type):
+            column_encoding[field.name] = "DELTA_BINARY_PACKED"
+        elif pa.types.is_list(field.type):
+            continue
+        else:
+            use_dictionary.append(field.name)
+    return {"use_dictionary": use_dictionary, "column_encoding": column_encoding}
+
+
+def file_metadata(table_name: str, sources: Iterable[str] = ()) -> dict[bytes, bytes]:
+    """The footer key-value metadata every store file of ``table_name`` carries."""
+    metadata = {
+        TABLE_KEY: table_name.encode(),
+        SCHEMA_VERSION_KEY: str(SCHEMA_VERSIONS[table_name]).encode(),
+    }
+    source_list = sorted(sources)
+    if source_list:
+        metadata[SOURCES_KEY] = json.dumps(source_list).encode()
+    return metadata
+
+
+def write_atomic(
+    table_name: str,
+    table: pa.Table,
+    final: Path,
+    *,
+    sources: Iterable[str] = (),
+    zstd_level: int = FAST_ZSTD_LEVEL,
+) -> int:
+    """Write ``table`` (already conformed) to ``final``: temp file, fsync, rename, fsync dir.
+
+    A reader sees either no file or the whole file. Returns the file's size in bytes.
+    """
+    tmp = temp_path(final)
+    table = table.replace_schema_metadata(file_metadata(table_name, sources))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as sink:
+            pq.write_table(
+                table,
+                sink,
+                row_group_size=ROW_GROUP_ROWS,
+                compression="zstd",
+                compression_level=zstd_level,
+                write_statistics=True,
+                **_write_options(table.schema),
+            )
+            sink.flush()
+            os.fsync(sink.fileno())
+            size = sink.tell()
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except (OSError, pa.ArrowException) as exc:
+        _unlink_quietly(tmp)
+        raise StoreError(f"cannot write {final}: {exc}") from exc
+    return size
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def read_facts(path: Path, table_name: str) -> FileFacts | str:
+    """The footer facts of ``path``, or why it is not a valid file of ``table_name``."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        return f"cannot stat: {exc}"
+    key = str(path)
+    with _cache_lock:
+        cached = _facts_cache.get(key)
+    if cached is not None and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+        result = cached[2]
+    else:
+        result = _read_facts_uncached(path, stat.st_size)
+        with _cache_lock:
+            _facts_cache[key] = (stat.st_size, stat.st_mtime_ns, result)
+    if isinstance(result, FileFacts) and result.table != table_name:
+        return f"holds table {result.table!r}, not {table_name!r}"
+    return result
+
+
+def _read_facts_uncached(path: Path, size: int) -> FileFacts | str:
+    try:
+        metadata = pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as exc:
+        return f"not a readable Parquet file ({exc})"
+    kv = metadata.metadata or {}
+    if TABLE_KEY not in kv or SCHEMA_VERSION_KEY not in kv:
+        return "not written by devloop (no devloop.table / devloop.schema_version metadata)"
+    table = kv[TABLE_KEY].decode(errors="replace")
+    try:
+        version = int(kv[SCHEMA_VERSION_KEY])
+        sources = frozenset(json.loads(kv[SOURCES_KEY])) if SOURCES_KEY in kv else frozenset()
+    except ValueError as exc:
+        return f"bad devloop metadata ({exc})"
+    if table not in TABLES:
+        return f"holds unknown table {table!r}"
+    ts_min, ts_max = _ts_range(metadata)
+    return FileFacts(path, table, version, metadata.num_rows, size, ts_min, ts_max, sources)
+
+
+def _ts_range(metadata: Any) -> tuple[int | None, int | None]:
+    lows: list[int] = []
+    highs: list[int] = []
+    for group_index in range(metadata.num_row_groups):
+        group = metadata.row_group(group_index)
+        if group.num_rows == 0:
+            continue
+        for column_index in range(group.num_columns):
+            column = group.column(column_index)
+            if column.path_in_schema != "ts":
+                continue
+            stats = column.statistics
+            if stats is None or not stats.has_min_max:
+                return None, None
+            lows.append(int(stats.min_raw))
+            highs.append(int(stats.max_raw))
+    return (min(lows), max(highs)) if lows else (None, None)
+
+
+def scan_partition(directory: Path, table_name: str) -> PartitionFiles:
+    """Sort the files of one partition into live, redundant and invalid (see module doc)."""
+    facts: list[FileFacts] = []
+    invalid: list[tuple[Path, str]] = []
+    for path in data_files(directory):
+        result = read_facts(path, table_name)
+        if isinstance(result, str):
+            if path.exists():  # deleted meanwhile by a compaction: not an error
+                invalid.append((path, result))
+        else:
+            facts.append(result)
+    contained: set[str] = set()
+    for fact in facts:
+        contained |= fact.sources
+    live = tuple(f for f in facts if f.path.name not in contained)
+    redundant = tuple(f for f in facts if f.path.name in contained)
+    return PartitionFiles(live, redundant, tuple(invalid))
+
+
+def warn_invalid(invalid: Sequence[tuple[Path, str]]) -> None:
+    """Warn once per skipped file, naming it."""
+    for path, reason in invalid:
+        warnings.warn(f"skipping {path}: {reason}", StoreWarning, stacklevel=3)
+
+
+def read_rows(path: Path, table_name: str) -> pa.Table:
+    """The rows of one store file, cast to the current schema of ``table_name``."""
+    try:
+        data = pq.ParquetFile(path).read()
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from exc
+    return data.replace_schema_metadata(None)
+
+
+def unlink_files(paths: Iterable[Path]) -> int:
+    """Delete ``paths`` (missing ones are fine) and fsync their folders; return how many."""
+    removed = 0
+    folders: set[Path] = set()
+    for path in paths:
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot delete {path}: {exc}") from exc
+        folders.add(path.parent)
+    for folder in folders:
+        try:
+            fsync_dir(folder)
+        except OSError as exc:
+            raise StoreError(f"cannot sync {folder}: {exc}") from exc
+    return removed

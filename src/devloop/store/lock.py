@@ -1,0 +1,94 @@
+"""Exclusive locks on a store root: one writer at a time, one maintenance job at a time.
+
+``fcntl.flock`` on a lock file that holds the holder's pid. The kernel drops the lock when the
+holder's file descriptor closes, including on SIGKILL, so a dead collector never blocks the next.
+The file itself is never deleted: deleting a lock file races with a process that just opened it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from devloop.errors import StoreError, StoreLockedError
+from devloop.store.layout import LOCK_FILE, MAINTENANCE_LOCK_FILE
+
+
+class StoreLock:
+    """A held flock on ``<root>/<name>``; ``release()`` (or the process ending) frees it."""
+
+    def __init__(self, root: Path, name: str, holder: str, doing: str) -> None:
+        """Take the lock or raise StoreLockedError naming the holder's pid.
+
+        ``holder`` and ``doing`` word the error: "another {holder} (pid N) is {doing} <root>".
+        """
+        self.path = root / name
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open lock file {self.path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            who = f"pid {pid}" if pid else "pid unknown"
+            raise StoreLockedError(f"another {holder} ({who}) is {doing} {root}") from None
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot lock {self.path}: {exc}") from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        """Whether this object still holds the lock."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Free the lock (idempotent)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # no stale pid for the next reader of the file
+        except OSError:
+            pass
+        os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> StoreLock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def writer_lock(root: Path) -> StoreLock:
+    """The lock every StoreWriter (and standalone recovery) holds while it owns the spool."""
+    return StoreLock(root, LOCK_FILE, "collector", "recording into")
+
+
+def maintenance_lock(root: Path) -> StoreLock:
+    """The lock compaction and retention hold, so two of them never rewrite the same hour."""
+    return StoreLock(root, MAINTENANCE_LOCK_FILE, "compaction or retention", "running on")

@@ -1,0 +1,107 @@
+"""DuckDB views over the store: ``samples``, ``processes``, ``system``, ``events``, ``limits``.
+
+Each view reads the table's live files with ``read_parquet([...], hive_partitioning=true,
+union_by_name=true)``, so it has the table's columns (``schema.TABLES``) followed by the two
+partition columns ``date`` (DATE) and ``hour`` (BIGINT, 0-23, UTC). They are kept on purpose: they
+are what Spark and pyarrow.dataset show for the same folders, and filtering on them skips whole
+files. A table with no files yet gets an empty view with the same columns, so queries never fail
+on an empty store. Files are listed when the views are made: call :func:`create_views` again (or
+connect again) to see files written since.
+
+Skipped, with a :class:`~devloop.store.files.StoreWarning` naming them: files that are not
+Parquet or lack devloop's footer metadata, and files of another table. Files already contained in
+a compacted file (a compaction that died before deleting its inputs) are skipped silently.
+The connection's time zone is UTC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from devloop.errors import StoreError
+from devloop.store.files import scan_partition, warn_invalid
+from devloop.store.layout import iter_partitions
+from devloop.store.schema import TABLES
+
+#: The partition columns DuckDB adds (see module doc).
+PARTITION_COLUMNS: tuple[tuple[str, str], ...] = (("date", "DATE"), ("hour", "BIGINT"))
+
+
+def live_files(root: Path | str, table: str) -> list[Path]:
+    """The files a reader of ``table`` should read, oldest hour first; warns about skipped ones."""
+    paths: list[Path] = []
+    for _, directory in iter_partitions(Path(root), table):
+        scan = scan_partition(directory, table)
+        warn_invalid(scan.invalid)
+        paths.extend(fact.path for fact in scan.live)
+    return paths
+
+
+def connect(root: Path | str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with a view per table of the store at ``root``."""
+    try:
+        connection = duckdb.connect(database)
+        connection.execute("SET TimeZone = 'UTC'")
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open DuckDB: {exc}") from exc
+    create_views(connection, root)
+    return connection
+
+
+def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> None:
+    """(Re)create the five views on ``connection`` from the files now in ``root``."""
+    for table in TABLES:
+        sql = _view_sql(table, live_files(root, table))
+        try:
+            connection.execute(sql)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot create the {table} view over {root}: {exc}") from exc
+
+
+def _view_sql(table: str, paths: list[Path]) -> str:
+    if not paths:
+        columns = [
+            f"CAST(NULL AS {_duckdb_type(field.type)}) AS {_quote_identifier(field.name)}"
+            for field in TABLES[table]
+        ]
+        columns += [f"CAST(NULL AS {kind}) AS {name}" for name, kind in PARTITION_COLUMNS]
+        return f"CREATE OR REPLACE VIEW {table} AS SELECT {', '.join(columns)} WHERE false"
+    listing = ", ".join(_quote_string(str(path)) for path in paths)
+    # Explicit column list: the view's columns do not depend on which files happen to exist.
+    columns = [_quote_identifier(name) for name in TABLES[table].names]
+    columns += [name for name, _ in PARTITION_COLUMNS]
+    return (
+        f"CREATE OR REPLACE VIEW {table} AS SELECT {', '.join(columns)} FROM read_parquet("
+        f"[{listing}], hive_partitioning = true, union_by_name = true)"
+    )
+
+
+def _duckdb_type(data_type: pa.DataType) -> str:
+    if pa.types.is_timestamp(data_type):
+        return "TIMESTAMPTZ" if data_type.tz else "TIMESTAMP"
+    if pa.types.is_list(data_type):
+        return f"{_duckdb_type(data_type.value_type)}[]"
+    simple = {
+        pa.string(): "VARCHAR",
+        pa.int8(): "TINYINT",
+        pa.int16(): "SMALLINT",
+        pa.int32(): "INTEGER",
+        pa.int64(): "BIGINT",
+        pa.float32(): "FLOAT",
+        pa.float64(): "DOUBLE",
+        pa.bool_(): "BOOLEAN",
+    }
+    if data_type not in simple:
+        raise StoreError(f"no DuckDB type for {data_type}")
+    return simple[data_type]
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
