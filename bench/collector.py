@@ -5,36 +5,46 @@
 For each count N it starts N tagged ``sleep 600`` processes (they die with the bench, even on
 SIGKILL: PR_SET_PDEATHSIG), then measures, in the same run:
 
-* ``Collector(source="procfs").tick()``, CPU time per tick (``time.process_time``) divided by
-  the rows it produced, plus a stub spool append (``list.extend``) standing in for the real
-  spool, whose cost is the store's and excluded here; "marginal" subtracts the fixed cost of a
-  tick that records nothing (listing /proc, checking the host's other processes, host totals);
+* ``Collector(source="procfs").tick()`` plus the real spool write of its rows (StoreWriter
+  append of samples and system, and the per-tick fdatasync), CPU time per tick
+  (``time.process_time``) divided by the rows it produced; "marginal" subtracts the fixed cost of
+  a tick that records nothing (listing /proc, checking the host's other processes, host totals).
+  The spool's conversion to Parquet (once a minute, by default, in a short-lived child process
+  that imports pyarrow) is printed apart: the child's CPU for a 60-tick segment of N processes;
 * the same for ``Collector(source="psutil")``;
 * a plain psutil loop reading the same four metrics per process (cpu_times, memory_info,
   num_fds, num_threads) over pre-built ``psutil.Process`` objects (psutil's best case);
 
 and prints the ratio. ``% of one core`` is CPU per tick at a 1 s interval, measured twice:
 ticking back to back (warm caches), and for real at a 1 s interval for ``--interval-run``
-seconds. The collector's RSS is measured in a child process that only runs the collector.
-Every tick also pays for the host's other, unrecorded processes (a cheap liveness check each).
+seconds. The collector's memory is measured in a process that runs the real collector, a
+``Recorder`` (Collector + StoreWriter) recording the N processes with 1 s segments, so several
+segments roll over to Parquet meanwhile: VmRSS at the end and VmHWM, its peak (not ru_maxrss,
+which Linux carries over fork+exec from the larger bench). Every tick also pays for the host's
+other, unrecorded processes (a cheap liveness check each).
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
+import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from devloop.collector import Collector  # noqa: E402
+from devloop.store import StoreWriter  # noqa: E402
 
 GOALS = "goals: <= 25 us/sample, >= 2.4x cheaper than psutil, <= 1% core @200, RSS <= 60 MB"
 
@@ -75,18 +85,52 @@ def cpu_per_call(call: Callable[[], int], repeats: int) -> tuple[float, int]:
     return (time.process_time() - start) / repeats, rows
 
 
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def bench_collector(source: str, repeats: int) -> tuple[float, int]:
-    spool: list[tuple[object, ...]] = []
-    with Collector(source=source) as collector:
+    with tempfile.TemporaryDirectory() as folder, Collector(source=source) as collector:
+        writer = StoreWriter(Path(folder) / "metrics", segment_seconds=1e9, convert_in_child=True)
         collector.tick()
 
         def tick() -> int:
             result = collector.tick()
-            spool.extend(result.samples)  # stub of the spool append
-            spool.clear()
+            writer.append("samples", result.samples)
+            writer.append("system", [result.system])
+            writer.flush()
             return len(result.samples)
 
-        return cpu_per_call(tick, repeats)
+        try:
+            return cpu_per_call(tick, repeats)
+        finally:
+            writer.close()
+
+
+def conversion_cost(ticks: int = 60) -> tuple[float, float, int]:
+    """CPU seconds of the conversion child for one segment of ``ticks`` ticks (the default
+    60 s segment at 1 s), in the collector's process (the roll-over) and in the child, and
+    the rows in the segment."""
+    with tempfile.TemporaryDirectory() as folder, Collector(source="procfs") as collector:
+        writer = StoreWriter(Path(folder) / "metrics", segment_seconds=1e9, convert_in_child=True)
+        try:
+            rows = 0
+            for _ in range(ticks):
+                result = collector.tick()
+                writer.append("samples", result.samples)
+                writer.append("system", [result.system])
+                writer.flush()
+                rows += len(result.samples)
+            parent, child = time.process_time(), children_cpu()
+            writer.roll()
+            parent = time.process_time() - parent
+            writer.wait_for_conversions()
+            child = children_cpu() - child
+            assert writer.segments_converted == 1
+        finally:
+            writer.close()
+        return parent, child, rows
 
 
 def bench_psutil_loop(pids: list[int], repeats: int) -> tuple[float, int]:
@@ -123,27 +167,39 @@ def at_interval(seconds: float) -> float:
 
 
 RSS_PROBE = """
-import resource, sys, time
+import json, sys, tempfile, time
+from pathlib import Path
 sys.path.insert(0, {src!r})
-from devloop.collector import Collector
-with Collector(source="procfs") as c:
-    for _ in range(5):
-        c.tick()
-        time.sleep(0.05)
-    rss = [l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]
-    print(int(rss) * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+from devloop.config import load_workspace
+from devloop.runner.record import Recorder
+
+folder = Path(tempfile.mkdtemp()) / ".devloop-workspace"
+folder.mkdir()
+(folder / "workspace.json").write_text(json.dumps({{"projects": [{{"name": "bench"}}]}}))
+with Recorder(load_workspace(folder), interval={interval}, segment_seconds=1.0) as recorder:
+    recorder.run(duration=60, until=lambda: recorder.writer.segments_converted >= {rolls})
+    status = {{l.split(":")[0]: l.split()[1] for l in open("/proc/self/status")
+              if len(l.split()) > 1}}
+    heavy = [m for m in ("pyarrow", "duckdb", "polars", "numpy") if m in sys.modules]
+    print(json.dumps({{
+        "rss": int(status["VmRSS"]) * 1024, "hwm": int(status["VmHWM"]) * 1024,
+        "rows": recorder.status().processes, "segments": recorder.writer.segments_converted,
+        "heavy": heavy,
+    }}))
 """
 
 
-def collector_rss() -> tuple[int, int]:
+def collector_rss(interval: float = 0.25, rolls: int = 3) -> dict[str, object]:
+    """Memory of the real collector (a Recorder) after ``rolls`` segments became Parquet."""
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
     out = subprocess.run(
-        [sys.executable, "-c", RSS_PROBE.format(src=src)],
+        [sys.executable, "-c", RSS_PROBE.format(src=src, interval=interval, rolls=rolls)],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    return int(out[0]), int(out[1])
+    ).stdout
+    result: dict[str, object] = json.loads(out)
+    return result
 
 
 def main() -> None:
@@ -177,15 +233,25 @@ def main() -> None:
                 f"{count:>5} {fast_us:>17.1f} {marginal_us:>9.1f} {1e6 * portable / rows:>14.1f}"
                 f" {loop_us:>15.1f} {loop_us / fast_us:>5.1f}x {100 * fast:>10.2f}% {rows:>5}"
             )
+            parent, child, segment_rows = conversion_cost()
+            print(
+                f"      spool -> Parquet of a 60-tick segment ({segment_rows} rows) in a child:"
+                f" {1e3 * child:.0f} ms CPU ({1e6 * child / max(segment_rows, 1):.1f} us/row),"
+                f" roll-over {1e3 * parent:.1f} ms in the collector;"
+                f" {100 * (child + parent) / 60:.2f}% of a core at 60 s segments"
+            )
             if args.interval_run and count in (200, counts[0]):
                 real = at_interval(args.interval_run)
                 seconds = f"{args.interval_run:.0f}"
                 print(f"      real 1 s interval over {seconds} s: {real:.2f}% of a core")
             if count == max(counts):
-                rss, peak = collector_rss()
+                probe = collector_rss()
+                rss, peak = float(probe["rss"]), float(probe["hwm"])  # type: ignore[arg-type]
                 print(
-                    f"      collector RSS with {count} processes: {rss / 2**20:.1f} MB "
-                    f"(peak {peak / 2**20:.1f} MB, Python interpreter included)"
+                    f"      collector (Recorder) with {probe['rows']} processes, after"
+                    f" {probe['segments']} roll-overs to Parquet: VmRSS {rss / 2**20:.1f} MB,"
+                    f" VmHWM {peak / 2**20:.1f} MB (Python included);"
+                    f" heavy modules loaded: {probe['heavy'] or 'none'}"
                 )
         finally:
             stop(children)

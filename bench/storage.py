@@ -1,6 +1,8 @@
 """Storage benchmark: a realistic synthetic hour (or more) through StoreWriter, then compaction.
 
     python bench/storage.py [--hours 1] [--processes 200] [--jitter-ms 0] [--keep DIR]
+    python bench/storage.py --store sample_data/.devloop-workspace/metrics   # the real recording
+    python bench/storage.py --simulate --hours 24                            # simulated data
 
 Models a workspace of mostly idle agents sampled every second: ~85% of processes sleep (cpu 0,
 an occasional 10 ms wake-up, memory that moves a few pages now and then), the rest alternate
@@ -200,6 +202,11 @@ def run(hours: float, processes: int, jitter_ms: float, root: Path) -> None:
         f"compaction: {report.files_in} files -> {report.partitions} in {elapsed:.2f} s "
         f"({report.bytes_in} -> {report.bytes_out} bytes)"
     )
+    report_store(root)
+
+
+def report_store(root: Path) -> None:
+    """Bytes per row per table, and per samples column, of a (compacted) store."""
     info = store_info(root)
     print("\ntable        rows      bytes   bytes/row")
     for table in info.tables:
@@ -229,13 +236,60 @@ def run(hours: float, processes: int, jitter_ms: float, root: Path) -> None:
     print(f"{'(whole file)':<18} {whole:>9.4f}" if whole else "")
 
 
+def measure_existing(store: Path) -> None:
+    """Copy a recorded store, compact every hour of the copy, report it."""
+    folder = Path(tempfile.mkdtemp(prefix="devloop-bench-"))
+    try:
+        root = folder / "metrics"
+        shutil.copytree(store, root, ignore=shutil.ignore_patterns(".lock", ".maintenance.lock"))
+        report = compact(root, now=datetime.now(UTC) + timedelta(hours=2))
+        print(
+            f"recorded store {store}: compaction {report.files_in} files -> "
+            f"{report.partitions} ({report.bytes_in} -> {report.bytes_out} bytes)"
+        )
+        report_store(root)
+    finally:
+        shutil.rmtree(folder)
+
+
+def measure_simulated(hours: float, projects: int, agents: int) -> None:
+    """A simulated history (devloop workspace simulate), compacted, reported."""
+    from devloop.simulate import simulate
+
+    folder = Path(tempfile.mkdtemp(prefix="devloop-bench-"))
+    try:
+        summary = simulate(folder / "sim", hours=hours, projects=projects,
+                           agents_per_project=agents, seed=0)  # fmt: skip
+        root = summary.metrics_dir
+        report = compact(root, now=summary.end + timedelta(hours=2))
+        print(
+            f"simulated {hours:g} h x {projects * agents} processes: compaction "
+            f"{report.files_in} files -> {report.partitions}"
+        )
+        report_store(root)
+    finally:
+        shutil.rmtree(folder)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hours", type=float, default=1.0)
     parser.add_argument("--processes", type=int, default=200)
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--keep", type=Path, help="write the store here and keep it")
+    parser.add_argument("--store", type=Path, help="measure this recorded store (a copy of it)")
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="measure a simulated history (--hours, 3 projects x 4 agents)",
+    )
     args = parser.parse_args()
+    if args.store:
+        measure_existing(args.store)
+        return
+    if args.simulate:
+        measure_simulated(args.hours, 3, 4)
+        return
     if args.keep:
         run(args.hours, args.processes, args.jitter_ms, args.keep)
         return

@@ -75,6 +75,8 @@ def main() -> None:
         collector.send_signal(signal.SIGINT)
         collector.wait(timeout=120)
     print(f"{runs} agent runs recorded", file=sys.stderr)
+    subprocess.run([*DEVLOOP, "workspace", "compact", "--workspace-dir", str(WORKSPACE),
+                    "--all-hours"], check=True)  # fmt: skip
 
 
 if __name__ == "__main__":

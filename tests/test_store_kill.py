@@ -1,5 +1,6 @@
 """SIGKILL a real writer at random moments: every file readable, no duplicate, no loss beyond
-the tick in flight; SIGTERM loses nothing."""
+the tick in flight; SIGTERM loses nothing. Both with in-process conversion and with the
+collector's conversion child (killed with its parent, possibly mid-conversion)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import signal, sys, time
 from devloop.store import StoreWriter
 
 root, run, segment_seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+in_child = sys.argv[4] == "child"
 stop = False
 
 def on_term(signum, frame):
@@ -36,7 +38,7 @@ def on_term(signum, frame):
 
 signal.signal(signal.SIGTERM, on_term)
 print("starting", flush=True)
-writer = StoreWriter(root, segment_seconds=segment_seconds)
+writer = StoreWriter(root, segment_seconds=segment_seconds, convert_in_child=in_child)
 tick = 0
 while not stop:
     ts = {T0} + (run * {RUN_TICKS} + tick) * {TICK_US}
@@ -58,9 +60,9 @@ print("closed", flush=True)
 class Writer:
     """A writer subprocess whose output lines are collected by a thread."""
 
-    def __init__(self, root: Path, run: int) -> None:
+    def __init__(self, root: Path, run: int, mode: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(root), str(run), "0.02"],
+            [sys.executable, "-c", WRITER, str(root), str(run), "0.02", mode],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -111,13 +113,16 @@ def _present_ticks(root: Path) -> dict[int, dict[int, int]]:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_at_most_the_tick_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["in-process", "child"])
+def test_sigkill_at_random_moments_loses_at_most_the_tick_in_flight(
+    tmp_path: Path, mode: str
+) -> None:
     root = tmp_path / "metrics"
     rng = random.Random(int(os.environ.get("DEVLOOP_KILL_SEED", "20240304")))
     durable: dict[int, list[int]] = {}
     kills = 20
     for run in range(kills):
-        writer = Writer(root, run)
+        writer = Writer(root, run, mode)
         writer.wait_for("starting")
         if run % 4 == 3:  # early: during start-up and recovery of the previous run's segment
             time.sleep(rng.uniform(0.0, 0.15))
@@ -127,7 +132,7 @@ def test_sigkill_at_random_moments_loses_at_most_the_tick_in_flight(tmp_path: Pa
         assert writer.stop(signal.SIGKILL) == -signal.SIGKILL
         durable[run] = writer.ticks
 
-    final = Writer(root, kills)
+    final = Writer(root, kills, mode)
     final.wait_for("ticks", 15)
     assert final.stop(signal.SIGTERM) == 0
     assert final.lines[-1] == "closed"

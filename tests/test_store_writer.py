@@ -45,14 +45,20 @@ def test_round_trip_duckdb_polars_pyarrow(tmp_path: Path) -> None:
 
     assert read_samples(root) == expected
 
+    # Plain readers see cpu_seconds as it is stored: DECIMAL(18,2), the same values.
     frame = pl.read_parquet(root / "samples" / "**" / "*.parquet", hive_partitioning=False)
-    frame = frame.with_columns(pl.col("ts", "start_time").dt.epoch("us"))
+    assert frame.schema["cpu_seconds"] == pl.Decimal(18, 2)
+    frame = frame.with_columns(
+        pl.col("ts", "start_time").dt.epoch("us"), pl.col("cpu_seconds").cast(pl.Float64)
+    )
     assert sorted(frame.rows()) == expected
 
     dataset = ds.dataset(root / "samples", format="parquet", partitioning="hive")
     table = dataset.to_table()
+    assert table.schema.field("cpu_seconds").type == pa.decimal128(18, 2)
+    casts = {"ts": pa.int64(), "start_time": pa.int64(), "cpu_seconds": pa.float64()}
     columns = [
-        table.column(name).cast(pa.int64()) if name in ("ts", "start_time") else table.column(name)
+        table.column(name).cast(casts[name]) if name in casts else table.column(name)
         for name in table.column_names
         if name not in ("date", "hour")
     ]

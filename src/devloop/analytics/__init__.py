@@ -1,1 +1,68 @@
-"""devloop.analytics"""
+"""Reports over the metrics store: the queries behind every analytics command.
+
+Each function takes a workspace folder (or an open :class:`Store`), a
+:class:`~devloop.analytics.timerange.TimeRange` and project/agent globs, and returns a frozen
+record holding polars DataFrames with documented columns and a ``to_json()`` (the documented
+JSON of the command). Definitions every report shares (CPU %, per-tick series, limits in
+force) are in :mod:`devloop.analytics._db`.
+
+    metrics.py       workspace_metrics   the live view (newest tick)
+    export.py        export_metrics      one row per interval and project/agent
+    baseline.py      summarise, record_baseline, compare_summaries   metrics summaries
+    peaks.py         peak_usage          peak / p95 per project, agent, workspace
+    bottlenecks.py   bottlenecks         intervals over a share of the limit in force
+    efficiency.py    efficiency          allocated vs used
+    health.py        health              leaks, restart loops, stopped, freshness, backlog
+    audit.py         audit_query         per-agent statistics of one metric
+    sql.py           run_sql             SQL over the views
+    timerange.py     parse_range, TimeRange   "2 hours ago", "yesterday 09:00", ISO 8601
+"""
+
+from devloop.analytics._db import Selection, Store, collected_warnings, iso, records
+from devloop.analytics.audit import Audit, audit_query
+from devloop.analytics.baseline import (
+    compare_summaries,
+    read_summary,
+    record_baseline,
+    summarise,
+)
+from devloop.analytics.bottlenecks import Bottlenecks, bottlenecks
+from devloop.analytics.efficiency import Efficiency, efficiency
+from devloop.analytics.export import MetricsExport, export_metrics
+from devloop.analytics.health import Health, health, theil_sen
+from devloop.analytics.metrics import WorkspaceMetrics, workspace_metrics
+from devloop.analytics.peaks import PeakUsage, peak_usage
+from devloop.analytics.sql import run_sql
+from devloop.analytics.timerange import TimeRange, format_moment, parse_moment, parse_range
+
+__all__ = [
+    "Audit",
+    "Bottlenecks",
+    "Efficiency",
+    "Health",
+    "MetricsExport",
+    "PeakUsage",
+    "Selection",
+    "Store",
+    "TimeRange",
+    "WorkspaceMetrics",
+    "audit_query",
+    "bottlenecks",
+    "collected_warnings",
+    "compare_summaries",
+    "efficiency",
+    "export_metrics",
+    "format_moment",
+    "health",
+    "iso",
+    "parse_moment",
+    "parse_range",
+    "peak_usage",
+    "read_summary",
+    "record_baseline",
+    "records",
+    "run_sql",
+    "summarise",
+    "theil_sen",
+    "workspace_metrics",
+]

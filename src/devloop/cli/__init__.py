@@ -44,6 +44,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from devloop.cli.analytics import analytics, audit, health, metrics, sql
     from devloop.cli.record import collect, run
     from devloop.cli.simulate import simulate
     from devloop.cli.store import compact, store_info
@@ -53,6 +54,9 @@ def _register() -> None:
     cli.add_command(run)
     for command in (collect, compact, store_info, simulate):
         workspace.add_command(command)
+    for command in (metrics, analytics, health, sql):
+        workspace.add_command(command)
+    cli.add_command(audit)
 
 
 _register()

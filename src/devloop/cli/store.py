@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -20,7 +21,14 @@ from devloop.cli._options import (
 @workspace_dir_option
 @click.option("--retention", help="Also drop data older than this (30d, 12h).")
 @click.option("--max-size", help="Also drop the oldest hours until the store fits (2GB).")
-def compact(workspace_dir: Path | None, retention: str | None, max_size: str | None) -> None:
+@click.option(
+    "--all-hours",
+    is_flag=True,
+    help="Compact the current hour too (when no collector is recording into it).",
+)
+def compact(
+    workspace_dir: Path | None, retention: str | None, max_size: str | None, all_hours: bool
+) -> None:
     """Compact every closed hour into one sorted zstd file per table; apply retention.
 
     \b
@@ -30,7 +38,7 @@ def compact(workspace_dir: Path | None, retention: str | None, max_size: str | N
     from devloop.errors import UsageError
     from devloop.store import compact as compact_store
     from devloop.store import retention as apply_retention
-    from devloop.units import parse_duration, parse_size
+    from devloop.units import format_size, parse_duration, parse_size
 
     try:
         max_age = parse_duration(retention) if retention is not None else None
@@ -41,11 +49,22 @@ def compact(workspace_dir: Path | None, retention: str | None, max_size: str | N
     except UsageError as exc:
         raise click.BadParameter(str(exc), param_hint="--max-size") from exc
     root = resolve_workspace_dir(workspace_dir) / "metrics"
-    report = compact_store(root)
-    click.echo(str(report))
+    now = datetime.now(UTC) + timedelta(hours=1) if all_hours else None
+    report = compact_store(root, now=now)
+    click.echo(
+        f"Compacted {report.partitions} hour partitions: {report.files_in} files, "
+        f"{report.rows} rows, {format_size(report.bytes_in)} -> {format_size(report.bytes_out)}"
+        + (f"; repaired {report.repaired} leftover files" if report.repaired else "")
+    )
     if max_age is not None or max_bytes is not None:
         dropped = apply_retention(root, max_age_seconds=max_age, max_bytes=max_bytes)
-        click.echo(str(dropped))
+        if dropped.dropped:
+            click.echo(
+                f"Dropped {len(dropped.dropped)} partitions ({dropped.rows} rows, "
+                f"{format_size(dropped.bytes)}): {dropped.reason}"
+            )
+        else:
+            click.echo("Retention: nothing to drop")
 
 
 @click.command("store-info")

@@ -3,6 +3,10 @@
 :class:`Recorder` owns one :class:`~devloop.collector.Collector` and the store's single
 :class:`~devloop.store.StoreWriter`. Each tick's rows are appended to the spool and flushed
 before the next tick starts, so a SIGKILL loses at most the tick in flight.
+
+A recorder runs for months, so it stays small: it never imports pyarrow, DuckDB, polars or
+numpy. Spool segments become Parquet, and closed hours are compacted, in short-lived child
+processes (``devloop.store.convert``) that the tick loop starts and reaps without waiting.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devloop.config.models import Workspace
-from devloop.errors import DevloopError
+
+if TYPE_CHECKING:
+    from devloop.store.convert import ChildJob
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +72,17 @@ class Recorder:
         interval: float | None = None,
         all_processes: bool = False,
         source: str = "auto",
-        segment_seconds: float = 60.0,
+        segment_seconds: float = 120.0,
     ) -> None:
         """Take the store's lock (StoreLockedError if a collector already records it)."""
         from devloop.collector import OTHER_PROJECT, Collector
-        from devloop.store import StoreWriter
+        from devloop.store.writer import StoreWriter
 
         self.workspace = workspace
         self.interval = interval or workspace.config.global_.resource_limits.check_interval
-        self.writer = StoreWriter(workspace.metrics_dir, segment_seconds=segment_seconds)
+        self.writer = StoreWriter(
+            workspace.metrics_dir, segment_seconds=segment_seconds, convert_in_child=True
+        )
         try:
             self.collector = Collector(
                 rules_for(workspace), all_processes=all_processes, source=source,
@@ -89,7 +97,7 @@ class Recorder:
             self._projects.add(OTHER_PROJECT)
         self._ticks = 0
         self._compacted_hour = int(time.time() // 3600)
-        self._compactor: threading.Thread | None = None
+        self._compactor: ChildJob | None = None
         self._rows = 0
         self._bytes = 0
         self._processes = 0
@@ -201,31 +209,35 @@ class Recorder:
         return self.status()
 
     def _maybe_compact(self) -> None:
-        """Compact closed hours once an hour, off the sampling thread."""
+        """Compact closed hours once an hour, in a child process the next ticks reap."""
+        if self._compactor is not None and self._compactor.poll():
+            self._reap_compactor()
         hour = int(time.time() // 3600)
-        if hour == self._compacted_hour:
-            return
-        if self._compactor is not None and self._compactor.is_alive():
+        if hour == self._compacted_hour or self._compactor is not None:
             return
         self._compacted_hour = hour
         if self._ticks <= 1:
             return  # the first tick of a run: leave earlier hours to their own compaction pass
-        from devloop.store import compact
+        from devloop.store.convert import ChildJob
 
-        def work() -> None:
-            try:
-                compact(self.workspace.metrics_dir)
-            except DevloopError as exc:  # a busy maintenance lock, a full disk: try next hour
-                logger.warning("compaction skipped: %s", exc)
+        self._compactor = ChildJob("compact", self.workspace.metrics_dir)
 
-        self._compactor = threading.Thread(target=work, name="devloop-compact", daemon=True)
-        self._compactor.start()
+    def _reap_compactor(self) -> None:
+        compactor, self._compactor = self._compactor, None
+        if compactor is None:
+            return
+        failure = compactor.failure
+        if failure is not None:  # a busy maintenance lock, a full disk: try next hour
+            logger.warning("compaction skipped: %s", failure)
+        for message in compactor.warning_messages():
+            logger.warning("compaction: %s", message)
 
     def close(self) -> None:
         """Write the stop event, convert the open segment to Parquet, release the lock."""
         try:
             if self._compactor is not None:
-                self._compactor.join()
+                self._compactor.wait()
+                self._reap_compactor()
             self.event("stop", message=f"collector stopped after {self._ticks} ticks")
         finally:
             try:

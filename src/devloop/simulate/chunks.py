@@ -129,12 +129,16 @@ def generate_chunk(plan: Plan, counters: Counters, first: int, stop: int, seed: 
     read_total = _cumulative(read.ravel(), flat_process, counters.read_bytes)
     write_total = _cumulative(write.ravel(), flat_process, counters.write_bytes)
 
-    rss = p.rss_bytes[:, None] * rng.normal(1.0, 0.02, shape)
+    # An idle process's RSS does not move (as on a real machine, where it is what compresses
+    # a store): a level fixed per process instance, plus the working set of a run while busy.
+    level = 0.97 + 0.06 * ((process * 2654435761) % 1000) / 1000
+    rss = p.rss_bytes[:, None] * level
     rss += np.where(busy, p.run_rss_bytes[:, None] * rng.uniform(0.7, 1.3, shape), 0.0)
     rss += p.leak_bytes_per_us[:, None] * age
     rss_bytes = (rss // _PAGE).astype(np.int64) * _PAGE
     fds = p.fds[:, None] + np.where(busy, p.run_fds[:, None], 0)
-    fds = fds + (p.fds_per_us[:, None] * age).astype(np.int64) + rng.integers(0, 2, shape)
+    fds = fds + (p.fds_per_us[:, None] * age).astype(np.int64)
+    fds += np.where(busy, rng.integers(0, 2, shape), 0)  # a run opens and closes files
     threads = p.threads[:, None] + np.where(busy, p.run_threads[:, None], 0)
 
     state = np.where(rng.random(shape) < np.minimum(cores, 1.0), _RUNNING, _SLEEPING)

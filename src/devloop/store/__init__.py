@@ -10,16 +10,49 @@ Pipeline, one module per stage::
     query.py      DuckDB views samples, processes, system, events, limits
     info.py       store_info: rows, bytes, spans per table
     lock.py, layout.py, files.py, schema.py   locks, paths, Parquet files, the table contract
+
+Nothing heavy is imported with the package: each name below is loaded from its module on first
+use (PEP 562), so the collector can import ``devloop.store.writer`` without pulling in pyarrow
+or DuckDB (it converts its spool in a child process, see convert.py).
 """
 
-from devloop.store.compact import CompactReport, compact
-from devloop.store.files import StoreWarning
-from devloop.store.info import StoreInfo, TableInfo, store_info
-from devloop.store.layout import Partition
-from devloop.store.query import connect, create_views, live_files
-from devloop.store.recovery import RecoveryReport, SegmentReport, recover
-from devloop.store.retention import DroppedPartition, DropReport, retention
-from devloop.store.writer import StoreWriter, write_table
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devloop.store.compact import CompactReport, compact
+    from devloop.store.info import StoreInfo, TableInfo, store_info
+    from devloop.store.layout import Partition, StoreWarning
+    from devloop.store.query import connect, create_views, live_files
+    from devloop.store.recovery import RecoveryReport, SegmentReport, recover
+    from devloop.store.retention import DroppedPartition, DropReport, retention
+    from devloop.store.writer import StoreWriter, write_table
+
+#: Where each public name lives.
+_MODULES: dict[str, str] = {
+    "CompactReport": "compact",
+    "compact": "compact",
+    "StoreWarning": "layout",
+    "StoreInfo": "info",
+    "TableInfo": "info",
+    "store_info": "info",
+    "Partition": "layout",
+    "connect": "query",
+    "create_views": "query",
+    "live_files": "query",
+    "RecoveryReport": "recovery",
+    "SegmentReport": "recovery",
+    "recover": "recovery",
+    "DroppedPartition": "retention",
+    "DropReport": "retention",
+    "retention": "retention",
+    "StoreWriter": "writer",
+    "write_table": "writer",
+}
 
 __all__ = [
     "CompactReport",
@@ -41,3 +74,28 @@ __all__ = [
     "store_info",
     "write_table",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Loading the submodule compact.py (or retention.py) makes the import system set the
+        # package's attribute of that name to the module; the public name is the function.
+        if isinstance(value, types.ModuleType) and _MODULES.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

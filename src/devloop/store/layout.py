@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from devloop.errors import StoreError
-from devloop.store.schema import TABLES
+from devloop.store.columns import TABLE_COLUMNS
 
 SPOOL_DIR: Final = "_spool"
 SEGMENT_SUFFIX: Final = ".seg"
@@ -41,6 +41,10 @@ HOUR_US: Final = 3_600_000_000
 _DATE_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 _HOUR_RE = re.compile(r"^hour=(\d{1,2})$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class StoreWarning(UserWarning):
+    """A store file was skipped (corrupt, foreign, or of another table) or a segment set aside."""
 
 
 @dataclass(frozen=True, order=True)
@@ -87,8 +91,8 @@ class Partition:
 
 def check_table(table: str) -> None:
     """Raise StoreError unless ``table`` is one of the store's tables."""
-    if table not in TABLES:
-        raise StoreError(f"unknown table {table!r} (tables: {', '.join(TABLES)})")
+    if table not in TABLE_COLUMNS:
+        raise StoreError(f"unknown table {table!r} (tables: {', '.join(TABLE_COLUMNS)})")
 
 
 def spool_dir(root: Path) -> Path:

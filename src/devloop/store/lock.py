@@ -3,17 +3,26 @@
 ``fcntl.flock`` on a lock file that holds the holder's pid. The kernel drops the lock when the
 holder's file descriptor closes, including on SIGKILL, so a dead collector never blocks the next.
 The file itself is never deleted: deleting a lock file races with a process that just opened it.
+
+A collector's conversion child holds a copy of the writer lock (convert.py) and dies with the
+collector, a moment after it. So when the pid in the file is no longer alive, the lock belongs
+to such a dying child, and taking it waits for it (a few seconds at most) instead of failing.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from types import TracebackType
+from typing import Final
 
 from devloop.errors import StoreError, StoreLockedError
 from devloop.store.layout import LOCK_FILE, MAINTENANCE_LOCK_FILE
+
+#: How long to wait for a lock whose holder is dead (see the module doc).
+ORPHAN_WAIT_SECONDS: Final = 5.0
 
 
 class StoreLock:
@@ -31,7 +40,7 @@ class StoreLock:
         except OSError as exc:
             raise StoreError(f"cannot open lock file {self.path}: {exc}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_or_wait_for_orphan(fd)
         except BlockingIOError:
             pid = _read_pid(fd)
             os.close(fd)
@@ -52,6 +61,14 @@ class StoreLock:
     def held(self) -> bool:
         """Whether this object still holds the lock."""
         return self._fd is not None
+
+    def fileno(self) -> int:
+        """The locked descriptor. A child process handed a copy holds the lock too: the kernel
+        frees a flock when the last descriptor sharing it closes, so the lock outlives
+        :meth:`release` (which only closes ours) until that child exits."""
+        if self._fd is None:
+            raise StoreError(f"the lock {self.path} is released")
+        return self._fd
 
     def release(self) -> None:
         """Free the lock (idempotent)."""
@@ -74,6 +91,30 @@ class StoreLock:
         traceback: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _flock_or_wait_for_orphan(fd: int) -> None:
+    """flock ``fd``; BlockingIOError if a live process holds it."""
+    deadline = time.monotonic() + ORPHAN_WAIT_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            if pid is None or _alive(pid) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_pid(fd: int) -> int | None:

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from devloop.errors import StoreError
-from devloop.store.files import scan_partition, warn_invalid
+from devloop.store.files import STORED_AS, scan_partition, warn_invalid
 from devloop.store.layout import iter_partitions
 from devloop.store.schema import TABLES
 
@@ -71,7 +71,12 @@ def _view_sql(table: str, paths: list[Path]) -> str:
         return f"CREATE OR REPLACE VIEW {table} AS SELECT {', '.join(columns)} WHERE false"
     listing = ", ".join(_quote_string(str(path)) for path in paths)
     # Explicit column list: the view's columns do not depend on which files happen to exist.
-    columns = [_quote_identifier(name) for name in TABLES[table].names]
+    # Columns stored in another type on disk (files.STORED_AS) come back in the schema's type.
+    columns = [
+        f"CAST({name} AS {_duckdb_type(f.type)}) AS {name}" if f.name in STORED_AS else name
+        for f in TABLES[table]
+        for name in [_quote_identifier(f.name)]
+    ]
     columns += [name for name, _ in PARTITION_COLUMNS]
     return (
         f"CREATE OR REPLACE VIEW {table} AS SELECT {', '.join(columns)} FROM read_parquet("

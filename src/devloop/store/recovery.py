@@ -16,6 +16,10 @@ segment. Why a SIGKILL at any moment yields no duplicate and no lost row:
 5. After the segment is deleted: nothing left to do.
 
 Recovery runs under the writer lock (a live collector's segments are not leftovers).
+
+pyarrow is imported by :func:`convert_segment` when it runs, not with this module: the collector
+imports the reports and :func:`segment_paths` from here, and converts in a child process
+(convert.py) so that it never loads pyarrow itself.
 """
 
 from __future__ import annotations
@@ -25,14 +29,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-
 from devloop.errors import StoreError
-from devloop.store.files import StoreWarning, conform, read_facts, split_by_hour, unlink_files
-from devloop.store.files import write_atomic as _write_atomic
-from devloop.store.layout import SEGMENT_SUFFIX, partition_dir, spool_dir
+from devloop.store.layout import SEGMENT_SUFFIX, StoreWarning, partition_dir, spool_dir
 from devloop.store.lock import writer_lock
-from devloop.store.schema import TABLES
 from devloop.store.spool import SpoolCorruptError, read_segment
 
 
@@ -77,6 +76,8 @@ def segment_paths(root: Path) -> list[Path]:
 
 def _contained(directory: Path, table: str) -> set[str]:
     """Names that a compacted file in ``directory`` already holds."""
+    from devloop.store.files import read_facts
+
     names: set[str] = set()
     try:
         entries = os.listdir(directory)
@@ -98,6 +99,11 @@ def convert_segment(root: Path, segment: Path) -> SegmentReport:
     A segment whose records pass their CRC but do not decode is renamed ``*.seg.bad`` and
     reported with a StoreWarning, so one bad file never stops the collector from starting.
     """
+    import pyarrow as pa
+
+    from devloop.store.files import conform, split_by_hour, unlink_files, write_atomic
+    from devloop.store.schema import TABLES
+
     segment_id = segment.name.removesuffix(SEGMENT_SUFFIX)
     try:
         contents = read_segment(segment)
@@ -121,7 +127,7 @@ def convert_segment(root: Path, segment: Path) -> SegmentReport:
             # here, the compacted file that swallowed it is already visible below.
             if final.exists() or final.name in _contained(directory, table):
                 continue
-            _write_atomic(table, part, final)
+            write_atomic(table, part, final)
             written.append(final)
     unlink_files([segment])
     return SegmentReport(segment, rows, tuple(written), contents.torn_bytes)

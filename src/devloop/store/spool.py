@@ -36,13 +36,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
-from typing import Any, Final
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any, Final
 
 from devloop.errors import StoreError
-from devloop.store.schema import SCHEMA_VERSIONS, TABLES
+from devloop.store.columns import SCHEMA_VERSIONS, TABLE_COLUMNS, Kind
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger("devloop.store")
 
@@ -73,31 +73,21 @@ class SpoolCorruptError(StoreError):
     """A spool record passed its CRC check but cannot be decoded (a bug or a version skew)."""
 
 
-# Column kinds: ("fixed", array typecode), ("string", ""), ("int32_list", "").
-_FIXED_CODES: Final = {
-    pa.int8(): "b",
-    pa.int16(): "h",
-    pa.int32(): "i",
-    pa.int64(): "q",
-    pa.float32(): "f",
-    pa.float64(): "d",
+# How each column kind is laid out: ("fixed", array typecode), ("string", ""), ("int32_list", "").
+_LAYOUTS: Final[dict[Kind, tuple[str, str]]] = {
+    "ts": ("fixed", "q"),
+    "i8": ("fixed", "b"),
+    "i16": ("fixed", "h"),
+    "i32": ("fixed", "i"),
+    "i64": ("fixed", "q"),
+    "f32": ("fixed", "f"),
+    "f64": ("fixed", "d"),
+    "str": ("string", ""),
+    "list_i32": ("int32_list", ""),
 }
 
-
-def _kind(data_type: pa.DataType) -> tuple[str, str]:
-    if pa.types.is_timestamp(data_type):
-        return "fixed", "q"
-    if data_type in _FIXED_CODES:
-        return "fixed", _FIXED_CODES[data_type]
-    if pa.types.is_string(data_type):
-        return "string", ""
-    if pa.types.is_list(data_type) and data_type.value_type == pa.int32():
-        return "int32_list", ""
-    raise TypeError(f"the spool cannot hold {data_type}")
-
-
 _KINDS: Final[dict[str, list[tuple[str, str]]]] = {
-    name: [_kind(f.type) for f in schema] for name, schema in TABLES.items()
+    name: [_LAYOUTS[column.kind] for column in columns] for name, columns in TABLE_COLUMNS.items()
 }
 for _code in "bhiqfd":  # the buffers are Arrow's layout only at these sizes
     assert array(_code).itemsize == {"b": 1, "h": 2, "i": 4, "q": 8, "f": 4, "d": 8}[_code]
@@ -107,7 +97,7 @@ for _code in "bhiqfd":  # the buffers are Arrow's layout only at these sizes
 
 
 def encode_record(table: str, rows: Sequence[Sequence[Any]]) -> bytes:
-    """One framed record holding ``rows`` (tuples in the column order of ``schema.TABLES``)."""
+    """One framed record holding ``rows`` (tuples in the column order of ``columns.py``)."""
     kinds = _KINDS[table]
     try:
         columns = list(zip(*rows, strict=True))
@@ -116,7 +106,7 @@ def encode_record(table: str, rows: Sequence[Sequence[Any]]) -> bytes:
     if len(columns) != len(kinds):
         raise StoreError(f"{table}: rows have {len(columns)} values, the table has {len(kinds)}")
     parts = [_HEADER.pack(TABLE_IDS[table], SCHEMA_VERSIONS[table], len(rows), len(kinds))]
-    for (kind, code), column, field_ in zip(kinds, columns, TABLES[table], strict=True):
+    for (kind, code), column, field_ in zip(kinds, columns, TABLE_COLUMNS[table], strict=True):
         mark = len(parts)
         try:
             if kind == "fixed":
@@ -186,7 +176,12 @@ def _encode_int32_list(parts: list[bytes], column: Sequence[Any]) -> None:
 
 
 def decode_payload(payload: bytes) -> tuple[str, pa.RecordBatch]:
-    """The table and rows of one record's payload (CRC already checked)."""
+    """The table and rows of one record's payload (CRC already checked).
+
+    Imports pyarrow (encoding does not: the collector only ever encodes).
+    """
+    import pyarrow as pa
+
     try:
         table_id, version, n_rows, n_columns = _HEADER.unpack_from(payload, 0)
     except struct.error as exc:
@@ -194,10 +189,10 @@ def decode_payload(payload: bytes) -> tuple[str, pa.RecordBatch]:
     table = _TABLE_NAMES.get(table_id)
     if table is None:
         raise SpoolCorruptError(f"unknown table id {table_id}")
-    if version != SCHEMA_VERSIONS[table] or n_columns != len(TABLES[table]):
+    if version != SCHEMA_VERSIONS[table] or n_columns != len(TABLE_COLUMNS[table]):
         raise SpoolCorruptError(
             f"{table} record of schema version {version} with {n_columns} columns; this devloop"
-            f" reads version {SCHEMA_VERSIONS[table]} with {len(TABLES[table])}"
+            f" reads version {SCHEMA_VERSIONS[table]} with {len(TABLE_COLUMNS[table])}"
         )
     try:
         return table, _decode_columns(table, payload, n_rows)
@@ -206,6 +201,10 @@ def decode_payload(payload: bytes) -> tuple[str, pa.RecordBatch]:
 
 
 def _decode_columns(table: str, payload: bytes, n_rows: int) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    from devloop.store.schema import TABLES
+
     reader = _Reader(payload, _HEADER.size)
     schema = TABLES[table]
     arrays = []
@@ -257,6 +256,9 @@ class _Reader:
 
 
 def _bitmap(mask: memoryview, n_rows: int) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     flags = pa.Array.from_buffers(pa.uint8(), n_rows, [None, pa.py_buffer(mask)])
     return pc.not_equal(flags, 0).buffers()[1]
 

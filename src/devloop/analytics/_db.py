@@ -1,0 +1,336 @@
+"""The store as the reports see it: one DuckDB connection, a question (range, projects, agents)
+turned into SQL with parameters, and the series every report is built from.
+
+Definitions every report shares (README "Reports" repeats them):
+
+* **CPU %** is percent of the whole machine: ``100 * cpu_cores / cores``, with ``cores`` the
+  host's core count from the ``system`` table (its newest value; hosts do not change size).
+* **A project's series** is the sum over its processes at each tick; the **workspace series**
+  the sum over the selected projects at each tick. Percentiles and peaks are taken on these
+  per-tick sums, never summed from per-agent figures: the workspace peak is the coincident peak.
+* **Ticks** are the collector's ticks (rows of ``system``) in the range. Project and workspace
+  series cover every tick, 0 where nothing ran; an agent's figures cover the ticks at which it
+  had a process (agents come and go: a linter that ran 2 s a minute has its "while running").
+* **Limits in force** at a tick are the newest ``limits`` row at or before it (an ASOF join);
+  the workspace limit is the sum of the project limits in force.
+
+DuckDB-specific SQL (ASOF JOIN, quantile_cont, arg_max, time_bucket) lives here and in the
+report modules' few queries; everything else is standard SQL, so the same questions can run on
+Spark over a fleet's dataset.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devloop.analytics.timerange import TimeRange, format_moment
+from devloop.errors import NoSamplesError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+
+#: Threads DuckDB may use (the project machine has two cores).
+THREADS = 2
+
+NO_SAMPLES_HINT = "record some with `devloop workspace collect`"
+
+
+def no_samples(start: datetime | None, end: datetime | None) -> NoSamplesError:
+    """The error of an empty store or range, naming the range."""
+    first = format_moment(start) if start is not None else "the beginning of the store"
+    last = format_moment(end) if end is not None else "now"
+    return NoSamplesError(f"no samples between {first} and {last}; {NO_SAMPLES_HINT}")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A question resolved against the store: ``start <= ts < end`` and the names it covers.
+
+    ``projects`` and ``agents`` are the names selected (sorted); ``project_filter`` and
+    ``agent_filter`` say whether a glob narrowed them (no filter means no SQL condition).
+    ``interval`` is the typical spacing of the collector's ticks in seconds.
+    """
+
+    start: datetime
+    end: datetime
+    projects: tuple[str, ...]
+    agents: tuple[str, ...]
+    project_filter: bool
+    agent_filter: bool
+    interval: float
+
+    @property
+    def label(self) -> str:
+        """``2026-01-05 00:00:00 UTC .. 2026-01-06 00:00:00 UTC``."""
+        return f"{format_moment(self.start)} .. {format_moment(self.end)}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``range`` object every report's JSON carries."""
+        return {
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "interval_seconds": self.interval,
+            "projects": list(self.projects),
+            "agents": list(self.agents) if self.agent_filter else None,
+        }
+
+
+def iso(moment: datetime | None) -> str | None:
+    """An aware datetime as ISO 8601 UTC with ``Z`` (``2026-01-05T14:00:00Z``)."""
+    if moment is None:
+        return None
+    text = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return text
+
+
+class Store:
+    """A read-only view of one workspace's metrics store (``<workspace-dir>/metrics``)."""
+
+    def __init__(self, workspace_dir: Path | str) -> None:
+        """Open the store; StoreError when the folder does not exist or DuckDB fails.
+
+        Corrupt or foreign files are skipped with a StoreWarning naming each (from
+        :func:`devloop.store.connect`).
+        """
+        from devloop.store import connect
+
+        self.workspace_dir = Path(workspace_dir)
+        if not self.workspace_dir.is_dir():
+            raise UsageError(f"workspace folder not found: {self.workspace_dir}")
+        self.root = self.workspace_dir / "metrics"
+        self.connection: duckdb.DuckDBPyConnection = connect(self.root)
+        self.execute(f"SET threads = {THREADS}")
+        self.execute("SET enable_progress_bar = false")
+
+    # --- running SQL -----------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement for its effect."""
+        import duckdb
+
+        try:
+            self.connection.execute(sql, list(params))
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+
+    def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        """The result of ``sql`` as a polars DataFrame."""
+        import duckdb
+
+        try:
+            result: pl.DataFrame = self.connection.sql(sql, params=list(params)).pl()
+            return result
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The result of ``sql`` as tuples."""
+        import duckdb
+
+        try:
+            return self.connection.sql(sql, params=list(params)).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self.connection.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- what the store holds ----------------------------------------------------------------
+
+    def span(self) -> tuple[datetime | None, datetime | None]:
+        """The oldest and newest tick (``system``, else ``samples``); None, None when empty."""
+        for table in ("system", "samples"):
+            ((first, last),) = self.rows(f"SELECT min(ts), max(ts) FROM {table}")
+            if first is not None:
+                return _aware(first), _aware(last)
+        return None, None
+
+    def known(self) -> dict[str, tuple[str, ...]]:
+        """Every project the store names (``processes`` and ``limits``), with its agents."""
+        found = self.rows(
+            "SELECT DISTINCT project, agent FROM processes "
+            "UNION SELECT DISTINCT project, agent FROM limits"
+        )
+        names: dict[str, set[str]] = {}
+        for project, agent in found:
+            agents = names.setdefault(project, set())
+            if agent:
+                agents.add(agent)
+        return {project: tuple(sorted(agents)) for project, agents in sorted(names.items())}
+
+    def select(
+        self,
+        time_range: TimeRange | None = None,
+        projects: Sequence[str] = (),
+        agents: Sequence[str] = (),
+        *,
+        require_samples: bool = True,
+    ) -> Selection:
+        """Resolve a question: globs to names, the range to bounds (see timerange).
+
+        Raises UsageError for a glob that matches no known project or agent (listing the known
+        ones) and NoSamplesError when no sample matches (unless ``require_samples`` is false).
+        """
+        time_range = time_range or TimeRange()
+        known = self.known()
+        chosen_projects = _match("project", projects, sorted(known))
+        pool = sorted({agent for project in chosen_projects for agent in known[project]})
+        chosen_agents = _match("agent", agents, pool) if agents else pool
+        first, last = (None, None) if time_range.bounded else self.span()
+        start, end = time_range.resolve(first, last)
+        if first is None and last is None and not time_range.bounded:
+            start_shown: datetime | None = time_range.start
+            end_shown: datetime | None = time_range.end
+        else:
+            start_shown, end_shown = start, end
+        selection = Selection(
+            start=start,
+            end=end,
+            projects=tuple(chosen_projects),
+            agents=tuple(chosen_agents),
+            project_filter=bool(projects),
+            agent_filter=bool(agents),
+            interval=1.0,
+        )
+        if require_samples:
+            where, params = self.where(selection)
+            if not self.rows(f"SELECT 1 FROM samples WHERE {where} LIMIT 1", params):
+                raise no_samples(start_shown, end_shown)
+        interval = self._interval(selection)
+        return Selection(
+            start=start,
+            end=end,
+            projects=selection.projects,
+            agents=selection.agents,
+            project_filter=selection.project_filter,
+            agent_filter=selection.agent_filter,
+            interval=interval,
+        )
+
+    def where(
+        self, selection: Selection, alias: str = "", *, names: bool = True
+    ) -> tuple[str, list[Any]]:
+        """The SQL condition (and parameters) picking ``selection``'s rows of a time table.
+
+        The partition column ``date`` is constrained as well as ``ts``, so whole files outside
+        the range are never opened. ``names=False`` leaves out the project and agent filters.
+        """
+        prefix = f"{alias}." if alias else ""
+        last_day = (selection.end - timedelta(microseconds=1)).astimezone(UTC).date()
+        parts = [
+            f"{prefix}ts >= ?",
+            f"{prefix}ts < ?",
+            f"{prefix}date >= ?",
+            f"{prefix}date <= ?",
+        ]
+        params: list[Any] = [
+            selection.start,
+            selection.end,
+            selection.start.astimezone(UTC).date(),
+            last_day,
+        ]
+        if names and selection.project_filter:
+            parts.append(f"{prefix}project IN ({_marks(selection.projects)})")
+            params.extend(selection.projects)
+        if names and selection.agent_filter:
+            parts.append(f"{prefix}agent IN ({_marks(selection.agents)})")
+            params.extend(selection.agents)
+        return " AND ".join(parts), params
+
+    def _interval(self, selection: Selection) -> float:
+        # The median gap over the last ten minutes of the range: cheap, and not skewed by
+        # the hours a collector was off.
+        where, params = self.where(selection, names=False)
+        sql = (
+            "SELECT median(gap) FROM (SELECT epoch_us(ts) - lag(epoch_us(ts)) OVER "
+            f"(PARTITION BY host ORDER BY ts) AS gap FROM system WHERE {where} AND ts >= ?) "
+            "WHERE gap > 0"
+        )
+        recent = max(selection.start, selection.end - timedelta(minutes=10))
+        ((gap,),) = self.rows(sql, [*params, recent])
+        return float(gap) / 1e6 if gap is not None and not math.isnan(gap) else 1.0
+
+    def cores_sql(self) -> str:
+        """A relation ``(host, cores)``: each host's newest core count."""
+        return "(SELECT host, arg_max(cores, ts) AS cores FROM system GROUP BY host)"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" for _ in values) if values else "NULL"
+
+
+def _match(kind: str, patterns: Sequence[str], known: Sequence[str]) -> list[str]:
+    """The names among ``known`` matched by any glob; UsageError for a glob matching none."""
+    if not patterns:
+        return list(known)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = fnmatch.filter(known, pattern)
+        if not hits:
+            listing = ", ".join(known) if known else "none recorded yet"
+            raise UsageError(f"unknown {kind} {pattern!r} (known {kind}s: {listing})")
+        chosen.update(hits)
+    return sorted(chosen)
+
+
+@contextmanager
+def collected_warnings() -> Iterator[list[str]]:
+    """Collect the warnings raised inside (store files skipped) as strings, instead of
+    printing them; the CLI shows them as ``Warning: ...`` lines."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        messages: list[str] = []
+        try:
+            yield messages
+        finally:
+            seen: set[str] = set()
+            for item in caught:
+                text = str(item.message)
+                if text not in seen:
+                    seen.add(text)
+                    messages.append(text)
+
+
+def open_store(workspace_dir: Path | str | Store) -> Store:
+    """``workspace_dir`` opened as a :class:`Store` (a Store is passed through)."""
+    return workspace_dir if isinstance(workspace_dir, Store) else Store(workspace_dir)
+
+
+def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: datetimes as ISO 8601 UTC strings, floats rounded to 6 places
+    (CPU is stored as float32: more digits are noise), nested lists and structs likewise."""
+    return [
+        {key: _plain(value) for key, value in row.items()} for row in frame.iter_rows(named=True)
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, float):
+        return round(value, 6) + 0.0 if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value

@@ -1,0 +1,155 @@
+"""``peak-usage``: peak and p95 CPU, peak memory (with when), peak file handles and threads.
+
+Per project and agent, and for the workspace as a whole. The workspace peak is the coincident
+peak, the highest per-tick sum over all selected projects, never a sum of the projects' peaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devloop.analytics._db import Selection, Store, open_store, records
+from devloop.analytics._series import arg_max_ts, project_series, workspace_series
+from devloop.analytics.timerange import TimeRange
+
+if TYPE_CHECKING:
+    import polars as pl
+
+#: Columns of :attr:`PeakUsage.peaks`, in order.
+PEAK_COLUMNS = (
+    "scope",
+    "project",
+    "agent",
+    "ticks",
+    "cpu_peak_percent",
+    "cpu_peak_at",
+    "cpu_p95_percent",
+    "cpu_avg_percent",
+    "memory_peak_bytes",
+    "memory_peak_at",
+    "fds_peak",
+    "threads_peak",
+)
+
+
+@dataclass(frozen=True)
+class PeakUsage:
+    """The peak-usage report.
+
+    ``peaks`` has one row for the workspace, then per project one row for the project followed
+    by one per agent. Columns:
+
+    * ``scope``: "workspace", "project" or "agent"; ``project``, ``agent``: names (null above)
+    * ``ticks``: ticks the figures cover (every tick for projects and the workspace, the ticks
+      at which it had a process for an agent)
+    * ``cpu_peak_percent``, ``cpu_peak_at``: highest CPU % of the machine and its (first) tick
+    * ``cpu_p95_percent``, ``cpu_avg_percent``: 95th percentile (linear) and mean over the ticks
+    * ``memory_peak_bytes``, ``memory_peak_at``: highest resident memory and its (first) tick
+    * ``fds_peak``, ``threads_peak``: highest open file handles and threads
+    """
+
+    selection: Selection
+    peaks: pl.DataFrame
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"range": {...}, "peaks": [{column: value}, ...]}`` (datetimes ISO 8601 UTC)."""
+        return {"range": self.selection.to_json(), "peaks": records(self.peaks)}
+
+
+def peak_usage(
+    workspace_dir: Path | str | Store,
+    time_range: TimeRange | None = None,
+    projects: tuple[str, ...] | list[str] = (),
+    agents: tuple[str, ...] | list[str] = (),
+) -> PeakUsage:
+    """Peaks over ``time_range`` for the projects and agents matching the globs."""
+    import polars as pl
+
+    store = open_store(workspace_dir)
+    selection = store.select(time_range, projects, agents)
+    series = project_series(store, selection)
+    whole = workspace_series(series)
+
+    def stats(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+        def at(column: str) -> pl.Expr:
+            return pl.col("ts").filter(pl.col(column) == pl.col(column).max()).min()
+
+        aggs = [
+            pl.len().alias("ticks"),
+            pl.col("cpu_percent").max().alias("cpu_peak_percent"),
+            at("cpu_percent").alias("cpu_peak_at"),
+            pl.col("cpu_percent").quantile(0.95, interpolation="linear").alias("cpu_p95_percent"),
+            pl.col("cpu_percent").mean().alias("cpu_avg_percent"),
+            pl.col("rss_bytes").max().alias("memory_peak_bytes"),
+            at("rss_bytes").alias("memory_peak_at"),
+            pl.col("fds").max().alias("fds_peak"),
+            pl.col("threads").max().alias("threads_peak"),
+        ]
+        if keys:
+            return frame.group_by(keys).agg(aggs)
+        return frame.select(aggs)
+
+    workspace_row = stats(whole, []).with_columns(
+        pl.lit("workspace").alias("scope"),
+        pl.lit(None, dtype=pl.String).alias("project"),
+        pl.lit(None, dtype=pl.String).alias("agent"),
+    )
+    project_rows = stats(series, ["project"]).with_columns(
+        pl.lit("project").alias("scope"), pl.lit(None, dtype=pl.String).alias("agent")
+    )
+    agent_rows = _agent_peaks(store, selection).with_columns(pl.lit("agent").alias("scope"))
+    frames = [
+        frame.select(PEAK_COLUMNS).cast(_PEAK_TYPES())
+        for frame in (workspace_row, project_rows, agent_rows)
+    ]
+    body = pl.concat(frames[1:]).sort(
+        pl.col("project"), pl.col("agent").is_not_null(), pl.col("agent")
+    )
+    return PeakUsage(selection, pl.concat([frames[0], body]))
+
+
+def _PEAK_TYPES() -> Any:  # noqa: N802 - a constant that needs polars imported
+    import polars as pl
+
+    return {
+        "scope": pl.String,
+        "project": pl.String,
+        "agent": pl.String,
+        "ticks": pl.Int64,
+        "cpu_peak_percent": pl.Float64,
+        "cpu_peak_at": pl.Datetime("us", "UTC"),
+        "cpu_p95_percent": pl.Float64,
+        "cpu_avg_percent": pl.Float64,
+        "memory_peak_bytes": pl.Int64,
+        "memory_peak_at": pl.Datetime("us", "UTC"),
+        "fds_peak": pl.Int64,
+        "threads_peak": pl.Int64,
+    }
+
+
+def _agent_peaks(store: Store, selection: Selection) -> pl.DataFrame:
+    where, params = store.where(selection)
+    sql = f"""
+        WITH a AS (
+            SELECT host, ts, project, agent, sum(cpu_cores) AS cpu,
+                   CAST(sum(CAST(rss_bytes AS DOUBLE)) AS BIGINT) AS rss,
+                   sum(fds) AS fds, sum(threads) AS threads
+            FROM samples WHERE {where} GROUP BY host, ts, project, agent
+        ),
+        p AS (
+            SELECT a.*, 100.0 * a.cpu / c.cores AS cpu_percent
+            FROM a JOIN {store.cores_sql()} c ON c.host = a.host
+        )
+        SELECT project, agent, count(*) AS ticks,
+               max(cpu_percent) AS cpu_peak_percent,
+               {arg_max_ts("cpu_percent")} AS cpu_peak_at,
+               quantile_cont(cpu_percent, 0.95) AS cpu_p95_percent,
+               avg(cpu_percent) AS cpu_avg_percent,
+               max(rss) AS memory_peak_bytes,
+               {arg_max_ts("rss")} AS memory_peak_at,
+               max(fds) AS fds_peak, max(threads) AS threads_peak
+        FROM p GROUP BY project, agent
+    """
+    return store.frame(sql, params)

@@ -1,0 +1,132 @@
+"""The tables of the metrics store as plain Python: names, columns, kinds and schema versions.
+
+This module is the storage contract shared by the collector, the store, the simulator and the
+analytics; :mod:`devloop.store.schema` builds the pyarrow schemas from it. It imports nothing
+heavy on purpose: the long-running collector encodes its spool from this description alone and
+never loads pyarrow. Column order here is the order of the tuples the collector hands to the store.
+
+Units: ``ts`` and start times are UTC timestamps in microseconds; ``cpu_cores`` is cores used
+over the interval that ends at ``ts`` (1.5 = one and a half cores), so a percent of the machine is
+``100 * cpu_cores / system.cores``; sizes are bytes; CPU limits are percent of the whole machine.
+
+Kinds and their Parquet / Arrow types::
+
+    ts        timestamp[us, tz=UTC]       i8, i16, i32, i64   int8 ... int64
+    str       string (UTF-8)              f32, f64            float32, float64
+    list_i32  list<int32>
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, NamedTuple
+
+Kind = Literal["ts", "str", "i8", "i16", "i32", "i64", "f32", "f64", "list_i32"]
+
+SCHEMA_VERSION_KEY: Final = b"devloop.schema_version"
+TABLE_KEY: Final = b"devloop.table"
+
+
+class Column(NamedTuple):
+    """One column of a table."""
+
+    name: str
+    kind: Kind
+    nullable: bool = True
+
+
+#: One row per attributed process per tick.
+SAMPLES: Final = (
+    Column("ts", "ts", nullable=False),
+    Column("host", "str", nullable=False),
+    Column("project", "str", nullable=False),
+    Column("agent", "str", nullable=False),
+    Column("pid", "i32", nullable=False),
+    Column("start_time", "ts", nullable=False),  # process start: (pid, start_time) is identity
+    Column("ppid", "i32"),
+    Column("name", "str"),
+    Column("cpu_cores", "f32"),  # cores used since the previous tick
+    Column("cpu_seconds", "f64"),  # cumulative user+system CPU of the process itself
+    Column("rss_bytes", "i64"),
+    Column("fds", "i32"),
+    Column("threads", "i32"),
+    Column("io_read_bytes", "i64"),  # cumulative
+    Column("io_write_bytes", "i64"),  # cumulative
+    Column("state", "str"),  # running, sleeping, disk-sleep, stopped, zombie, idle
+)
+
+#: One row per process the first time it is seen (command lines are not repeated per sample).
+PROCESSES: Final = (
+    Column("ts", "ts", nullable=False),  # first seen
+    Column("host", "str", nullable=False),
+    Column("pid", "i32", nullable=False),
+    Column("start_time", "ts", nullable=False),
+    Column("project", "str", nullable=False),
+    Column("agent", "str", nullable=False),
+    Column("ppid", "i32"),
+    Column("name", "str"),
+    Column("cmdline", "str"),  # NUL-free, arguments joined by single spaces
+    Column("cwd", "str"),
+    Column("username", "str"),
+)
+
+#: Host totals, one row per tick.
+SYSTEM: Final = (
+    Column("ts", "ts", nullable=False),
+    Column("host", "str", nullable=False),
+    Column("cores", "i16", nullable=False),
+    Column("cpu_busy_cores", "f32"),
+    Column("mem_total_bytes", "i64"),
+    Column("mem_used_bytes", "i64"),
+    Column("mem_available_bytes", "i64"),
+)
+
+#: Enforcement and collector events: pause, resume, warn, throttle, queue, reject, timeout,
+#: limit-change, drop (retention), start, stop.
+EVENTS: Final = (
+    Column("ts", "ts", nullable=False),
+    Column("host", "str", nullable=False),
+    Column("action", "str", nullable=False),
+    Column("scope", "str"),  # agent, project, workspace
+    Column("project", "str"),
+    Column("agent", "str"),
+    Column("pids", "list_i32"),
+    Column("metric", "str"),  # cpu, memory, fds, threads
+    Column("value", "f64"),
+    Column("limit", "f64"),
+    Column("message", "str"),
+)
+
+#: Effective limits over time: one row per project (agent empty) and per limited agent,
+#: written at start and whenever a limit changes, so reports compare usage to the limit in force.
+LIMITS: Final = (
+    Column("ts", "ts", nullable=False),
+    Column("host", "str", nullable=False),
+    Column("project", "str", nullable=False),
+    Column("agent", "str", nullable=False),  # "" for the project itself
+    Column("cpu_limit_percent", "f64"),  # percent of the whole machine
+    Column("memory_limit_bytes", "i64"),
+    Column("priority", "i8"),
+    Column("strategy", "str"),
+    Column("profile", "str"),
+    Column("reason", "str"),  # start, profile, rebalance, apply-tuning
+)
+
+TABLE_COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
+    "samples": SAMPLES,
+    "processes": PROCESSES,
+    "system": SYSTEM,
+    "events": EVENTS,
+    "limits": LIMITS,
+}
+
+#: Bumped when a table's columns change; readers use union_by_name, so old files keep working.
+SCHEMA_VERSIONS: Final[dict[str, int]] = {name: 1 for name in TABLE_COLUMNS}
+
+#: Sort order for compaction: series first, then time.
+SORT_KEYS: Final[dict[str, list[str]]] = {
+    "samples": ["host", "project", "agent", "pid", "start_time", "ts"],
+    "processes": ["host", "pid", "start_time", "ts"],
+    "system": ["host", "ts"],
+    "events": ["ts"],
+    "limits": ["host", "project", "agent", "ts"],
+}
