@@ -181,6 +181,30 @@ def test_sampled_child_is_not_counted_twice(spawn: Callable[..., Helper], source
 
 
 @pytest.mark.parametrize("source", SOURCES)
+def test_sampled_grandchild_is_not_counted_twice(spawn: Callable[..., Helper], source: str) -> None:
+    parent = spawn("spawner", tags=TAGS)
+    with Collector(source=source) as collector:
+        ticks = [collector.tick()]
+        parent_before = proc_cpu_seconds(parent.pid)
+        parent.send("grandchild 0.8")
+        child_pid = int(parent.readline()[1])
+        while not parent.has_line():  # tick while the grandchild burns, then once after
+            time.sleep(0.1)
+            ticks.append(collector.tick())
+        words = parent.readline()
+        ticks.append(collector.tick())
+        parent_after = proc_cpu_seconds(parent.pid)
+    total = float(words[1])  # the child's and the grandchild's CPU, as the parent reaped it
+    sampled = {row[4] for t in ticks for row in t.samples}
+    grandchildren = sampled - {parent.pid, child_pid}
+    assert grandchildren, "the grandchild was never sampled; the machine is too slow for this test"
+    counted = cpu_used(ticks, sampled)
+    # What was sampled counts once: the reaped remainder goes to the parent, minus what the
+    # child and the grandchild were already counted for.
+    assert counted == pytest.approx(total + parent_after - parent_before, abs=0.06)
+
+
+@pytest.mark.parametrize("source", SOURCES)
 def test_rss_fds_threads(spawn: Callable[..., Helper], source: str) -> None:
     helper = spawn("files", "7", "3", tags=TAGS, ready=False)
     words = helper.readline()

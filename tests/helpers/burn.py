@@ -76,6 +76,15 @@ def spawner() -> None:
             say("started", child.pid)
             child.wait()
             say("done", f"{children_cpu() - before:.3f}")
+        elif words[0] == "grandchild":
+            # a child that runs a busy grandchild: both exit and are reaped between two ticks
+            before = children_cpu()
+            child = subprocess.Popen(
+                [sys.executable, __file__, "relay", words[1]], stdout=subprocess.DEVNULL
+            )
+            say("started", child.pid)
+            child.wait()
+            say("done", f"{children_cpu() - before:.3f}")
         elif words[0] == "sleeper":
             # a scrubbed environment: the child can only be attributed by inheritance
             child = subprocess.Popen(
@@ -102,6 +111,8 @@ def main() -> None:
         files(int(args[0]), int(args[1]))
     elif mode == "rename":
         rename(args[0])
+    elif mode == "relay":
+        subprocess.run([sys.executable, __file__, "busy", args[0]], stdout=subprocess.DEVNULL)
     elif mode == "spawner":
         spawner()
     else:

@@ -209,10 +209,11 @@ class Collector:
         sampled: list[tuple[_Entry, Reading]] = []
         new_rows: list[ProcessRow] = []
 
+        # Children before parents: a vanished child's counted CPU becomes its parent's debt,
+        # and the parent (gone too) hands its debt on to the grandparent that reaps it.
+        for entry in self._children_first([e for p, e in self._entries.items() if p not in alive]):
+            self._drop(entry)
         for pid, entry in list(self._entries.items()):
-            if pid not in alive:
-                self._drop(entry)
-                continue
             if entry.attribution is None:
                 check = source.check(entry.handle)
                 if check == "same":
@@ -327,13 +328,29 @@ class Collector:
                 name = full_name(name, self._source.cmdline(entry.handle))
             entry.name = name
 
+    @staticmethod
+    def _children_first(entries: list[_Entry]) -> list[_Entry]:
+        """``entries`` ordered so that every process comes before its parent."""
+        by_pid = {e.pid: e for e in entries}
+
+        def depth(entry: _Entry) -> int:
+            steps, seen = 0, {entry.pid}
+            while entry.ppid in by_pid and entry.ppid not in seen:
+                entry = by_pid[entry.ppid]
+                seen.add(entry.pid)
+                steps += 1
+            return steps
+
+        return sorted(entries, key=depth, reverse=True)
+
     def _drop(self, entry: _Entry) -> None:
         """Forget a process that exited; a sampled one leaves its counted CPU as its parent's
-        debt (see the module docstring)."""
+        debt (see the module docstring), together with the debt its own vanished children left
+        it: its reaper's children time will hold all of that."""
         if entry.attribution is not None and entry.last_mono is not None:
             parent = self._parent_of(entry)
             if parent is not None and parent.attribution is not None:
-                parent.debt += entry.last_own + entry.last_children
+                parent.debt += entry.last_own + entry.last_children + entry.debt
                 parent.debt_ticks = 0
         self._source.release(entry.handle)
         self._attributor.forget(entry.key)
