@@ -25,7 +25,9 @@ from tests.helpers.procs import (
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 SOURCES = ["procfs", "psutil"]
-TAGS = ("proj", "burner")
+# Unique per test session: another suite running on the same machine tags its processes too.
+PROJECT = f"proj-{os.getpid()}"
+TAGS = (PROJECT, "burner")
 
 
 @pytest.fixture
@@ -94,7 +96,7 @@ def test_busy_loop_reads_about_one_core(spawn: Callable[..., Helper], source: st
     if spare > 0.5:
         assert cores >= 0.6, f"{cores:.2f} cores with {spare:.2f} cores to spare"
     samples = [s for t in ticks[1:] for s in rows(t, burner.pid)]
-    assert all(s["project"] == "proj" and s["agent"] == "burner" for s in samples)
+    assert all(s["project"] == PROJECT and s["agent"] == "burner" for s in samples)
     assert last_low <= samples[-1]["cpu_seconds"] <= last_high
 
 
@@ -195,7 +197,11 @@ def test_sampled_grandchild_is_not_counted_twice(spawn: Callable[..., Helper], s
         ticks.append(collector.tick())
         parent_after = proc_cpu_seconds(parent.pid)
     total = float(words[1])  # the child's and the grandchild's CPU, as the parent reaped it
-    sampled = {row[4] for t in ticks for row in t.samples}
+    parents = {row[4]: row[6] for t in ticks for row in t.samples}
+    family = {parent.pid}
+    while grown := {pid for pid, ppid in parents.items() if ppid in family} - family:
+        family |= grown
+    sampled = family
     grandchildren = sampled - {parent.pid, child_pid}
     assert grandchildren, "the grandchild was never sampled; the machine is too slow for this test"
     counted = cpu_used(ticks, sampled)
@@ -232,7 +238,7 @@ def test_rows_follow_the_schema(spawn: Callable[..., Helper], source: str) -> No
         dict(zip(PROCESSES.names, r, strict=True)) for r in tick.new_processes if r[2] == helper.pid
     )
     assert process["host"] == "h1"
-    assert process["project"] == "proj" and process["agent"] == "burner"
+    assert process["project"] == PROJECT and process["agent"] == "burner"
     assert process["ppid"] == os.getpid()
     assert process["cmdline"].endswith("burn.py sleep")
     assert process["cwd"] == os.getcwd()

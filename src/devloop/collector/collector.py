@@ -24,9 +24,11 @@ blocking ``cpu_percent(interval)``):
   was already counted up to its last sample, so when it vanishes its cumulative
   ``own + children`` at that sample becomes a *debt* of the parent, subtracted from the
   parent's children delta: only the unseen remainder (the child's CPU after our last look) is
-  credited. The reap may land just after the parent was read in the same tick, so unpaid debt
-  carries over for up to two ticks and then lapses (a parent that ignores SIGCHLD never gets
-  the child's times added, and an old debt must not eat later children's CPU).
+  credited. The reap may land after the parent was read (late, on a loaded machine), so unpaid
+  debt carries over for at least two ticks and five seconds, then lapses (a parent that ignores
+  SIGCHLD never gets the child's times added, and an old debt must not eat later children's
+  CPU). A vanished process hands its own unpaid debt on with its counted CPU, and vanished
+  processes are dropped children first, so a grandchild is not counted twice either.
 
 So the sum of ``cpu_cores`` over an agent's rows is the agent's CPU, children included, while
 ``cpu_seconds`` stays the process's own cumulative time.
@@ -56,8 +58,9 @@ from devloop.collector.model import (
 )
 from devloop.errors import CollectorError, UsageError
 
-#: Ticks an unpaid child-CPU debt survives before it lapses.
+#: An unpaid child-CPU debt survives at least this many ticks and this many seconds.
 DEBT_TICKS = 2
+DEBT_SECONDS = 5.0
 _EPSILON = 1e-6  # CPU times are multiples of 1/CLK_TCK; floats need a little slack
 _TASK_COMM_LEN = 15  # the kernel truncates process names to 15 bytes
 
@@ -137,6 +140,7 @@ class _Entry:
         "last_children",
         "debt",
         "debt_ticks",
+        "debt_mono",
     )
 
     def __init__(self, handle: object, identity: Identity, fresh: bool) -> None:
@@ -153,6 +157,7 @@ class _Entry:
         self.last_children = 0.0
         self.debt = 0.0
         self.debt_ticks = 0
+        self.debt_mono = 0.0
 
     @property
     def key(self) -> tuple[int, int]:
@@ -352,6 +357,7 @@ class Collector:
             if parent is not None and parent.attribution is not None:
                 parent.debt += entry.last_own + entry.last_children + entry.debt
                 parent.debt_ticks = 0
+                parent.debt_mono = time.monotonic()
         self._source.release(entry.handle)
         self._attributor.forget(entry.key)
         if self._entries.get(entry.pid) is entry:
@@ -378,7 +384,7 @@ class Collector:
                     entry.debt -= credit
                     credit = 0.0
                     entry.debt_ticks += 1
-                    if entry.debt_ticks > DEBT_TICKS:
+                    if entry.debt_ticks > DEBT_TICKS and mono - entry.debt_mono > DEBT_SECONDS:
                         entry.debt = 0.0
             if interval > 0:
                 cores = (max(0.0, own - entry.last_own) + credit) / interval

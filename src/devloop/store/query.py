@@ -8,6 +8,10 @@ files. A table with no files yet gets an empty view with the same columns, so qu
 on an empty store. Files are listed when the views are made: call :func:`create_views` again (or
 connect again) to see files written since.
 
+The views also hold the spool's rows not yet converted to Parquet (a running collector's last
+minutes), read when the views are made; a segment already converted (its ``s-<id>.parquet``
+exists, or a compacted file lists it) is not read again, so no row appears twice.
+
 Skipped, with a :class:`~devloop.store.files.StoreWarning` naming them: files that are not
 Parquet or lack devloop's footer metadata, and files of another table. Files already contained in
 a compacted file (a compaction that died before deleting its inputs) are skipped silently.
@@ -16,15 +20,24 @@ The connection's time zone is UTC.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from devloop.errors import StoreError
-from devloop.store.files import STORED_AS, scan_partition, warn_invalid
-from devloop.store.layout import iter_partitions
+from devloop.store.files import (
+    STORED_AS,
+    FileFacts,
+    conform,
+    scan_partition,
+    warn_invalid,
+)
+from devloop.store.layout import SEGMENT_SUFFIX, StoreWarning, iter_partitions
+from devloop.store.recovery import segment_paths
 from devloop.store.schema import TABLES
+from devloop.store.spool import read_segment
 
 #: The partition columns DuckDB adds (see module doc).
 PARTITION_COLUMNS: tuple[tuple[str, str], ...] = (("date", "DATE"), ("hour", "BIGINT"))
@@ -53,15 +66,70 @@ def connect(root: Path | str, database: str = ":memory:") -> duckdb.DuckDBPyConn
 
 def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> None:
     """(Re)create the five views on ``connection`` from the files now in ``root``."""
+    root = Path(root)
+    files = {table: _live_facts(root, table) for table in TABLES}
+    converted = {
+        name for facts in files.values() for fact in facts
+        for name in (fact.path.name, *fact.sources)
+    }  # fmt: skip
+    pending = _spool_tables(root, converted)
     for table in TABLES:
-        sql = _view_sql(table, live_files(root, table))
+        tail = pending.get(table)
+        if tail is not None:
+            connection.register(f"_spool_{table}", tail)
+        sql = _view_sql(table, [fact.path for fact in files[table]], spooled=tail is not None)
         try:
             connection.execute(sql)
         except duckdb.Error as exc:
             raise StoreError(f"cannot create the {table} view over {root}: {exc}") from exc
 
 
-def _view_sql(table: str, paths: list[Path]) -> str:
+def _live_facts(root: Path, table: str) -> list[FileFacts]:
+    facts: list[FileFacts] = []
+    for _, directory in iter_partitions(root, table):
+        scan = scan_partition(directory, table)
+        warn_invalid(scan.invalid)
+        facts.extend(scan.live)
+    return facts
+
+
+def _spool_tables(root: Path, converted: set[str]) -> dict[str, pa.Table]:
+    """The rows of spool segments not yet in Parquet, per table, in the schema's types."""
+    batches: dict[str, list[pa.RecordBatch]] = {}
+    for segment in segment_paths(root):
+        segment_id = segment.name.removesuffix(SEGMENT_SUFFIX)
+        if f"s-{segment_id}.parquet" in converted:
+            continue  # converted; the segment is about to be deleted
+        try:
+            contents = read_segment(segment)
+        except FileNotFoundError:
+            continue  # converted and deleted since it was listed: its Parquet was not listed
+        except StoreError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                continue
+            warnings.warn(f"skipped spool segment {segment}: {exc}", StoreWarning, stacklevel=3)
+            continue
+        for table, parts in contents.batches.items():
+            batches.setdefault(table, []).extend(parts)
+    out: dict[str, pa.Table] = {}
+    for table, parts in batches.items():
+        if parts:
+            out[table] = conform(table, pa.Table.from_batches(parts))
+    return out
+
+
+def _view_sql(table: str, paths: list[Path], *, spooled: bool = False) -> str:
+    if spooled:
+        # The spool tail has the schema's types already; its partition columns are derived.
+        names = ", ".join(_quote_identifier(f.name) for f in TABLES[table])
+        tail = (
+            f"SELECT {names}, CAST(ts AS DATE) AS date, CAST(hour(ts) AS BIGINT) AS hour "
+            f"FROM _spool_{table}"
+        )
+        if not paths:
+            return f"CREATE OR REPLACE VIEW {table} AS {tail}"
+        files = _view_sql(table, paths).split(" AS ", 1)[1]
+        return f"CREATE OR REPLACE VIEW {table} AS {files} UNION ALL {tail}"
     if not paths:
         columns = [
             f"CAST(NULL AS {_duckdb_type(field.type)}) AS {_quote_identifier(field.name)}"
