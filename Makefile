@@ -14,11 +14,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The main job on sample_data/: check the sample workspace and show the limits in force.
+# The main job on sample_data/: the sample workspace, its limits, and the reports over its real
+# 20-minute recording of ruff, mypy and pytest agents (sample_data/record.py made it).
+SAMPLE := sample_data/.devloop-workspace
 demo: setup
-	$(BIN)/devloop workspace validate --workspace-dir sample_data/.devloop-workspace
-	$(BIN)/devloop workspace limits --workspace-dir sample_data/.devloop-workspace --at 10:00
-	$(BIN)/devloop workspace limits --workspace-dir sample_data/.devloop-workspace --at 18:00
+	$(BIN)/devloop workspace validate --workspace-dir $(SAMPLE)
+	$(BIN)/devloop workspace limits --workspace-dir $(SAMPLE) --at 10:00
+	$(BIN)/devloop workspace store-info --workspace-dir $(SAMPLE)
+	$(BIN)/devloop workspace metrics --workspace-dir $(SAMPLE) --detailed
+	$(BIN)/devloop workspace analytics peak-usage --workspace-dir $(SAMPLE)
+	$(BIN)/devloop workspace analytics bottlenecks --workspace-dir $(SAMPLE) --threshold 80
+	$(BIN)/devloop workspace analytics efficiency --workspace-dir $(SAMPLE)
+	$(BIN)/devloop workspace health --workspace-dir $(SAMPLE) --detailed --memory-analysis
 
 test: setup
 	$(BIN)/python -m pytest
@@ -29,7 +36,12 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/collector.py
+	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/storage.py --store $(SAMPLE)/metrics
+	$(BIN)/python bench/storage.py --simulate --hours 24
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

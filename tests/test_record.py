@@ -170,6 +170,9 @@ def test_collect_duration_and_bad_interval(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["workspace", "collect", "--interval", "0s"])
     assert result.exit_code == 2
     assert "Invalid value for --interval: must be above 0, got '0s'" in result.stderr
+    result = CliRunner().invoke(cli, ["workspace", "collect", "--max-size", "2XB"])
+    assert result.exit_code == 2
+    assert "Invalid value for --max-size: unknown size unit 'XB' in '2XB'" in result.stderr
     started = time.monotonic()
     result = CliRunner().invoke(cli, ["workspace", "collect", "--workspace-dir", str(folder),
                                       "--duration", "1s", "--interval", "0.25s"])  # fmt: skip

@@ -165,3 +165,24 @@ def test_hourly_compaction_runs_in_a_child_and_close_waits_for_it(tmp_path: Path
     with connect(metrics) as db:
         rows = db.sql("SELECT count(*) FROM samples WHERE project = 'alpha'").fetchall()
     assert rows == [(2 * len(tick_rows(T0)),)]
+
+
+def test_hourly_compaction_applies_retention(tmp_path: Path) -> None:
+    folder = _workspace(tmp_path)
+    metrics = folder / "metrics"
+    with StoreWriter(metrics) as writer:  # an hour from 2024: far older than 30 days
+        writer.append("samples", tick_rows(T0))
+    old = metrics / "samples" / "date=2024-03-04" / "hour=10"
+    assert parquet_files(old)
+    recorder = Recorder(load_workspace(folder), interval=0.1, retention=30 * 86400)
+    with recorder:
+        recorder.tick()
+        recorder.tick()
+        recorder._compacted_hour -= 1
+        recorder._maybe_compact()
+    assert not old.exists()
+    with connect(metrics) as db:
+        drops = db.sql("SELECT message FROM events WHERE action = 'drop'").fetchall()
+        kept = db.sql("SELECT count(*) FROM samples WHERE project = 'alpha'").fetchall()
+    assert len(drops) == 1 and "2024-03-04" in drops[0][0]
+    assert kept == [(0,)]

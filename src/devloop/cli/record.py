@@ -28,6 +28,18 @@ def _duration(value: str | None, option: str) -> float | None:
     return seconds
 
 
+def _size(value: str | None, option: str) -> int | None:
+    from devloop.errors import UsageError
+    from devloop.units import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+
+
 def _status_line(status: object) -> str:
     from devloop.units import format_size
 
@@ -55,12 +67,16 @@ def _status_line(status: object) -> str:
     show_default=True,
     help="How processes are read (procfs: Linux /proc fast path).",
 )
+@click.option("--retention", help="Drop data older than this after each hourly compaction (30d).")
+@click.option("--max-size", help="Drop the oldest hours when the store grows past this (2GB).")
 def collect(
     workspace_dir: Path | None,
     duration: str | None,
     interval: str | None,
     all_processes: bool,
     source: str,
+    retention: str | None,
+    max_size: str | None,
 ) -> None:
     """Record what every agent process uses into the workspace's metrics store.
 
@@ -70,12 +86,15 @@ def collect(
     \b
     Example:
       devloop workspace collect --workspace-dir .devloop-workspace --duration 10m --interval 1s
+      devloop workspace collect --retention 30d --max-size 2GB
     """  # fmt: skip
     from devloop.config import load_workspace
     from devloop.runner.record import Recorder
 
     seconds = _duration(duration, "--duration")
     every = _duration(interval, "--interval")
+    max_age = _duration(retention, "--retention")
+    max_bytes = _size(max_size, "--max-size")
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
     stop = threading.Event()
@@ -86,7 +105,10 @@ def collect(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     live = sys.stderr.isatty()
     try:
-        with Recorder(loaded, interval=every, all_processes=all_processes, source=source) as rec:
+        with Recorder(
+            loaded, interval=every, all_processes=all_processes, source=source,
+            retention=max_age, max_bytes=max_bytes,
+        ) as rec:  # fmt: skip
             click.echo(f"Recording {loaded.metrics_dir} every {rec.interval:g}s "
                        f"(Ctrl-C to stop)", err=True)  # fmt: skip
 

@@ -76,8 +76,14 @@ class Recorder:
         all_processes: bool = False,
         source: str = "auto",
         segment_seconds: float = 300.0,
+        retention: float | None = None,
+        max_bytes: int | None = None,
     ) -> None:
-        """Take the store's lock (StoreLockedError if a collector already records it)."""
+        """Take the store's lock (StoreLockedError if a collector already records it).
+
+        ``retention`` (seconds) and ``max_bytes`` drop the oldest hours after each hourly
+        compaction, as ``devloop workspace compact --retention/--max-size`` does.
+        """
         from devloop.collector import OTHER_PROJECT, Collector
         from devloop.store.writer import StoreWriter
 
@@ -99,6 +105,8 @@ class Recorder:
         if all_processes:
             self._projects.add(OTHER_PROJECT)
         self._ticks = 0
+        self.retention = retention
+        self.max_bytes = max_bytes
         self._compacted_hour = int(time.time() // 3600)
         self._compactor: ChildJob | None = None
         self._rows = 0
@@ -223,7 +231,12 @@ class Recorder:
             return  # the first tick of a run: leave earlier hours to their own compaction pass
         from devloop.store.convert import ChildJob
 
-        self._compactor = ChildJob("compact", self.workspace.metrics_dir)
+        limits = []
+        if self.retention is not None:
+            limits.append(f"max-age={self.retention}")
+        if self.max_bytes is not None:
+            limits.append(f"max-bytes={self.max_bytes}")
+        self._compactor = ChildJob("compact", self.workspace.metrics_dir, limits)
 
     def _reap_compactor(self) -> None:
         compactor, self._compactor = self._compactor, None

@@ -88,7 +88,7 @@ class ChildJob:
         self,
         command: str,
         root: Path,
-        segments: Sequence[Path] = (),
+        segments: Sequence[Path | str] = (),
         *,
         keep_fds: Sequence[int] = (),
     ) -> None:
@@ -224,6 +224,17 @@ def _run(command: str, root: Path, segments: list[str]) -> None:
         from devloop.store.compact import compact
 
         _emit({"compacted": asdict(compact(root))})
+        # Retention options ride along as "max-age=SECONDS" / "max-bytes=N" arguments.
+        limits = dict(arg.split("=", 1) for arg in segments if "=" in arg)
+        if limits:
+            from devloop.store.retention import retention
+
+            report = retention(
+                root,
+                max_age_seconds=float(limits["max-age"]) if "max-age" in limits else None,
+                max_bytes=int(limits["max-bytes"]) if "max-bytes" in limits else None,
+            )
+            _emit({"dropped": len(report.dropped), "reason": report.reason})
     else:
         raise StoreError(f"unknown command {command!r}")
 
