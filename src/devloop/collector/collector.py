@@ -218,6 +218,7 @@ class Collector:
         # and the parent (gone too) hands its debt on to the grandparent that reaps it.
         for entry in self._children_first([e for p, e in self._entries.items() if p not in alive]):
             self._drop(entry)
+        vanished: list[_Entry] = []  # exited between the listing and their reading
         for pid, entry in list(self._entries.items()):
             if entry.attribution is None:
                 check = source.check(entry.handle)
@@ -233,7 +234,7 @@ class Collector:
                     continue
             reading = source.sample(entry.handle)
             if reading is None:
-                self._drop(entry)
+                vanished.append(entry)  # dropped below, children first, like the gone ones
                 fresh.add(pid)
                 continue
             if reading.execed:
@@ -241,6 +242,8 @@ class Collector:
                 if entry.attribution is not None and entry.attribution.how == "other":
                     self._reattribute(entry, ts_us, new_rows)
             sampled.append((entry, reading))
+        for entry in self._children_first(vanished):
+            self._drop(entry)
 
         newcomers: list[_Entry] = []
         for pid in pids:
