@@ -15,9 +15,11 @@ force) are in :mod:`devloop.analytics._db`.
     health.py        health              leaks, restart loops, stopped, freshness, backlog
     audit.py         audit_query         per-agent statistics of one metric
     sql.py           run_sql             SQL over the views
+    _cache.py        warm_cache          per-hour rollups the reports read (exact, disposable)
     timerange.py     parse_range, TimeRange   "2 hours ago", "yesterday 09:00", ISO 8601
 """
 
+from devloop.analytics._cache import warm_cache
 from devloop.analytics._db import Selection, Store, collected_warnings, iso, records
 from devloop.analytics.audit import Audit, audit_query
 from devloop.analytics.baseline import (
@@ -64,5 +66,6 @@ __all__ = [
     "run_sql",
     "summarise",
     "theil_sen",
+    "warm_cache",
     "workspace_metrics",
 ]

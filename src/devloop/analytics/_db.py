@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devloop.analytics._cache import Progress, Sources
 from devloop.analytics.timerange import TimeRange, format_moment
 from devloop.errors import NoSamplesError, StoreError, UsageError
 
@@ -110,6 +111,11 @@ class Store:
         self.connection: duckdb.DuckDBPyConnection = connect(self.root)
         self.execute(f"SET threads = {THREADS}")
         self.execute("SET enable_progress_bar = false")
+        #: Called as ``progress(done, total)`` while per-hour rollups are built (see _cache).
+        self.progress: Progress | None = None
+        #: Whether reports may use (and build) the per-hour rollups; False reads raw rows.
+        self.use_cache = True
+        self._sources: dict[tuple[datetime, datetime], Sources] = {}
 
     # --- running SQL -----------------------------------------------------------------------
 
@@ -265,6 +271,27 @@ class Store:
         recent = max(selection.start, selection.end - timedelta(minutes=10))
         ((gap,),) = self.rows(sql, [*params, recent])
         return float(gap) / 1e6 if gap is not None and not math.isnan(gap) else 1.0
+
+    def sources(self, selection: Selection) -> Sources:
+        """Where ``selection``'s samples come from: per-hour rollups for the closed hours
+        (built now when missing) and raw files for the rest (see :mod:`._cache`)."""
+        from devloop.analytics import _cache
+
+        key = (selection.start, selection.end)
+        found = self._sources.get(key)
+        if found is None:
+            chosen = _cache.hours(self.root, selection.start, selection.end)
+            if self.use_cache:
+                found = _cache.resolve(self.connection, self.root, chosen, self.progress)
+            else:
+                found = Sources(
+                    {kind: () for kind in _cache.KINDS},
+                    (),
+                    tuple(path for hour in chosen for path in hour.files),
+                    {hour.partition: hour.files for hour in chosen},
+                )
+            self._sources[key] = found
+        return found
 
     def cores_sql(self) -> str:
         """A relation ``(host, cores)``: each host's newest core count."""

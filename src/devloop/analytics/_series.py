@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store
@@ -34,18 +36,120 @@ def ticks_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
     return f"SELECT DISTINCT host, ts FROM system WHERE {where}", params
 
 
+def _read(paths: Sequence[Path]) -> str:
+    listing = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
+    return f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
+
+
+def _conditions(selection: Selection, *, times: bool = True) -> tuple[str, list[Any]]:
+    parts = ["ts >= ?", "ts < ?"] if times else ["true"]
+    params: list[Any] = [selection.start, selection.end] if times else []
+    if selection.project_filter:
+        parts.append(f"project IN ({', '.join('?' for _ in selection.projects)})")
+        params.extend(selection.projects)
+    if selection.agent_filter:
+        parts.append(f"agent IN ({', '.join('?' for _ in selection.agents)})")
+        params.extend(selection.agents)
+    return " AND ".join(parts), params
+
+
+def tick_sums_sql(store: Store, selection: Selection, *, by_agent: bool) -> tuple[str, list[Any]]:
+    """A relation ``(host, ts, project[, agent], cpu, rss, fds, threads, processes)``: the
+    selected samples summed per tick and project (and agent), only where a process was
+    sampled; cpu is cores, rss bytes as a double. Read from the per-hour rollups where they
+    exist (:mod:`devloop.analytics._cache`), from raw rows elsewhere."""
+    if not by_agent and selection.agent_filter:
+        # Only some agents: the project sums are the sums of those agents' sums.
+        agents, params = tick_sums_sql(store, selection, by_agent=True)
+        sql = (
+            "(SELECT host, ts, project, sum(cpu) AS cpu, sum(rss) AS rss, "
+            "CAST(sum(fds) AS BIGINT) AS fds, CAST(sum(threads) AS BIGINT) AS threads, "
+            f"CAST(sum(processes) AS BIGINT) AS processes FROM {agents} a "
+            "GROUP BY host, ts, project)"
+        )
+        return sql, params
+    from devloop.analytics._cache import _BUILD_SQL
+
+    sources = store.sources(selection)
+    kind = "agent" if by_agent else "project"
+    keys = "host, ts, project, agent" if by_agent else "host, ts, project"
+    where, params = _conditions(selection)
+    parts: list[str] = []
+    all_params: list[Any] = []
+    if sources.cached[kind]:
+        parts.append(
+            f"SELECT {keys}, cpu, rss, fds, threads, processes "
+            f"FROM {_read(sources.cached[kind])} WHERE {where}"
+        )
+        all_params += params
+    if sources.raw:
+        source = f"(SELECT * FROM {_read(sources.raw)} WHERE {where})"
+        parts.append(_BUILD_SQL[kind].format(source=source))
+        all_params += params
+    if not parts:
+        names = ", CAST(NULL AS VARCHAR) AS agent" if by_agent else ""
+        parts.append(
+            "SELECT CAST(NULL AS VARCHAR) AS host, CAST(NULL AS TIMESTAMPTZ) AS ts, "
+            f"CAST(NULL AS VARCHAR) AS project{names}, CAST(NULL AS DOUBLE) AS cpu, "
+            "CAST(NULL AS DOUBLE) AS rss, CAST(NULL AS BIGINT) AS fds, "
+            "CAST(NULL AS BIGINT) AS threads, CAST(NULL AS BIGINT) AS processes WHERE false"
+        )
+    return "(" + " UNION ALL ".join(parts) + ")", all_params
+
+
+def lives_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
+    """A relation ``(host, project, agent, pid, start_time, first, last, rows)``: every
+    process life with a selected sample in the range, its first and last sampled tick and
+    its sample count within the range."""
+    from devloop.analytics._cache import _BUILD_SQL
+
+    sources = store.sources(selection)
+    where, params = _conditions(selection)
+    whole: list[Path] = []
+    raw = list(sources.raw)
+    for partition, path in zip(sources.partitions, sources.cached["lives"], strict=True):
+        if selection.start <= partition.start and partition.end <= selection.end:
+            whole.append(path)
+        else:  # an hour cut by the range: its rows, not its rollup
+            raw.extend(sources.files[partition])
+    parts: list[str] = []
+    all_params: list[Any] = []
+    names, name_params = _conditions(selection, times=False)
+    if whole:
+        parts.append(
+            "SELECT host, project, agent, pid, start_time, first, last, rows "
+            f"FROM {_read(whole)} WHERE {names}"
+        )
+        all_params += name_params
+    if raw:
+        source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
+        parts.append(_BUILD_SQL["lives"].format(source=source))
+        all_params += params
+    if not parts:
+        return (
+            "(SELECT CAST(NULL AS VARCHAR) AS host, CAST(NULL AS VARCHAR) AS project, "
+            "CAST(NULL AS VARCHAR) AS agent, CAST(NULL AS INTEGER) AS pid, "
+            "CAST(NULL AS TIMESTAMPTZ) AS start_time, CAST(NULL AS TIMESTAMPTZ) AS first, "
+            "CAST(NULL AS TIMESTAMPTZ) AS last, CAST(NULL AS BIGINT) AS rows WHERE false)",
+            [],
+        )
+    union = " UNION ALL ".join(parts)
+    sql = (
+        "(SELECT host, project, agent, pid, start_time, min(first) AS first, "
+        f"max(last) AS last, CAST(sum(rows) AS BIGINT) AS rows FROM ({union}) "
+        "GROUP BY host, project, agent, pid, start_time)"
+    )
+    return sql, all_params
+
+
 def project_series_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
     """SQL for :func:`project_series` (no ORDER BY), and its parameters."""
     ticks, tick_params = ticks_sql(store, selection)
-    where, params = store.where(selection)
+    used_sql, params = tick_sums_sql(store, selection, by_agent=False)
     sql = f"""
         WITH ticks AS ({ticks}),
         names AS (SELECT unnest(?::VARCHAR[]) AS project),
-        used AS (
-            SELECT host, ts, project, sum(cpu_cores) AS cpu, sum(CAST(rss_bytes AS DOUBLE)) AS rss,
-                   sum(fds) AS fds, sum(threads) AS threads, count(*) AS processes
-            FROM samples WHERE {where} GROUP BY host, ts, project
-        ),
+        used AS {used_sql},
         cores AS {store.cores_sql()}
         SELECT t.host, t.ts, n.project,
                coalesce(100.0 * u.cpu / c.cores, 0.0) AS cpu_percent,
@@ -60,15 +164,61 @@ def project_series_sql(store: Store, selection: Selection) -> tuple[str, list[An
     return sql, [*tick_params, list(selection.projects), *params]
 
 
-def project_series(store: Store, selection: Selection) -> pl.DataFrame:
+def project_series(store: Store, selection: Selection, *, ordered: bool = True) -> pl.DataFrame:
     """Every selected project at every tick, 0 where nothing of it ran.
 
     Columns: host, ts (UTC), project, cpu_percent (of the machine), rss_bytes, fds, threads
     (sums over the project's processes), processes (how many were sampled). Sorted by
-    project, host, ts.
+    project, host, ts (unless ``ordered`` is false: then in no particular order).
     """
-    sql, params = project_series_sql(store, selection)
-    return store.frame(f"{sql} ORDER BY n.project, t.host, t.ts", params)
+    import polars as pl
+
+    # The sums come from DuckDB (rollups); the idle ticks are filled in only when some
+    # (tick, project) has no sum, which is rare for a busy workspace and costs a large join.
+    ticks, tick_params = ticks_sql(store, selection)
+    sums, params = tick_sums_sql(store, selection, by_agent=False)
+    names = list(selection.projects)
+    ((total, rows, aligned),) = store.rows(
+        f"SELECT (SELECT count(*) FROM ({ticks})), (SELECT count(*) FROM {sums}), "
+        f"(SELECT count(*) FROM {sums} s SEMI JOIN ({ticks}) t ON s.host = t.host "
+        "AND s.ts = t.ts WHERE list_contains(?::VARCHAR[], s.project))",
+        [*tick_params, *params, *params, *tick_params, names],
+    )
+    values = (
+        "100.0 * s.cpu / c.cores AS cpu_percent, CAST(s.rss AS BIGINT) AS rss_bytes, "
+        "s.fds, s.threads, CAST(s.processes AS BIGINT) AS processes"
+    )
+    if rows == aligned == total * len(names):
+        series = store.frame(
+            f"SELECT s.host, s.ts, s.project, {values} FROM {sums} s "
+            f"JOIN {store.cores_sql()} c ON c.host = s.host",
+            params,
+        )
+    else:
+        grid = store.frame(
+            f"SELECT t.host, t.ts, c.cores FROM ({ticks}) t JOIN {store.cores_sql()} c "
+            "ON c.host = t.host",
+            tick_params,
+        )
+        used = store.frame(f"SELECT * FROM {sums}", params)
+        frame = pl.DataFrame({"project": names}, schema={"project": pl.String})
+        dense = grid.join(frame, how="cross").join(
+            used, on=["host", "ts", "project"], how="left", nulls_equal=False
+        )
+        series = dense.select(
+            "host",
+            "ts",
+            "project",
+            pl.when(pl.col("cpu").is_null())
+            .then(0.0)
+            .otherwise(100.0 * pl.col("cpu") / pl.col("cores"))
+            .alias("cpu_percent"),
+            pl.col("rss").fill_null(0).cast(pl.Int64).alias("rss_bytes"),
+            pl.col("fds").fill_null(0).cast(pl.Int64).alias("fds"),
+            pl.col("threads").fill_null(0).cast(pl.Int64).alias("threads"),
+            pl.col("processes").fill_null(0).cast(pl.Int64).alias("processes"),
+        )
+    return series.sort("project", "host", "ts") if ordered else series
 
 
 def workspace_series(series: pl.DataFrame) -> pl.DataFrame:
@@ -125,17 +275,22 @@ def limits_relation(store: Store) -> tuple[str, list[Any], str | None]:
 
 
 def project_series_with_limits(
-    store: Store, selection: Selection
+    store: Store, selection: Selection, *, ordered: bool = True
 ) -> tuple[pl.DataFrame, str | None]:
     """:func:`project_series` plus ``cpu_limit_percent`` and ``memory_limit_bytes``: the
     project's limits in force at each tick (null before its first limit), and a note when the
     limits come from workspace.json (see :func:`limits_relation`)."""
-    series, params = project_series_sql(store, selection)
+    import polars as pl
+
+    series = project_series(store, selection, ordered=False)
     limits, limit_params, note = limits_relation(store)
-    sql = f"""
-        SELECT s.*, l.cpu_limit_percent, l.memory_limit_bytes
-        FROM ({series}) s ASOF LEFT JOIN {limits} l
-        ON s.host = l.host AND s.project = l.project AND s.ts >= l.ts
-        ORDER BY s.project, s.host, s.ts
-    """
-    return store.frame(sql, [*params, *limit_params]), note
+    table = store.frame(
+        f"SELECT host, project, ts, CAST(cpu_limit_percent AS DOUBLE) AS cpu_limit_percent, "
+        f"CAST(memory_limit_bytes AS BIGINT) AS memory_limit_bytes FROM {limits} l "
+        "ORDER BY ts, host, project",
+        limit_params,
+    ).with_columns(pl.col("ts").cast(series.schema["ts"]))
+    joined = series.sort("ts").join_asof(
+        table, on="ts", by=["host", "project"], strategy="backward", check_sortedness=False
+    )
+    return (joined.sort("project", "host", "ts") if ordered else joined), note

@@ -11,17 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import arg_max_ts
+from devloop.analytics._series import arg_max_ts, lives_sql, tick_sums_sql
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
 if TYPE_CHECKING:
     import polars as pl
 
-#: metric name -> (SQL of the per-process value, unit)
+#: metric name -> (SQL of the per-tick sum, unit)
 METRICS = {
-    "cpu": ("cpu_cores", "percent"),
-    "memory": ("CAST(rss_bytes AS DOUBLE)", "bytes"),
+    "cpu": ("cpu", "percent"),
+    "memory": ("rss", "bytes"),
     "fds": ("CAST(fds AS DOUBLE)", "count"),
     "threads": ("CAST(threads AS DOUBLE)", "count"),
 }
@@ -78,19 +78,16 @@ def audit_query(
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
     value, unit = METRICS[metric]
-    where, params = store.where(selection)
+    sums, params = tick_sums_sql(store, selection, by_agent=True)
+    lives_rel, lives_params = lives_sql(store, selection)
     scale = "100.0 * a.v / c.cores" if metric == "cpu" else "a.v"
     frame = store.frame(
         f"""
-        WITH a AS (
-            SELECT host, ts, project, agent, sum({value}) AS v
-            FROM samples WHERE {where} GROUP BY host, ts, project, agent
-        ),
+        WITH a AS (SELECT host, ts, project, agent, {value} AS v FROM {sums}),
         p AS (SELECT a.*, {scale} AS x FROM a JOIN {store.cores_sql()} c ON c.host = a.host),
         lives AS (
-            SELECT project, agent, count(*) AS processes FROM (
-                SELECT DISTINCT host, project, agent, pid, start_time FROM samples WHERE {where}
-            ) GROUP BY project, agent
+            SELECT project, agent, count(*) AS processes FROM {lives_rel}
+            GROUP BY project, agent
         )
         SELECT p.project, p.agent, count(*) AS ticks, any_value(l.processes) AS processes,
                avg(x) AS avg, min(x) AS min, quantile_cont(x, 0.5) AS p50,
@@ -98,7 +95,7 @@ def audit_query(
         FROM p JOIN lives l ON l.project = p.project AND l.agent = p.agent
         GROUP BY p.project, p.agent
         """,
-        [*params, *params],
+        [*params, *lives_params],
     )
     frame = (
         frame.with_columns(

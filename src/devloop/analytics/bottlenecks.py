@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import project_series_with_limits
+from devloop.analytics._series import project_series_with_limits, tick_sums_sql
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -97,7 +97,7 @@ def bottlenecks(
         raise UsageError(f"unknown resource {', '.join(unknown)!r} (use cpu or memory)")
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    series, note = project_series_with_limits(store, selection)
+    series, note = project_series_with_limits(store, selection, ordered=False)
     notes = (note,) if note else ()
     per_project = series.select(
         pl.lit("project").alias("scope"),
@@ -130,10 +130,18 @@ def bottlenecks(
         )
     )
     both = pl.concat([whole, per_project])
+    # Every scope has one row per tick of its host, so a row's place in its series is the
+    # tick's place among its host's ticks: numbered once here instead of sorting every series.
+    tick_numbers = (
+        both.select("host", "ts")
+        .unique()
+        .sort("host", "ts")
+        .with_columns(pl.int_range(pl.len()).over("host").alias("tick_no"))
+    )
     found: list[pl.DataFrame] = []
     flagged: list[pl.DataFrame] = []
     for resource in resources:
-        spans, ticks = _islands(both, resource, threshold, selection.interval)
+        spans, ticks = _islands(both, tick_numbers, resource, threshold, selection.interval)
         found.append(spans)
         flagged.append(ticks)
     intervals = pl.concat(found).filter(pl.col("duration_seconds") >= min_duration)
@@ -158,7 +166,11 @@ def bottlenecks(
 
 
 def _islands(
-    both: pl.DataFrame, resource: str, threshold: float, interval: float
+    both: pl.DataFrame,
+    tick_numbers: pl.DataFrame,
+    resource: str,
+    threshold: float,
+    interval: float,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The intervals of ``resource`` and their ticks (scope, project, host, resource, island,
     ts)."""
@@ -168,15 +180,20 @@ def _islands(
     keys = ["scope", "project", "host"]
     frame = (
         both.select(*keys, "ts", used.alias("used"), limit.alias("limit"))
-        .sort(*keys, "ts", nulls_last=False)
-        .with_columns(pl.int_range(pl.len()).over(keys).alias("tick_no"))
         .with_columns((100.0 * pl.col("used") / pl.col("limit")).alias("pct"))
         # CPU is stored as float32 cores: within a millionth of the threshold is at it.
         .filter(pl.col("limit") > 0, pl.col("pct") >= threshold * (1 - 1e-6))
+        .join(tick_numbers, on=["host", "ts"], how="inner")
     )
-    frame = frame.with_columns(
-        (pl.col("tick_no") - pl.int_range(pl.len()).over(keys)).alias("island"),
-        pl.lit(resource).alias("resource"),
+    # Sorting on two integers is far cheaper than on the string keys and the timestamp.
+    groups = frame.select(keys).unique().with_row_index("group")
+    frame = (
+        frame.join(groups, on=keys, how="left", nulls_equal=True)
+        .sort("group", "tick_no")
+        .with_columns(
+            (pl.col("tick_no") - pl.int_range(pl.len()).over("group")).alias("island"),
+            pl.lit(resource).alias("resource"),
+        )
     )
     ticks = frame.select(*keys, "resource", "island", "ts")
     spans = (
@@ -234,29 +251,16 @@ def _drivers(store: Store, selection: Selection, ticks: pl.DataFrame) -> pl.Data
     table = ticks.select("rank", "scope", "project", "host", "resource", "ts")
     store.connection.register("devloop_ticks", table.to_arrow())
     try:
-        where, params = store.where(selection, "s")
-        value = (
-            "CASE WHEN f.resource = 'cpu' THEN CAST(s.cpu_cores AS DOUBLE) "
-            "ELSE CAST(s.rss_bytes AS DOUBLE) END"
-        )
+        sums, params = tick_sums_sql(store, selection, by_agent=True)
+        value = "CASE WHEN f.resource = 'cpu' THEN s.cpu ELSE s.rss END"
         sql = f"""
             WITH s AS (
-                SELECT s.host, s.ts, s.project, s.agent, s.cpu_cores, s.rss_bytes
-                FROM samples s
-                WHERE {where} AND s.ts >= ? AND s.ts <= ?
-            ),
-            matched AS (
-                SELECT f.rank, s.project, s.agent, {value} AS v
-                FROM s JOIN devloop_ticks f
-                  ON s.host = f.host AND s.ts = f.ts AND s.project = f.project
-                WHERE f.scope = 'project'
-                UNION ALL
-                SELECT f.rank, s.project, s.agent, {value} AS v
-                FROM s JOIN (SELECT * FROM devloop_ticks WHERE scope = 'workspace') f
-                  ON s.host = f.host AND s.ts = f.ts
+                SELECT host, ts, project, agent, cpu, rss FROM {sums} WHERE ts >= ? AND ts <= ?
             )
-            SELECT rank, project, agent, sum(v) AS used FROM matched
-            GROUP BY rank, project, agent
+            SELECT f.rank, s.project, s.agent, sum({value}) AS used
+            FROM s JOIN devloop_ticks f ON s.host = f.host AND s.ts = f.ts
+            WHERE f.scope = 'workspace' OR f.project = s.project
+            GROUP BY f.rank, s.project, s.agent
         """
         first, last = ticks["ts"].min(), ticks["ts"].max()
         used = store.frame(sql, [*params, first, last])

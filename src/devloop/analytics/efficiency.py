@@ -92,7 +92,7 @@ def efficiency(
 
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    series, note = project_series_with_limits(store, selection)
+    series, note = project_series_with_limits(store, selection, ordered=False)
     series = series.with_columns(
         pl.col("rss_bytes").cast(pl.Float64), pl.col("memory_limit_bytes").cast(pl.Float64)
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import project_series
+from devloop.analytics._series import project_series, tick_sums_sql
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -85,7 +85,7 @@ def export_metrics(
         pl.col("threads").max().cast(pl.Int64).alias("threads_max"),
     ]
     if detailed:
-        where, params = store.where(selection)
+        sums, params = tick_sums_sql(store, selection, by_agent=True)
         frame = store.frame(
             f"""
             SELECT s.project, s.agent,
@@ -97,10 +97,8 @@ def export_metrics(
                    max(s.rss) AS memory_max_bytes, max(s.fds) AS fds_max,
                    max(s.threads) AS threads_max
             FROM (
-                SELECT host, ts, project, agent, sum(cpu_cores) AS cpu,
-                       CAST(sum(CAST(rss_bytes AS DOUBLE)) AS BIGINT) AS rss,
-                       CAST(sum(fds) AS BIGINT) AS fds, CAST(sum(threads) AS BIGINT) AS threads
-                FROM samples WHERE {where} GROUP BY host, ts, project, agent
+                SELECT host, ts, project, agent, cpu, CAST(rss AS BIGINT) AS rss, fds, threads
+                FROM {sums}
             ) s JOIN {store.cores_sql()} c ON c.host = s.host
             GROUP BY s.project, s.agent, interval_start
             """,
@@ -108,7 +106,7 @@ def export_metrics(
         )
         rows = frame.select(EXPORT_COLUMNS).sort("interval_start", "project", "agent")
     else:
-        series = project_series(store, selection).with_columns(
+        series = project_series(store, selection, ordered=False).with_columns(
             pl.from_epoch((pl.col("ts").dt.epoch("us") // bucket_us) * bucket_us, time_unit="us")
             .dt.replace_time_zone("UTC")
             .alias("interval_start")

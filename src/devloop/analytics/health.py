@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, iso, open_store, records
+from devloop.analytics._series import lives_sql
 from devloop.analytics.timerange import TimeRange
 from devloop.units import MIB
 
@@ -200,7 +201,8 @@ def _trends(
     import numpy as np
     import polars as pl
 
-    where, params = store.where(selection)
+    lives_rel, lives_params = lives_sql(store, selection)
+    _, params = store.where(selection)
     s_where, _ = store.where(selection, "s")
     interval_us = max(1, round(selection.interval * 1e6))
     # Thin in SQL first (every k-th tick, so a life of min_life keeps about MAX_POINTS), then
@@ -209,9 +211,9 @@ def _trends(
     points = store.frame(
         f"""
         WITH lives AS (
-            SELECT host, pid, start_time, min(ts) AS first, max(ts) AS last
-            FROM samples WHERE {where} GROUP BY host, pid, start_time
-            HAVING epoch_us(max(ts)) - epoch_us(min(ts)) >= ?
+            SELECT host, pid, start_time, min(first) AS first, max(last) AS last
+            FROM {lives_rel} GROUP BY host, pid, start_time
+            HAVING epoch_us(max(last)) - epoch_us(min(first)) >= ?
         )
         SELECT s.host, s.project, s.agent, s.pid, s.start_time, s.ts, s.rss_bytes, s.fds,
                l.first, l.last
@@ -220,7 +222,7 @@ def _trends(
         WHERE {s_where} AND ((epoch_us(s.ts) // ?) % ? = 0 OR s.ts = l.first OR s.ts = l.last)
         ORDER BY s.host, s.pid, s.start_time, s.ts
         """,
-        [*params, round(min_life * 1e6), *params, interval_us, every],
+        [*lives_params, round(min_life * 1e6), *params, interval_us, every],
     )
     memory_rows: list[tuple[Any, ...]] = []
     fd_rows: list[tuple[Any, ...]] = []
@@ -303,13 +305,10 @@ def _restarts(
 ) -> pl.DataFrame:
     import polars as pl
 
-    where, params = store.where(selection)
+    lives_rel, params = lives_sql(store, selection)
     frame = store.frame(
         f"""
-        WITH lives AS (
-            SELECT host, project, agent, pid, start_time, min(ts) AS first, max(ts) AS last
-            FROM samples WHERE {where} GROUP BY host, project, agent, pid, start_time
-        )
+        WITH lives AS (SELECT * FROM {lives_rel})
         SELECT project, agent, date_trunc('hour', start_time) AS hour, count(*) AS short_lives
         FROM lives WHERE epoch_us(last) - epoch_us(start_time) < ?
         GROUP BY project, agent, hour

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import arg_max_ts, project_series, workspace_series
+from devloop.analytics._series import (
+    arg_max_ts,
+    project_series,
+    tick_sums_sql,
+    workspace_series,
+)
 from devloop.analytics.timerange import TimeRange
 
 if TYPE_CHECKING:
@@ -69,7 +74,7 @@ def peak_usage(
 
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    series = project_series(store, selection)
+    series = project_series(store, selection, ordered=False)
     whole = workspace_series(series)
 
     def stats(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -130,17 +135,12 @@ def _PEAK_TYPES() -> Any:  # noqa: N802 - a constant that needs polars imported
 
 
 def _agent_peaks(store: Store, selection: Selection) -> pl.DataFrame:
-    where, params = store.where(selection)
+    sums, params = tick_sums_sql(store, selection, by_agent=True)
     sql = f"""
-        WITH a AS (
-            SELECT host, ts, project, agent, sum(cpu_cores) AS cpu,
-                   CAST(sum(CAST(rss_bytes AS DOUBLE)) AS BIGINT) AS rss,
-                   sum(fds) AS fds, sum(threads) AS threads
-            FROM samples WHERE {where} GROUP BY host, ts, project, agent
-        ),
-        p AS (
-            SELECT a.*, 100.0 * a.cpu / c.cores AS cpu_percent
-            FROM a JOIN {store.cores_sql()} c ON c.host = a.host
+        WITH p AS (
+            SELECT a.project, a.agent, a.ts, 100.0 * a.cpu / c.cores AS cpu_percent,
+                   CAST(a.rss AS BIGINT) AS rss, a.fds, a.threads
+            FROM {sums} a JOIN {store.cores_sql()} c ON c.host = a.host
         )
         SELECT project, agent, count(*) AS ticks,
                max(cpu_percent) AS cpu_peak_percent,

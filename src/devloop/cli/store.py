@@ -65,6 +65,11 @@ def compact(
             )
         else:
             click.echo("Retention: nothing to drop")
+    from devloop.analytics import warm_cache
+
+    built = warm_cache(root)
+    if built:
+        click.echo(f"Report cache: rolled up {built} closed hours")
 
 
 @click.command("store-info")

@@ -1,0 +1,204 @@
+"""The per-hour rollups (``analytics._cache``): every report gives the same JSON with the cache
+cold, warm, deleted, stale or corrupt as from raw rows, and an open hour is never cached."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from devloop.analytics import (
+    Store,
+    audit_query,
+    bottlenecks,
+    efficiency,
+    export_metrics,
+    health,
+    peak_usage,
+    workspace_metrics,
+)
+from devloop.analytics._cache import CACHE_DIR, KINDS, hours, warm_cache
+from devloop.analytics.timerange import TimeRange
+from devloop.simulate import simulate
+from devloop.store import write_table
+from devloop.store.files import conform, read_rows, scan_partition, unlink_files, write_atomic
+from devloop.store.layout import Partition, iter_partitions
+
+pytestmark = pytest.mark.slow
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim") / ".devloop-workspace"
+    simulate(out, days=1, projects=2, agents_per_project=2, seed=11)
+    return out
+
+
+@pytest.fixture
+def store_copy(simulated: Path, tmp_path: Path) -> Path:
+    target = tmp_path / ".devloop-workspace"
+    shutil.copytree(simulated, target)
+    shutil.rmtree(target / "metrics" / CACHE_DIR, ignore_errors=True)
+    return target
+
+
+def _mid_range(ws: Path) -> TimeRange:
+    """A range cutting hours in the middle, so the rollups of its edge hours are not used whole."""
+    first = min(p.start for p, _ in iter_partitions(ws / "metrics", "samples"))
+    return TimeRange(
+        start=first + timedelta(hours=2, minutes=17, seconds=3),
+        end=first + timedelta(hours=20, minutes=41, seconds=30),
+    )
+
+
+REPORTS: dict[str, Callable[[Store, TimeRange | None], Any]] = {
+    "metrics": lambda s, r: workspace_metrics(s, r, detailed=True, compare_config=True, now=NOW),
+    "export": lambda s, r: export_metrics(s, r, interval=300),
+    "export-detailed": lambda s, r: export_metrics(s, r, interval=300, detailed=True),
+    "peak-usage": lambda s, r: peak_usage(s, r),
+    "peak-usage-agents": lambda s, r: peak_usage(s, r, agents=["*"]),
+    "bottlenecks": lambda s, r: bottlenecks(s, r, threshold=50),
+    "efficiency": lambda s, r: efficiency(s, r),
+    "health": lambda s, r: health(s, r, min_life=600, now=NOW),
+    "audit-cpu": lambda s, r: audit_query(s, "cpu", r),
+    "audit-memory": lambda s, r: audit_query(s, "memory", r),
+    "audit-fds": lambda s, r: audit_query(s, "fds", r),
+}
+
+
+#: The reports that read each kind of rollup, for the tests that need not run them all.
+FEW = ("peak-usage", "bottlenecks", "audit-memory", "health")
+
+
+def _all(ws: Path, *, use_cache: bool, names: tuple[str, ...] = tuple(REPORTS)) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for time_range in (None, _mid_range(ws)):
+        with Store(ws) as store:
+            store.use_cache = use_cache
+            for name in names:
+                run = REPORTS[name]
+                results[f"{name} {time_range}"] = run(store, time_range).to_json()
+    return results
+
+
+def _entries(ws: Path) -> list[Path]:
+    return sorted((ws / "metrics" / CACHE_DIR).rglob("*.parquet"))
+
+
+def test_reports_identical_cold_warm_and_deleted(store_copy: Path) -> None:
+    raw = _all(store_copy, use_cache=False)
+    assert _entries(store_copy) == []
+    cold = _all(store_copy, use_cache=True)
+    hour_count = len(hours(store_copy / "metrics"))
+    assert len(_entries(store_copy)) == hour_count * len(KINDS)
+    warm = _all(store_copy, use_cache=True)
+    shutil.rmtree(store_copy / "metrics" / CACHE_DIR)
+    deleted = _all(store_copy, use_cache=True)
+    assert cold == raw
+    assert warm == raw
+    assert deleted == raw
+
+
+def test_a_changed_hour_is_rebuilt(store_copy: Path) -> None:
+    root = store_copy / "metrics"
+    assert warm_cache(root) == len(hours(root))
+    before = set(_entries(store_copy))
+    partition, directory = iter_partitions(root, "samples")[3]
+    (old,) = scan_partition(directory, "samples").live
+    rows = read_rows(old.path, "samples")
+    rss = rows.column("rss_bytes").to_pylist()
+    rss[0] += 3 * 1024**3  # a spike the reports must see
+    changed = rows.set_column(
+        rows.schema.get_field_index("rss_bytes"), "rss_bytes", pa.array(rss, pa.int64())
+    )
+    write_atomic("samples", conform("samples", changed), directory / "w-changed.parquet")
+    unlink_files([old.path])
+    raw = _all(store_copy, use_cache=False, names=FEW)
+    assert _all(store_copy, use_cache=True, names=FEW) == raw
+    after = set(_entries(store_copy))
+    rebuilt = {p for p in after - before}
+    assert len(rebuilt) == len(KINDS)
+    assert all(partition.relative_dir in str(p) for p in rebuilt)
+    assert not any(partition.relative_dir in str(p) for p in after & before)  # stale ones gone
+    assert warm_cache(root) == 0
+
+
+def test_a_corrupt_entry_is_rebuilt(store_copy: Path) -> None:
+    root = store_copy / "metrics"
+    warm_cache(root)
+    raw = _all(store_copy, use_cache=False, names=FEW)
+    broken = _entries(store_copy)[:3]
+    broken[0].write_bytes(b"not parquet at all")
+    broken[1].write_bytes(broken[1].read_bytes()[:100])
+    broken[2].write_bytes(b"")
+    assert _all(store_copy, use_cache=True, names=FEW) == raw
+    for path in broken:
+        assert path.read_bytes()[:4] == b"PAR1"
+
+
+def test_a_read_only_cache_falls_back_to_raw_rows(
+    store_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devloop.analytics import _cache
+
+    def refuse(*args: object) -> None:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(_cache, "_write", refuse)
+    raw = _all(store_copy, use_cache=False, names=FEW)
+    assert _all(store_copy, use_cache=True, names=FEW) == raw
+    assert _entries(store_copy) == []
+
+
+def test_the_open_hour_is_never_cached(tmp_path: Path) -> None:
+    ws = tmp_path / ".devloop-workspace"
+    root = ws / "metrics"
+    now = datetime.now(UTC)
+    ticks = [now - timedelta(hours=1, seconds=s) for s in range(3)] + [now]
+    write_table(
+        root,
+        "samples",
+        pa.Table.from_pylist(
+            [
+                {
+                    "ts": ts,
+                    "host": "h1",
+                    "project": "api",
+                    "agent": "linter",
+                    "pid": 7,
+                    "start_time": now - timedelta(hours=2),
+                    "cpu_cores": 0.5,
+                    "rss_bytes": 1000,
+                    "fds": 3,
+                    "threads": 1,
+                    "state": "running",
+                }
+                for ts in ticks
+            ]
+        ),
+    )
+    write_table(
+        root,
+        "system",
+        pa.Table.from_pylist(
+            [{"ts": ts, "host": "h1", "cores": 2, "cpu_busy_cores": 1.0} for ts in ticks]
+        ),
+    )
+    result = peak_usage(ws)
+    if Partition.of_datetime(datetime.now(UTC)) != Partition.of_datetime(now):
+        pytest.skip("the hour turned while the test ran")
+    cached = {p.parent.relative_to(root / CACHE_DIR / p.parent.parent.parent.name) for p in
+              _entries(ws)}  # fmt: skip
+    open_hour = Path(Partition.of_datetime(now).relative_dir)
+    closed_hour = Path(Partition.of_datetime(ticks[0]).relative_dir)
+    assert open_hour not in cached
+    assert closed_hour in cached
+    assert result.peaks["ticks"].to_list() == [0, 4]  # no project known, one agent
+    assert warm_cache(root, now=ticks[0]) == 0  # "now" in the older hour: nothing is closed
