@@ -83,3 +83,32 @@ def emit(text: str, output: Path) -> None:
 def echo_warnings(warnings: tuple[str, ...] | list[str]) -> None:
     for warning in warnings:
         click.echo(f"Warning: {warning}", err=True)
+
+
+def duration_value(text: str | None, option: str) -> float | None:
+    """Seconds in a duration option (30s, 5m, 24h); must be above 0."""
+    from devloop.errors import UsageError
+    from devloop.units import parse_duration
+
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc
+    if seconds <= 0:
+        raise click.BadParameter(f"must be above 0, got {text!r}", param_hint=option)
+    return seconds
+
+
+def size_value(text: str | None, option: str) -> int | None:
+    """Bytes in a size option (512MB, 2GB)."""
+    from devloop.errors import UsageError
+    from devloop.units import parse_size
+
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from exc

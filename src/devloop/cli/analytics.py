@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from devloop.cli._options import (
+    duration_value,
     echo_warnings,
     emit,
     format_option,
@@ -92,21 +93,6 @@ def _range(start: str | None, end: str | None, period: str | None) -> TimeRange:
         return TimeRange(**values)
     except UsageError as exc:
         raise click.UsageError(str(exc)) from exc
-
-
-def _duration(text: str | None, option: str) -> float | None:
-    from devloop.errors import UsageError
-    from devloop.units import parse_duration
-
-    if text is None:
-        return None
-    try:
-        seconds = parse_duration(text)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from exc
-    if seconds <= 0:
-        raise click.BadParameter(f"must be above 0, got {text!r}", param_hint=option)
-    return seconds
 
 
 @contextmanager
@@ -266,13 +252,13 @@ def metrics(
     if ctx.invoked_subcommand is not None:
         return
     time_range = _range(start, end, period)
-    seconds = _duration(interval, "--interval")
+    seconds = duration_value(interval, "--interval")
     folder = resolve_workspace_dir(workspace_dir)
     if baseline:
         from devloop.analytics import record_baseline
         from devloop.cli.render import to_json
 
-        length = _duration(duration, "--duration")
+        length = duration_value(duration, "--duration")
         assert length is not None
         click.echo(f"Recording a baseline for {length:g}s (no agents should run)...", err=True)
         with _store_warnings():
@@ -720,7 +706,7 @@ def health(
     """
     from devloop.analytics import health as run
 
-    life = _duration(min_life, "--min-life")
+    life = duration_value(min_life, "--min-life")
     assert life is not None
     folder = resolve_workspace_dir(workspace_dir)
     with _store_warnings():

@@ -10,34 +10,13 @@ from types import FrameType
 
 import click
 
-from devloop.cli._options import echo_warnings, resolve_workspace_dir, workspace_dir_option
-
-
-def _duration(value: str | None, option: str) -> float | None:
-    from devloop.errors import UsageError
-    from devloop.units import parse_duration
-
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from exc
-    if seconds <= 0:
-        raise click.BadParameter(f"must be above 0, got {value!r}", param_hint=option)
-    return seconds
-
-
-def _size(value: str | None, option: str) -> int | None:
-    from devloop.errors import UsageError
-    from devloop.units import parse_size
-
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from exc
+from devloop.cli._options import (
+    duration_value,
+    echo_warnings,
+    resolve_workspace_dir,
+    size_value,
+    workspace_dir_option,
+)
 
 
 def _status_line(status: object) -> str:
@@ -91,10 +70,10 @@ def collect(
     from devloop.config import load_workspace
     from devloop.runner.record import Recorder
 
-    seconds = _duration(duration, "--duration")
-    every = _duration(interval, "--interval")
-    max_age = _duration(retention, "--retention")
-    max_bytes = _size(max_size, "--max-size")
+    seconds = duration_value(duration, "--duration")
+    every = duration_value(interval, "--interval")
+    max_age = duration_value(retention, "--retention")
+    max_bytes = size_value(max_size, "--max-size")
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
     stop = threading.Event()
@@ -159,7 +138,7 @@ def run(
     from devloop.config import load_workspace
     from devloop.runner.run import run_agent
 
-    every = _duration(interval, "--interval")
+    every = duration_value(interval, "--interval")
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
     code = run_agent(loaded, project, agent, command, cwd=cwd, interval=every,

@@ -9,10 +9,12 @@ from pathlib import Path
 import click
 
 from devloop.cli._options import (
+    duration_value,
     emit,
     format_option,
     output_option,
     resolve_workspace_dir,
+    size_value,
     workspace_dir_option,
 )
 
@@ -35,19 +37,12 @@ def compact(
     Example:
       devloop workspace compact --workspace-dir .devloop-workspace --retention 30d --max-size 2GB
     """
-    from devloop.errors import UsageError
     from devloop.store import compact as compact_store
     from devloop.store import retention as apply_retention
-    from devloop.units import format_size, parse_duration, parse_size
+    from devloop.units import format_size
 
-    try:
-        max_age = parse_duration(retention) if retention is not None else None
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint="--retention") from exc
-    try:
-        max_bytes = parse_size(max_size) if max_size is not None else None
-    except UsageError as exc:
-        raise click.BadParameter(str(exc), param_hint="--max-size") from exc
+    max_age = duration_value(retention, "--retention")
+    max_bytes = size_value(max_size, "--max-size")
     root = resolve_workspace_dir(workspace_dir) / "metrics"
     now = datetime.now(UTC) + timedelta(hours=1) if all_hours else None
     report = compact_store(root, now=now)
