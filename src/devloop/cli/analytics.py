@@ -622,28 +622,12 @@ def efficiency(
 
     def text() -> str:
         frame = report.projects
+        # The report's own column order, split by resource (efficiency.EFFICIENCY_COLUMNS).
         cpu = frame.select(
-            "scope",
-            "project",
-            "cpu_allocated_percent",
-            "cpu_used_avg_percent",
-            "cpu_used_p95_percent",
-            "cpu_used_peak_percent",
-            "cpu_utilisation_percent",
-            "cpu_idle_allocation_percent",
-            "cpu_over_limit_seconds",
-            "pauses",
+            "scope", "project", *[c for c in frame.columns if c.startswith("cpu_")], "pauses"
         )
         memory = frame.select(
-            "scope",
-            "project",
-            "memory_allocated_bytes",
-            "memory_used_avg_bytes",
-            "memory_used_p95_bytes",
-            "memory_used_peak_bytes",
-            "memory_utilisation_percent",
-            "memory_idle_allocation_bytes",
-            "memory_over_limit_seconds",
+            "scope", "project", *[c for c in frame.columns if c.startswith("memory_")]
         )
         pct = {c: _pct for c in cpu.columns if c.endswith("percent")}
         mem = {c: _mb for c in memory.columns if c.endswith("bytes")}

@@ -17,7 +17,7 @@ from typing import Any
 
 from devloop.config.models import (
     Adaptation,
-    AgentsConfig,
+    Agent,
     Limit,
     Project,
     Workspace,
@@ -479,12 +479,10 @@ def allocate(
             notes.append(f"{project.name}: {note}")
         result[project.name] = ProjectAllocation(project.name, cpu, memory, project.priority, note)
     agent_limits = {
-        f"{name}/{agent.name}": alloc
+        f"{name}/{agent.name}": _agent_allocation(result[name], agent)
         for name, agents in agents_by_project.items()
         if name in result
-        for agent, alloc in [
-            (a, _agent_allocation(result[name], a)) for a in _enabled_agents(agents)
-        ]  # fmt: skip
+        for agent in agents.enabled_agents
     }
     return Allocation(strategy, profile_name, pool, result, agent_limits, tuple(notes))
 
@@ -506,11 +504,7 @@ def _cap(cpu: float, memory: int, cap: Limit | None, what: str) -> tuple[float, 
     return cpu, memory, note
 
 
-def _enabled_agents(agents: AgentsConfig) -> tuple[Any, ...]:
-    return agents.enabled_agents
-
-
-def _agent_allocation(project: ProjectAllocation, agent: Any) -> AgentAllocation:
+def _agent_allocation(project: ProjectAllocation, agent: Agent) -> AgentAllocation:
     limits = agent.limits
     own = limits.max_cpu is not None or limits.max_memory_bytes is not None
     cpu = project.cpu if limits.max_cpu is None else min(limits.max_cpu, project.cpu)

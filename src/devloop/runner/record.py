@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
     from devloop.store.convert import ChildJob
 
 logger = logging.getLogger(__name__)
-
-#: Project rules match an agent's command by the basename of its first word.
-TAG_PROJECT = "DEVLOOP_PROJECT"
-TAG_AGENT = "DEVLOOP_AGENT"
 
 
 @dataclass(frozen=True)
@@ -271,8 +266,3 @@ class Recorder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def metrics_root(workspace_dir: Path) -> Path:
-    """Where a workspace's dataset lives."""
-    return Path(workspace_dir) / "metrics"

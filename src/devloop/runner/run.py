@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
+from devloop.collector.model import TAG_AGENT, TAG_PROJECT
 from devloop.config.models import Workspace
 from devloop.errors import StoreLockedError, UsageError
-from devloop.runner.record import TAG_AGENT, TAG_PROJECT, Recorder
+from devloop.runner.record import Recorder
 
 
 def agent_environment(
