@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -218,27 +219,46 @@ def _resume_threshold(node: Node) -> float | None:
     return value / 100 if value > 1 else value
 
 
+@dataclass(frozen=True)
+class _Enforcement:
+    """The ``resourceLimits`` keys workspace.json and agents.json share; None where absent."""
+
+    cpu: float | None
+    memory_bytes: int | None
+    check_interval: float | None
+    action: EnforcementAction | None
+    resume_threshold: float | None
+
+
+def _enforcement(node: Node) -> _Enforcement:
+    interval = node.get("checkInterval", "checkIntervalSeconds")
+    action = node.get("enforcementAction")
+    return _Enforcement(
+        cpu=_cpu(node.get("maxCpu")),
+        memory_bytes=_memory(node, "maxMemory", "maxMemory_bytes"),
+        check_interval=(
+            interval.number(0, 86400, exclusive_minimum=True) if interval is not None else None
+        ),
+        action=_action(action) if action is not None else None,
+        resume_threshold=_resume_threshold(node),
+    )
+
+
 def _global(node: Node) -> GlobalConfig:
     limits_node = node.get("resourceLimits")
     limits = ResourceLimits()
     if limits_node is not None:
         limits_node.obj()
-        cpu = _cpu(limits_node.get("maxCpu"))
-        memory = _memory(limits_node, "maxMemory", "maxMemory_bytes")
-        interval = limits_node.get("checkInterval", "checkIntervalSeconds")
-        action = limits_node.get("enforcementAction")
-        resume = _resume_threshold(limits_node)
+        read = _enforcement(limits_node)
         overflow_node = limits_node.get("overflow")
         limits = ResourceLimits(
-            max_cpu=cpu if cpu is not None else limits.max_cpu,
-            max_memory_bytes=memory if memory is not None else limits.max_memory_bytes,
-            check_interval=(
-                interval.number(0, 86400, exclusive_minimum=True)
-                if interval is not None
-                else limits.check_interval
+            max_cpu=read.cpu if read.cpu is not None else limits.max_cpu,
+            max_memory_bytes=(
+                read.memory_bytes if read.memory_bytes is not None else limits.max_memory_bytes
             ),
-            enforcement_action=_action(action) if action is not None else "pause",
-            resume_threshold=resume if resume is not None else limits.resume_threshold,
+            check_interval=read.check_interval or limits.check_interval,
+            enforcement_action=read.action or limits.enforcement_action,
+            resume_threshold=read.resume_threshold or limits.resume_threshold,
             overflow=_overflow(overflow_node) if overflow_node is not None else Overflow(),
         )
         limits_node.done()
@@ -435,17 +455,9 @@ def parse_agents(data: Any, file: Path, warnings: list[str] | None = None) -> Ag
         limits_node = global_node.get("resourceLimits")
         if limits_node is not None:
             limits_node.obj()
-            project_limit = Limit(
-                cpu=_cpu(limits_node.get("maxCpu")),
-                memory_bytes=_memory(limits_node, "maxMemory", "maxMemory_bytes"),
-            )
-            interval_node = limits_node.get("checkInterval", "checkIntervalSeconds")
-            interval = (
-                interval_node.number(0, 86400, exclusive_minimum=True) if interval_node else None
-            )
-            action_node = limits_node.get("enforcementAction")
-            action = _action(action_node) if action_node is not None else None
-            resume = _resume_threshold(limits_node)
+            read = _enforcement(limits_node)
+            project_limit = Limit(cpu=read.cpu, memory_bytes=read.memory_bytes)
+            interval, action, resume = read.check_interval, read.action, read.resume_threshold
             limits_node.done()
         global_node.done()
     root.done()
