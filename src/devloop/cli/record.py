@@ -48,6 +48,13 @@ def _status_line(status: object) -> str:
 )
 @click.option("--retention", help="Drop data older than this after each hourly compaction (30d).")
 @click.option("--max-size", help="Drop the oldest hours when the store grows past this (2GB).")
+@click.option(
+    "--enforce",
+    is_flag=True,
+    help="Also enforce the limits each tick (enforcementAction: pause, warn or throttle).",
+)
+@click.option("--profile", help="Resource profile to enforce (default: DEVLOOP_RESOURCE_PROFILE "
+              "or the time windows).")  # fmt: skip
 def collect(
     workspace_dir: Path | None,
     duration: str | None,
@@ -56,15 +63,20 @@ def collect(
     source: str,
     retention: str | None,
     max_size: str | None,
+    enforce: bool,
+    profile: str | None,
 ) -> None:
     """Record what every agent process uses into the workspace's metrics store.
 
     Runs in the foreground with a live status line; Ctrl-C or SIGTERM flush and exit 0.
-    A second collector on the same workspace is refused.
+    A second collector on the same workspace is refused. With --enforce it is also the
+    workspace's enforcer: every tick it compares usage with the limits in force and pauses,
+    warns or throttles (see resource-enforcement.log); on exit every paused agent is resumed.
 
     \b
     Example:
       devloop workspace collect --workspace-dir .devloop-workspace --duration 10m --interval 1s
+      devloop workspace collect --enforce --profile dev
       devloop workspace collect --retention 30d --max-size 2GB
     """  # fmt: skip
     from devloop.config import load_workspace
@@ -86,7 +98,7 @@ def collect(
     try:
         with Recorder(
             loaded, interval=every, all_processes=all_processes, source=source,
-            retention=max_age, max_bytes=max_bytes,
+            retention=max_age, max_bytes=max_bytes, enforce=enforce, profile=profile,
         ) as rec:  # fmt: skip
             click.echo(f"Recording {loaded.metrics_dir} every {rec.interval:g}s "
                        f"(Ctrl-C to stop)", err=True)  # fmt: skip

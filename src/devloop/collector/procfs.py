@@ -15,6 +15,7 @@ and later), which avoids listing the directory; otherwise from listing it.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import resource
@@ -78,6 +79,19 @@ def _parse_io(parts: list[bytes]) -> tuple[int | None, int | None]:
     return (int(read) if read else None), (int(write) if write else None)
 
 
+@functools.cache
+def boot_us() -> int:
+    """The boot time in microseconds since the epoch, read once per process: the kernel
+    recomputes ``btime`` from the wall clock on every read, so it may shift by a second, and
+    start times (identity) must never change. Everything in this process that turns start ticks
+    into start times (the source, devloop.core.signals) uses this one value."""
+    with open(f"{_PROC}/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime"):
+                return int(line.split()[1]) * 1_000_000
+    raise CollectorError(f"no btime line in {_PROC}/stat")
+
+
 class ProcfsSource(Source[ProcfsHandle]):
     """Processes and host totals from ``/proc`` (Linux only)."""
 
@@ -89,9 +103,7 @@ class ProcfsSource(Source[ProcfsHandle]):
         self._clk_tck = os.sysconf("SC_CLK_TCK")
         self._page = os.sysconf("SC_PAGE_SIZE")
         try:
-            # btime is read once: the kernel recomputes it from the wall clock on every read,
-            # so it may shift by a second, and start times must never change (they are identity)
-            self._boot_us = self._btime() * 1_000_000
+            self._boot_us = boot_us()
             self._stat_fd = os.open(f"{_PROC}/stat", _O_FLAGS)
             self._meminfo_fd = os.open(f"{_PROC}/meminfo", _O_FLAGS)
         except OSError as exc:
@@ -102,14 +114,6 @@ class ProcfsSource(Source[ProcfsHandle]):
         self._fd_count_by_stat = self._kernel_counts_fds()
         self._users: dict[int, str] = {}
         self._cores = os.cpu_count() or 1
-
-    @staticmethod
-    def _btime() -> int:
-        with open(f"{_PROC}/stat", "rb") as f:
-            for line in f:
-                if line.startswith(b"btime"):
-                    return int(line.split()[1])
-        raise CollectorError(f"no btime line in {_PROC}/stat")
 
     @staticmethod
     def _kernel_counts_fds() -> bool:

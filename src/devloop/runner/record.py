@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from devloop.config.models import Workspace
 
 if TYPE_CHECKING:
+    from devloop.core.allocation import Allocation
+    from devloop.core.resource_manager import ResourceManager
     from devloop.store.convert import ChildJob
 
 logger = logging.getLogger(__name__)
@@ -73,11 +75,20 @@ class Recorder:
         segment_seconds: float = 300.0,
         retention: float | None = None,
         max_bytes: int | None = None,
+        enforce: bool = False,
+        profile: str | None = None,
+        min_pause: float | None = None,
     ) -> None:
         """Take the store's lock (StoreLockedError if a collector already records it).
 
         ``retention`` (seconds) and ``max_bytes`` drop the oldest hours after each hourly
         compaction, as ``devloop workspace compact --retention/--max-size`` does.
+
+        With ``enforce``, a :class:`~devloop.core.resource_manager.ResourceManager` checks every
+        tick against the limits in force (``profile`` as ``--profile``) and acts as the
+        workspace's ``enforcementAction`` says; its events and limit changes go to the store.
+        The holder of the store's lock is the workspace's one enforcer, so it first continues
+        anything a killed predecessor left stopped.
         """
         from devloop.collector import OTHER_PROJECT, Collector
         from devloop.store.writer import StoreWriter
@@ -108,8 +119,18 @@ class Recorder:
         self._bytes = 0
         self._processes = 0
         self._started = time.monotonic()
+        self.manager: ResourceManager | None = None
+        if enforce:
+            from devloop.core.resource_manager import ResourceManager
+
+            self.manager = ResourceManager(
+                workspace, profile=profile, on_event=self._event_row,
+                on_limits=self._write_limits_of, min_pause=min_pause,
+            )  # fmt: skip
         self._write_limits("start")
         self.event("start", message=f"collector started, interval {self.interval:g}s")
+        if self.manager is not None:
+            self.manager.recover()
 
     # --- writing -------------------------------------------------------------------------
 
@@ -118,9 +139,14 @@ class Recorder:
             self.writer.append(table, rows)
 
     def _write_limits(self, reason: str) -> None:
+        if self.manager is not None:
+            self._write_limits_of(self.manager.allocation, reason)
+            return
         from devloop.core.allocation import allocate
 
-        allocation = allocate(self.workspace)
+        self._write_limits_of(allocate(self.workspace), reason)
+
+    def _write_limits_of(self, allocation: Allocation, reason: str) -> None:
         ts = time.time_ns() // 1000
         host = self.writer.host
         rows: list[tuple[Any, ...]] = [
@@ -150,6 +176,13 @@ class Recorder:
                None, None, None, message)  # fmt: skip
         self._append("events", [row])
 
+    def _event_row(self, event: dict[str, Any]) -> None:
+        """An enforcement event (the manager's log-line shape) as an ``events`` row."""
+        row = (int(event["ts"] * 1_000_000), self.writer.host, event["action"], event["scope"],
+               event["project"], event["agent"], event["pids"] or None, event["metric"],
+               event["value"], event["limit"], event["message"])  # fmt: skip
+        self._append("events", [row])
+
     def tick(self, now: float | None = None) -> None:
         """Sample once (rows stamped ``now``, default the current time) and make it durable."""
         tick = self.collector.tick(now)
@@ -158,6 +191,9 @@ class Recorder:
         self._append("samples", samples)
         self._append("processes", [row for row in tick.new_processes if row[4] in ours])
         self._append("system", [tick.system])
+        if self.manager is not None:
+            self.manager.observe(tick)
+            self.manager.check()
         self.writer.flush()
         self._ticks += 1
         self._rows += len(samples)
@@ -246,6 +282,8 @@ class Recorder:
     def close(self) -> None:
         """Write the stop event, convert the open segment to Parquet, release the lock."""
         try:
+            if self.manager is not None:
+                self.manager.close()  # no agent stays stopped
             if self._compactor is not None:
                 self._compactor.wait()
                 self._reap_compactor()

@@ -1,0 +1,370 @@
+"""Stopping and continuing process trees, safely.
+
+A pid alone names nobody: pids are reused. Every process devloop may signal is held as a
+:class:`ProcessRef`, its pid and its start time in clock ticks since boot (``/proc/PID/stat``
+field 22, the same field the collector keeps), and is signalled only after :func:`verify` has
+read that the process now holding the pid is still the one it was, that it runs as our user,
+and that it is devloop's: tagged with the project's ``DEVLOOP_PROJECT`` (children inherit the
+tag) or started by this devloop process.
+
+Stopped trees are written to a :class:`PauseJournal` *before* the first SIGSTOP, so that a devloop
+killed with SIGKILL leaves a record the next start reads to SIGCONT them
+(:meth:`PauseJournal.recover`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from devloop._atomic import atomic_write_text
+from devloop.collector.model import TAG_PROJECT
+
+_PROC = "/proc"
+_LINUX = sys.platform.startswith("linux") and os.path.exists(f"{_PROC}/self/stat")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ProcessRef:
+    """One process: ``start`` is its start time in clock ticks since boot on Linux (in
+    microseconds since the epoch elsewhere); it never changes while the process lives."""
+
+    pid: int
+    start: int
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    try:
+        with open(f"{_PROC}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the name is in parentheses and may itself contain ") "
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def process_start(pid: int) -> int | None:
+    """The start token of the process now holding ``pid``; None if there is none."""
+    if _LINUX:
+        fields = _stat_fields(pid)
+        return int(fields[19]) if fields is not None else None
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).create_time() * 1_000_000)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def ref(pid: int) -> ProcessRef | None:
+    """A reference to the process holding ``pid`` now."""
+    start = process_start(pid)
+    return ProcessRef(pid, start) if start is not None else None
+
+
+def _state(pid: int) -> str | None:
+    if _LINUX:
+        fields = _stat_fields(pid)
+        return fields[0].decode() if fields is not None else None
+    import psutil
+
+    try:
+        return str(psutil.Process(pid).status())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def is_stopped(process: ProcessRef) -> bool:
+    """True when the process is in the stopped state (``T``)."""
+    return process_start(process.pid) == process.start and _state(process.pid) in ("T", "stopped")
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"{_PROC}/{pid}").st_uid
+    except OSError:
+        pass
+    if _LINUX:
+        return None
+    import psutil
+
+    try:
+        return int(psutil.Process(pid).uids().real)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _project_tag(pid: int) -> str | None:
+    if _LINUX:
+        try:
+            with open(f"{_PROC}/{pid}/environ", "rb") as f:
+                data = b"\0" + f.read()
+        except OSError:
+            return None
+        marker = b"\0" + TAG_PROJECT.encode() + b"="
+        at = data.find(marker)
+        if at < 0:
+            return None
+        end = data.find(b"\0", at + len(marker))
+        return data[at + len(marker) : end if end >= 0 else None].decode("utf-8", "replace")
+    import psutil
+
+    try:
+        return psutil.Process(pid).environ().get(TAG_PROJECT)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def verify(
+    process: ProcessRef, *, project: str | None = None, started: Iterable[ProcessRef] = ()
+) -> bool:
+    """May devloop signal ``process``?
+
+    Yes only when the process holding its pid started at the same moment (it is the same
+    process, not a reuse of the pid), runs as our user, is not a zombie, and is ours: tagged for
+    ``project`` (when given) or in ``started``.
+    """
+    if process.pid <= 1 or process.pid == os.getpid():
+        return False
+    if process_start(process.pid) != process.start:
+        return False
+    if _owner(process.pid) != os.getuid():
+        return False
+    if _state(process.pid) in ("Z", "X", "zombie", "dead"):
+        return False
+    if process in set(started):
+        return True
+    return project is not None and _project_tag(process.pid) == project
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (Linux ``/proc/PID/task/*/children``; psutil elsewhere)."""
+    if _LINUX:
+        found: list[int] = []
+        try:
+            tasks = os.listdir(f"{_PROC}/{pid}/task")
+        except OSError:
+            return []
+        for task in tasks:
+            try:
+                with open(f"{_PROC}/{pid}/task/{task}/children", "rb") as f:
+                    found.extend(int(x) for x in f.read().split())
+            except (OSError, ValueError):
+                continue
+        return found
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def tree(roots: Iterable[ProcessRef]) -> list[ProcessRef]:
+    """``roots`` and every descendant alive now, parents before children, each once."""
+    seen: dict[int, ProcessRef] = {}
+    queue = list(roots)
+    while queue:
+        process = queue.pop(0)
+        if process.pid in seen:
+            continue
+        seen[process.pid] = process
+        for pid in children(process.pid):
+            child = ref(pid)
+            if child is not None and child.pid not in seen:
+                queue.append(child)
+    return list(seen.values())
+
+
+def send(
+    processes: Sequence[ProcessRef],
+    sig: int,
+    *,
+    project: str | None = None,
+    started: Iterable[ProcessRef] = (),
+) -> list[ProcessRef]:
+    """Send ``sig`` to each of ``processes`` that :func:`verify` allows; returns those signalled.
+
+    A process that exits between the check and the signal is skipped. Between the check and the
+    signal a pid cannot be reused by a process of ours unless the process died and a new one got
+    the same pid within microseconds; the window is as small as reading three /proc files.
+    """
+    started = set(started)
+    done = []
+    for process in processes:
+        if not verify(process, project=project, started=started):
+            continue
+        try:
+            os.kill(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+        done.append(process)
+    return done
+
+
+def stop_tree(
+    roots: Sequence[ProcessRef],
+    *,
+    project: str | None = None,
+    started: Iterable[ProcessRef] = (),
+) -> list[ProcessRef]:
+    """SIGSTOP ``roots`` and all their descendants, parents first, then again for any child
+    forked before its parent stopped; returns every process stopped."""
+    started = set(started)
+    stopped: dict[ProcessRef, None] = {}
+    for _ in range(5):
+        todo = [p for p in tree(roots) if p not in stopped]
+        if not todo:
+            break
+        for process in send(todo, signal.SIGSTOP, project=project, started=started):
+            stopped[process] = None
+    return list(stopped)
+
+
+def continue_all(
+    processes: Sequence[ProcessRef],
+    *,
+    project: str | None = None,
+    started: Iterable[ProcessRef] = (),
+) -> list[ProcessRef]:
+    """SIGCONT ``processes`` (children before parents); returns those continued."""
+    return send(list(reversed(processes)), signal.SIGCONT, project=project, started=started)
+
+
+# --- the journal ---------------------------------------------------------------------------
+
+
+def boot_id() -> str:
+    """An id of this boot of the machine (start ticks only mean something within one)."""
+    try:
+        return Path(f"{_PROC}/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        import psutil
+
+        return str(int(psutil.boot_time()))
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A process devloop holds stopped: whose it is, and since when."""
+
+    pid: int
+    start: int
+    project: str
+    agent: str
+    since: float
+
+    @property
+    def process(self) -> ProcessRef:
+        return ProcessRef(self.pid, self.start)
+
+
+class PauseJournal:
+    """The processes devloop holds stopped, on disk, written before each SIGSTOP.
+
+    One JSON file, replaced atomically on every change: ``{"version": 1, "boot_id", "owner",
+    "entries": [{pid, start, project, agent, since}]}``.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._boot = boot_id()
+        self._entries: dict[ProcessRef, JournalEntry] = {}
+
+    def entries(self) -> list[JournalEntry]:
+        return list(self._entries.values())
+
+    def add(self, project: str, agent: str, processes: Iterable[ProcessRef]) -> None:
+        now = time.time()
+        changed = False
+        for process in processes:
+            if process not in self._entries:
+                self._entries[process] = JournalEntry(
+                    process.pid, process.start, project, agent, now
+                )
+                changed = True
+        if changed:
+            self._write()
+
+    def remove(self, processes: Iterable[ProcessRef]) -> None:
+        changed = False
+        for process in processes:
+            if self._entries.pop(process, None) is not None:
+                changed = True
+        if changed:
+            self._write()
+
+    def _write(self) -> None:
+        if not self._entries:
+            self.path.unlink(missing_ok=True)
+            return
+        data = {
+            "version": self.VERSION,
+            "boot_id": self._boot,
+            "owner": os.getpid(),
+            "entries": [asdict(e) for e in self._entries.values()],
+        }
+        atomic_write_text(self.path, json.dumps(data, indent=1) + "\n")
+
+    def read_left_over(self) -> list[JournalEntry]:
+        """Entries a previous devloop left (empty when there is no journal, it is unreadable,
+        or it was written before the last boot)."""
+        try:
+            data: Any = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError):
+            return []
+        if not isinstance(data, dict) or data.get("boot_id") != self._boot:
+            return []
+        entries = []
+        for item in data.get("entries", []):
+            try:
+                entries.append(
+                    JournalEntry(
+                        int(item["pid"]),
+                        int(item["start"]),
+                        str(item["project"]),
+                        str(item["agent"]),
+                        float(item["since"]),
+                    )  # fmt: skip
+                )
+            except (KeyError, TypeError, ValueError):
+                continue
+        return entries
+
+    def recover(self) -> list[JournalEntry]:
+        """SIGCONT every process a previous devloop left stopped that is still the same process
+        (and tagged for the project the entry names), then clear the journal. Returns the
+        entries whose process was continued."""
+        resumed = []
+        for entry in self.read_left_over():
+            if continue_all([entry.process], project=entry.project):
+                resumed.append(entry)
+        self._entries.clear()
+        self.path.unlink(missing_ok=True)
+        return resumed
+
+
+def ref_at(pid: int, start_us: int) -> ProcessRef | None:
+    """A reference to the process holding ``pid`` if it is the one the collector saw start at
+    ``start_us`` (microseconds since the epoch), else None: the pid was reused or is gone."""
+    start = process_start(pid)
+    if start is None:
+        return None
+    if _LINUX:
+        from devloop.collector.procfs import boot_us
+
+        now_us = boot_us() + start * 1_000_000 // os.sysconf("SC_CLK_TCK")
+    else:
+        now_us = start
+    return ProcessRef(pid, start) if now_us == start_us else None

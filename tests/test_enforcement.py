@@ -1,0 +1,292 @@
+"""Enforcement with real processes: pause, resume, warn, recovery after SIGKILL, pid reuse.
+
+Every burner is tagged with a project name unique to this test run: tagged processes of another
+test suite running on the same machine must never be seen (let alone signalled) by ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from devloop.config.load import load_workspace
+from devloop.core import signals
+from devloop.core.resource_manager import ResourceManager
+from devloop.core.signals import PauseJournal, ProcessRef
+from devloop.errors import UsageError
+from devloop.runner.record import Recorder
+from tests.helpers.procs import helpers, proc_state, wait_until
+
+RUN = uuid.uuid4().hex[:8]
+BUSY = f"busy-{RUN}"  # the project whose burner goes over its limit
+CALM = f"calm-{RUN}"
+
+
+def enforcing_workspace(write_workspace, action="pause", busy_cpu=10, **limits):
+    data = {
+        "workspace_name": "enforce",
+        "projects": [
+            {"name": BUSY, "path": "busy", "priority": 2},
+            {"name": CALM, "path": "calm", "priority": 1},
+        ],
+        "global": {
+            "resourceLimits": {
+                "maxCpu": 60, "maxMemory": "2GB", "checkInterval": 1,
+                "enforcementAction": action, "resumeThreshold": 0.8, **limits,
+            }
+        },
+        "resource_sharing": {
+            "strategy": "custom",
+            "perProjectLimits": {
+                BUSY: {"maxCpu": busy_cpu, "maxMemory": "1GB"},
+                CALM: {"maxCpu": 40, "maxMemory": "1GB"},
+            },
+        },
+    }  # fmt: skip
+    return load_workspace(write_workspace(data))
+
+
+def log_entries(folder: Path) -> list[dict]:
+    path = folder / "resource-enforcement.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def actions(folder: Path, action: str) -> list[dict]:
+    return [e for e in log_entries(folder) if e["action"] == action]
+
+
+class Running:
+    """A Recorder with enforcement ticking in a thread until the block ends."""
+
+    def __init__(self, workspace, **options):
+        self.recorder = Recorder(workspace, interval=1.0, enforce=True, **options)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.recorder.run, kwargs={"stop": self.stop})
+
+    def __enter__(self):
+        self.thread.start()
+        return self.recorder
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(60)
+        self.recorder.close()
+
+
+@pytest.mark.slow
+def test_a_burner_over_its_project_limit_is_paused_then_resumed(write_workspace):
+    workspace = enforcing_workspace(write_workspace)
+    folder = workspace.dir
+    with helpers() as start:
+        calm = start("sleep", tags=(CALM, "watcher"))
+        with Running(workspace, min_pause=2.0) as recorder:
+            burner = start("busy", tags=(BUSY, "burner"))
+            wait_until(lambda: proc_state(burner.pid) == "T")
+            pause = actions(folder, "pause")[0]
+            assert pause["scope"] == "project" and pause["project"] == BUSY
+            assert pause["agent"] == "burner" and pause["metric"] == "cpu"
+            assert burner.pid in pause["pids"]
+            assert pause["value"] > 10 and pause["limit"] == 10
+            # stopped, it uses no CPU: after the minimum pause it is continued
+            wait_until(lambda: actions(folder, "resume"))
+            resume = actions(folder, "resume")[0]
+            assert resume["project"] == BUSY and burner.pid in resume["pids"]
+            # still a burner: it goes over again and is paused again
+            wait_until(lambda: len(actions(folder, "pause")) >= 2)
+            assert proc_state(calm.pid) != "T"  # the other project's agent is never touched
+            state = json.loads((folder / "enforcement-state.json").read_text())
+            assert state["agents"][f"{BUSY}/burner"]["pauses"] >= 2
+            assert state["projects"][BUSY]["cpu_limit"] == 10
+            assert recorder.manager is not None
+        # closing devloop continues every paused process
+        wait_until(lambda: proc_state(burner.pid) != "T")
+    assert not (folder / "enforcement-state.json").exists()
+    assert not (folder / ".paused-processes.json").exists()
+
+    from devloop.store.query import connect
+
+    db = connect(folder / "metrics")
+    rows = db.execute(
+        'SELECT action, scope, project, agent, pids, metric, value, "limit" FROM events '
+        "WHERE action IN ('pause', 'resume') ORDER BY ts"
+    ).fetchall()
+    assert [r[0] for r in rows[:3]] == ["pause", "resume", "pause"]
+    assert all(r[2] == BUSY and r[3] == "burner" and burner.pid in r[4] for r in rows)
+    # the pause came within checkInterval + 1 s of the first tick that saw the burner over
+    first_over = db.execute(
+        "SELECT min(ts) FROM (SELECT ts, sum(cpu_cores) AS cores FROM samples "
+        f"WHERE project = '{BUSY}' GROUP BY ts) WHERE cores / (SELECT max(cores) FROM system) "
+        "* 100 > 10"
+    ).fetchone()[0]
+    first_pause = db.execute("SELECT min(ts) FROM events WHERE action = 'pause'").fetchone()[0]
+    assert 0 <= (first_pause - first_over).total_seconds() <= 1.0 + 1.0
+
+
+@pytest.mark.slow
+def test_warn_mode_logs_the_overshoot_and_never_signals(write_workspace):
+    workspace = enforcing_workspace(write_workspace, action="warn")
+    folder = workspace.dir
+    with helpers() as start, Running(workspace, min_pause=1.0):
+        burner = start("busy", tags=(BUSY, "burner"))
+        wait_until(lambda: actions(folder, "warn"))
+        states = set()
+        seen = len(log_entries(folder))
+        # several more checks: still running, still only the one warning
+        wait_until(lambda: os.path.getmtime(folder / "enforcement-state.json") > 0)
+        for _ in range(40):
+            states.add(proc_state(burner.pid))
+            threading.Event().wait(0.05)
+        assert "T" not in states
+        warn = actions(folder, "warn")[0]
+        assert warn["scope"] == "project" and warn["project"] == BUSY and warn["metric"] == "cpu"
+        assert "over its 10% limit" in warn["message"]
+        assert not actions(folder, "pause")
+        assert len(actions(folder, "warn")) == 1 and len(log_entries(folder)) == seen
+
+
+@pytest.mark.slow
+def test_a_sigkilled_devloop_leaves_a_paused_agent_that_the_next_start_resumes(
+    write_workspace, tmp_path
+):
+    workspace = enforcing_workspace(write_workspace)
+    folder = workspace.dir
+    with helpers() as start:
+        burner = start("busy", tags=(BUSY, "burner"))
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "devloop", "workspace", "collect", "--enforce",
+             "--workspace-dir", str(folder), "--interval", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: proc_state(burner.pid) == "T")
+            wait_until(lambda: (folder / ".paused-processes.json").exists())
+        finally:
+            collector.kill()
+            collector.wait()
+        journal = json.loads((folder / ".paused-processes.json").read_text())
+        assert [e["pid"] for e in journal["entries"]] == [burner.pid]
+        assert proc_state(burner.pid) == "T"  # nobody continued it
+        # the next devloop to take the store continues it before anything else
+        recorder = Recorder(workspace, interval=1.0, enforce=True)
+        try:
+            wait_until(lambda: proc_state(burner.pid) != "T")
+            recovered = actions(folder, "recover")
+            assert recovered and recovered[0]["pids"] == [burner.pid]
+            assert not (folder / ".paused-processes.json").exists()
+        finally:
+            recorder.close()
+
+
+def test_a_reused_pid_is_never_signalled(tmp_path):
+    with helpers() as start:
+        victim = start("sleep", tags=("someone", "else"))
+        real = signals.ref(victim.pid)
+        assert real is not None
+        reused = ProcessRef(victim.pid, real.start + 1)  # same pid, another process
+        assert signals.send([reused], signal.SIGSTOP, project="someone") == []
+        assert signals.stop_tree([reused], project="someone") == []
+        assert proc_state(victim.pid) != "T"
+        # nor a process of the right identity that is not tagged for the project
+        assert signals.stop_tree([real], project="another") == []
+        assert proc_state(victim.pid) != "T"
+        # a journal naming the pid with another start time does not continue it either
+        os.kill(victim.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: proc_state(victim.pid) == "T")
+            journal = PauseJournal(tmp_path / "journal.json")
+            journal.add("someone", "else", [reused])
+            assert PauseJournal(tmp_path / "journal.json").recover() == []
+            assert proc_state(victim.pid) == "T"
+            # the right identity is continued
+            journal = PauseJournal(tmp_path / "journal.json")
+            journal.add("someone", "else", [real])
+            recovered = PauseJournal(tmp_path / "journal.json").recover()
+            assert [e.pid for e in recovered] == [victim.pid]
+            wait_until(lambda: proc_state(victim.pid) != "T")
+        finally:
+            os.kill(victim.pid, signal.SIGCONT)
+
+
+def test_a_pause_stops_the_whole_tree_and_resume_continues_it(tmp_path):
+    child_code = "import time\nwhile True: time.sleep(0.05)"
+    parent_code = (
+        "import subprocess, sys, time\n"
+        f"c = subprocess.Popen([sys.executable, '-c', {child_code!r}])\n"
+        "print('ready', c.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+        "c.kill()\n"
+    )
+    with helpers() as start:
+        parent = start(argv=[sys.executable, "-c", parent_code], tags=("tree", "agent"),
+                       ready=False)  # fmt: skip
+        ready = parent.readline()
+        child_pid = int(ready[1])
+        root = signals.ref(parent.pid)
+        assert root is not None
+        stopped = signals.stop_tree([root], project="tree")
+        assert {p.pid for p in stopped} == {parent.pid, child_pid}
+        wait_until(lambda: proc_state(parent.pid) == "T" and proc_state(child_pid) == "T")
+        continued = signals.continue_all(stopped, project="tree")
+        assert {p.pid for p in continued} == {parent.pid, child_pid}
+        wait_until(lambda: proc_state(parent.pid) != "T" and proc_state(child_pid) != "T")
+
+
+def test_usage_shapes_follow_the_guide(write_workspace):
+    data = {
+        "workspace_name": "guide",
+        "projects": [{"name": n, "path": n} for n in (f"a-{RUN}", f"b-{RUN}", f"c-{RUN}")],
+        "global": {"resourceLimits": {"maxCpu": 60, "maxMemory": "2GB"}},
+        "resource_sharing": {
+            "strategy": "weighted",
+            "weights": {f"a-{RUN}": 2, f"b-{RUN}": 2, f"c-{RUN}": 1},
+        },
+    }
+    workspace = load_workspace(write_workspace(data))
+    with helpers() as start:
+        start("sleep", tags=(f"a-{RUN}", "linter"))
+        manager = ResourceManager(workspace.dir)  # a folder works as well as a Workspace
+        try:
+            usage = manager.get_workspace_usage()
+            assert set(usage) == {"cpu_percent", "memory_mb", "cpu_limit", "memory_limit_mb"}
+            assert usage["cpu_limit"] == 60 and usage["memory_limit_mb"] == 2048.0
+            assert 0 <= usage["cpu_percent"] < 60 and usage["memory_mb"] > 1  # the sleeper
+            a = manager.get_project_usage(f"a-{RUN}")
+            assert a["cpu_limit"] == 24 and a["memory_limit_mb"] == pytest.approx(819.2, abs=0.05)
+            assert a["memory_mb"] == usage["memory_mb"]
+            c = manager.get_project_usage(f"c-{RUN}")
+            assert c == {"cpu_percent": 0.0, "memory_mb": 0.0, "cpu_limit": 12,
+                         "memory_limit_mb": pytest.approx(409.6, abs=0.05)}  # fmt: skip
+            agent = manager.get_agent_usage(f"a-{RUN}", "linter")
+            assert agent["state"] == "running" and len(agent["pids"]) == 1
+            assert manager.can_run_agent("linter", f"a-{RUN}")
+            assert manager.can_run_agent(f"c-{RUN}/linter")
+            assert manager.wait_for_resources("linter", f"a-{RUN}", timeout=0)
+            assert manager.resume_paused_agents() == []
+            with pytest.raises(UsageError, match="unknown project 'nope'"):
+                manager.get_project_usage("nope")
+        finally:
+            manager.close()
+
+
+def test_can_run_agent_says_no_while_the_project_is_over(write_workspace):
+    workspace = enforcing_workspace(write_workspace, action="warn", busy_cpu=5)
+    with helpers() as start:
+        start("busy", tags=(BUSY, "burner"))
+        manager = ResourceManager(workspace, enforce=False)
+        try:
+            wait_until(lambda: manager.get_project_usage(BUSY)["cpu_percent"] > 5)
+            assert not manager.can_run_agent("linter", BUSY)
+            assert manager.can_run_agent("linter", CALM)
+            assert not manager.wait_for_resources("linter", BUSY, timeout=0.5, poll=0.2)
+        finally:
+            manager.close()
