@@ -290,3 +290,73 @@ def test_can_run_agent_says_no_while_the_project_is_over(write_workspace):
             assert not manager.wait_for_resources("linter", BUSY, timeout=0.5, poll=0.2)
         finally:
             manager.close()
+
+
+def admission_workspace(write_workspace, **overflow):
+    data = {
+        "workspace_name": "admit",
+        "projects": [{"name": BUSY, "path": "busy"}, {"name": CALM, "path": "calm"}],
+        "global": {
+            "maxConcurrentAgents": 1,
+            "resourceLimits": {"maxCpu": 60, "maxMemory": "2GB", "checkInterval": 1,
+                               "overflow": overflow},
+        },
+    }  # fmt: skip
+    return load_workspace(write_workspace(data))
+
+
+def test_run_is_refused_when_the_slots_are_taken_and_overflow_is_off(write_workspace):
+    from devloop.errors import EnforcementError
+    from devloop.runner.run import run_agent
+
+    workspace = admission_workspace(write_workspace, enabled=False)
+    with helpers() as start:
+        start("sleep", tags=(CALM, "watcher"))  # the one slot of maxConcurrentAgents
+        with pytest.raises(EnforcementError, match=r"1 agents already run .*enable"):
+            run_agent(workspace, BUSY, "linter", [sys.executable, "-c", "pass"], record=False)
+    refused = actions(workspace.dir, "queue-full")
+    assert refused and refused[0]["project"] == BUSY and "overflow queueing is disabled" in (
+        refused[0]["message"]
+    )
+
+
+@pytest.mark.slow
+def test_run_waits_in_the_queue_and_gives_up_after_max_wait_time(write_workspace):
+    from devloop.errors import EnforcementError
+    from devloop.runner.run import run_agent
+
+    workspace = admission_workspace(write_workspace, enabled=True, maxWaitTime=1)
+    with helpers() as start:
+        start("sleep", tags=(CALM, "watcher"))
+        with pytest.raises(EnforcementError, match=r"waited 1s \(overflow.maxWaitTime\)"):
+            run_agent(workspace, BUSY, "linter", [sys.executable, "-c", "pass"], record=False)
+    assert [e["action"] for e in log_entries(workspace.dir)] == ["queue", "queue-timeout"]
+
+
+@pytest.mark.slow
+def test_a_queued_run_starts_when_the_slot_frees(write_workspace, tmp_path):
+    from devloop.runner.run import run_agent
+
+    workspace = admission_workspace(write_workspace, enabled=True, maxWaitTime=120)
+    marker = tmp_path / "ran"
+    code = f"open({str(marker)!r}, 'w').write('yes')"
+    result: list[int] = []
+    with helpers() as start:
+        watcher = start("sleep", tags=(CALM, "watcher"))
+        runner = threading.Thread(
+            target=lambda: result.append(
+                run_agent(workspace, BUSY, "linter", [sys.executable, "-c", code])
+            )
+        )
+        runner.start()
+        wait_until(lambda: actions(workspace.dir, "queue"))
+        assert not marker.exists()  # still waiting for the slot
+        watcher.stop()
+        runner.join(120)
+    assert result == [0] and marker.read_text() == "yes"
+    assert [e["action"] for e in log_entries(workspace.dir)][:2] == ["queue", "dequeue"]
+    from devloop.store.query import connect
+
+    db = connect(workspace.dir / "metrics")
+    events = [r[0] for r in db.execute("SELECT action FROM events ORDER BY ts").fetchall()]
+    assert events.index("queue") < events.index("dequeue") < events.index("agent-start")

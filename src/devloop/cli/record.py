@@ -55,6 +55,8 @@ def _status_line(status: object) -> str:
 )
 @click.option("--profile", help="Resource profile to enforce (default: DEVLOOP_RESOURCE_PROFILE "
               "or the time windows).")  # fmt: skip
+@click.option("--prometheus", metavar="HOST:PORT",
+              help="Also serve each tick to Prometheus on HOST:PORT (127.0.0.1:9464).")  # fmt: skip
 def collect(
     workspace_dir: Path | None,
     duration: str | None,
@@ -65,6 +67,7 @@ def collect(
     max_size: str | None,
     enforce: bool,
     profile: str | None,
+    prometheus: str | None,
 ) -> None:
     """Record what every agent process uses into the workspace's metrics store.
 
@@ -79,6 +82,7 @@ def collect(
       devloop workspace collect --enforce --profile dev
       devloop workspace collect --retention 30d --max-size 2GB
     """  # fmt: skip
+    from devloop.cli.monitor import prometheus_value, serve_ticks
     from devloop.config import load_workspace
     from devloop.runner.record import Recorder
 
@@ -86,6 +90,7 @@ def collect(
     every = duration_value(interval, "--interval")
     max_age = duration_value(retention, "--retention")
     max_bytes = size_value(max_size, "--max-size")
+    address = prometheus_value(prometheus)
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
     stop = threading.Event()
@@ -102,12 +107,17 @@ def collect(
         ) as rec:  # fmt: skip
             click.echo(f"Recording {loaded.metrics_dir} every {rec.interval:g}s "
                        f"(Ctrl-C to stop)", err=True)  # fmt: skip
+            exporter = serve_ticks(rec, address) if address is not None else None
 
             def show(status: object) -> None:
                 if live:
                     click.echo("\r" + _status_line(status) + "\033[K", nl=False, err=True)
 
-            final = rec.run(duration=seconds, stop=stop, on_tick=show)
+            try:
+                final = rec.run(duration=seconds, stop=stop, on_tick=show)
+            finally:
+                if exporter is not None:
+                    exporter.close()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -127,6 +137,11 @@ def collect(
     help="Run the command in this folder (default: the current one).",
 )
 @click.option("--no-record", is_flag=True, help="Only tag the process; record nothing.")
+@click.option(
+    "--no-enforce", is_flag=True, help="Start at once and never pause it (record only)."
+)
+@click.option("--profile", help="Resource profile in force (default: DEVLOOP_RESOURCE_PROFILE "
+              "or the time windows).")  # fmt: skip
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     workspace_dir: Path | None,
@@ -135,17 +150,23 @@ def run(
     interval: str | None,
     cwd: Path | None,
     no_record: bool,
+    no_enforce: bool,
+    profile: str | None,
     command: tuple[str, ...],
 ) -> None:
-    """Run COMMAND as an agent of a project, recording it while it runs.
+    """Run COMMAND as an agent of a project, under the workspace's limits, recording it.
 
     The command runs without a shell, with DEVLOOP_PROJECT and DEVLOOP_AGENT in its environment
-    (its children inherit them). If a collector already records the workspace, it records the
-    command; otherwise this records it. Exits with the command's exit code.
+    (its children inherit them). It starts when the workspace and the project are under their
+    limits and fewer than maxConcurrentAgents run; otherwise it waits in the overflow queue
+    (if enabled) or is refused. While it runs this records the workspace and enforces the
+    limits, unless a collector already records it (then that collector records the command,
+    and enforces if started with --enforce). Exits with the command's exit code.
 
     \b
     Example:
       devloop run --workspace-dir .devloop-workspace --project api --agent linter -- ruff check .
+      DEVLOOP_RESOURCE_PROFILE=ci devloop run -p api -a test-runner -- pytest -x
     """
     from devloop.config import load_workspace
     from devloop.runner.run import run_agent
@@ -154,5 +175,5 @@ def run(
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
     code = run_agent(loaded, project, agent, command, cwd=cwd, interval=every,
-                     record=not no_record)  # fmt: skip
+                     record=not no_record, enforce=not no_enforce, profile=profile)  # fmt: skip
     sys.exit(code)

@@ -408,6 +408,11 @@ class ResourceManager:
 
     # --- admission ---------------------------------------------------------------------------
 
+    def running_agents(self) -> int:
+        """How many agents have processes now (paused ones count: they hold their slot)."""
+        usage = self.refresh()
+        return sum(1 for a in usage.agents.values() if a.processes)
+
     def _resolve_agent(self, agent: str, project: str | None) -> list[str]:
         if project is None and "/" in agent:
             project, agent = agent.split("/", 1)
@@ -843,6 +848,27 @@ class ResourceManager:
         self.close()
 
     # --- the record of what was done --------------------------------------------------------
+
+    def record(
+        self,
+        action: str,
+        *,
+        scope: str | None = None,
+        project: str | None = None,
+        agent: str | None = None,
+        pids: Iterable[int] = (),
+        metric: str | None = None,
+        value: float | None = None,
+        limit: float | None = None,
+        message: str = "",
+    ) -> None:
+        """Log an action of someone else's (the runner's queue) as the manager logs its own:
+        a line of the enforcement log and an ``events`` row."""
+        with self._lock:
+            self._record(
+                Action(action, scope, project, agent, tuple(pids), metric, value, limit, message),
+                time.time(),
+            )
 
     def _record(self, action: Action, ts: float) -> None:
         entry = action.to_json(ts)

@@ -6,14 +6,19 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from devloop.collector.model import TAG_AGENT, TAG_PROJECT
 from devloop.config.models import Workspace
-from devloop.errors import StoreLockedError, UsageError
+from devloop.errors import EnforcementError, StoreLockedError, UsageError
 from devloop.runner.record import Recorder
+
+if TYPE_CHECKING:
+    from devloop.core.resource_manager import ResourceManager
 
 
 def agent_environment(
@@ -45,31 +50,46 @@ def run_agent(
     cwd: Path | None = None,
     interval: float | None = None,
     record: bool = True,
+    enforce: bool = True,
+    profile: str | None = None,
 ) -> int:
     """Run ``argv`` (no shell) tagged as ``project``/``agent`` and return its exit status.
 
-    While it runs, the workspace is recorded, unless a collector already records it (then that
-    collector sees the tagged process). SIGINT and SIGTERM are passed on to the command. A
-    command killed by signal N returns 128 + N, as shells do.
+    While it runs, the workspace is recorded and, with ``enforce``, its limits enforced, unless
+    a collector already records it (then that collector sees the tagged process, and enforces
+    if it was started with ``--enforce``). Before it starts, the agent is admitted as the
+    guide's overflow rules say (:func:`admit`). SIGINT and SIGTERM are passed on to the
+    command. A command killed by signal N returns 128 + N, as shells do.
     """
     check_agent(workspace, project, agent)
     if not argv:
         raise UsageError("no command given (put it after --, e.g. devloop run ... -- ruff check .)")
     recorder: Recorder | None = None
+    manager: ResourceManager | None = None
     if record:
         try:
             # An agent run is often shorter than checkInterval: sample at least every second.
             every = interval or min(workspace.config.global_.resource_limits.check_interval, 1.0)
-            recorder = Recorder(workspace, interval=every)
+            recorder = Recorder(workspace, interval=every, enforce=enforce, profile=profile)
+            manager = recorder.manager
         except StoreLockedError:
             recorder = None  # a running collector records the tagged process
+    own_manager = None
     try:
+        if enforce:
+            if manager is None:
+                from devloop.core.resource_manager import ResourceManager
+
+                manager = own_manager = ResourceManager(workspace, profile=profile, enforce=False)
+            admit(manager, project, agent)
         try:
             child = subprocess.Popen(list(argv), env=agent_environment(project, agent), cwd=cwd)
         except FileNotFoundError as exc:
             raise UsageError(f"command not found: {argv[0]}") from exc
         except PermissionError as exc:
             raise UsageError(f"cannot execute {argv[0]}: permission denied") from exc
+        if manager is not None:
+            manager.started(child.pid)
         restore = _forward_signals(child)
         try:
             if recorder is not None:
@@ -92,9 +112,60 @@ def run_agent(
             recorder.event("agent-exit", scope="agent", project=project, agent=agent,
                            message=f"pid {child.pid} exited with {code}")  # fmt: skip
     finally:
+        if own_manager is not None:
+            own_manager.close()
         if recorder is not None:
             recorder.close()
     return 128 - code if code < 0 else code
+
+
+def admit(manager: ResourceManager, project: str, agent: str) -> None:
+    """Return when ``project``/``agent`` may start, as the guide's overflow rules say.
+
+    It may start at once when fewer than ``global.maxConcurrentAgents`` agents run and
+    :meth:`ResourceManager.can_run_agent` says yes. Otherwise, with ``overflow.enabled`` and
+    ``queueing``, it waits (a ``queue`` event) until it may, or fails after ``maxWaitTime``
+    seconds (a ``queue-timeout`` event); with overflow disabled it is refused at once (a
+    ``queue-full`` event). A lone ``devloop run`` is a queue of one: the priority order among
+    several waiting agents is kept by ``devloop watch``, which starts them all.
+    """
+    emit = manager.record
+    config = manager.workspace.config
+    most = config.global_.max_concurrent_agents
+    overflow = config.global_.resource_limits.overflow
+
+    def why_not() -> str | None:
+        if most is not None and manager.running_agents() >= most:
+            return f"{most} agents already run (global.maxConcurrentAgents)"
+        if not manager.can_run_agent(agent, project):
+            return "the workspace or the project is at its limits"
+        return None
+
+    reason = why_not()
+    if reason is None:
+        return
+    if not (overflow.enabled and overflow.queueing):
+        emit("queue-full", scope="agent", project=project, agent=agent,
+             message=f"refused: {reason}; overflow queueing is disabled")  # fmt: skip
+        raise EnforcementError(
+            f"{project}/{agent} cannot start: {reason} (enable global.resourceLimits.overflow "
+            "to queue it instead)"
+        )
+    emit("queue", scope="agent", project=project, agent=agent, message=f"waiting: {reason}")
+    deadline = time.monotonic() + overflow.max_wait_time
+    poll = min(manager.interval, 1.0)
+    while reason is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            emit("queue-timeout", scope="agent", project=project, agent=agent,
+                 message=f"gave up after {overflow.max_wait_time:g}s: {reason}")  # fmt: skip
+            raise EnforcementError(
+                f"{project}/{agent} waited {overflow.max_wait_time:g}s (overflow.maxWaitTime) "
+                f"and still cannot start: {reason}"
+            )
+        time.sleep(min(poll, left))
+        reason = why_not()
+    emit("dequeue", scope="agent", project=project, agent=agent, message="resources free: starting")
 
 
 def _forward_signals(child: subprocess.Popen[bytes]) -> Callable[[], None]:
