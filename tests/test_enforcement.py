@@ -360,3 +360,43 @@ def test_a_queued_run_starts_when_the_slot_frees(write_workspace, tmp_path):
     db = connect(workspace.dir / "metrics")
     events = [r[0] for r in db.execute("SELECT action FROM events ORDER BY ts").fetchall()]
     assert events.index("queue") < events.index("dequeue") < events.index("agent-start")
+
+
+@pytest.mark.slow
+def test_dynamic_rebalancing_moves_cpu_to_the_busy_project_live(write_workspace):
+    data = {
+        "workspace_name": "dynamic",
+        "projects": [{"name": BUSY, "path": "busy"}, {"name": CALM, "path": "calm"}],
+        "global": {"resourceLimits": {"maxCpu": 60, "maxMemory": "2GB", "checkInterval": 1,
+                                      "enforcementAction": "warn"}},
+        "resource_sharing": {
+            "strategy": "dynamic",
+            "adaptation": {"enabled": True, "adjustmentFrequency": 2, "usageThreshold": 0.8,
+                           "reallocationFactor": 0.2},
+        },
+    }  # fmt: skip
+    workspace = load_workspace(write_workspace(data))
+    with helpers() as start:
+        start("sleep", tags=(CALM, "watcher"))
+        with Running(workspace) as recorder:
+            start("busy", tags=(BUSY, "burner"))  # 1 core of 2: 50 %, over 80 % of its 30 %
+            wait_until(lambda: actions(workspace.dir, "limit-change"), timeout=60)
+            assert recorder.manager is not None
+            live = recorder.manager.allocation.projects
+            assert live[BUSY].cpu >= 36.0 - 1e-9  # 36 after the first move, more after others
+            assert live[BUSY].cpu + live[CALM].cpu == pytest.approx(60.0)
+    change = actions(workspace.dir, "limit-change")[0]
+    assert change["project"] in (BUSY, CALM) and change["metric"] == "cpu"
+    from devloop.store.query import connect
+
+    db = connect(workspace.dir / "metrics")
+    rows = db.execute(
+        "SELECT project, cpu_limit_percent FROM limits WHERE reason = 'rebalance' AND agent = '' "
+        "ORDER BY ts, project"
+    ).fetchall()
+    first = dict(rows[:2])
+    assert first == {BUSY: pytest.approx(36.0), CALM: pytest.approx(24.0)}
+    start_rows = dict(
+        db.execute("SELECT project, cpu_limit_percent FROM limits WHERE reason = 'start'").fetchall()
+    )
+    assert start_rows == {BUSY: 30.0, CALM: 30.0}
