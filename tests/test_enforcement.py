@@ -315,8 +315,10 @@ def test_run_is_refused_when_the_slots_are_taken_and_overflow_is_off(write_works
         with pytest.raises(EnforcementError, match=r"1 agents already run .*enable"):
             run_agent(workspace, BUSY, "linter", [sys.executable, "-c", "pass"], record=False)
     refused = actions(workspace.dir, "queue-full")
-    assert refused and refused[0]["project"] == BUSY and "overflow queueing is disabled" in (
-        refused[0]["message"]
+    assert (
+        refused
+        and refused[0]["project"] == BUSY
+        and "overflow queueing is disabled" in (refused[0]["message"])
     )
 
 
@@ -397,6 +399,52 @@ def test_dynamic_rebalancing_moves_cpu_to_the_busy_project_live(write_workspace)
     first = dict(rows[:2])
     assert first == {BUSY: pytest.approx(36.0), CALM: pytest.approx(24.0)}
     start_rows = dict(
-        db.execute("SELECT project, cpu_limit_percent FROM limits WHERE reason = 'start'").fetchall()
+        db.execute(
+            "SELECT project, cpu_limit_percent FROM limits WHERE reason = 'start'"
+        ).fetchall()
     )
     assert start_rows == {BUSY: 30.0, CALM: 30.0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_devloop_resumes_every_paused_agent(write_workspace, sig):
+    workspace = enforcing_workspace(write_workspace)
+    folder = workspace.dir
+    with helpers() as start:
+        burner = start("busy", tags=(BUSY, "burner"))
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "devloop", "workspace", "collect", "--enforce",
+             "--workspace-dir", str(folder), "--interval", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: proc_state(burner.pid) == "T")
+            collector.send_signal(sig)
+            _, err = collector.communicate(timeout=60)
+            assert collector.returncode == 0, err
+        finally:
+            if collector.poll() is None:
+                collector.kill()
+            collector.communicate()
+        wait_until(lambda: proc_state(burner.pid) != "T")
+        resumed = actions(folder, "resume")
+        assert resumed and "devloop is stopping" in resumed[-1]["message"]
+        assert not (folder / ".paused-processes.json").exists()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to start a process as another user")
+def test_a_process_of_another_user_is_never_signalled():
+    env = {**os.environ, "DEVLOOP_PROJECT": "theirs", "DEVLOOP_AGENT": "x"}
+    other = subprocess.Popen(["sleep", "60"], env=env, user=65534, group=65534, cwd="/")
+    try:
+        wait_until(lambda: signals.ref(other.pid) is not None)
+        process = signals.ref(other.pid)
+        assert process is not None
+        assert not signals.verify(process, project="theirs")
+        assert not signals.verify(process, project="theirs", started=[process])
+        assert signals.stop_tree([process], project="theirs", started=[process]) == []
+        assert proc_state(other.pid) != "T"
+    finally:
+        other.kill()
+        other.wait()
