@@ -219,6 +219,7 @@ class ResourceManager:
         self._started: set[ProcessRef] = set()
         self._paused: dict[AgentKey, Paused] = {}
         self._warned: set[tuple[str, str, str]] = set()  # (scope, name, metric)
+        self._unsignallable: dict[AgentKey, frozenset[int]] = {}
         self._counts: dict[AgentKey, list[int]] = {}  # pauses, resumes
         self._queue: Callable[[], list[dict[str, Any]]] = list
         self._throttler: Throttler | None = None
@@ -684,11 +685,15 @@ class ResourceManager:
         for victim in candidates:
             if projected <= limit:
                 break
+            pids = frozenset(p[0] for p in victim.processes)
+            if self._unsignallable.get(victim.key) == pids:
+                continue  # found to hold nothing devloop may signal, and unchanged since
             roots = self._refs(victim)
             paused = Paused(victim.project, victim.agent, scope, metric, time.monotonic(),
                             time.time(), [], victim.cores / usage.cores * 100)  # fmt: skip
             stopped = self._stop(paused, roots)
             if not stopped:
+                self._unsignallable[victim.key] = pids
                 continue  # nothing of it that devloop may signal: try the next one
             self._paused[victim.key] = paused
             self._counts.setdefault(victim.key, [0, 0])[0] += 1
@@ -948,7 +953,7 @@ class ResourceManager:
         """Replace the state file (temp file and rename, no fsync: it is live, not history)."""
         temp = self.state_path.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
         try:
-            temp.write_text(json.dumps(self.state(now), indent=1) + "\n")
+            temp.write_text(json.dumps(self.state(now), separators=(",", ":")) + "\n")
             os.replace(temp, self.state_path)
         except OSError as exc:
             logger.warning("cannot write %s: %s", self.state_path, exc)
