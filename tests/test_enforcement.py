@@ -47,7 +47,7 @@ def enforcing_workspace(write_workspace, action="pause", busy_cpu=10, **limits):
             "strategy": "custom",
             "perProjectLimits": {
                 BUSY: {"maxCpu": busy_cpu, "maxMemory": "1GB"},
-                CALM: {"maxCpu": 40, "maxMemory": "1GB"},
+                CALM: {"maxCpu": 20, "maxMemory": "1GB"},
             },
         },
     }  # fmt: skip
@@ -448,3 +448,78 @@ def test_a_process_of_another_user_is_never_signalled():
     finally:
         other.kill()
         other.wait()
+
+
+def _start_us(pid: int) -> int:
+    from devloop.collector.procfs import boot_us
+
+    process = signals.ref(pid)
+    assert process is not None
+    return boot_us() + process.start * 1_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def _tick(usage: dict[tuple[str, str], tuple[int, float, int]], cores: int = 2):
+    """A tick claiming ``usage[(project, agent)] = (pid, cores used, rss bytes)``: the
+    decisions of a check depend on the tick only, the signals on the real processes."""
+    from devloop.collector.model import Tick
+
+    ts = 1_000_000
+    samples = [
+        (ts, "h", project, agent, pid, _start_us(pid), 1, "x", used, 1.0, rss, 3, 1, None, None,
+         "sleeping")
+        for (project, agent), (pid, used, rss) in usage.items()
+    ]  # fmt: skip
+    return Tick(ts, samples, [], (ts, "h", cores, 0.0, 1, 1, 1))
+
+
+def test_the_largest_consumer_of_the_project_is_paused_first_and_only_as_needed(write_workspace):
+    workspace = enforcing_workspace(write_workspace, busy_cpu=30)
+    with helpers() as start:
+        a, b, c = (start("sleep", tags=(BUSY, name)) for name in ("a", "b", "c"))
+        manager = ResourceManager(workspace, min_pause=3600)
+        try:
+            # 2 cores: 0.2 cores = 10 %. The project is at 45 % of its 30 %.
+            manager.observe(_tick({(BUSY, "a"): (a.pid, 0.2, 1 << 20),
+                                   (BUSY, "b"): (b.pid, 0.4, 1 << 20),
+                                   (BUSY, "c"): (c.pid, 0.3, 1 << 20)}))  # fmt: skip
+            done = manager.check()
+            # pausing b (20 %) brings it to 25 %: nothing else is touched
+            assert [(x.action, x.agent) for x in done] == [("pause", "b")]
+            wait_until(lambda: proc_state(b.pid) == "T")
+            assert proc_state(a.pid) != "T" and proc_state(c.pid) != "T"
+            assert manager.paused_agents() == [(BUSY, "b")]
+            assert manager.get_agent_usage(BUSY, "b")["state"] == "paused"
+            assert not manager.can_run_agent("b", BUSY)
+            # resume_paused_agents(force=True) continues it whatever the usage
+            assert manager.resume_paused_agents(force=True) == [(BUSY, "b")]
+            wait_until(lambda: proc_state(b.pid) != "T")
+        finally:
+            manager.close()
+
+
+def test_memory_over_the_limit_pauses_once_not_everything(write_workspace):
+    workspace = enforcing_workspace(write_workspace)  # busy project: 1GB
+    gib = 1 << 30
+    with helpers() as start:
+        a, b = (start("sleep", tags=(BUSY, name)) for name in ("a", "b"))
+        manager = ResourceManager(workspace, min_pause=0)
+        try:
+            tick = _tick({(BUSY, "a"): (a.pid, 0.0, gib // 2), (BUSY, "b"): (b.pid, 0.0, gib)})
+            manager.observe(tick)
+            done = manager.check()
+            assert [(x.action, x.agent, x.metric) for x in done] == [("pause", "b", "memory")]
+            assert done[0].value == 1.5 * gib and done[0].limit == gib
+            # still 1.5GB allocated, but b is stopped and cannot grow: a is left running, and b
+            # stays paused (1.5GB is not under 0.8 x 1GB)
+            for _ in range(3):
+                manager.observe(tick)
+                assert manager.check() == []
+            assert proc_state(a.pid) != "T"
+            # a's memory goes: the project is under 0.8 x 1GB again, b is resumed
+            manager.observe(
+                _tick({(BUSY, "a"): (a.pid, 0.0, 0), (BUSY, "b"): (b.pid, 0.0, gib // 2)})
+            )
+            assert [(x.action, x.agent) for x in manager.check()] == [("resume", "b")]
+            wait_until(lambda: proc_state(b.pid) != "T")
+        finally:
+            manager.close()
