@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -523,3 +524,27 @@ def test_memory_over_the_limit_pauses_once_not_everything(write_workspace):
             wait_until(lambda: proc_state(b.pid) != "T")
         finally:
             manager.close()
+
+
+@pytest.mark.slow
+def test_throttle_holds_a_burner_near_its_project_limit(write_workspace):
+    from tests.helpers.procs import proc_cpu_seconds
+
+    workspace = enforcing_workspace(write_workspace, action="throttle", busy_cpu=20)
+    folder = workspace.dir
+    with helpers() as start:
+        with Running(workspace):
+            burner = start("busy", tags=(BUSY, "burner"))
+            wait_until(lambda: actions(folder, "throttle"))
+            throttle = actions(folder, "throttle")[0]
+            assert throttle["project"] == BUSY and throttle["agent"] == "burner"
+            assert burner.pid in throttle["pids"]
+            threading.Event().wait(2.0)  # let the controller settle
+            cpu0, t0 = proc_cpu_seconds(burner.pid), time.monotonic()
+            threading.Event().wait(4.0)
+            used = (proc_cpu_seconds(burner.pid) - cpu0) / (time.monotonic() - t0)
+            # 20 % of 2 cores = 0.4 cores; unthrottled it would use 1 core
+            assert 0.2 < used < 0.65, used
+            assert not actions(folder, "pause")
+        wait_until(lambda: proc_state(burner.pid) != "T")
+        assert actions(folder, "unthrottle")
