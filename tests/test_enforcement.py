@@ -141,18 +141,17 @@ def test_warn_mode_logs_the_overshoot_and_never_signals(write_workspace):
         burner = start("busy", tags=(BUSY, "burner"))
         wait_until(lambda: actions(folder, "warn"))
         states = set()
-        seen = len(log_entries(folder))
-        # several more checks: still running, still only the one warning
-        wait_until(lambda: os.path.getmtime(folder / "enforcement-state.json") > 0)
-        for _ in range(40):
+        for _ in range(60):  # ~3 s: several more checks see it over
             states.add(proc_state(burner.pid))
             threading.Event().wait(0.05)
         assert "T" not in states
         warn = actions(folder, "warn")[0]
         assert warn["scope"] == "project" and warn["project"] == BUSY and warn["metric"] == "cpu"
         assert "over its 10% limit" in warn["message"]
-        assert not actions(folder, "pause")
-        assert len(actions(folder, "warn")) == 1 and len(log_entries(folder)) == seen
+        # only warnings, and not one per check: a new one only after it fell under 0.8 x 10 %
+        # (which a loaded machine can make a burner do)
+        assert {e["action"] for e in log_entries(folder)} == {"warn"}
+        assert len(actions(folder, "warn")) < 5
 
 
 @pytest.mark.slow
@@ -370,7 +369,7 @@ def test_dynamic_rebalancing_moves_cpu_to_the_busy_project_live(write_workspace)
     data = {
         "workspace_name": "dynamic",
         "projects": [{"name": BUSY, "path": "busy"}, {"name": CALM, "path": "calm"}],
-        "global": {"resourceLimits": {"maxCpu": 60, "maxMemory": "2GB", "checkInterval": 1,
+        "global": {"resourceLimits": {"maxCpu": 20, "maxMemory": "2GB", "checkInterval": 1,
                                       "enforcementAction": "warn"}},
         "resource_sharing": {
             "strategy": "dynamic",
@@ -382,12 +381,13 @@ def test_dynamic_rebalancing_moves_cpu_to_the_busy_project_live(write_workspace)
     with helpers() as start:
         start("sleep", tags=(CALM, "watcher"))
         with Running(workspace) as recorder:
-            start("busy", tags=(BUSY, "burner"))  # 1 core of 2: 50 %, over 80 % of its 30 %
+            # it needs only 0.16 cores (80 % of its 10 % of 2 cores), even on a loaded machine
+            start("busy", tags=(BUSY, "burner"))
             wait_until(lambda: actions(workspace.dir, "limit-change"), timeout=60)
             assert recorder.manager is not None
             live = recorder.manager.allocation.projects
-            assert live[BUSY].cpu >= 36.0 - 1e-9  # 36 after the first move, more after others
-            assert live[BUSY].cpu + live[CALM].cpu == pytest.approx(60.0)
+            assert live[BUSY].cpu >= 12.0 - 1e-9  # 12 after the first move, more after others
+            assert live[BUSY].cpu + live[CALM].cpu == pytest.approx(20.0)
     change = actions(workspace.dir, "limit-change")[0]
     assert change["project"] in (BUSY, CALM) and change["metric"] == "cpu"
     from devloop.store.query import connect
@@ -398,13 +398,13 @@ def test_dynamic_rebalancing_moves_cpu_to_the_busy_project_live(write_workspace)
         "ORDER BY ts, project"
     ).fetchall()
     first = dict(rows[:2])
-    assert first == {BUSY: pytest.approx(36.0), CALM: pytest.approx(24.0)}
+    assert first == {BUSY: pytest.approx(12.0), CALM: pytest.approx(8.0)}
     start_rows = dict(
         db.execute(
             "SELECT project, cpu_limit_percent FROM limits WHERE reason = 'start'"
         ).fetchall()
     )
-    assert start_rows == {BUSY: 30.0, CALM: 30.0}
+    assert start_rows == {BUSY: 10.0, CALM: 10.0}
 
 
 @pytest.mark.slow
@@ -548,3 +548,24 @@ def test_throttle_holds_a_burner_near_its_project_limit(write_workspace):
             assert not actions(folder, "pause")
         wait_until(lambda: proc_state(burner.pid) != "T")
         assert actions(folder, "unthrottle")
+
+
+def test_a_cpu_pause_ends_while_memory_sits_between_the_threshold_and_the_limit(write_workspace):
+    workspace = enforcing_workspace(write_workspace)  # busy: 10 % CPU, 1GB, threshold 0.8
+    gib = 1 << 30
+    with helpers() as start:
+        holder, burner = (start("sleep", tags=(BUSY, name)) for name in ("holder", "burner"))
+        manager = ResourceManager(workspace, min_pause=0)
+        try:
+            # 0.9GB held (allowed: under 1GB, over 0.8 x 1GB) and a burner over the CPU limit
+            over = {(BUSY, "holder"): (holder.pid, 0.0, gib * 9 // 10),
+                    (BUSY, "burner"): (burner.pid, 1.0, 1 << 20)}  # fmt: skip
+            manager.observe(_tick(over))
+            assert [(x.action, x.agent, x.metric) for x in manager.check()] == [
+                ("pause", "burner", "cpu")
+            ]
+            stopped = {**over, (BUSY, "burner"): (burner.pid, 0.0, 1 << 20)}
+            manager.observe(_tick(stopped))
+            assert [(x.action, x.agent) for x in manager.check()] == [("resume", "burner")]
+        finally:
+            manager.close()

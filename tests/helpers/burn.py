@@ -10,6 +10,10 @@ stdin (or killing it) ends it, so a test that dies never leaves it behind.
     burn.py spawner               per stdin line "child SECONDS": run a busy child to its end,
                                   print "started PID" and "done CHILD_CPU_SECONDS";
                                   per line "sleeper": start an untagged sleeping child
+    burn.py family N              burn CPU with N busy children ("ready PID CHILD..."); per
+                                  stdin line "child" (or "child untagged", with an empty
+                                  environment) one more, printing "child PID"; its children
+                                  die with it (PR_SET_PDEATHSIG)
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -115,8 +120,46 @@ def main() -> None:
         subprocess.run([sys.executable, __file__, "busy", args[0]], stdout=subprocess.DEVNULL)
     elif mode == "spawner":
         spawner()
+    elif mode == "family":
+        family(int(args[0]))
+    elif mode == "kin":
+        kin(int(args[0]))
     else:
         raise SystemExit(f"unknown mode {mode}")
+
+
+def kin(parent: int) -> None:
+    """A busy child that dies with its parent, so a killed family leaves no burner behind."""
+    libc = ctypes.CDLL(None)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        return  # the parent died before the prctl
+    busy(None)
+
+
+def family(n: int) -> None:
+    def child(env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, __file__, "kin", str(os.getpid())]
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, env=env)
+
+    kids = [child() for _ in range(n)]
+    say("ready", os.getpid(), *(kid.pid for kid in kids))
+
+    def serve() -> None:
+        for line in sys.stdin:
+            words = line.split()
+            if words and words[0] == "child":
+                kid = child({} if "untagged" in words else None)
+                kids.append(kid)
+                say("child", kid.pid)
+        os._exit(0)  # stdin closed: the children die with us
+
+    # a child dies when the thread that forked it ends: both threads live as long as we do
+    threading.Thread(target=serve, daemon=True).start()
+    x = 0
+    while True:
+        for _ in range(10000):
+            x += 1
 
 
 if __name__ == "__main__":

@@ -215,6 +215,7 @@ class ResourceManager:
         self._lock = threading.RLock()
         self._usage: Usage | None = None
         self._observed_at = -math.inf
+        self._fed = False
         self._own_collector: Any = None
         self._started: set[ProcessRef] = set()
         self._paused: dict[AgentKey, Paused] = {}
@@ -319,16 +320,22 @@ class ResourceManager:
     # --- usage -----------------------------------------------------------------------------
 
     def observe(self, tick: Tick) -> None:
-        """Take the collector's latest tick as the current usage."""
+        """Take the collector's latest tick as the current usage (from then on the manager
+        is fed: it never samples on its own again)."""
         with self._lock:
-            self._usage = Usage.from_tick(tick, self._projects)
-            self._observed_at = time.monotonic()
+            self._fed = True
+            self._take(tick)
+
+    def _take(self, tick: Tick) -> None:
+        self._usage = Usage.from_tick(tick, self._projects)
+        self._observed_at = time.monotonic()
 
     def refresh(self) -> Usage:
-        """The current usage; sampled now with a collector of our own unless a recorder fed a
-        tick within the last check interval."""
+        """The current usage: the latest tick a recorder fed, or else a sample taken now with a
+        collector of our own (at most once per check interval)."""
         with self._lock:
-            if self._usage is not None and time.monotonic() - self._observed_at < self.interval:
+            fresh = time.monotonic() - self._observed_at < self.interval
+            if self._usage is not None and (self._fed or fresh):
                 return self._usage
             from devloop.collector import Collector
             from devloop.runner.record import rules_for
@@ -337,7 +344,7 @@ class ResourceManager:
                 self._own_collector = Collector(rules_for(self.workspace), source=self._source)
                 self._own_collector.tick()  # CPU rates need two readings
                 time.sleep(0.25)
-            self.observe(self._own_collector.tick())
+            self._take(self._own_collector.tick())
             assert self._usage is not None
             return self._usage
 
@@ -489,6 +496,7 @@ class ResourceManager:
 
     def check(self, now: float | None = None) -> list[Action]:
         """Compare the latest usage with the limits and act. Returns what was done."""
+        queue = self._queue()  # outside our lock: the queue's own lock calls can_run_agent
         with self._lock:
             now = time.time() if now is None else now
             actions = self._refresh_limits(now)
@@ -501,7 +509,7 @@ class ResourceManager:
                 actions += self._warn_handles(usage)
             for action in actions:
                 self._record(action, now)
-            self._write_state(now)
+            self._write_state(now, queue)
             return actions
 
     def _forget_gone(self, usage: Usage) -> list[Action]:
@@ -578,21 +586,27 @@ class ResourceManager:
         for paused in order:
             if now - paused.since < self.min_pause or paused.project in resumed_projects:
                 continue
-            threshold = self.resume_threshold(paused.project)
-            ready = True
-            for scope, name, cpu_limit, memory_limit in self._scopes_of(paused.project,
-                                                                         paused.agent):  # fmt: skip
-                cpu, memory = self._scope_usage(usage, scope, name, running_only=False)
-                if scope == "agent":  # a stopped agent's own CPU is zero: judge its memory only
-                    cpu = 0.0
-                if cpu >= threshold * cpu_limit or memory >= threshold * memory_limit:
-                    ready = False
-                    break
-            if not ready:
+            if not self._fits(paused, usage):
                 continue
             actions.append(self._continue(paused, "usage fell under the resume threshold"))
             resumed_projects.add(paused.project)
         return actions
+
+    def _fits(self, paused: Paused, usage: Usage) -> bool:
+        """May a paused agent come back? Every scope it belongs to must be under
+        ``resumeThreshold`` x its limit for the metric it was paused for, and under the limit
+        itself for the other metric (a project holding 90 % of its memory, which is allowed,
+        must not keep a CPU pause going for ever)."""
+        threshold = self.resume_threshold(paused.project)
+        for scope, name, cpu_limit, memory_limit in self._scopes_of(paused.project, paused.agent):
+            cpu, memory = self._scope_usage(usage, scope, name, running_only=False)
+            if scope == "agent":  # a stopped agent's own CPU is zero: judge its memory only
+                cpu = 0.0
+            cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
+            memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
+            if cpu >= cpu_bar or memory >= memory_bar:
+                return False
+        return True
 
     def _continue(self, paused: Paused, why: str) -> Action:
         key = (paused.project, paused.agent)
@@ -802,15 +816,7 @@ class ResourceManager:
                     usage = self._usage
                     if usage is None:
                         continue
-                    threshold = self.resume_threshold(paused.project)
-                    fits = True
-                    for scope, name, cpu_limit, memory_limit in self._scopes_of(*key):
-                        cpu, memory = self._scope_usage(usage, scope, name, running_only=False)
-                        if scope == "agent":
-                            cpu = 0.0
-                        if cpu >= threshold * cpu_limit or memory >= threshold * memory_limit:
-                            fits = False
-                    if not fits:
+                    if not self._fits(paused, usage):
                         continue
                 self._record(self._continue(paused, "resumed on request"), now)
                 resumed.append(key)
@@ -890,8 +896,12 @@ class ResourceManager:
         """Where the state file reads the overflow queue from (the runner's queue)."""
         self._queue = waiting
 
-    def state(self, now: float | None = None) -> dict[str, Any]:
+    def state(
+        self, now: float | None = None, queue: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """The live state (the documented shape of ``enforcement-state.json``)."""
+        if queue is None:
+            queue = self._queue()  # outside our lock, as in check()
         with self._lock:
             now = time.time() if now is None else now
             usage = self._usage or Usage(now, os.cpu_count() or 1, {})
@@ -908,7 +918,6 @@ class ResourceManager:
             keys: set[AgentKey] = set(usage.agents) | set(self._paused) | set(self._counts)
             for project, agents in self.workspace.agents.items():
                 keys.update((project, a.name) for a in agents.enabled_agents)
-            queue = self._queue()
             queued = {(q["project"], q["agent"]) for q in queue}
             agents_state = {}
             for key in sorted(keys):
@@ -949,11 +958,11 @@ class ResourceManager:
                 "pauses_total": sum(c[0] for c in self._counts.values()),
             }
 
-    def _write_state(self, now: float) -> None:
+    def _write_state(self, now: float, queue: list[dict[str, Any]]) -> None:
         """Replace the state file (temp file and rename, no fsync: it is live, not history)."""
         temp = self.state_path.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
         try:
-            temp.write_text(json.dumps(self.state(now), separators=(",", ":")) + "\n")
+            temp.write_text(json.dumps(self.state(now, queue), separators=(",", ":")) + "\n")
             os.replace(temp, self.state_path)
         except OSError as exc:
             logger.warning("cannot write %s: %s", self.state_path, exc)

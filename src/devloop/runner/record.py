@@ -94,6 +94,7 @@ class Recorder:
         from devloop.store.writer import StoreWriter
 
         self.workspace = workspace
+        self._write_lock = threading.Lock()
         self.interval = interval or workspace.config.global_.resource_limits.check_interval
         self.writer = StoreWriter(
             workspace.metrics_dir, segment_seconds=segment_seconds, convert_in_child=True
@@ -136,7 +137,8 @@ class Recorder:
 
     def _append(self, table: str, rows: list[Any]) -> None:
         if rows:
-            self.writer.append(table, rows)
+            with self._write_lock:  # events may come from other threads (admission, watch)
+                self.writer.append(table, rows)
 
     def _write_limits(self, reason: str) -> None:
         if self.manager is not None:
@@ -194,7 +196,8 @@ class Recorder:
         if self.manager is not None:
             self.manager.observe(tick)
             self.manager.check()
-        self.writer.flush()
+        with self._write_lock:
+            self.writer.flush()
         self._ticks += 1
         self._rows += len(samples)
         self._processes = len(samples)
@@ -290,7 +293,8 @@ class Recorder:
             self.event("stop", message=f"collector stopped after {self._ticks} ticks")
         finally:
             try:
-                self.writer.close()
+                with self._write_lock:
+                    self.writer.close()
             finally:
                 self.collector.close()
 

@@ -1,0 +1,115 @@
+"""``devloop watch``: run the agents on file changes, recording and enforcing meanwhile."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from devloop.cli._options import (
+    duration_value,
+    echo_warnings,
+    resolve_workspace_dir,
+    workspace_dir_option,
+)
+
+
+def _run_line(result: Any) -> str:
+    if result.code is None:
+        return f"{result.name}: not run: {result.reason}"
+    return f"{result.name}: exit {result.code} after {result.seconds:.1f}s"
+
+
+@click.command()
+@click.argument(
+    "path", type=click.Path(path_type=Path, exists=True, file_okay=False), default=Path(".")
+)
+@workspace_dir_option
+@click.option(
+    "--metrics-output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="On exit, write the metrics summary of the watch here (for `metrics compare`); "
+    "every process of the machine is then recorded.",
+)
+@click.option("--profile", help="Resource profile to enforce (default: DEVLOOP_RESOURCE_PROFILE "
+              "or the time windows).")  # fmt: skip
+@click.option("--duration", help="Stop after this long (30s, 10m, 2h). Default: until Ctrl-C.")
+@click.option("--debounce", default="0.5s", show_default=True,
+              help="Quiet time after a change before the agents run.")  # fmt: skip
+@click.option("--interval", help="Seconds between ticks of the collector and the enforcement "
+              "(1s). Default: checkInterval.")  # fmt: skip
+def watch(
+    path: Path,
+    workspace_dir: Path | None,
+    metrics_output: Path | None,
+    profile: str | None,
+    duration: str | None,
+    debounce: str,
+    interval: str | None,
+) -> None:
+    """Run the projects' agents when their files change, within the workspace's limits.
+
+    Watches the folders of the enabled projects in or around PATH. On a change (after the
+    debounce), every enabled agent with a command whose triggers (file:created, file:modified,
+    file:deleted; none = any) and config.filePatterns match runs in its project's folder,
+    one run at a time per agent, through the overflow queue (maxConcurrentAgents). The watch
+    records the workspace and enforces its limits (it is the workspace's collector: stop any
+    other one first). Ctrl-C or SIGTERM end the running agents and exit 0.
+
+    \b
+    Example:
+      devloop watch . --workspace-dir .devloop-workspace --metrics-output active.json
+      DEVLOOP_RESOURCE_PROFILE=dev devloop watch .
+      devloop watch services/api --profile ci --duration 10m --interval 1s
+    """
+    from devloop.config import load_workspace
+    from devloop.runner.watch import watch_workspace
+
+    seconds = duration_value(duration, "--duration")
+    quiet = duration_value(debounce, "--debounce")
+    every = duration_value(interval, "--interval")
+    loaded = load_workspace(resolve_workspace_dir(workspace_dir))
+    echo_warnings(loaded.warnings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    def ready(projects: list[Any], recorder: Any) -> None:
+        manager = recorder.manager
+        profile_name = manager.allocation.profile if manager is not None else None
+        click.echo(
+            f"Watching {len(projects)} project(s) under {path.resolve()} (Ctrl-C to stop); "
+            f"recording every {recorder.interval:g}s, enforcing "
+            f"{loaded.config.global_.resource_limits.enforcement_action}"
+            + (f" (profile {profile_name})" if profile_name else ""),
+            err=True,
+        )
+        for project in projects:
+            names = ", ".join(a.agent for a in project.agents) or "no agent with a command"
+            click.echo(f"  {project.name}: {names}", err=True)
+
+    def on_run(result: Any) -> None:
+        click.echo(_run_line(result))
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        summary = watch_workspace(
+            loaded, path, profile=profile, interval=every, debounce=quiet or 0.5,
+            duration=seconds, metrics_output=metrics_output, stop=stop,
+            on_ready=ready, on_run=on_run,
+        )  # fmt: skip
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(
+        f"Done: {summary.runs} run(s), {summary.failed} failed, {summary.dropped} not run; "
+        f"{summary.status.ticks} ticks recorded",
+        err=True,
+    )
+    if summary.metrics_output is not None:
+        click.echo(f"Wrote {summary.metrics_output}", err=True)

@@ -1,0 +1,365 @@
+"""``devloop watch``: real watch processes running real agents on real file changes.
+
+Every project name is unique to this test run: tagged processes of another test suite running on
+the same machine must never be seen (let alone signalled) by ours, nor theirs by us. Markers are
+written by the agents themselves (their own start and end times), outside the watched folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from devloop.cli import cli
+from devloop.config.load import load_workspace
+from devloop.config.models import Agent
+from devloop.runner.record import Recorder
+from devloop.runner.watch import (
+    CREATED,
+    DELETED,
+    MODIFIED,
+    WatchedAgent,
+    file_events,
+    matches_glob,
+    watch_targets,
+)
+from tests.helpers.procs import wait_until
+
+RUN = uuid.uuid4().hex[:8]
+DEADLINE = 60.0  # a loaded 2-core machine can be slow to start Python processes
+
+AGENT = """\
+import os, signal, sys, time
+
+marker, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+options = sys.argv[4:]
+if "--ignore-term" in options:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def note(what):
+    with open(marker, "a") as out:
+        out.write(f"{name} {what} {time.time():.6f} {os.getpid()}\\n")
+
+
+first = not os.path.exists(marker) or not any(
+    line.split()[0] == name for line in open(marker)
+)
+note("start")
+for option in options:
+    if option.startswith("--rewrite=") and first:  # a formatter rewriting files, on its first run
+        for i in range(3):
+            with open(option.split("=", 1)[1], "a") as out:
+                out.write(f"# rewritten {i}\\n")
+            time.sleep(0.4)
+time.sleep(seconds)
+note("end")
+"""
+
+
+class Setup:
+    """A workspace in tmp_path: one project (folder ``proj``), agents running AGENT."""
+
+    def __init__(self, tmp_path: Path, name: str) -> None:
+        self.root = tmp_path
+        self.project = f"watch-{name}-{RUN}"
+        self.folder = tmp_path / ".devloop-workspace"
+        self.proj = tmp_path / "proj"
+        self.marker = tmp_path / "markers" / "runs.txt"
+        self.script = tmp_path / "bin" / "agent.py"
+        for folder in (self.folder, self.proj / "src", self.proj / "docs", self.marker.parent,
+                       self.script.parent):  # fmt: skip
+            folder.mkdir(parents=True, exist_ok=True)
+        self.script.write_text(AGENT)
+
+    def command(self, name: str, seconds: float, *options: str) -> list[str]:
+        return [sys.executable, str(self.script), str(self.marker), name, str(seconds), *options]
+
+    def write(self, agents: dict, **global_: object) -> None:
+        limits = {"checkInterval": 1, **global_.pop("resourceLimits", {})}
+        data = {
+            "workspace_name": "watch",
+            "projects": [{"name": self.project, "path": "proj"}],
+            "global": {"resourceLimits": limits, **global_},
+            "resource_profiles": {"dev": {"cpuLimit": 70, "memoryLimit": "3GB"}},
+        }
+        (self.folder / "workspace.json").write_text(json.dumps(data, indent=2))
+        agents_file = self.proj / ".devloop" / "agents.json"
+        agents_file.parent.mkdir(exist_ok=True)
+        agents_file.write_text(json.dumps({"agents": agents}, indent=2))
+
+    def runs(self) -> list[tuple[str, str, float, int]]:
+        """(agent, start|end, unix time, pid) as the agents wrote them."""
+        if not self.marker.exists():
+            return []
+        out = []
+        for line in self.marker.read_text().splitlines():
+            name, what, ts, pid = line.split()
+            out.append((name, what, float(ts), int(pid)))
+        return out
+
+    def of(self, name: str, what: str) -> list[tuple[str, str, float, int]]:
+        return [r for r in self.runs() if r[0] == name and r[1] == what]
+
+    def events(self) -> list[tuple[str, str]]:
+        from devloop.store.query import connect
+
+        db = connect(self.folder / "metrics")
+        return db.execute(
+            "SELECT action, agent FROM events WHERE project = ? ORDER BY ts", [self.project]
+        ).fetchall()
+
+
+class WatchProcess:
+    """``python -m devloop watch`` on a Setup, killed at the end of the test whatever happens."""
+
+    def __init__(self, setup: Setup, *options: str, env: dict[str, str] | None = None) -> None:
+        self.setup = setup
+        self.out = setup.root / "watch.out"
+        self.err = setup.root / "watch.err"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVLOOP_")}
+        argv = [sys.executable, "-m", "devloop", "watch", str(setup.root), "--workspace-dir",
+                str(setup.folder), "--debounce", "0.2s", *options]  # fmt: skip
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.proc = subprocess.Popen(
+                argv, stdout=out, stderr=err, cwd=setup.root, env={**clean, **(env or {})}
+            )
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def lines(self) -> list[str]:
+        return self.out.read_text().splitlines()
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: "Watching" in self.stderr() or self.proc.poll() is not None, DEADLINE)
+        assert self.proc.poll() is None, self.stderr()
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        self.proc.send_signal(signum)
+        return self.proc.wait(DEADLINE)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def watching():
+    started: list[WatchProcess] = []
+
+    def start(setup: Setup, *options: str, env: dict[str, str] | None = None) -> WatchProcess:
+        process = WatchProcess(setup, *options, env=env)
+        started.append(process)
+        process.wait_ready()
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.mark.slow
+def test_watch_runs_matching_agents_once_more_after_changes_during_a_run(tmp_path, watching):
+    s = Setup(tmp_path, "fmt")
+    module = s.proj / "src" / "mod.py"
+    s.write({
+        # rewrites mod.py three times during its first run, as a formatter does
+        "fmt": {"command": s.command("fmt", 2.0, f"--rewrite={module}"),
+                "triggers": ["file:modified", "file:created"],
+                "config": {"filePatterns": ["**/*.py"]}},
+        "ondel": {"command": s.command("ondel", 0), "triggers": ["file:deleted"]},
+        "docs": {"command": s.command("docs", 0), "config": {"filePatterns": ["docs/*.md"]}},
+        "off": {"command": s.command("off", 0), "enabled": False},
+    })  # fmt: skip
+    watch = watching(s, "--metrics-output", str(tmp_path / "active.json"), "--interval", "0.5s")
+    module.write_text("x = 1\n")
+
+    wait_until(lambda: sum(f"{s.project}/fmt: exit" in line for line in watch.lines()) >= 2,
+               DEADLINE)  # fmt: skip
+    # A barrier: deleting a file runs "ondel"; a third fmt run, had the rewrites scheduled one,
+    # would have started before (right after the second run ended) and shows below.
+    module.unlink()
+    wait_until(lambda: any(f"{s.project}/ondel: exit" in line for line in watch.lines()), DEADLINE)
+    assert watch.stop(signal.SIGINT) == 0, watch.stderr()
+
+    starts, ends = s.of("fmt", "start"), s.of("fmt", "end")
+    assert len(starts) == 2 and len(ends) == 2  # the three rewrites gave exactly one more run
+    assert starts[0][2] < ends[0][2] <= starts[1][2] < ends[1][2]  # one run at a time
+    assert len(s.of("ondel", "start")) == 1
+    assert s.of("docs", "start") == [] and s.of("off", "start") == []
+    lines = watch.lines()
+    assert sum(line.startswith(f"{s.project}/fmt: exit 0 after ") for line in lines) == 2
+    assert sum(line.startswith(f"{s.project}/ondel: exit 0 after ") for line in lines) == 1
+
+    events = s.events()
+    assert events.count(("agent-start", "fmt")) == 2 and events.count(("agent-exit", "fmt")) == 2
+    assert events.count(("agent-start", "ondel")) == 1
+    assert {agent for _, agent in events} == {"fmt", "ondel"}
+
+    summary = json.loads((tmp_path / "active.json").read_text())
+    assert summary["kind"] == "devloop-metrics-summary" and summary["ticks"] >= 1
+    compared = subprocess.run(
+        [sys.executable, "-m", "devloop", "workspace", "metrics", "compare",
+         str(tmp_path / "active.json"), str(tmp_path / "active.json"), "--format", "json"],
+        capture_output=True, text=True, timeout=DEADLINE,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr
+    rows = json.loads(compared.stdout)["rows"]
+    system = [r for r in rows if r["scope"] == "system" and r["statistic"] == "avg"]
+    assert system and all(r["difference"] == 0.0 for r in system)
+    assert not (s.folder / "enforcement-state.json").exists()  # removed on exit
+
+
+@pytest.mark.slow
+def test_max_concurrent_agents_one_runs_agents_one_after_the_other(tmp_path, watching):
+    s = Setup(tmp_path, "queue")
+    s.write(
+        {"one": {"command": s.command("one", 1.5)}, "two": {"command": s.command("two", 1.5)}},
+        maxConcurrentAgents=1,
+        resourceLimits={"overflow": {"enabled": True, "maxWaitTime": 120}},
+    )
+    watch = watching(s, "--interval", "0.5s")
+    (s.proj / "src" / "a.txt").write_text("change\n")
+
+    # while the first runs, the second waits in the queue, and the state file shows it
+    seen: list[dict] = []
+    wait_until(lambda: seen.append(_state(s)) or seen[-1].get("queue"), DEADLINE)
+    queued = seen[-1]["queue"]
+    assert len(queued) == 1 and queued[0]["project"] == s.project
+    state = seen[-1]["agents"][f"{s.project}/{queued[0]['agent']}"]["state"]
+    assert state in ("queued", "running")  # running: it started while the tick was under way
+    wait_until(lambda: len(watch.lines()) == 2, DEADLINE)  # a line once an agent has exited
+    assert watch.stop(signal.SIGTERM) == 0, watch.stderr()
+    runs = s.runs()
+    assert [r[1] for r in runs] == ["start", "end", "start", "end"]  # no overlap
+    assert runs[0][0] == runs[1][0] != runs[2][0] == runs[3][0]
+    assert runs[1][2] <= runs[2][2]
+    second = runs[2][0]
+    assert queued[0]["agent"] == second
+    events = s.events()
+    assert ("queue", second) in events and ("dequeue", second) in events
+    assert events.index(("dequeue", second)) < events.index(("agent-start", second))
+
+
+@pytest.mark.slow
+def test_stopping_the_watch_ends_running_agents_even_stubborn_ones(tmp_path, watching):
+    s = Setup(tmp_path, "stop")
+    s.write({
+        "sleeper": {"command": s.command("sleeper", 300)},
+        "stubborn": {"command": s.command("stubborn", 300, "--ignore-term")},
+    })  # fmt: skip
+    watch = watching(s, env={"DEVLOOP_RESOURCE_PROFILE": "dev"})
+    assert "(profile dev)" in watch.stderr()
+    (s.proj / "docs" / "notes.md").write_text("change\n")
+    wait_until(lambda: len(s.of("sleeper", "start")) + len(s.of("stubborn", "start")) == 2,
+               DEADLINE)  # fmt: skip
+    pids = [r[3] for r in s.runs()]
+    try:
+        assert watch.stop(signal.SIGINT) == 0, watch.stderr()
+        wait_until(lambda: not any(_alive(pid) for pid in pids), DEADLINE)
+    finally:
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    lines = watch.lines()
+    assert f"{s.project}/sleeper: exit 143" in " ".join(lines)  # SIGTERM
+    assert f"{s.project}/stubborn: exit 137" in " ".join(lines)  # SIGKILL after the grace
+    assert s.of("sleeper", "end") == [] and s.of("stubborn", "end") == []
+
+
+def _state(s: Setup) -> dict:
+    try:
+        return json.loads((s.folder / "enforcement-state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_watch_refuses_when_another_collector_holds_the_store(tmp_path):
+    s = Setup(tmp_path, "locked")
+    s.write({"lint": {"command": s.command("lint", 0)}})
+    with Recorder(load_workspace(s.folder)):
+        result = CliRunner().invoke(cli, ["watch", str(tmp_path), "--workspace-dir", str(s.folder)])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: another collector (pid ")
+    assert "stop that collector first" in result.output
+    assert s.runs() == []
+
+
+def test_watch_refuses_a_path_with_no_project(tmp_path):
+    s = Setup(tmp_path, "none")
+    s.write({"lint": {"command": s.command("lint", 0)}})
+    elsewhere = tmp_path / "markers"
+    result = CliRunner().invoke(cli, ["watch", str(elsewhere), "--workspace-dir", str(s.folder)])
+    assert result.exit_code == 1
+    assert f"Error: no enabled project is in or around {elsewhere.resolve()}" in result.output
+    assert s.project in result.output
+
+
+def test_watch_targets_a_path_inside_a_project(tmp_path):
+    s = Setup(tmp_path, "inside")
+    s.write({"lint": {"command": s.command("lint", 0)}, "bare": {"enabled": True}})
+    targets = watch_targets(load_workspace(s.folder), s.proj / "src")
+    assert [(t.name, t.folder, t.root) for t in targets] == [
+        (s.project, s.proj.resolve(), (s.proj / "src").resolve())
+    ]
+    assert [a.agent for a in targets[0].agents] == ["lint"]  # an agent needs a command
+    whole = watch_targets(load_workspace(s.folder), tmp_path)
+    assert whole[0].root == s.proj.resolve()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("**/*.py", "a.py", True),
+        ("**/*.py", "src/pkg/a.py", True),
+        ("**/*.py", "src/a.pyc", False),
+        ("*.md", "docs/deep/readme.md", True),
+        ("src/*.py", "src/a.py", True),
+        ("src/*.py", "src/pkg/a.py", False),
+        ("src/**", "src/pkg/a.py", True),
+        ("docs/*.md", "src/a.md", False),
+        ("test_?.py", "tests/test_1.py", True),
+        ("[ab].txt", "c.txt", False),
+        ("./src/*.py", "src/a.py", True),
+    ],
+)
+def test_file_patterns(pattern, path, expected):
+    assert matches_glob(pattern, path) is expected
+
+
+def test_triggers_and_patterns_choose_the_changes_an_agent_runs_on(tmp_path):
+    assert file_events([]) is None
+    assert file_events(["file:modified", "git:commit"]) == {MODIFIED}
+    assert file_events(["file:*"]) == {CREATED, MODIFIED, DELETED}
+    assert file_events(["git:commit"]) == frozenset()
+    lint = WatchedAgent.of(
+        "p", tmp_path,
+        Agent("lint", command=("ruff",), triggers=("file:modified", "file:created"),
+              config={"filePatterns": ["**/*.py"]}),
+    )  # fmt: skip
+    assert lint.wants([(MODIFIED, tmp_path / "src" / "a.py")])
+    assert not lint.wants([(DELETED, tmp_path / "src" / "a.py")])
+    assert not lint.wants([(MODIFIED, tmp_path / "README.md")])
+    assert not lint.wants([(MODIFIED, tmp_path.parent / "a.py")])  # outside the project
+    anything = WatchedAgent.of("p", tmp_path, Agent("any", command=("x",)))
+    assert anything.wants([(DELETED, tmp_path / "README.md")])
+    never = WatchedAgent.of("p", tmp_path, Agent("git", command=("x",), triggers=("git:commit",)))
+    assert not never.wants([(MODIFIED, tmp_path / "a.py")])
