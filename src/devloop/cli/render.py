@@ -46,8 +46,11 @@ def table(
     for row in rows:
         grid.add_row(*("" if cell is None else str(cell) for cell in row))
     # Fit the terminal when there is one; files and pipes get full-width lines.
-    width = int(os.environ.get("COLUMNS", "0") or 0) or (
-        os.get_terminal_size().columns if os.isatty(1) else 200
+    # A pseudo-terminal may report a width of 0 (``script``, some CI runners): then 200.
+    width = (
+        int(os.environ.get("COLUMNS", "0") or 0)
+        or (os.get_terminal_size().columns if os.isatty(1) else 0)
+        or 200
     )
     console = Console(
         file=io.StringIO(), width=width, color_system=None, no_color=True, highlight=False
