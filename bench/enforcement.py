@@ -10,6 +10,11 @@ Measurements (one function each, all run by ``main``; each returns rows of the f
   the throttler, over ``--seconds``; repeated ``--repeats`` times. Goal (issue 5): within
   +-3 points of the target, each run. 1-second windows are printed too (their spread is the
   jitter a 1 s collector tick sees).
+* ``reaction`` (``bench/enforcement_manager.py``): limit crossed -> paused, a real burner under a
+  real Recorder with enforcement at checkInterval 1 s, ``--reaction-repeats`` times. Goal:
+  within checkInterval + 1 s.
+* ``loop_cost`` (``bench/enforcement_manager.py``): the manager's observe + check + state file
+  per check, at 100, 500 and 2000 processes.
 * ``throttler_cost``: this process's own CPU (``time.process_time``: the throttler's thread, the
   main thread only sleeps) while it throttles 1 and 4 burners, against idle (a Throttler holding
   nothing), in % of one core.
@@ -151,17 +156,39 @@ def throttler_cost(seconds: float, target: float, settle: float) -> list[Row]:
     return rows
 
 
+def manager_rows(repeats: int) -> list[Row]:
+    """Reaction time and the manager loop's cost (see bench/enforcement_manager.py)."""
+    import statistics
+
+    from enforcement_manager import loop_cost, reaction
+
+    times = reaction(repeats, 1.0)
+    rows = [
+        Row("reaction, limit crossed -> stopped, median", f"{statistics.median(times):.3f} s",
+            "<= 2 s", "yes" if statistics.median(times) <= 2 else "no"),
+        Row(f"reaction, worst of {len(times)}", f"{max(times):.3f} s", "<= 2 s",
+            "yes" if max(times) <= 2 else "no"),
+    ]  # fmt: skip
+    for agents in (10, 50, 200):
+        cost = loop_cost(agents)
+        rows.append(Row(f"manager check, {agents * 10} processes",
+                        f"{cost * 1e3:.2f} ms = {cost * 100:.2f} % @1s", "-", "-"))  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measured span of one run")
     parser.add_argument("--repeats", type=int, default=3, help="runs of the accuracy test")
     parser.add_argument("--target", type=float, default=0.2, help="target in cores")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument("--reaction-repeats", type=int, default=10, help="runs of reaction")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} cores, load average {load:.2f}")
     rows = throttle_accuracy(args.seconds, args.repeats, args.target, args.settle)
     rows += throttler_cost(min(args.seconds, 10.0), args.target, args.settle)
+    rows += manager_rows(args.reaction_repeats)
     print()
     width = max(len(r.measurement) for r in rows)
     print(f"{'measurement':{width}}  {'figure':>16}  {'goal':>16}  met")

@@ -236,7 +236,7 @@ def test_a_pause_stops_the_whole_tree_and_resume_continues_it(tmp_path):
         stopped = signals.stop_tree([root], project="tree")
         assert {p.pid for p in stopped} == {parent.pid, child_pid}
         wait_until(lambda: proc_state(parent.pid) == "T" and proc_state(child_pid) == "T")
-        continued = signals.continue_all(stopped, project="tree")
+        continued = signals.continue_all(stopped)
         assert {p.pid for p in continued} == {parent.pid, child_pid}
         wait_until(lambda: proc_state(parent.pid) != "T" and proc_state(child_pid) != "T")
 

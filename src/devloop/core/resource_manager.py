@@ -501,6 +501,10 @@ class ResourceManager:
             now = time.time() if now is None else now
             actions = self._refresh_limits(now)
             usage = self._usage
+            if self._throttler is not None and self._throttler.error is not None:
+                error, self._throttler = self._throttler.error, None  # it continued everything
+                message = f"throttling stopped: {error}; restarting it"
+                actions.append(Action("warn", "workspace", None, None, message=message))
             if usage is not None and self.enforce:
                 actions += self._forget_gone(usage)
                 actions += self._keep_paused(usage)
@@ -610,9 +614,7 @@ class ResourceManager:
 
     def _continue(self, paused: Paused, why: str) -> Action:
         key = (paused.project, paused.agent)
-        continued = signals.continue_all(
-            paused.processes, project=paused.project, started=self._started
-        )
+        continued = signals.continue_all(paused.processes)
         self.journal.remove(paused.processes)
         self._paused.pop(key, None)
         self._counts.setdefault(key, [0, 0])[1] += 1
@@ -703,6 +705,8 @@ class ResourceManager:
             if self._unsignallable.get(victim.key) == pids:
                 continue  # found to hold nothing devloop may signal, and unchanged since
             roots = self._refs(victim)
+            if self._throttler is not None and "/".join(victim.key) in self._throttler.keys():
+                self._throttler.release("/".join(victim.key))  # else it would SIGCONT it
             paused = Paused(victim.project, victim.agent, scope, metric, time.monotonic(),
                             time.time(), [], victim.cores / usage.cores * 100)  # fmt: skip
             stopped = self._stop(paused, roots)

@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -122,26 +123,51 @@ def _project_tag(pid: int) -> str | None:
         return None
 
 
-def verify(
-    process: ProcessRef, *, project: str | None = None, started: Iterable[ProcessRef] = ()
-) -> bool:
-    """May devloop signal ``process``?
+def _ppid(pid: int) -> int | None:
+    if _LINUX:
+        fields = _stat_fields(pid)
+        return int(fields[1]) if fields is not None else None
+    import psutil
 
-    Yes only when the process holding its pid started at the same moment (it is the same
-    process, not a reuse of the pid), runs as our user, is not a zombie, and is ours: tagged for
-    ``project`` (when given) or in ``started``.
-    """
+    try:
+        return int(psutil.Process(pid).ppid())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def same(process: ProcessRef) -> bool:
+    """Is the process holding ``process.pid`` the one we saw, and ours to touch at all: our
+    user's, not a zombie, not pid 1 nor ourselves?"""
     if process.pid <= 1 or process.pid == os.getpid():
         return False
     if process_start(process.pid) != process.start:
         return False
     if _owner(process.pid) != os.getuid():
         return False
-    if _state(process.pid) in ("Z", "X", "zombie", "dead"):
+    return _state(process.pid) not in ("Z", "X", "zombie", "dead")
+
+
+def verify(
+    process: ProcessRef,
+    *,
+    project: str | None = None,
+    started: Iterable[ProcessRef] = (),
+    parents: Iterable[int] = (),
+) -> bool:
+    """May devloop stop ``process``?
+
+    Yes only when it is :func:`same` (the same process, not a reuse of its pid; our user's) and
+    devloop's: tagged for ``project`` (when given), in ``started``, or a child of one of
+    ``parents``, pids already verified in the same walk down a tree (a child inherits the tag,
+    but between its fork and the end of its exec its environment cannot be read yet).
+    """
+    if not same(process):
         return False
     if process in set(started):
         return True
-    return project is not None and _project_tag(process.pid) == project
+    if project is not None and _project_tag(process.pid) == project:
+        return True
+    return bool(parents) and _ppid(process.pid) in set(parents)
 
 
 def children(pid: int) -> list[int]:
@@ -170,7 +196,8 @@ def children(pid: int) -> list[int]:
 def tree(roots: Iterable[ProcessRef]) -> list[ProcessRef]:
     """``roots`` and every descendant alive now, parents before children, each once."""
     seen: dict[int, ProcessRef] = {}
-    queue = list(roots)
+    # a root whose pid now belongs to another process has no tree of ours
+    queue = [r for r in roots if process_start(r.pid) == r.start]
     while queue:
         process = queue.pop(0)
         if process.pid in seen:
@@ -197,16 +224,15 @@ def send(
     the same pid within microseconds; the window is as small as reading three /proc files.
     """
     started = set(started)
-    done = []
-    for process in processes:
-        if not verify(process, project=project, started=started):
-            continue
-        try:
-            os.kill(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            continue
-        done.append(process)
-    return done
+    return [p for p in processes if verify(p, project=project, started=started) and _kill(p, sig)]
+
+
+def _kill(process: ProcessRef, sig: int) -> bool:
+    try:
+        os.kill(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def stop_tree(
@@ -216,26 +242,31 @@ def stop_tree(
     started: Iterable[ProcessRef] = (),
 ) -> list[ProcessRef]:
     """SIGSTOP ``roots`` and all their descendants, parents first, then again for any child
-    forked before its parent stopped; returns every process stopped."""
+    forked before its parent stopped; returns every process stopped.
+
+    Each root must pass :func:`verify`; a descendant also passes as the child of a process
+    stopped in this walk."""
     started = set(started)
     stopped: dict[ProcessRef, None] = {}
     for _ in range(5):
         todo = [p for p in tree(roots) if p not in stopped]
         if not todo:
             break
-        for process in send(todo, signal.SIGSTOP, project=project, started=started):
-            stopped[process] = None
+        for process in todo:
+            parents = [p.pid for p in stopped]
+            if verify(process, project=project, started=started, parents=parents):
+                if _kill(process, signal.SIGSTOP):
+                    stopped[process] = None
     return list(stopped)
 
 
-def continue_all(
-    processes: Sequence[ProcessRef],
-    *,
-    project: str | None = None,
-    started: Iterable[ProcessRef] = (),
-) -> list[ProcessRef]:
-    """SIGCONT ``processes`` (children before parents); returns those continued."""
-    return send(list(reversed(processes)), signal.SIGCONT, project=project, started=started)
+def continue_all(processes: Sequence[ProcessRef]) -> list[ProcessRef]:
+    """SIGCONT ``processes`` (children before parents); returns those continued.
+
+    Only processes devloop stopped are given here (verified when they were stopped, or read
+    from the journal devloop wrote then), so each is checked to be :func:`same`, not for its
+    tag: a child that cleared its environment must not stay stopped for it."""
+    return [p for p in reversed(processes) if same(p) and _kill(p, signal.SIGCONT)]
 
 
 # --- the journal ---------------------------------------------------------------------------
@@ -279,11 +310,17 @@ class PauseJournal:
         self.path = Path(path)
         self._boot = boot_id()
         self._entries: dict[ProcessRef, JournalEntry] = {}
+        self._lock = threading.RLock()  # the throttler's thread writes it too
 
     def entries(self) -> list[JournalEntry]:
-        return list(self._entries.values())
+        with self._lock:
+            return list(self._entries.values())
 
     def add(self, project: str, agent: str, processes: Iterable[ProcessRef]) -> None:
+        with self._lock:
+            self._add(project, agent, processes)
+
+    def _add(self, project: str, agent: str, processes: Iterable[ProcessRef]) -> None:
         now = time.time()
         changed = False
         for process in processes:
@@ -296,6 +333,10 @@ class PauseJournal:
             self._write()
 
     def remove(self, processes: Iterable[ProcessRef]) -> None:
+        with self._lock:
+            self._remove(processes)
+
+    def _remove(self, processes: Iterable[ProcessRef]) -> None:
         changed = False
         for process in processes:
             if self._entries.pop(process, None) is not None:
@@ -346,9 +387,13 @@ class PauseJournal:
         """SIGCONT every process a previous devloop left stopped that is still the same process
         (and tagged for the project the entry names), then clear the journal. Returns the
         entries whose process was continued."""
+        with self._lock:
+            return self._recover()
+
+    def _recover(self) -> list[JournalEntry]:
         resumed = []
         for entry in self.read_left_over():
-            if continue_all([entry.process], project=entry.project):
+            if continue_all([entry.process]):
                 resumed.append(entry)
         self._entries.clear()
         self.path.unlink(missing_ok=True)

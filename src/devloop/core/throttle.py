@@ -212,7 +212,7 @@ class Throttler:
 
     def _continue(self, group: _Group) -> None:
         if group.stopped:
-            signals.continue_all(list(group.stopped), project=group.project, started=group.started)
+            signals.continue_all(list(group.stopped))
             group.stopped.clear()
 
     def _forget(self, group: _Group, processes: Iterable[ProcessRef]) -> None:
