@@ -45,9 +45,12 @@ def cli() -> None:
 
 def _register() -> None:
     from devloop.cli.analytics import analytics, audit, health, metrics, sql
+    from devloop.cli.monitor import dashboard, exporter
     from devloop.cli.record import collect, run
     from devloop.cli.simulate import simulate
     from devloop.cli.store import compact, store_info
+    from devloop.cli.stress import stress_test
+    from devloop.cli.watch import watch
     from devloop.cli.workspace import workspace
 
     cli.add_command(workspace)
@@ -56,7 +59,11 @@ def _register() -> None:
         workspace.add_command(command)
     for command in (metrics, analytics, health, sql):
         workspace.add_command(command)
+    workspace.add_command(dashboard)
+    workspace.add_command(exporter)
+    workspace.add_command(stress_test)
     cli.add_command(audit)
+    cli.add_command(watch)
 
 
 _register()

@@ -1,0 +1,158 @@
+"""``devloop workspace dashboard`` and ``devloop workspace exporter``: watching a workspace live."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+from devloop.cli._options import (
+    duration_value,
+    echo_warnings,
+    resolve_workspace_dir,
+    workspace_dir_option,
+)
+
+if TYPE_CHECKING:
+    from devloop.exporter import Exporter
+    from devloop.runner.record import Recorder
+
+METRIC_CHOICES = ("cpu", "memory", "agents")
+
+
+def metrics_value(text: str) -> tuple[str, ...]:
+    """``cpu,memory,agents`` as a tuple, each checked against METRIC_CHOICES."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in METRIC_CHOICES]
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown {', '.join(repr(n) for n in unknown) or 'empty list'} "
+            f"(choose from {', '.join(METRIC_CHOICES)})",
+            param_hint="--metrics",
+        )
+    return names
+
+
+@click.command()
+@workspace_dir_option
+@click.option("--refresh", default="2s", show_default=True, help="Seconds between frames.")
+@click.option(
+    "--metrics",
+    "metrics_text",
+    default=",".join(METRIC_CHOICES),
+    show_default=True,
+    help="What to show, comma-separated: cpu, memory (bars and columns), agents (agents and "
+    "the latest enforcement events).",
+)
+@click.option(
+    "--window", default="5m", show_default=True, help="The span of the projects' sparklines."
+)
+@click.option(
+    "--no-record",
+    is_flag=True,
+    help="Only read the store; do not record the workspace when no collector runs.",
+)
+def dashboard(
+    workspace_dir: Path | None, refresh: str, metrics_text: str, window: str, no_record: bool
+) -> None:
+    """A live terminal dashboard of the workspace's usage against its limits.
+
+    Workspace CPU and memory bars against the pool, one row per project with bars and a
+    sparkline of the last minutes, the agents with their state (running, paused, throttled,
+    queued, idle) and the latest enforcement events. It records the workspace itself unless a
+    collector already does (then it reads that collector's ticks). q or Ctrl-C quits.
+    Honours NO_COLOR.
+
+    \b
+    Example:
+      devloop workspace dashboard --workspace-dir .devloop-workspace --refresh 5s \\
+          --metrics cpu,memory,agents
+    """
+    from devloop.config import load_workspace
+    from devloop.dashboard.app import run_dashboard
+
+    every = duration_value(refresh, "--refresh")
+    span = duration_value(window, "--window")
+    assert every is not None and span is not None  # both have defaults
+    metrics = metrics_value(metrics_text)
+    loaded = load_workspace(resolve_workspace_dir(workspace_dir))
+    echo_warnings(loaded.warnings)
+    run_dashboard(loaded, refresh=every, metrics=metrics, window=span, record=not no_record)
+
+
+@click.command()
+@workspace_dir_option
+@click.option("--port", type=click.IntRange(0, 65535), default=9464, show_default=True,
+              help="TCP port to serve /metrics on (0: any free port).")  # fmt: skip
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (0.0.0.0 to let other machines scrape).",
+)
+def exporter(workspace_dir: Path | None, port: int, host: str) -> None:
+    """Serve the workspace's newest tick to Prometheus (the exposition format, on /metrics).
+
+    Per project and agent: CPU (percent of the machine and cores), memory, file handles,
+    threads, their limits, agent states, pause counts and the queue length, read from the
+    store at every scrape (and from enforcement-state.json while an enforcement runs). Runs
+    until Ctrl-C or SIGTERM. contrib/grafana-devloop.json is a dashboard for these metrics.
+
+    \b
+    Example:
+      devloop workspace exporter --workspace-dir .devloop-workspace --port 9464
+      curl -s http://127.0.0.1:9464/metrics | grep devloop_project_cpu_percent
+    """
+    from devloop.config import load_workspace
+    from devloop.dashboard.snapshot import StoreSnapshots
+    from devloop.exporter import serve
+
+    loaded = load_workspace(resolve_workspace_dir(workspace_dir))
+    echo_warnings(loaded.warnings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server = serve(StoreSnapshots(loaded), host=host, port=port)
+        try:
+            click.echo(f"Serving {loaded.metrics_dir} on {server.url} (Ctrl-C to stop)", err=True)
+            while not stop.wait(1.0):
+                pass
+        finally:
+            server.close()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("Stopped.", err=True)
+
+
+def prometheus_value(text: str | None) -> tuple[str, int] | None:
+    """``collect --prometheus HOST:PORT`` (or PORT) as (host, port)."""
+    from devloop.errors import UsageError
+    from devloop.exporter import parse_address
+
+    if text is None:
+        return None
+    try:
+        return parse_address(text)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--prometheus") from exc
+
+
+def serve_ticks(recorder: Recorder, address: tuple[str, int]) -> Exporter:
+    """Serve every tick ``recorder`` takes to Prometheus on ``address`` (``collect``)."""
+    from devloop.dashboard.snapshot import LiveSnapshots, attach
+    from devloop.exporter import serve
+
+    source = LiveSnapshots(recorder.workspace)
+    attach(recorder, source)
+    server = serve(source, host=address[0], port=address[1])
+    click.echo(f"Serving each tick to Prometheus on {server.url}", err=True)
+    return server
