@@ -337,3 +337,9 @@ def test_cli_checks_arguments(tmp_path: Path, option: str, value: str, message: 
 
 def test_cli_help_has_an_example() -> None:
     assert simulate_command.help is not None and "Example:" in simulate_command.help
+
+
+def test_a_span_too_short_for_any_triggered_run_still_simulates(tmp_path):
+    summary = simulate(tmp_path / "ws", hours=0.25, projects=3, agents_per_project=2,
+                       interval=5, seed=2)  # fmt: skip
+    assert summary.rows["samples"] == 1080 and summary.rows["system"] == 180

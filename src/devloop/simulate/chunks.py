@@ -91,11 +91,14 @@ def generate_chunk(plan: Plan, counters: Counters, first: int, stop: int, seed: 
     age = ts - plan.inst_start[process]  # > 0: a process is first seen after it starts
     elapsed = np.minimum(age, plan.interval_us)
 
-    trigger = np.searchsorted(plan.trig_key, keys, side="left") - 1
-    valid = trigger >= 0
-    trigger_key = plan.trig_key[np.maximum(trigger, 0)]
-    in_run = valid & (trigger_key // plan.stride == slot)
-    in_run &= keys - trigger_key < plan.trig_dur[np.maximum(trigger, 0)]
+    if len(plan.trig_key):
+        trigger = np.searchsorted(plan.trig_key, keys, side="left") - 1
+        valid = trigger >= 0
+        trigger_key = plan.trig_key[np.maximum(trigger, 0)]
+        in_run = valid & (trigger_key // plan.stride == slot)
+        in_run &= keys - trigger_key < plan.trig_dur[np.maximum(trigger, 0)]
+    else:  # a span too short for any triggered run
+        in_run = np.zeros(shape, dtype=bool)
 
     cores = p.idle_cores[:, None] * rng.lognormal(0.0, 0.5, shape)
     cores += np.where(in_run, p.run_cores[:, None] * rng.uniform(0.8, 1.2, shape), 0.0)
