@@ -26,6 +26,10 @@ demo: setup
 	$(BIN)/devloop workspace analytics bottlenecks --workspace-dir $(SAMPLE) --threshold 80
 	$(BIN)/devloop workspace analytics efficiency --workspace-dir $(SAMPLE)
 	$(BIN)/devloop workspace health --workspace-dir $(SAMPLE) --detailed --memory-analysis
+	$(BIN)/devloop workspace autotune --workspace-dir $(SAMPLE) --min-history 10m --format table \
+		--output /tmp/devloop-suggestions.json --report /tmp/devloop-autotune.html
+	$(BIN)/devloop workspace apply-tuning /tmp/devloop-suggestions.json --workspace-dir $(SAMPLE) \
+		--dry-run
 
 test: setup
 	$(BIN)/python -m pytest

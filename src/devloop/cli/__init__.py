@@ -50,6 +50,7 @@ def _register() -> None:
     from devloop.cli.simulate import simulate
     from devloop.cli.store import compact, store_info
     from devloop.cli.stress import stress_test
+    from devloop.cli.tune import apply_tuning, autotune
     from devloop.cli.watch import watch
     from devloop.cli.workspace import workspace
 
@@ -62,6 +63,8 @@ def _register() -> None:
     workspace.add_command(dashboard)
     workspace.add_command(exporter)
     workspace.add_command(stress_test)
+    workspace.add_command(autotune)
+    workspace.add_command(apply_tuning)
     cli.add_command(audit)
     cli.add_command(watch)
 

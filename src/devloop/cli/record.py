@@ -137,9 +137,7 @@ def collect(
     help="Run the command in this folder (default: the current one).",
 )
 @click.option("--no-record", is_flag=True, help="Only tag the process; record nothing.")
-@click.option(
-    "--no-enforce", is_flag=True, help="Start at once and never pause it (record only)."
-)
+@click.option("--no-enforce", is_flag=True, help="Start at once and never pause it (record only).")
 @click.option("--profile", help="Resource profile in force (default: DEVLOOP_RESOURCE_PROFILE "
               "or the time windows).")  # fmt: skip
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

@@ -1,0 +1,407 @@
+"""``devloop workspace autotune`` and ``devloop workspace apply-tuning``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from devloop.cli._options import (
+    duration_value,
+    echo_warnings,
+    emit,
+    resolve_workspace_dir,
+    size_value,
+    workspace_dir_option,
+)
+
+if TYPE_CHECKING:
+    from devloop.config import Workspace
+    from devloop.tune import Suggestions
+
+
+def percent_value(text: str | None, option: str) -> float | None:
+    """A percent option (``15%`` or ``15``) as a fraction (0.15)."""
+    if text is None:
+        return None
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"expected a percent like 15%, got {text!r}", param_hint=option
+        ) from exc
+    if not 0 <= value <= 1000:
+        raise click.BadParameter(f"must be from 0% to 1000%, got {text!r}", param_hint=option)
+    return value / 100
+
+
+def _record(loaded: Workspace, seconds: float, interval: float | None) -> None:
+    """Record the workspace live for ``seconds`` with a progress bar (stderr)."""
+    import threading
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from devloop.runner.record import Recorder
+
+    stop = threading.Event()
+    with Recorder(loaded, interval=interval) as rec:
+        console = Console(stderr=True)
+        with Progress(
+            TextColumn("recording"),
+            BarColumn(),
+            TextColumn("{task.fields[ticks]} ticks"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("record", total=seconds, ticks=0)
+
+            def show(status: Any) -> None:
+                progress.update(task, completed=min(status.elapsed, seconds), ticks=status.ticks)
+
+            try:
+                final = rec.run(duration=seconds, stop=stop, on_tick=show)
+            except KeyboardInterrupt:
+                stop.set()
+                final = rec.status()
+    click.echo(f"Recorded {final.ticks} ticks, {final.rows} samples.", err=True)
+
+
+def _summary(suggestions: Suggestions) -> str:
+    from devloop.cli.render import table
+
+    def mb(value: int | None) -> str:
+        return "" if value is None else f"{value / 1024**2:.0f}MB"
+
+    def pct(value: float | None) -> str:
+        return "" if value is None else f"{value:.1f}%"
+
+    rows = []
+    for entry in [*suggestions.projects.values(), *suggestions.agents.values()]:
+        flags = entry.to_json()["flags"]
+        marks = [name for name in ("censored", "leak", "scaled_to_pool") if flags[name]]
+        bt = entry.backtest
+        pause = "" if bt is None else bt.suggested.to_json()["would_pause_percent"]
+        rows.append(
+            [
+                entry.name,
+                pct(entry.current_cpu),
+                pct(entry.cpu),
+                mb(entry.current_memory),
+                mb(entry.memory_bytes),
+                entry.confidence,
+                ", ".join(marks),
+                "" if pause in ("", None) else f"{pause:.2f}%",
+            ]
+        )
+    text = table(
+        [
+            "scope",
+            "cpu now",
+            "cpu suggested",
+            "memory now",
+            "memory suggested",
+            "confidence",
+            "flags",
+            "would pause",
+        ],
+        rows,
+        title="Suggested limits",
+        right=(1, 2, 3, 4, 7),
+    )
+    totals = suggestions.to_json()["backtest"]["totals"]
+    lines = []
+    for side in ("current", "suggested"):
+        t = totals[side]
+        lines.append(
+            [
+                side,
+                f"{t['would_pause_percent']}%" if t["would_pause_percent"] is not None else "",
+                f"{t['cpu_slack_percent']}%" if t["cpu_slack_percent"] is not None else "",
+                f"{t['cpu_slack_avg_percent']}" if t["cpu_slack_avg_percent"] is not None else "",
+                f"{t['memory_slack_percent']}%" if t["memory_slack_percent"] is not None else "",
+                mb(t["memory_slack_avg_bytes"]),
+                str(t["changes_per_day"] or 0),
+            ]
+        )
+    text += "\n" + table(
+        [
+            "limits",
+            "would pause",
+            "cpu slack",
+            "cpu slack avg (points)",
+            "memory slack",
+            "memory slack avg",
+            "changes/day",
+        ],
+        lines,
+        title="Backtest, all projects",
+        right=(1, 2, 3, 4, 5, 6),
+    )
+    for note in suggestions.notes:
+        text += f"Note: {note}\n"
+    return text
+
+
+@click.command()
+@workspace_dir_option
+@click.option("--period", metavar="DURATION", help="Analyse the last DURATION of history (7d).")
+@click.option("--start", metavar="TIME", help='Start of the history to analyse ("7 days ago").')
+@click.option("--end", metavar="TIME", help="End of the history to analyse.")
+@click.option("--duration", metavar="DURATION", help="Record live this long first (1h, 3600).")
+@click.option("--interval", metavar="DURATION", help="Tick interval while recording (1s).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
+    default=Path("-"),
+    show_default=True,
+    help="Write suggestions.json here (- = standard output).",
+)
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write a self-contained HTML report here.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "table"]),
+    default="json",
+    show_default=True,
+    help="table: print a summary (the JSON still goes to --output).",
+)
+@click.option(
+    "--cpu-percentile",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=95.0,
+    show_default=True,
+    help="Percentile of the decayed per-tick CPU.",
+)
+@click.option(
+    "--half-life",
+    default="24h",
+    show_default=True,
+    help="Half-life of the CPU percentile's time decay.",
+)
+@click.option("--cpu-margin", default="15%", show_default=True, help="Added to the CPU level.")
+@click.option(
+    "--memory-window",
+    default="1h",
+    show_default=True,
+    help="Memory peaks are taken per window of this length (whole hours).",
+)
+@click.option(
+    "--memory-percentile",
+    default="99",
+    show_default=True,
+    help="Percentile of the window peaks, or 'max'.",
+)
+@click.option("--memory-margin", default="15%", show_default=True, help="Added to memory.")
+@click.option(
+    "--min-cpu",
+    type=click.FloatRange(0, 100),
+    default=1.0,
+    show_default=True,
+    help="Smallest CPU limit suggested (% of the machine).",
+)
+@click.option(
+    "--min-memory", default="64MB", show_default=True, help="Smallest memory limit suggested."
+)
+@click.option(
+    "--min-history", default="1h", show_default=True, help="Less history than this: no suggestion."
+)
+@click.option(
+    "--censor-at",
+    default="95%",
+    show_default=True,
+    help="A tick from this share of its limit (to 102 %) counts as held at the limit.",
+)
+@click.option(
+    "--censor-raise",
+    default="25%",
+    show_default=True,
+    help="How far above its limit a censored tick counts.",
+)
+@click.option(
+    "--leak-threshold",
+    type=click.FloatRange(0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="MB per hour of steady growth that makes a leak.",
+)
+@click.option(
+    "--min-samples",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Fewer samples than this: no suggestion.",
+)
+def autotune(
+    workspace_dir: Path | None,
+    period: str | None,
+    start: str | None,
+    end: str | None,
+    duration: str | None,
+    interval: str | None,
+    output: Path,
+    report: Path | None,
+    fmt: str,
+    cpu_percentile: float,
+    half_life: str,
+    cpu_margin: str,
+    memory_window: str,
+    memory_percentile: str,
+    memory_margin: str,
+    min_cpu: float,
+    min_memory: str,
+    min_history: str,
+    censor_at: str,
+    censor_raise: str,
+    leak_threshold: float,
+    min_samples: int,
+) -> None:
+    """Suggest CPU and memory limits per project and agent from the recorded history.
+
+    CPU: a time-decayed percentile of the per-tick use plus a margin; memory: a high
+    percentile of hourly peaks plus a margin, never below a peak seen. Censored demand (paused,
+    throttled, at the limit) raises a suggestion; a leak is flagged, not granted. A
+    walk-forward backtest compares current and suggested limits. docs/autotune.md has it all.
+
+    \b
+    Example:
+      devloop workspace autotune --workspace-dir .devloop-workspace --period 7d \\
+          --output suggestions.json --report report.html
+      devloop workspace autotune --duration 3600 --output suggestions.json --format table
+    """
+    from devloop.analytics import collected_warnings
+    from devloop.cli.analytics import _range
+    from devloop.cli.render import to_json
+    from devloop.config import load_workspace
+    from devloop.tune import TuneParameters
+    from devloop.tune import autotune as run_autotune
+    from devloop.tune.report import html_report
+
+    if memory_percentile.strip().lower() == "max":
+        memory_q: float | None = None
+    else:
+        try:
+            memory_q = float(memory_percentile)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"expected a percentile or 'max', got {memory_percentile!r}",
+                param_hint="--memory-percentile",
+            ) from exc
+    params = TuneParameters(
+        cpu_percentile=cpu_percentile,
+        half_life=duration_value(half_life, "--half-life") or 0.0,
+        cpu_margin=percent_value(cpu_margin, "--cpu-margin") or 0.0,
+        memory_window=duration_value(memory_window, "--memory-window") or 0.0,
+        memory_percentile=memory_q,
+        memory_margin=percent_value(memory_margin, "--memory-margin") or 0.0,
+        min_cpu=min_cpu,
+        min_memory=size_value(min_memory, "--min-memory") or 0,
+        min_history=duration_value(min_history, "--min-history") or 0.0,
+        min_samples=min_samples,
+        censor_at=percent_value(censor_at, "--censor-at") or 0.0,
+        censor_raise=percent_value(censor_raise, "--censor-raise") or 0.0,
+        leak_mb_per_hour=leak_threshold,
+    )
+    time_range = _range(start, end, period)
+    seconds = duration_value(duration, "--duration")
+    every = duration_value(interval, "--interval")
+    folder = resolve_workspace_dir(workspace_dir)
+    if seconds is not None:
+        loaded = load_workspace(folder)
+        echo_warnings(loaded.warnings)
+        _record(loaded, seconds, every)
+    messages: list[str] = []
+    try:
+        with collected_warnings() as messages:
+            suggestions = run_autotune(folder, time_range, params)
+    finally:
+        echo_warnings(messages)
+    text = to_json(suggestions.to_json())
+    if str(output) != "-":
+        emit(text, output)
+    elif fmt == "json":
+        click.echo(text, nl=False)
+    if report is not None:
+        emit(html_report(suggestions), report)
+    if fmt == "table":
+        click.echo(_summary(suggestions), nl=False)
+
+
+@click.command("apply-tuning")
+@click.argument("suggestions", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@workspace_dir_option
+@click.option("--dry-run", is_flag=True, help="Show the diff only; change nothing.")
+@click.option("--force", is_flag=True, help="Apply even if the files changed since autotune.")
+@click.option(
+    "--min-change",
+    default="0%",
+    show_default=True,
+    help="Skip limits that change by less than this (10%).",
+)
+@click.option(
+    "--only",
+    type=click.Choice(["projects", "agents"]),
+    help="Only workspace.json (projects) or only the agents.json files.",
+)
+@click.option("--rollback", is_flag=True, help="Restore the files of the last backup.")
+def apply_tuning(
+    suggestions: Path | None,
+    workspace_dir: Path | None,
+    dry_run: bool,
+    force: bool,
+    min_change: str,
+    only: str | None,
+    rollback: bool,
+) -> None:
+    """Apply a suggestions file (from autotune) to workspace.json and the agents.json files.
+
+    The patched files are validated first; the originals go to
+    <workspace-dir>/tuning-backups/<time>/, then each file is written atomically, keeping key
+    order, indent and unknown keys. Refused when a file changed since the suggestions were
+    made (unless --force) and for files with comments.
+
+    \b
+    Example:
+      devloop workspace apply-tuning suggestions.json --workspace-dir .devloop-workspace --dry-run
+      devloop workspace apply-tuning suggestions.json --min-change 10% --only projects
+      devloop workspace apply-tuning --rollback
+    """
+    from devloop.tune import apply_tuning as run_apply
+    from devloop.tune import rollback as run_rollback
+
+    folder = resolve_workspace_dir(workspace_dir)
+    if rollback:
+        if suggestions is not None:
+            raise click.UsageError("--rollback takes no SUGGESTIONS file")
+        backup, restored = run_rollback(folder)
+        for path in restored:
+            click.echo(f"Restored {path} from {backup}")
+        return
+    if suggestions is None:
+        raise click.UsageError("missing the SUGGESTIONS file (or give --rollback)")
+    result = run_apply(
+        suggestions,
+        folder,
+        dry_run=dry_run,
+        force=force,
+        min_change=percent_value(min_change, "--min-change") or 0.0,
+        only=only,
+    )
+    for line in result.skipped:
+        click.echo(f"Skipped {line}", err=True)
+    if not result.changes:
+        click.echo("Nothing to change.")
+        return
+    if dry_run:
+        click.echo("".join(change.diff() for change in result.changes), nl=False)
+        return
+    for change in result.changes:
+        click.echo(f"Wrote {change.path}")
+    click.echo(f"Backup: {result.backup} (undo with `devloop workspace apply-tuning --rollback`)")

@@ -1,0 +1,27 @@
+"""Autotune: better limits from the recorded history, backtested, applied as a merge patch.
+
+    params.py     TuneParameters   every parameter and its default
+    history.py    read_history     one pass over the store: per entity and hour, stats + CPU bins
+    fit.py        fit              one entity's limits (decayed percentile, window peaks, leaks)
+    backtest.py   walk-forward     fit on blocks 1..k, replay block k+1
+    suggest.py    autotune         the whole run -> Suggestions (suggestions.json)
+    patch.py      apply_tuning     RFC 7386 patches to workspace.json / agents.json, rollback
+    report.py     html_report      the self-contained HTML report
+
+docs/autotune.md describes the method and the suggestions.json format.
+"""
+
+from devloop.tune.params import TuneParameters
+from devloop.tune.patch import ApplyResult, TuningError, apply_tuning, read_suggestions, rollback
+from devloop.tune.suggest import Suggestions, autotune
+
+__all__ = [
+    "ApplyResult",
+    "Suggestions",
+    "TuneParameters",
+    "TuningError",
+    "apply_tuning",
+    "autotune",
+    "read_suggestions",
+    "rollback",
+]
