@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ from devloop.cli import cli
 from devloop.store import connect
 
 DEADLINE = 60.0  # generous: these machines are shared and may be loaded
+# Project names unique to this run: tagged processes of another test suite running on the same
+# machine would otherwise be recorded as ours.
+RUN = uuid.uuid4().hex[:6]
+API, WEB = f"api-{RUN}", f"web-{RUN}"
 
 
 def _workspace(tmp_path: Path) -> Path:
@@ -24,7 +29,7 @@ def _workspace(tmp_path: Path) -> Path:
     folder.mkdir()
     (tmp_path / "api").mkdir()
     (folder / "workspace.json").write_text(json.dumps({
-        "projects": [{"name": "api", "path": "api"}, {"name": "web", "path": "web"}],
+        "projects": [{"name": API, "path": "api"}, {"name": WEB, "path": "web"}],
         "global": {"resourceLimits": {"checkInterval": 0.2}},
     }))  # fmt: skip
     return folder
@@ -49,13 +54,13 @@ def test_run_records_the_tagged_command_and_returns_its_exit_code(tmp_path):
     burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\n"
     result = subprocess.run(
         [sys.executable, "-m", "devloop", "run", "--workspace-dir", str(folder), "--project",
-         "api", "--agent", "burner", "--", sys.executable, "-c", burn + "raise SystemExit(3)"],
+         API, "--agent", "burner", "--", sys.executable, "-c", burn + "raise SystemExit(3)"],
         capture_output=True, text=True, timeout=DEADLINE,
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
     db = connect(folder / "metrics")
     rows = db.execute(
-        "SELECT count(*), max(cpu_seconds) FROM samples WHERE project='api' AND agent='burner'"
+        f"SELECT count(*), max(cpu_seconds) FROM samples WHERE project='{API}' AND agent='burner'"
     ).fetchone()
     assert rows is not None and rows[0] >= 1
     actions = [r[0] for r in db.execute("SELECT action FROM events ORDER BY ts").fetchall()]
@@ -63,19 +68,19 @@ def test_run_records_the_tagged_command_and_returns_its_exit_code(tmp_path):
     cmd = db.execute("SELECT cmdline FROM processes WHERE agent='burner'").fetchall()
     assert any("raise SystemExit(3)" in c[0] for c in cmd)
     limits = db.execute("SELECT project, cpu_limit_percent FROM limits ORDER BY project").fetchall()
-    assert limits == [("api", 30.0), ("web", 30.0)]
+    assert limits == [(API, 30.0), (WEB, 30.0)]
 
 
 def test_run_passes_the_tags_to_the_command(tmp_path):
     folder = _workspace(tmp_path)
     code = "import os; print(os.environ['DEVLOOP_PROJECT'], os.environ['DEVLOOP_AGENT'])"
     result = subprocess.run(
-        [sys.executable, "-m", "devloop", "run", "--workspace-dir", str(folder), "-p", "web",
+        [sys.executable, "-m", "devloop", "run", "--workspace-dir", str(folder), "-p", WEB,
          "-a", "linter", "--no-record", "--", sys.executable, "-c", code],
         capture_output=True, text=True, timeout=DEADLINE,
     )  # fmt: skip
     assert result.returncode == 0
-    assert result.stdout == "web linter\n"
+    assert result.stdout == f"{WEB} linter\n"
     assert not (folder / "metrics").exists()
 
 
@@ -83,7 +88,7 @@ def test_run_exit_code_of_a_signalled_command(tmp_path):
     folder = _workspace(tmp_path)
     code = "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"
     result = subprocess.run(
-        [sys.executable, "-m", "devloop", "run", "--workspace-dir", str(folder), "-p", "api",
+        [sys.executable, "-m", "devloop", "run", "--workspace-dir", str(folder), "-p", API,
          "-a", "x", "--no-record", "--", sys.executable, "-c", code],
         capture_output=True, text=True, timeout=DEADLINE,
     )  # fmt: skip
@@ -94,10 +99,10 @@ def test_run_exit_code_of_a_signalled_command(tmp_path):
     ("args", "message"),
     [
         (["-p", "billing", "-a", "x", "--", "true"],
-         "Error: unknown project 'billing' (known projects: api, web)\n"),
-        (["-p", "api", "-a", "x", "--", "no-such-command-xyz"],
+         f"Error: unknown project 'billing' (known projects: {API}, {WEB})\n"),
+        (["-p", API, "-a", "x", "--", "no-such-command-xyz"],
          "Error: command not found: no-such-command-xyz\n"),
-        (["-p", "api", "-a", "x", "--interval", "soon", "--", "true"], None),
+        (["-p", API, "-a", "x", "--interval", "soon", "--", "true"], None),
     ],
 )  # fmt: skip
 def test_run_rejects_bad_input(tmp_path, monkeypatch, args, message):
@@ -113,7 +118,7 @@ def test_run_rejects_bad_input(tmp_path, monkeypatch, args, message):
 
 def test_collect_records_a_tagged_busy_loop_and_stops_cleanly_on_sigterm(tmp_path):
     folder = _workspace(tmp_path)
-    env = {**os.environ, "DEVLOOP_PROJECT": "api", "DEVLOOP_AGENT": "burner"}
+    env = {**os.environ, "DEVLOOP_PROJECT": API, "DEVLOOP_AGENT": "burner"}
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
     foreign = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"],
@@ -136,7 +141,7 @@ def test_collect_records_a_tagged_busy_loop_and_stops_cleanly_on_sigterm(tmp_pat
             process.wait()
     db = connect(folder / "metrics")
     projects = {r[0] for r in db.execute("SELECT DISTINCT project FROM samples").fetchall()}
-    assert projects == {"api"}  # the process tagged for another workspace is not recorded
+    assert projects == {API}  # the process tagged for another workspace is not recorded
     cpu = db.execute("SELECT avg(cpu_cores) FROM samples WHERE agent='burner' AND cpu_cores IS NOT "
                  "NULL").fetchone()  # fmt: skip
     assert cpu is not None and 0.3 < cpu[0] <= 1.1  # a busy loop is one core at most
