@@ -14,7 +14,9 @@ ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 
 
 def test_there_are_notebooks():
-    assert "workspace-analysis.ipynb" in [path.name for path in ALL]
+    names = [path.name for path in ALL]
+    assert "workspace-analysis.ipynb" in names
+    assert "autotune-review.ipynb" in names
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.name for p in ALL])
@@ -61,3 +63,7 @@ def test_notebook_runs_top_to_bottom(path, venv_kernel):
     if path.name == "workspace-analysis.ipynb":
         assert "sample: projects devloop, wordfreq, unitconv" in text
         assert "recorded 2026-11-27 05:26:59 .. 05:48:19 UTC (21 minutes)" in text
+    if path.name == "autotune-review.ipynb":
+        assert "suggestions for 3 projects and 12 agents over 21 minutes" in text
+        assert "backtest: 7 folds of 1 h" in text
+        assert "workspace.json unchanged" in text
