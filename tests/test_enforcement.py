@@ -66,6 +66,15 @@ def actions(folder: Path, action: str) -> list[dict]:
     return [e for e in log_entries(folder) if e["action"] == action]
 
 
+def enforcing_collector(folder: Path, stderr: int) -> subprocess.Popen[bytes]:
+    """A real ``devloop workspace collect --enforce`` on the workspace, ticking every second."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "devloop", "workspace", "collect", "--enforce",
+         "--workspace-dir", str(folder), "--interval", "1"],
+        stdout=subprocess.DEVNULL, stderr=stderr,
+    )  # fmt: skip
+
+
 class Running:
     """A Recorder with enforcement ticking in a thread until the block ends."""
 
@@ -162,11 +171,7 @@ def test_a_sigkilled_devloop_leaves_a_paused_agent_that_the_next_start_resumes(
     folder = workspace.dir
     with helpers() as start:
         burner = start("busy", tags=(BUSY, "burner"))
-        collector = subprocess.Popen(
-            [sys.executable, "-m", "devloop", "workspace", "collect", "--enforce",
-             "--workspace-dir", str(folder), "--interval", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        collector = enforcing_collector(folder, stderr=subprocess.DEVNULL)
         try:
             wait_until(lambda: proc_state(burner.pid) == "T")
             wait_until(lambda: (folder / ".paused-processes.json").exists())
@@ -414,11 +419,7 @@ def test_stopping_devloop_resumes_every_paused_agent(write_workspace, sig):
     folder = workspace.dir
     with helpers() as start:
         burner = start("busy", tags=(BUSY, "burner"))
-        collector = subprocess.Popen(
-            [sys.executable, "-m", "devloop", "workspace", "collect", "--enforce",
-             "--workspace-dir", str(folder), "--interval", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        collector = enforcing_collector(folder, stderr=subprocess.PIPE)
         try:
             wait_until(lambda: proc_state(burner.pid) == "T")
             collector.send_signal(sig)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
@@ -14,6 +11,7 @@ from devloop.cli._options import (
     duration_value,
     echo_warnings,
     resolve_workspace_dir,
+    stop_on_signals,
     workspace_dir_option,
 )
 
@@ -113,13 +111,7 @@ def exporter(workspace_dir: Path | None, port: int, host: str) -> None:
 
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals() as stop:
         server = serve(StoreSnapshots(loaded), host=host, port=port)
         try:
             click.echo(f"Serving {loaded.metrics_dir} on {server.url} (Ctrl-C to stop)", err=True)
@@ -127,9 +119,6 @@ def exporter(workspace_dir: Path | None, port: int, host: str) -> None:
                 pass
         finally:
             server.close()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     click.echo("Stopped.", err=True)
 
 

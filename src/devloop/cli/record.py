@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 
@@ -15,6 +12,7 @@ from devloop.cli._options import (
     echo_warnings,
     resolve_workspace_dir,
     size_value,
+    stop_on_signals,
     workspace_dir_option,
 )
 
@@ -93,14 +91,8 @@ def collect(
     address = prometheus_value(prometheus)
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     live = sys.stderr.isatty()
-    try:
+    with stop_on_signals() as stop:
         with Recorder(
             loaded, interval=every, all_processes=all_processes, source=source,
             retention=max_age, max_bytes=max_bytes, enforce=enforce, profile=profile,
@@ -118,9 +110,6 @@ def collect(
             finally:
                 if exporter is not None:
                     exporter.close()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if live:
         click.echo(err=True)
     click.echo("Done: " + _status_line(final), err=True)

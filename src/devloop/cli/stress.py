@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
-from devloop.cli._options import echo_warnings, emit, output_option, resolve_workspace_dir
+from devloop.cli._options import (
+    echo_warnings,
+    emit,
+    output_option,
+    resolve_workspace_dir,
+    stop_on_signals,
+)
 
 
 def _number(value: str | None, option: str) -> float | None:
@@ -133,18 +136,8 @@ def stress_test(
     options.check()
     loaded = load_workspace(_workspace_folder(folder, workspace_dir))
     echo_warnings(loaded.warnings)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with _progress(options.duration) as show:
-            run = run_stress(loaded, options, stop=stop, on_progress=show)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals() as stop, _progress(options.duration) as show:
+        run = run_stress(loaded, options, stop=stop, on_progress=show)
     report = stress_report(run)
     to_stdout = str(output) == "-"
     emit(to_json(report), output)

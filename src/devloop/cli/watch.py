@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -14,6 +11,7 @@ from devloop.cli._options import (
     duration_value,
     echo_warnings,
     resolve_workspace_dir,
+    stop_on_signals,
     workspace_dir_option,
 )
 
@@ -74,10 +72,6 @@ def watch(
     every = duration_value(interval, "--interval")
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
 
     def ready(projects: list[Any], recorder: Any) -> None:
         manager = recorder.manager
@@ -96,16 +90,12 @@ def watch(
     def on_run(result: Any) -> None:
         click.echo(_run_line(result))
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals() as stop:
         summary = watch_workspace(
             loaded, path, profile=profile, interval=every, debounce=quiet or 0.5,
             duration=seconds, metrics_output=metrics_output, stop=stop,
             on_ready=ready, on_run=on_run,
         )  # fmt: skip
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     click.echo(
         f"Done: {summary.runs} run(s), {summary.failed} failed, {summary.dropped} not run; "
         f"{summary.status.ticks} ticks recorded",

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from devloop.config.models import Workspace
+from devloop.store.lock import pid_alive
 
 if TYPE_CHECKING:
     import duckdb
@@ -374,21 +375,11 @@ def read_state(
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         return None, f"ignored {path}: not an enforcement state ({exc})"
     now = time.time() if now is None else now
-    if not _alive(state.pid):
+    if not pid_alive(state.pid):
         return None, f"ignored {path}: its writer (pid {state.pid}) is gone"
     if now - state.ts > max(STALE_INTERVALS * state.interval, STALE_FLOOR):
         return None, f"ignored {path}: written {now - state.ts:.0f}s ago"
     return state, None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: it exists
-    return True
 
 
 def parse_state(data: Mapping[str, Any]) -> EnforcementState:

@@ -102,12 +102,13 @@ def _flock_or_wait_for_orphan(fd: int) -> None:
             return
         except BlockingIOError:
             pid = _read_pid(fd)
-            if pid is None or _alive(pid) or time.monotonic() > deadline:
+            if pid is None or pid_alive(pid) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process holds ``pid`` (someone else's counts: it exists)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
