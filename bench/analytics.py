@@ -4,7 +4,9 @@ Simulated stores of about 1M, 10M and 30M samples rows (the last: 7 days x 50 pr
 1 s) are made once under ``--dir``. Each command then runs in a fresh subprocess (so its peak
 memory, ``ru_maxrss``, is its own), in the same run as the same question answered by plain
 polars and by plain pandas over the same Parquet files. Times exclude interpreter start-up and
-imports; memory is the subprocess's peak RSS.
+imports; "cpu s" is the CPU time (user + system, all threads) the call used, less sensitive than
+wall time to other work on a shared machine; memory is the subprocess's peak RSS. With
+``--repeat N`` each cell is the run with the best wall time.
 
 ``cache-build`` deletes the reports' per-hour rollups and builds them all (the one-off cost a
 store pays once, or hour by hour at compaction); the commands after it run with a warm cache.
@@ -257,11 +259,14 @@ def one(engine: str, command: str, ws: Path) -> None:
     if engine == "pandas":
         import pandas  # noqa: F401
     run = {"devloop": run_devloop, "polars": run_polars, "pandas": run_pandas}[engine]
+    before = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()
     run(command, ws)
     seconds = time.perf_counter() - began
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "maxrss_mb": peak}))
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    peak = after.ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "maxrss_mb": peak}))
 
 
 def measure(engine: str, command: str, ws: Path, repeat: int) -> dict[str, float] | None:
@@ -319,25 +324,30 @@ def main() -> None:
     except ImportError:
         engines = ["devloop", "polars"]
     print(
-        "| rows | command | devloop s | devloop MB | polars s | polars MB | pandas s | pandas MB |"
+        "| rows | command | devloop s | devloop cpu s | devloop MB | polars s | polars cpu s "
+        "| polars MB | pandas s | pandas cpu s | pandas MB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes.split(","):
         ws, rows = ensure_store(args.dir, size)
         for command in args.commands.split(","):
             cells = []
             for engine in engines:
                 if engine != "devloop" and command not in BASELINES:
-                    cells += ["-", "-"]
+                    cells += ["-", "-", "-"]
                     continue
                 result = measure(engine, command, ws, args.repeat)
                 cells += (
-                    [f"{result['seconds']:.2f}", f"{result['maxrss_mb']:.0f}"]
+                    [
+                        f"{result['seconds']:.2f}",
+                        f"{result['cpu_seconds']:.2f}",
+                        f"{result['maxrss_mb']:.0f}",
+                    ]
                     if result
-                    else ["fail", ""]
+                    else ["fail", "", ""]
                 )
-            while len(cells) < 6:
-                cells += ["-", "-"]
+            while len(cells) < 9:
+                cells += ["-", "-", "-"]
             print(f"| {rows / 1e6:.1f}M | {command} | " + " | ".join(cells) + " |", flush=True)
 
 

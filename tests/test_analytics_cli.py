@@ -239,6 +239,77 @@ def test_metrics_compare(ws: str, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
+def test_metrics_baseline_records_the_machine_and_writes_a_summary(tmp_path: Path) -> None:
+    """``metrics --baseline --duration N --output F`` runs the real Recorder for N seconds over
+    every process (a tagged busy loop counts for its project, the rest as other)."""
+    import os
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    from devloop.analytics import compare_summaries, read_summary
+
+    # A project name no other process on this shared machine is tagged with (a --all
+    # recording sees every process, other test runs' tagged burners included).
+    project = f"baseline-{os.getpid()}"
+    folder = tmp_path / ".devloop-workspace"
+    folder.mkdir()
+    (tmp_path / "api").mkdir()
+    (folder / "workspace.json").write_text(
+        json.dumps(
+            {
+                "projects": [{"name": project, "path": "api"}],
+                "global": {"resourceLimits": {"checkInterval": 0.2}},
+            }
+        )
+    )
+    env = {**os.environ, "DEVLOOP_PROJECT": project, "DEVLOOP_AGENT": "burner"}
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"], env=env)
+    output = tmp_path / "baseline.json"
+    try:
+        code, out, err = run(
+            "workspace", "metrics", "--baseline", "--duration", "2",
+            "--output", str(output), "--workspace-dir", str(folder),
+        )  # fmt: skip
+    finally:
+        burner.kill()
+        burner.wait()
+    assert code == 0, err
+    assert "Recording a baseline for 2s" in err
+    summary = read_summary(output)
+    start = datetime.fromisoformat(summary["start"])
+    end = datetime.fromisoformat(summary["end"])
+    assert (end - start).total_seconds() >= 2.0
+    assert summary["ticks"] >= 2
+    assert summary["interval_seconds"] == pytest.approx(0.2, rel=0.5)
+    assert summary["host"]["cores"] == os.cpu_count()
+    assert summary["host"]["memory_total_bytes"] > 0
+    system_cpu = summary["system"]["cpu_percent"]
+    assert 0.0 <= system_cpu["avg"] <= system_cpu["max"] <= 100.0 + 1e-6
+    assert summary["system"]["memory_used_bytes"]["max"] > 0
+    assert set(summary["projects"]) == {project}
+    api = summary["projects"][project]
+    assert api["processes"]["max"] == 1.0  # the burner
+    assert api["cpu_percent"]["max"] > 0
+    assert summary["other"]["processes"]["max"] >= 1  # this test's own process, at least
+    same = compare_summaries(summary, summary)
+    assert same.height > 0
+    assert same["difference"].drop_nulls().abs().max() == 0
+
+
+def test_range_label_with_an_open_end_names_the_newest_tick(ws: str) -> None:
+    code, out, _ = run("workspace", "analytics", "peak-usage", "--workspace-dir", ws)
+    assert code == 0
+    assert out.splitlines()[0] == "Range: 2026-01-05 10:00:00 UTC .. 2026-01-05 10:00:09 UTC"
+    code, out, _ = run(
+        "workspace", "analytics", "peak-usage", "--workspace-dir", ws,
+        "--end", "2026-01-05T10:00:05.5Z",
+    )  # fmt: skip
+    assert code == 0
+    assert out.splitlines()[0] == "Range: 2026-01-05 10:00:00 UTC .. 2026-01-05 10:00:05.5 UTC"
+
+
 def test_metrics_help_shows_options_and_example() -> None:
     code, out, _ = run("workspace", "metrics", "--help")
     assert code == 0

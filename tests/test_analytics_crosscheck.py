@@ -145,3 +145,46 @@ def test_bottlenecks_match_plain_polars(simulated: Path) -> None:
     longest = report.intervals.row(0, named=True)
     assert longest["project"] == "proj-2"
     assert longest["start"].hour == 14 and longest["start"].day == 6
+
+
+def test_bottleneck_drivers_match_plain_polars(simulated: Path) -> None:
+    """Each interval's drivers: the agents' summed use over the interval's ticks, from raw
+    samples. The memory intervals span whole hours (read from the per-hour rollups), the CPU
+    ones are short (matched tick by tick)."""
+    agents = (
+        _scan(simulated / "metrics", "samples")
+        .group_by("host", "ts", "project", "agent")
+        .agg(
+            pl.col("cpu_cores").cast(pl.Float64).sum().alias("cpu"),
+            pl.col("rss_bytes").cast(pl.Float64).sum().alias("memory"),
+        )
+        .collect()
+    )
+    # At 1% almost every tick is flagged: intervals of many whole hours; at 80%, short ones.
+    long = bottlenecks(simulated, threshold=1).intervals
+    short = bottlenecks(simulated, threshold=80).intervals
+    assert (long["duration_seconds"] >= 2 * 3600).sum() >= 2
+    assert short["duration_seconds"].max() < 3600
+    checked = pl.concat(
+        [
+            frame.filter(pl.col("resource") == resource).head(20)
+            for frame in (long, short)
+            for resource in ("cpu", "memory")
+        ]
+    )
+    assert checked.height >= 20
+    for row in checked.iter_rows(named=True):
+        part = agents.filter(pl.col("ts") >= row["start"], pl.col("ts") <= row["end"])
+        if row["scope"] == "project":
+            part = part.filter(pl.col("project") == row["project"])
+        used = part.group_by("project", "agent").agg(pl.col(row["resource"]).sum().alias("used"))
+        want = (
+            used.with_columns((100.0 * pl.col("used") / pl.col("used").sum()).alias("share"))
+            .sort(["share", "project", "agent"], descending=[True, False, False])
+            .head(3)
+        )
+        got = row["drivers"]
+        assert [(d["project"], d["agent"]) for d in got] == list(
+            zip(want["project"], want["agent"], strict=True)
+        ), row["rank"]
+        assert [d["share_percent"] for d in got] == pytest.approx(want["share"].to_list(), abs=1e-6)

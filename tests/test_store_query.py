@@ -156,3 +156,38 @@ def test_a_converted_segment_not_yet_deleted_is_not_read_twice(tmp_path: Path) -
     segment.write_bytes(kept)
     assert len(parquet_files(root / "samples")) == 1
     assert _count(root) == 3
+
+
+def test_footer_facts_are_kept_for_the_next_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh process (an empty in-memory footer cache) reads no footer of an unchanged file:
+    they come from ``_cache/facts.json``; a file changed since is read again."""
+    from devloop.store import files, query
+
+    root = tmp_path / "metrics"
+    _store_with_one_tick(root)
+    with StoreWriter(root) as writer:
+        writer.append("samples", tick_rows(T0 + 3600 * SECOND))
+    with connect(root) as connection:
+        want = connection.sql("SELECT count(*) FROM samples").fetchall()
+    assert (root / query.FACTS_FILE).is_file()
+    read: list[Path] = []
+    original = files._read_facts_uncached
+
+    def counting(path: Path, size: int) -> files.FileFacts | str:
+        read.append(path)
+        return original(path, size)
+
+    monkeypatch.setattr(files, "_read_facts_uncached", counting)
+    monkeypatch.setattr(files, "_facts_cache", {})
+    with connect(root) as connection:
+        assert connection.sql("SELECT count(*) FROM samples").fetchall() == want == [(6,)]
+    assert read == []
+    first, second = sorted(parquet_files(root / "samples"))
+    second.write_bytes(b"garbage")
+    monkeypatch.setattr(files, "_facts_cache", {})
+    with pytest.warns(StoreWarning, match="not a readable Parquet file"):
+        with connect(root) as connection:
+            assert connection.sql("SELECT count(*) FROM samples").fetchall() == [(3,)]
+    assert read == [second]

@@ -7,7 +7,14 @@ hour's rows summed per tick, built once from the hour's live files:
   processes (rows summed), one row per tick and project with a process;
 * ``agent``: the same per tick, project and agent;
 * ``lives``: host, project, agent, pid, start_time, first, last (ts), rows: one row per process
-  life seen in the hour.
+  life seen in the hour;
+* ``agent_hour``: the ``agent`` rows of the hour aggregated per host, project and agent (first,
+  last, ticks;
+  per value cpu, rss, fds, threads: sum, count, min, max, and ``top``, the largest
+  ``{v: value, n: -epoch_us(ts)}``, whose ``n`` is the first tick at the maximum), built from the
+  hour's ``agent`` entry. Reports combine these for the hours wholly inside their range;
+* ``edges``: host, project, agent, pid, start_time, ts, rss_bytes, fds: the samples at each
+  process life's first and last tick in the hour (``health`` reads a life's ends from them).
 
 ::
 
@@ -42,7 +49,8 @@ if TYPE_CHECKING:
     from devloop.store.layout import Partition
 
 CACHE_DIR: Final = "_cache"
-KINDS: Final = ("project", "agent", "lives")
+#: Built in this order (``agent_hour`` is read from the ``agent`` entry).
+KINDS: Final = ("project", "agent", "lives", "agent_hour", "edges")
 
 #: Bumped whenever what a cache file holds changes, so old files stop matching.
 FORMAT: Final = "1"
@@ -68,7 +76,25 @@ _BUILD_SQL = {
         "SELECT host, project, agent, pid, start_time, min(ts) AS first, max(ts) AS last, "
         "count(*) AS rows FROM {source} GROUP BY host, project, agent, pid, start_time"
     ),
+    "agent_hour": (
+        "SELECT host, project, agent, min(ts) AS first, max(ts) AS last, count(*) AS ticks, "
+        + ", ".join(
+            f"sum({v}) AS {v}_sum, count({v}) AS {v}_n, min({v}) AS {v}_min, "
+            f"max({v}) AS {v}_max, max({{{{'v': {v}, 'n': -epoch_us(ts)}}}}) AS {v}_top"
+            for v in ("cpu", "rss", "fds", "threads")
+        )
+        + " FROM {source} GROUP BY host, project, agent"
+    ),
+    "edges": (
+        "SELECT s.host, s.project, s.agent, s.pid, s.start_time, s.ts, s.rss_bytes, s.fds "
+        "FROM {source} s JOIN (SELECT host, pid, start_time, min(ts) AS first, max(ts) AS last "
+        "FROM {source} GROUP BY host, pid, start_time) l ON s.host = l.host AND s.pid = l.pid "
+        "AND s.start_time = l.start_time AND (s.ts = l.first OR s.ts = l.last)"
+    ),
 }
+
+#: Kinds built from another kind's entry of the same hour instead of the raw files.
+_BUILT_FROM: Final = {"agent_hour": "agent"}
 
 
 @dataclass(frozen=True)
@@ -199,7 +225,13 @@ def build(connection: duckdb.DuckDBPyConnection, root: Path, hour: Hour) -> bool
             final = hour.entry(root, kind)
             if _valid(final):
                 continue
-            table = connection.sql(_BUILD_SQL[kind].format(source=source)).to_arrow_table()
+            origin = _BUILT_FROM.get(kind)
+            if origin is not None:
+                entry = "'" + str(hour.entry(root, origin)).replace("'", "''") + "'"
+                sql = _BUILD_SQL[kind].format(source=f"read_parquet([{entry}])")
+            else:
+                sql = _BUILD_SQL[kind].format(source=source)
+            table = connection.sql(sql).to_arrow_table()
             metadata = {SOURCES_KEY: sources, KIND_KEY: kind.encode()}
             _write(table.replace_schema_metadata(metadata), final)
     except (OSError, duckdb.Error, pa.ArrowException):

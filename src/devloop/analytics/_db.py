@@ -68,11 +68,16 @@ class Selection:
     project_filter: bool
     agent_filter: bool
     interval: float
+    #: Whether the end was left open: then ``end`` is just past the newest sample, and the
+    #: label shows the newest sample itself.
+    open_end: bool = False
 
     @property
     def label(self) -> str:
-        """``2026-01-05 00:00:00 UTC .. 2026-01-06 00:00:00 UTC``."""
-        return f"{format_moment(self.start)} .. {format_moment(self.end)}"
+        """``2026-01-05 00:00:00 UTC .. 2026-01-06 00:00:00 UTC`` (with an open end, the
+        newest sample's tick ends it rather than the microsecond after it)."""
+        end = self.end - timedelta(microseconds=1) if self.open_end else self.end
+        return f"{format_moment(self.start)} .. {format_moment(end)}"
 
     def to_json(self) -> dict[str, Any]:
         """The ``range`` object every report's JSON carries."""
@@ -110,12 +115,22 @@ class Store:
         self.root = self.workspace_dir / "metrics"
         self.connection: duckdb.DuckDBPyConnection = connect(self.root)
         self.execute(f"SET threads = {THREADS}")
-        self.execute("SET enable_progress_bar = false")
+        import duckdb
+
+        try:
+            self.connection.execute("SET enable_progress_bar = false")
+        except duckdb.Error:
+            # in a Jupyter kernel DuckDB refuses to touch its progress bar without ipywidgets;
+            # there it never draws one either, so there is nothing to turn off
+            pass
         #: Called as ``progress(done, total)`` while per-hour rollups are built (see _cache).
         self.progress: Progress | None = None
         #: Whether reports may use (and build) the per-hour rollups; False reads raw rows.
         self.use_cache = True
         self._sources: dict[tuple[datetime, datetime], Sources] = {}
+        #: Per selection, whether every per-tick sum is at a collector tick (``system``) and
+        #: every project has one at every tick (set by ``_series.project_series``).
+        self.aligned: dict[Selection, bool] = {}
 
     # --- running SQL -----------------------------------------------------------------------
 
@@ -205,6 +220,11 @@ class Store:
             end_shown: datetime | None = time_range.end
         else:
             start_shown, end_shown = start, end
+        open_end = (
+            time_range.end is None and last is not None and end == last + timedelta(microseconds=1)
+        )
+        if open_end:
+            end_shown = last
         selection = Selection(
             start=start,
             end=end,
@@ -227,6 +247,7 @@ class Store:
             project_filter=selection.project_filter,
             agent_filter=selection.agent_filter,
             interval=interval,
+            open_end=open_end,
         )
 
     def where(

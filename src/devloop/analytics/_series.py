@@ -142,6 +142,123 @@ def lives_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
     return sql, all_params
 
 
+#: Microseconds in an hour (the rollups' unit of time).
+HOUR_US = 3_600_000_000
+
+#: The values :func:`agent_hours_sql` aggregates.
+HOUR_VALUES = ("cpu", "rss", "fds", "threads")
+
+
+def _hour_split(
+    store: Store, selection: Selection
+) -> tuple[list[Path], list[Path], list[Path], set[int]]:
+    """The hours of ``selection`` as: ``agent_hour`` entries of the cached hours wholly inside
+    the range, ``agent`` entries of the cached hours it cuts, raw files of the rest, and the
+    whole hours (epoch_us of their start // :data:`HOUR_US`)."""
+    sources = store.sources(selection)
+    whole: list[Path] = []
+    cut: list[Path] = []
+    partitions: set[int] = set()
+    for partition, hourly, ticks in zip(
+        sources.partitions, sources.cached["agent_hour"], sources.cached["agent"], strict=True
+    ):
+        if selection.start <= partition.start and partition.end <= selection.end:
+            whole.append(hourly)
+            partitions.add(int(partition.start.timestamp()) * 1_000_000 // HOUR_US)
+        else:
+            cut.append(ticks)
+    return whole, cut, list(sources.raw), partitions
+
+
+def whole_hours(store: Store, selection: Selection) -> tuple[str, list[Any], list[int]]:
+    """A relation ``(host, project, agent, hour, cpu, rss)`` of the per-hour sums of the
+    selected agents over the cached hours wholly inside the range (``hour`` = epoch_us of
+    its start // :data:`HOUR_US`), its parameters, and those hours."""
+    whole, _, _, partitions = _hour_split(store, selection)
+    names, params = _conditions(selection, times=False)
+    if not whole:
+        return (
+            "(SELECT CAST(NULL AS VARCHAR) AS host, CAST(NULL AS VARCHAR) AS project, "
+            "CAST(NULL AS VARCHAR) AS agent, CAST(NULL AS BIGINT) AS hour, "
+            "CAST(NULL AS DOUBLE) AS cpu, CAST(NULL AS DOUBLE) AS rss WHERE false)",
+            [],
+            [],
+        )
+    hours = sorted(partitions)
+    sql = (
+        f"(SELECT host, project, agent, epoch_us(first) // {HOUR_US} AS hour, "
+        f"cpu_sum AS cpu, rss_sum AS rss FROM {_read(whole)} WHERE {names})"
+    )
+    return sql, params, hours
+
+
+def agent_hours_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
+    """A relation of the selected agents' per-tick sums (:func:`tick_sums_sql`) aggregated per
+    host, project, agent and part of the range: one row per cached hour wholly inside the
+    range (from the ``agent_hour`` rollups) and one for all other ticks. Columns: host,
+    project, agent, first, last, ticks, and for v in cpu, rss, fds, threads: ``v_sum``,
+    ``v_n`` (non-null ticks), ``v_min``, ``v_max``, ``v_top`` (the largest
+    ``{v: value, n: -epoch_us(ts)}``, the same order ``arg_max_ts`` uses)."""
+    from devloop.analytics._cache import _BUILD_SQL
+
+    whole, cut, raw, _ = _hour_split(store, selection)
+    names, name_params = _conditions(selection, times=False)
+    where, params = _conditions(selection)
+    columns = "host, project, agent, first, last, ticks, " + ", ".join(
+        f"{v}_sum, {v}_n, {v}_min, {v}_max, {v}_top" for v in HOUR_VALUES
+    )
+    parts: list[str] = []
+    all_params: list[Any] = []
+    if whole:
+        parts.append(f"SELECT {columns} FROM {_read(whole)} WHERE {names}")
+        all_params += name_params
+    ticks: list[str] = []
+    tick_params: list[Any] = []
+    if cut:
+        ticks.append(
+            "SELECT host, ts, project, agent, cpu, rss, fds, threads "
+            f"FROM {_read(cut)} WHERE {where}"
+        )
+        tick_params += params
+    if raw:
+        source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
+        ticks.append(
+            "SELECT host, ts, project, agent, cpu, rss, fds, threads FROM ("
+            + _BUILD_SQL["agent"].format(source=source)
+            + ")"
+        )
+        tick_params += params
+    if ticks:
+        source = "(" + " UNION ALL ".join(ticks) + ")"
+        parts.append(
+            f"SELECT {columns} FROM (" + _BUILD_SQL["agent_hour"].format(source=source) + ")"
+        )
+        all_params += tick_params
+    if not parts:
+        empty = ", ".join(
+            f"CAST(NULL AS DOUBLE) AS {v}_sum, CAST(NULL AS BIGINT) AS {v}_n, "
+            f"CAST(NULL AS DOUBLE) AS {v}_min, CAST(NULL AS DOUBLE) AS {v}_max, "
+            f"CAST(NULL AS STRUCT(v DOUBLE, n BIGINT)) AS {v}_top"
+            for v in HOUR_VALUES
+        )
+        return (
+            "(SELECT CAST(NULL AS VARCHAR) AS host, CAST(NULL AS VARCHAR) AS project, "
+            "CAST(NULL AS VARCHAR) AS agent, CAST(NULL AS TIMESTAMPTZ) AS first, "
+            f"CAST(NULL AS TIMESTAMPTZ) AS last, CAST(NULL AS BIGINT) AS ticks, {empty} "
+            "WHERE false)",
+            [],
+        )
+    return "(" + " UNION ALL ".join(parts) + ")", all_params
+
+
+def top_at(column: str, cores: str = "") -> str:
+    """The tick of the combined maximum of ``v_top`` structs (the earliest among equal maxima).
+    With ``cores`` (a column), values compare as CPU % of each host (``100.0 * v / cores``), so
+    hosts compare as the reports compare them."""
+    value = f"100.0 * {column}.v / {cores}" if cores else f"{column}.v"
+    return f"make_timestamptz(-max({{'v': {value}, 'n': {column}.n}}).n)"
+
+
 def project_series_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
     """SQL for :func:`project_series` (no ORDER BY), and its parameters."""
     ticks, tick_params = ticks_sql(store, selection)
@@ -178,23 +295,23 @@ def project_series(store: Store, selection: Selection, *, ordered: bool = True) 
     ticks, tick_params = ticks_sql(store, selection)
     sums, params = tick_sums_sql(store, selection, by_agent=False)
     names = list(selection.projects)
-    ((total, rows, aligned),) = store.rows(
-        f"SELECT (SELECT count(*) FROM ({ticks})), (SELECT count(*) FROM {sums}), "
-        f"(SELECT count(*) FROM {sums} s SEMI JOIN ({ticks}) t ON s.host = t.host "
-        "AND s.ts = t.ts WHERE list_contains(?::VARCHAR[], s.project))",
-        [*tick_params, *params, *params, *tick_params, names],
-    )
+    ((total,),) = store.rows(f"SELECT count(*) FROM ({ticks})", tick_params)
     values = (
         "100.0 * s.cpu / c.cores AS cpu_percent, CAST(s.rss AS BIGINT) AS rss_bytes, "
         "s.fds, s.threads, CAST(s.processes AS BIGINT) AS processes"
     )
-    if rows == aligned == total * len(names):
-        series = store.frame(
-            f"SELECT s.host, s.ts, s.project, {values} FROM {sums} s "
-            f"JOIN {store.cores_sql()} c ON c.host = s.host",
-            params,
-        )
-    else:
+    # One pass: the sums with, per row, whether it is at a tick of a selected project. When
+    # every row is, and there are as many as ticks x projects, the sums are the whole series.
+    series = store.frame(
+        f"SELECT s.host, s.ts, s.project, {values}, "
+        "(t.ts IS NOT NULL AND list_contains(?::VARCHAR[], s.project)) AS at_tick "
+        f"FROM {sums} s LEFT JOIN {store.cores_sql()} c ON c.host = s.host "
+        f"LEFT JOIN ({ticks}) t ON s.host = t.host AND s.ts = t.ts",
+        [names, *params, *tick_params],
+    )
+    store.aligned[selection] = series.height == total * len(names) and bool(series["at_tick"].all())
+    series = series.drop("at_tick")
+    if not store.aligned[selection]:
         grid = store.frame(
             f"SELECT t.host, t.ts, c.cores FROM ({ticks}) t JOIN {store.cores_sql()} c "
             "ON c.host = t.host",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import arg_max_ts, lives_sql, tick_sums_sql
+from devloop.analytics._series import agent_hours_sql, lives_sql, tick_sums_sql, top_at
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -78,24 +78,45 @@ def audit_query(
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
     value, unit = METRICS[metric]
+    column = {"cpu": "cpu", "memory": "rss", "fds": "fds", "threads": "threads"}[metric]
+    # avg, min, max and max_at combine the per-hour rollups (exact); the percentiles need
+    # every tick, read once for both.
+    hours, hour_params = agent_hours_sql(store, selection)
     sums, params = tick_sums_sql(store, selection, by_agent=True)
     lives_rel, lives_params = lives_sql(store, selection)
-    scale = "100.0 * a.v / c.cores" if metric == "cpu" else "a.v"
+
+    def x(v: str) -> str:
+        return f"100.0 * {v} / cores" if metric == "cpu" else f"CAST({v} AS DOUBLE)"
+
     frame = store.frame(
         f"""
-        WITH a AS (SELECT host, ts, project, agent, {value} AS v FROM {sums}),
-        p AS (SELECT a.*, {scale} AS x FROM a JOIN {store.cores_sql()} c ON c.host = a.host),
+        WITH h AS (SELECT h.*, c.cores FROM {hours} h JOIN {store.cores_sql()} c
+                   ON c.host = h.host),
+        stats AS (
+            SELECT project, agent, sum(ticks) AS ticks,
+                   sum({x(f"{column}_sum")}) / sum({column}_n) AS avg,
+                   min({x(f"{column}_min")}) AS min, max({x(f"{column}_max")}) AS max,
+                   {top_at(f"{column}_top", "cores" if metric == "cpu" else "")} AS max_at
+            FROM h GROUP BY project, agent
+        ),
+        a AS (SELECT host, ts, project, agent, {value} AS v FROM {sums}),
+        q AS (
+            SELECT a.project, a.agent,
+                   quantile_cont({"100.0 * a.v / c.cores" if metric == "cpu" else "a.v"},
+                                 [0.5, 0.95]) AS qs
+            FROM a JOIN {store.cores_sql()} c ON c.host = a.host
+            GROUP BY a.project, a.agent
+        ),
         lives AS (
             SELECT project, agent, count(*) AS processes FROM {lives_rel}
             GROUP BY project, agent
         )
-        SELECT p.project, p.agent, count(*) AS ticks, any_value(l.processes) AS processes,
-               avg(x) AS avg, min(x) AS min, quantile_cont(x, 0.5) AS p50,
-               quantile_cont(x, 0.95) AS p95, max(x) AS max, {arg_max_ts("x")} AS max_at
-        FROM p JOIN lives l ON l.project = p.project AND l.agent = p.agent
-        GROUP BY p.project, p.agent
+        SELECT s.project, s.agent, s.ticks, l.processes, s.avg, s.min, q.qs[1] AS p50,
+               q.qs[2] AS p95, s.max, s.max_at
+        FROM stats s JOIN q ON q.project = s.project AND q.agent = s.agent
+        JOIN lives l ON l.project = s.project AND l.agent = s.agent
         """,
-        [*params, *lives_params],
+        [*hour_params, *params, *lives_params],
     )
     frame = (
         frame.with_columns(

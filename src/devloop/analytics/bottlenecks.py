@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import project_series_with_limits, tick_sums_sql
+from devloop.analytics._series import (
+    HOUR_US,
+    project_series_with_limits,
+    tick_sums_sql,
+    whole_hours,
+)
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -130,19 +135,21 @@ def bottlenecks(
         )
     )
     both = pl.concat([whole, per_project])
-    # Every scope has one row per tick of its host, so a row's place in its series is the
-    # tick's place among its host's ticks: numbered once here instead of sorting every series.
-    tick_numbers = (
-        both.select("host", "ts")
-        .unique()
-        .sort("host", "ts")
-        .with_columns(pl.int_range(pl.len()).over("host").alias("tick_no"))
+    # Every scope has one row per tick of its host, so once each scope's rows are in time
+    # order, consecutive ticks are consecutive rows. Sorting on two integers is far cheaper
+    # than on the string keys.
+    keys = ["scope", "project", "host"]
+    groups = both.select(keys).unique().with_row_index("group")
+    both = (
+        both.join(groups, on=keys, how="left", nulls_equal=True)
+        .drop(keys)  # the names come back from ``groups``: less to sort and hold
+        .sort("group", "ts")
     )
     found: list[pl.DataFrame] = []
     flagged: list[pl.DataFrame] = []
     for resource in resources:
-        spans, ticks = _islands(both, tick_numbers, resource, threshold, selection.interval)
-        found.append(spans)
+        spans, ticks = _islands(both, resource, threshold, selection.interval)
+        found.append(spans.join(groups, on="group", how="left").drop("group"))
         flagged.append(ticks)
     intervals = pl.concat(found).filter(pl.col("duration_seconds") >= min_duration)
     intervals = intervals.sort(
@@ -151,11 +158,20 @@ def bottlenecks(
         nulls_last=False,
     ).with_row_index("rank", offset=1)
     intervals = intervals.with_columns(pl.col("rank").cast(pl.Int64))
-    keys = ["scope", "project", "host", "resource", "island"]
-    ticks = pl.concat(flagged).join(
-        intervals.select(*keys, "rank"), on=keys, how="inner", nulls_equal=True
+    # Island numbers are unique within a resource: a tick's interval is found by its number.
+    ticks = pl.concat(
+        [
+            found_ticks.join(
+                intervals.filter(pl.col("resource") == resource).select(
+                    "island", "rank", "scope", "project", "host", "resource"
+                ),
+                on="island",
+                how="inner",
+            )
+            for resource, found_ticks in zip(resources, flagged, strict=True)
+        ]
     )
-    drivers = _drivers(store, selection, ticks)
+    drivers = _drivers(store, selection, intervals, ticks)
     intervals = intervals.join(drivers, on="rank", how="left").sort("rank")
     intervals = intervals.with_columns(
         pl.col("drivers").fill_null(pl.lit([], dtype=drivers.schema["drivers"]))
@@ -167,37 +183,36 @@ def bottlenecks(
 
 def _islands(
     both: pl.DataFrame,
-    tick_numbers: pl.DataFrame,
     resource: str,
     threshold: float,
     interval: float,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The intervals of ``resource`` and their ticks (scope, project, host, resource, island,
-    ts)."""
+    """The intervals of ``resource`` (by ``group``, the scope's number) and their ticks
+    (island, ts); island numbers are unique within the resource. ``both`` holds every scope's
+    rows in time order."""
     import polars as pl
 
     used, limit = pl.col(f"{resource}_used"), pl.col(f"{resource}_limit")
-    keys = ["scope", "project", "host"]
+    pct = 100.0 * used / limit
+    # CPU is stored as float32 cores: within a millionth of the threshold is at it.
+    over = ((limit > 0) & (pct >= threshold * (1 - 1e-6))).fill_null(False)
+    same_run = over.shift(1, fill_value=False) & (pl.col("group") == pl.col("group").shift(1))
     frame = (
-        both.select(*keys, "ts", used.alias("used"), limit.alias("limit"))
-        .with_columns((100.0 * pl.col("used") / pl.col("limit")).alias("pct"))
-        # CPU is stored as float32 cores: within a millionth of the threshold is at it.
-        .filter(pl.col("limit") > 0, pl.col("pct") >= threshold * (1 - 1e-6))
-        .join(tick_numbers, on=["host", "ts"], how="inner")
-    )
-    # Sorting on two integers is far cheaper than on the string keys and the timestamp.
-    groups = frame.select(keys).unique().with_row_index("group")
-    frame = (
-        frame.join(groups, on=keys, how="left", nulls_equal=True)
-        .sort("group", "tick_no")
-        .with_columns(
-            (pl.col("tick_no") - pl.int_range(pl.len()).over("group")).alias("island"),
-            pl.lit(resource).alias("resource"),
+        both.select(
+            "group",
+            "ts",
+            used.alias("used"),
+            limit.alias("limit"),
+            pct.alias("pct"),
+            over.alias("over"),
+            (over & ~same_run.fill_null(False)).cum_sum().alias("island"),
         )
+        .filter(pl.col("over"))
+        .with_columns(pl.lit(resource).alias("resource"))
     )
-    ticks = frame.select(*keys, "resource", "island", "ts")
+    ticks = frame.select("island", "ts")
     spans = (
-        frame.group_by(*keys, "island")
+        frame.group_by("group", "island")
         .agg(
             pl.col("ts").min().alias("start"),
             pl.col("ts").max().alias("end"),
@@ -214,8 +229,7 @@ def _islands(
             ),
         )
         .select(
-            "scope",
-            "project",
+            "group",
             "resource",
             "start",
             "end",
@@ -225,19 +239,24 @@ def _islands(
             "peak",
             "peak_percent_of_limit",
             "avg_percent_of_limit",
-            "host",
             "island",
         )
     )
     return spans, ticks
 
 
-def _drivers(store: Store, selection: Selection, ticks: pl.DataFrame) -> pl.DataFrame:
+def _drivers(
+    store: Store, selection: Selection, intervals: pl.DataFrame, ticks: pl.DataFrame
+) -> pl.DataFrame:
     """Per interval (by rank), the agents with the largest share of its usage.
 
-    ``ticks`` holds every tick of every interval (rank, scope, project, host, resource, ts):
-    samples are matched to them by equality, project intervals on (host, ts, project) and
-    workspace ones on (host, ts).
+    ``intervals`` (rank, scope, project, host, resource, start, end) and ``ticks``, every tick
+    of every interval (rank, scope, project, host, resource, ts). An interval's usage per
+    agent is the sum of its per-tick sums over the interval's ticks: over the hours wholly
+    inside the interval (and cached) from the per-hour sums, over its other ticks by matching
+    them by equality, project intervals on (host, ts, project) and workspace ones on (host,
+    ts) for every selected project. The per-hour sums are used only when every per-tick sum of
+    the range is at a collector tick (then an hour's sum is the sum over its ticks).
     """
     import polars as pl
 
@@ -248,24 +267,84 @@ def _drivers(store: Store, selection: Selection, ticks: pl.DataFrame) -> pl.Data
         return pl.DataFrame(
             {"rank": [], "drivers": []}, schema={"rank": pl.Int64, "drivers": schema}
         )
-    table = ticks.select("rank", "scope", "project", "host", "resource", "ts")
-    store.connection.register("devloop_ticks", table.to_arrow())
+    projects = pl.DataFrame({"name": list(selection.projects)}, schema={"name": pl.String})
+
+    def per_project(frame: pl.DataFrame) -> pl.DataFrame:
+        # A workspace row stands for every selected project: one row per project.
+        mine = frame.filter(pl.col("scope") == "project")
+        whole = (
+            frame.filter(pl.col("scope") == "workspace")
+            .drop("project")
+            .join(projects, how="cross")
+            .rename({"name": "project"})
+        )
+        return pl.concat([mine, whole.select(mine.columns)])
+
+    hourly_sql, hourly_params, cached = whole_hours(store, selection)
+    if not store.aligned.get(selection, False):
+        cached = []
+    spans = intervals.select(
+        "rank",
+        "scope",
+        "project",
+        "host",
+        "resource",
+        # Hours [first_hour, end_hour) lie wholly inside the interval.
+        (-((-pl.col("start").dt.epoch("us")) // HOUR_US)).alias("first_hour"),
+        (pl.col("end").dt.epoch("us") // HOUR_US).alias("end_hour"),
+    )
+    cached_hours = pl.DataFrame({"hour": cached}, schema={"hour": pl.Int64})
+    hours = (
+        spans.filter(pl.col("end_hour") > pl.col("first_hour"))
+        .with_columns(pl.int_ranges("first_hour", "end_hour").alias("hour"))
+        .explode("hour")
+        .with_columns(pl.col("hour").cast(pl.Int64))
+        .join(cached_hours, on="hour", how="semi")
+        .select("rank", "scope", "project", "host", "resource", "hour")
+    )
+    rest = ticks.select("rank", "scope", "project", "host", "resource", "ts")
+    if not hours.is_empty():
+        rest = rest.with_columns((pl.col("ts").dt.epoch("us") // HOUR_US).alias("hour")).join(
+            hours.select("rank", "hour"), on=["rank", "hour"], how="anti"
+        )
+    rest = per_project(rest.select("rank", "scope", "project", "host", "resource", "ts"))
+    hours = per_project(hours)
+    parts: list[str] = []
+    params: list[Any] = []
+    value = "CASE WHEN f.resource = 'cpu' THEN s.cpu ELSE s.rss END"
+    store.connection.register("devloop_ticks", rest.drop("scope").to_arrow())
+    store.connection.register("devloop_hours", hours.drop("scope").to_arrow())
     try:
-        sums, params = tick_sums_sql(store, selection, by_agent=True)
-        value = "CASE WHEN f.resource = 'cpu' THEN s.cpu ELSE s.rss END"
-        sql = f"""
-            WITH s AS (
-                SELECT host, ts, project, agent, cpu, rss FROM {sums} WHERE ts >= ? AND ts <= ?
+        if not rest.is_empty():
+            sums, sum_params = tick_sums_sql(store, selection, by_agent=True)
+            parts.append(
+                f"""
+                SELECT f.rank, s.project, s.agent, sum({value}) AS used
+                FROM (SELECT host, ts, project, agent, cpu, rss FROM {sums}
+                      WHERE ts >= ? AND ts <= ?) s
+                JOIN devloop_ticks f ON s.host = f.host AND s.ts = f.ts AND s.project = f.project
+                GROUP BY f.rank, s.project, s.agent
+                """
             )
-            SELECT f.rank, s.project, s.agent, sum({value}) AS used
-            FROM s JOIN devloop_ticks f ON s.host = f.host AND s.ts = f.ts
-            WHERE f.scope = 'workspace' OR f.project = s.project
-            GROUP BY f.rank, s.project, s.agent
-        """
-        first, last = ticks["ts"].min(), ticks["ts"].max()
-        used = store.frame(sql, [*params, first, last])
+            params += [*sum_params, rest["ts"].min(), rest["ts"].max()]
+        if not hours.is_empty():
+            parts.append(
+                f"""
+                SELECT f.rank, s.project, s.agent, sum({value}) AS used
+                FROM {hourly_sql} s JOIN devloop_hours f
+                  ON s.host = f.host AND s.hour = f.hour AND s.project = f.project
+                GROUP BY f.rank, s.project, s.agent
+                """
+            )
+            params += hourly_params
+        used = store.frame(
+            f"SELECT rank, project, agent, sum(used) AS used FROM ({' UNION ALL '.join(parts)}) "
+            "GROUP BY rank, project, agent",
+            params,
+        )
     finally:
         store.connection.unregister("devloop_ticks")
+        store.connection.unregister("devloop_hours")
     return (
         used.with_columns(
             (100.0 * pl.col("used") / pl.col("used").sum().over("rank")).alias("share_percent")

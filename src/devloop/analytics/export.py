@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import project_series, tick_sums_sql
+from devloop.analytics._series import project_series, tick_sums_sql, ticks_sql
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -84,6 +84,7 @@ def export_metrics(
         pl.col("fds").max().cast(pl.Int64).alias("fds_max"),
         pl.col("threads").max().cast(pl.Int64).alias("threads_max"),
     ]
+    rows: pl.DataFrame | None = None
     if detailed:
         sums, params = tick_sums_sql(store, selection, by_agent=True)
         frame = store.frame(
@@ -106,6 +107,8 @@ def export_metrics(
         )
         rows = frame.select(EXPORT_COLUMNS).sort("interval_start", "project", "agent")
     else:
+        rows = _project_rows(store, selection, bucket_us)
+    if rows is None:
         series = project_series(store, selection, ordered=False).with_columns(
             pl.from_epoch((pl.col("ts").dt.epoch("us") // bucket_us) * bucket_us, time_unit="us")
             .dt.replace_time_zone("UTC")
@@ -121,3 +124,42 @@ def export_metrics(
         pl.col("ticks", "memory_max_bytes", "fds_max", "threads_max").cast(pl.Int64)
     )
     return MetricsExport(selection, bucket_us / 1e6, detailed, rows)
+
+
+def _project_rows(store: Store, selection: Selection, bucket_us: int) -> pl.DataFrame | None:
+    """The per-project rows computed in DuckDB from the per-tick sums, when those are the whole
+    series (a sum at every tick for every project, see ``project_series``); None otherwise."""
+    import polars as pl
+
+    ticks, tick_params = ticks_sql(store, selection)
+    sums, params = tick_sums_sql(store, selection, by_agent=False)
+    names = list(selection.projects)
+    frame = store.frame(
+        f"""
+        WITH s AS (
+            SELECT s.ts, s.project, 100.0 * s.cpu / c.cores AS cpu_percent,
+                   CAST(s.rss AS BIGINT) AS rss_bytes, s.fds, s.threads,
+                   (t.ts IS NOT NULL AND c.cores IS NOT NULL
+                    AND list_contains(?::VARCHAR[], s.project)) AS at_tick
+            FROM {sums} s LEFT JOIN {store.cores_sql()} c ON c.host = s.host
+            LEFT JOIN ({ticks}) t ON s.host = t.host AND s.ts = t.ts
+        )
+        SELECT make_timestamptz(bucket * {bucket_us}) AS interval_start, * EXCLUDE (bucket)
+        FROM (
+            SELECT epoch_us(ts) // {bucket_us} AS bucket, project, count(*) AS ticks,
+                   avg(cpu_percent) AS cpu_avg_percent, max(cpu_percent) AS cpu_max_percent,
+                   max(rss_bytes) AS memory_max_bytes, max(fds) AS fds_max,
+                   max(threads) AS threads_max, bool_and(at_tick) AS at_tick
+            FROM s GROUP BY bucket, project
+        )
+        """,
+        [names, *params, *tick_params],
+    )
+    ((total,),) = store.rows(f"SELECT count(*) FROM ({ticks})", tick_params)
+    if frame["ticks"].sum() != total * len(names) or not frame["at_tick"].all():
+        return None
+    return (
+        frame.with_columns(pl.col("interval_start").dt.convert_time_zone("UTC"))
+        .sort("interval_start", "project")
+        .select([c for c in EXPORT_COLUMNS if c != "agent"])
+    )

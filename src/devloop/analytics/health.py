@@ -208,22 +208,82 @@ def _trends(
     # Thin in SQL first (every k-th tick, so a life of min_life keeps about MAX_POINTS), then
     # evenly to MAX_POINTS per life below.
     every = max(1, int(min_life / selection.interval) // MAX_POINTS)
-    points = store.frame(
+    lives = store.frame(
         f"""
-        WITH lives AS (
-            SELECT host, pid, start_time, min(first) AS first, max(last) AS last
-            FROM {lives_rel} GROUP BY host, pid, start_time
-            HAVING epoch_us(max(last)) - epoch_us(min(first)) >= ?
-        )
-        SELECT s.host, s.project, s.agent, s.pid, s.start_time, s.ts, s.rss_bytes, s.fds,
-               l.first, l.last
-        FROM samples s JOIN lives l
-          ON s.host = l.host AND s.pid = l.pid AND s.start_time = l.start_time
-        WHERE {s_where} AND ((epoch_us(s.ts) // ?) % ? = 0 OR s.ts = l.first OR s.ts = l.last)
-        ORDER BY s.host, s.pid, s.start_time, s.ts
+        SELECT host, pid, start_time, min(first) AS first, max(last) AS last
+        FROM {lives_rel} GROUP BY host, pid, start_time
+        HAVING epoch_us(max(last)) - epoch_us(min(first)) >= ?
         """,
-        [*lives_params, round(min_life * 1e6), *params, interval_us, every],
+        [*lives_params, round(min_life * 1e6)],
     )
+    # Two parts, so the condition on ``ts`` is applied while the files are read: the thinned
+    # ticks, and the first and last tick of each life (not already thinned in), read from
+    # the files of the hours holding them only.
+    from devloop.store.layout import Partition
+
+    thinned = "(epoch_us(s.ts) // ?) % ? = 0"
+    sources = store.sources(selection)
+    end_hours = {
+        Partition.of_datetime(moment)
+        for moment in (*lives["first"].to_list(), *lives["last"].to_list())
+    }
+    # A life's ends are among the per-hour ends of the cached hours wholly in the range (the
+    # ``edges`` rollup); in other hours, among their rows.
+    whole: list[Path] = []
+    cached = set(sources.partitions)
+    raw = [
+        path
+        for partition, paths in sources.files.items()
+        if partition in end_hours and partition not in cached
+        for path in paths
+    ]
+    for partition, entry in zip(sources.partitions, sources.cached["edges"], strict=True):
+        if partition not in end_hours:
+            continue
+        if selection.start <= partition.start and partition.end <= selection.end:
+            whole.append(entry)
+        else:
+            raw.extend(sources.files[partition])
+    columns = "s.host, s.project, s.agent, s.pid, s.start_time, s.ts, s.rss_bytes, s.fds"
+    keys = "s.host = l.host AND s.pid = l.pid AND s.start_time = l.start_time"
+    sql = f"""
+        SELECT {columns}, l.first, l.last
+        FROM samples s JOIN devloop_lives l ON {keys}
+        WHERE {s_where} AND {thinned}
+    """
+    all_params: list[Any] = [*params, interval_us, every]
+    if whole or raw:
+        reads = [
+            f"SELECT {columns.replace('s.', '')} FROM read_parquet([{_listing(paths)}], "
+            "union_by_name = true, hive_partitioning = false)"
+            for paths in (whole, raw)
+            if paths
+        ]
+        sql += f"""
+        UNION ALL
+        SELECT {columns}, l.first, l.last
+        FROM ({" UNION ALL ".join(reads)}) s
+        JOIN devloop_ends e
+          ON s.host = e.host AND s.pid = e.pid AND s.start_time = e.start_time AND s.ts = e.ts
+        JOIN devloop_lives l ON {keys}
+        WHERE {s_where.replace("s.date", "CAST(s.ts AS DATE)")} AND NOT {thinned}
+        """
+        all_params += [*params, interval_us, every]
+    ends = pl.concat(
+        [
+            lives.select("host", "pid", "start_time", pl.col(end).alias("ts"))
+            for end in ("first", "last")
+        ]
+    ).unique()
+    store.connection.register("devloop_lives", lives.to_arrow())
+    store.connection.register("devloop_ends", ends.to_arrow())
+    try:
+        points = store.frame(f"SELECT * FROM ({sql})", all_params).sort(
+            "host", "pid", "start_time", "ts"
+        )
+    finally:
+        store.connection.unregister("devloop_lives")
+        store.connection.unregister("devloop_ends")
     memory_rows: list[tuple[Any, ...]] = []
     fd_rows: list[tuple[Any, ...]] = []
     if not points.is_empty():
@@ -269,6 +329,10 @@ def _trends(
         pl.DataFrame(memory_rows, schema=schema, orient="row"),
         pl.DataFrame(fd_rows, schema=schema, orient="row"),
     )
+
+
+def _listing(paths: list[Path]) -> str:
+    return ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
 
 
 def theil_sen(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[float, float]:

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
 from devloop.analytics._series import (
+    agent_hours_sql,
     arg_max_ts,
     project_series,
     tick_sums_sql,
+    ticks_sql,
+    top_at,
     workspace_series,
 )
 from devloop.analytics.timerange import TimeRange
@@ -74,6 +77,80 @@ def peak_usage(
 
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
+    agent_rows = _agent_peaks(store, selection).with_columns(pl.lit("agent").alias("scope"))
+    in_sql = _series_peaks(store, selection)
+    if in_sql is not None:
+        workspace_row, project_rows = in_sql
+    else:
+        workspace_row, project_rows = _series_peaks_polars(store, selection)
+    frames = [
+        frame.select(PEAK_COLUMNS).cast(_PEAK_TYPES())
+        for frame in (workspace_row, project_rows, agent_rows)
+    ]
+    body = pl.concat(frames[1:]).sort(
+        pl.col("project"), pl.col("agent").is_not_null(), pl.col("agent")
+    )
+    return PeakUsage(selection, pl.concat([frames[0], body]))
+
+
+def _series_peaks(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The workspace row and the project rows computed in DuckDB from the per-tick sums, when
+    those are the whole project series (see ``project_series``); None otherwise."""
+    import polars as pl
+
+    ticks, tick_params = ticks_sql(store, selection)
+    sums, params = tick_sums_sql(store, selection, by_agent=False)
+    names = list(selection.projects)
+
+    def at(column: str) -> str:  # the earliest tick at the maximum, as polars' filter/min
+        return f"{arg_max_ts(column)} FILTER (WHERE {column} IS NOT NULL)"
+
+    aggs = f"""
+        count(*) AS ticks, max(cpu_percent) AS cpu_peak_percent,
+        {at("cpu_percent")} AS cpu_peak_at,
+        quantile_cont(cpu_percent, 0.95) AS cpu_p95_percent,
+        avg(cpu_percent) AS cpu_avg_percent, max(rss_bytes) AS memory_peak_bytes,
+        {at("rss_bytes")} AS memory_peak_at, max(fds) AS fds_peak, max(threads) AS threads_peak
+    """
+    frame = store.frame(
+        f"""
+        WITH s AS MATERIALIZED (
+            SELECT s.host, s.ts, s.project, 100.0 * s.cpu / c.cores AS cpu_percent,
+                   CAST(s.rss AS BIGINT) AS rss_bytes, s.fds, s.threads,
+                   (t.ts IS NOT NULL AND c.cores IS NOT NULL
+                    AND list_contains(?::VARCHAR[], s.project)) AS at_tick
+            FROM {sums} s LEFT JOIN {store.cores_sql()} c ON c.host = s.host
+            LEFT JOIN ({ticks}) t ON s.host = t.host AND s.ts = t.ts
+        ),
+        w AS (
+            SELECT host, ts, coalesce(sum(cpu_percent), 0.0) AS cpu_percent,
+                   CAST(coalesce(sum(rss_bytes), 0) AS BIGINT) AS rss_bytes,
+                   CAST(coalesce(sum(fds), 0) AS BIGINT) AS fds,
+                   CAST(coalesce(sum(threads), 0) AS BIGINT) AS threads
+            FROM s GROUP BY host, ts
+        )
+        SELECT 'project' AS scope, project, {aggs}, bool_and(at_tick) AS at_tick
+        FROM s GROUP BY project
+        UNION ALL
+        SELECT 'workspace' AS scope, NULL AS project, {aggs}, true AS at_tick FROM w
+        """,
+        [names, *params, *tick_params],
+    )
+    ((total,),) = store.rows(f"SELECT count(*) FROM ({ticks})", tick_params)
+    projects = frame.filter(pl.col("scope") == "project")
+    if projects["ticks"].sum() != total * len(names) or not projects["at_tick"].all():
+        return None
+    frame = frame.with_columns(
+        pl.col("cpu_peak_at", "memory_peak_at").dt.convert_time_zone("UTC"),
+        pl.lit(None, dtype=pl.String).alias("agent"),
+    )
+    return frame.filter(pl.col("scope") == "workspace"), frame.filter(pl.col("scope") == "project")
+
+
+def _series_peaks_polars(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The workspace row and the project rows from the project series in polars."""
+    import polars as pl
+
     series = project_series(store, selection, ordered=False)
     whole = workspace_series(series)
 
@@ -104,15 +181,7 @@ def peak_usage(
     project_rows = stats(series, ["project"]).with_columns(
         pl.lit("project").alias("scope"), pl.lit(None, dtype=pl.String).alias("agent")
     )
-    agent_rows = _agent_peaks(store, selection).with_columns(pl.lit("agent").alias("scope"))
-    frames = [
-        frame.select(PEAK_COLUMNS).cast(_PEAK_TYPES())
-        for frame in (workspace_row, project_rows, agent_rows)
-    ]
-    body = pl.concat(frames[1:]).sort(
-        pl.col("project"), pl.col("agent").is_not_null(), pl.col("agent")
-    )
-    return PeakUsage(selection, pl.concat([frames[0], body]))
+    return workspace_row, project_rows
 
 
 def _PEAK_TYPES() -> Any:  # noqa: N802 - a constant that needs polars imported
@@ -135,21 +204,33 @@ def _PEAK_TYPES() -> Any:  # noqa: N802 - a constant that needs polars imported
 
 
 def _agent_peaks(store: Store, selection: Selection) -> pl.DataFrame:
+    # Peaks, ticks and means combine the per-hour rollups (exact: max of maxima, sum of sums,
+    # the earliest tick among equal maxima); only the p95 needs every tick.
+    hours, hour_params = agent_hours_sql(store, selection)
     sums, params = tick_sums_sql(store, selection, by_agent=True)
     sql = f"""
-        WITH p AS (
-            SELECT a.project, a.agent, a.ts, 100.0 * a.cpu / c.cores AS cpu_percent,
-                   CAST(a.rss AS BIGINT) AS rss, a.fds, a.threads
+        WITH h AS (
+            SELECT h.*, c.cores FROM {hours} h JOIN {store.cores_sql()} c ON c.host = h.host
+        ),
+        stats AS (
+            SELECT project, agent, CAST(sum(ticks) AS BIGINT) AS ticks,
+                   max(100.0 * cpu_max / cores) AS cpu_peak_percent,
+                   {top_at("cpu_top", "cores")} AS cpu_peak_at,
+                   sum(100.0 * cpu_sum / cores) / sum(cpu_n) AS cpu_avg_percent,
+                   CAST(max(rss_max) AS BIGINT) AS memory_peak_bytes,
+                   {top_at("rss_top")} AS memory_peak_at,
+                   max(fds_max) AS fds_peak, max(threads_max) AS threads_peak
+            FROM h GROUP BY project, agent
+        ),
+        p95 AS (
+            SELECT a.project, a.agent,
+                   quantile_cont(100.0 * a.cpu / c.cores, 0.95) AS cpu_p95_percent
             FROM {sums} a JOIN {store.cores_sql()} c ON c.host = a.host
+            GROUP BY a.project, a.agent
         )
-        SELECT project, agent, count(*) AS ticks,
-               max(cpu_percent) AS cpu_peak_percent,
-               {arg_max_ts("cpu_percent")} AS cpu_peak_at,
-               quantile_cont(cpu_percent, 0.95) AS cpu_p95_percent,
-               avg(cpu_percent) AS cpu_avg_percent,
-               max(rss) AS memory_peak_bytes,
-               {arg_max_ts("rss")} AS memory_peak_at,
-               max(fds) AS fds_peak, max(threads) AS threads_peak
-        FROM p GROUP BY project, agent
+        SELECT s.project, s.agent, s.ticks, s.cpu_peak_percent, s.cpu_peak_at,
+               p.cpu_p95_percent, s.cpu_avg_percent, s.memory_peak_bytes, s.memory_peak_at,
+               s.fds_peak, s.threads_peak
+        FROM stats s JOIN p95 p ON p.project = s.project AND p.agent = s.agent
     """
-    return store.frame(sql, params)
+    return store.frame(sql, [*hour_params, *params])
