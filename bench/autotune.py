@@ -12,9 +12,12 @@ the fastest of ``--repeat`` runs counts (the machine is shared).
 The baseline is plain polars answering the simplest version of the question over the same
 files: per-tick sums per project and agent, then p95 CPU and max memory (no decay, no
 censoring, no backtest). The per-hour rollup cache is warmed first (what compaction does), and
-its one-off build time is printed too.
+its one-off build time is printed too (``--keep-rollups`` reuses the rollups already there).
+Autotune's own per-hour bins cache (``_cache/tune``) is deleted first: the first run builds it
+(printed as the cold run), the timed runs read it.
 
     python bench/autotune.py [--dir /tmp/devloop-autotune-bench] [--sizes 7d,30m] [--repeat 3]
+                             [--keep-rollups]
 """
 
 from __future__ import annotations
@@ -48,13 +51,15 @@ def child(kind: str, ws: str, percentile: float) -> None:
     """Run one measurement in this (fresh) process and print a JSON line."""
     started = time.perf_counter()
     out: dict[str, Any] = {}
-    if kind == "cache":
+    if kind in ("cache", "cache-keep"):
         import shutil
 
         from devloop.analytics import warm_cache
+        from devloop.tune.bins_cache import cache_root
 
-        shutil.rmtree(Path(ws) / "metrics" / "_cache", ignore_errors=True)
-        warm_cache(Path(ws) / "metrics")
+        root = Path(ws) / "metrics"
+        shutil.rmtree(root / "_cache" if kind == "cache" else cache_root(root), ignore_errors=True)
+        warm_cache(root)
     elif kind == "autotune":
         from devloop.tune import TuneParameters, autotune
 
@@ -109,6 +114,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/devloop-autotune-bench"))
     parser.add_argument("--sizes", default="7d,30m")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs (the fastest counts)")
+    parser.add_argument("--keep-rollups", action="store_true", help="reuse the rollups there")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "WS", "PERCENTILE"))
     args = parser.parse_args()
     if args.child:
@@ -117,17 +123,21 @@ def main() -> None:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     for size in sizes:
         ws = _store(args.dir, size)
-        cache = _run("cache", ws)
+        cache = _run("cache-keep" if args.keep_rollups else "cache", ws)
         print(f"\n### {size}: {ws}\n\nrollup cache, one-off build: {cache['seconds']:.2f} s, "
               f"{cache['rss_mb']:.0f} MB\n")  # fmt: skip
         print("| run | seconds | peak MB |\n|---|---|---|")
+        cold = _run("autotune", ws)
+        print(f"| autotune + backtest, bins cache cold (builds it) | {cold['seconds']:.2f} | "
+              f"{cold['rss_mb']:.0f} |")  # fmt: skip
         runs = [_run("autotune", ws) for _ in range(max(1, args.repeat))]
         timed = min(runs, key=lambda run: run["seconds"])
         baseline = min((_run("polars", ws) for _ in range(max(1, args.repeat))),
                        key=lambda run: run["seconds"])  # fmt: skip
         every = ", ".join(f"{run['seconds']:.2f}" for run in runs)
-        print(f"| autotune, every run | {every} | |")
-        print(f"| autotune + backtest (p95) | {timed['seconds']:.2f} | {timed['rss_mb']:.0f} |")
+        print(f"| autotune, every warm run | {every} | |")
+        print(f"| autotune + backtest (p95), bins cache warm | {timed['seconds']:.2f} | "
+              f"{timed['rss_mb']:.0f} |")  # fmt: skip
         print(f"| plain polars p95/max (no backtest) | {baseline['seconds']:.2f} | "
               f"{baseline['rss_mb']:.0f} |")  # fmt: skip
         if size != "7d":

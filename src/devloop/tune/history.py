@@ -25,6 +25,7 @@ from devloop.tune.params import CPU_BIN, MEMORY_BIN, TuneParameters
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+    import polars as pl
 
     from devloop.analytics import Selection, Store
     from devloop.config import Workspace
@@ -301,7 +302,9 @@ def read_history(
     for by_agent, chosen in ((False, project_keys), (True, agent_keys)):
         if not chosen:
             continue
-        found = _read_level(store, selection, params, origin_us, keys, by_agent=by_agent)
+        found = _read_level(
+            store, selection, params, origin_us, keys, limits, pauses, by_agent=by_agent
+        )
         for key in chosen:
             entities[key] = _entity(key, found.get(key, {}), n_hours)
     _fill_project_idle(store, selection, entities, project_keys, system_ticks, origin_us)
@@ -328,17 +331,76 @@ def _read_level(
     params: TuneParameters,
     origin_us: int,
     keys: list[Key],
+    limits: list[dict[str, Any]],
+    pauses: list[dict[str, Any]],
     *,
     by_agent: bool,
 ) -> dict[Key, dict[str, Any]]:
     import numpy as np
+    import polars as pl
 
+    from devloop.tune.bins_cache import fine_bins
+
+    def compute(part: Selection) -> pl.DataFrame:
+        return _fine_sql(store, part, params, by_agent=by_agent)
+
+    level = "agent" if by_agent else "project"
+    fine = fine_bins(store, selection, params, level, limits, pauses, keys, compute)
+    # Entity ids and hours since origin; a fixed row order, so every sum below adds its
+    # terms in the same order whether the rows came from the cache or the store.
+    ids = pl.DataFrame(
+        {"project": [k[0] for k in keys], "agent": [k[1] for k in keys],
+         "e": list(range(len(keys)))},
+        schema={"project": pl.String, "agent": pl.String, "e": pl.Int64},
+    )  # fmt: skip
+    fine = (
+        fine.join(ids, on=["project", "agent"], how="inner")
+        .with_columns(h=pl.col("ah") - origin_us // HOUR_US)
+        .sort("e", "h", "b", "cb", "mb")
+    )
+    maxima = {"cpu_max", "rss_max"}
+    hourly = fine.group_by("e", "h", maintain_order=True).agg(
+        [
+            pl.col(c).max()
+            if c in maxima
+            else pl.col(c).min()
+            if c == "rss_min"
+            else pl.col(c).sum()
+            for c in STAT_COLUMNS
+        ]
+    )
+    binned = fine.group_by("e", "h", "b", maintain_order=True).agg(pl.col("ticks").sum())
+    out: dict[Key, dict[str, Any]] = {}
+    for (entity,), part in hourly.group_by("e", maintain_order=True):
+        out.setdefault(keys[int(entity)], {})["stats"] = {"h": part["h"].to_numpy()} | {
+            column: part[column].fill_null(0).to_numpy().astype(np.float64)
+            for column in STAT_COLUMNS
+        }
+    for (entity,), part in binned.group_by("e", maintain_order=True):
+        out.setdefault(keys[int(entity)], {})["hist"] = tuple(
+            part[c].to_numpy().astype(np.float64 if c == "ticks" else np.int64)
+            for c in ("h", "b", "ticks")
+        )
+    for (entity,), part in fine.group_by("e", maintain_order=True):
+        out.setdefault(keys[int(entity)], {})["joint"] = tuple(
+            part[c].to_numpy().astype(np.float64 if c == "ticks" else np.int64)
+            for c in ("h", "cb", "mb", "ticks")
+        )
+    return out
+
+
+def _fine_sql(
+    store: Store, selection: Selection, params: TuneParameters, *, by_agent: bool
+) -> pl.DataFrame:
+    """The fine bins of ``selection`` from the store: per entity (project, agent), hour since
+    the epoch (``ah``) and CPU/memory bin, the counts and sums of
+    :data:`~devloop.tune.bins_cache.COLUMNS`."""
     series, series_params = _series_sql(store, selection, by_agent=by_agent)
     raised = f"greatest(cpu, coalesce(cpu_limit, cpu)) * {1 + params.censor_raise}"
     sql = f"""
         WITH s AS {series},
         x AS (
-            SELECT l.e, s.cpu, s.rss, (epoch_us(s.ts) - ?) // {HOUR_US} AS h,
+            SELECT l.project, l.agent, s.cpu, s.rss, epoch_us(s.ts) // {HOUR_US} AS ah,
                    l.cpu AS cpu_limit, l.mem AS mem_limit, p.start IS NOT NULL AS paused
             FROM s
             JOIN _tune_limits l ON l.host = s.host AND l.project = s.project
@@ -355,7 +417,7 @@ def _read_level(
                    coalesce(rss > mem_limit, false) AS mem_over
             FROM x
         )
-        SELECT e, h,
+        SELECT project, agent, ah,
                CASE WHEN cens_cpu THEN {cpu_bin_sql(raised)} ELSE {cpu_bin_sql("cpu")} END AS b,
                {cpu_bin_sql("cpu")} AS cb, {memory_bin_sql("rss")} AS mb,
                count(*) AS ticks, sum(cpu) AS cpu_sum, max(cpu) AS cpu_max,
@@ -371,38 +433,7 @@ def _read_level(
         FROM y
         GROUP BY ALL
     """
-    import polars as pl
-
-    fine = store.frame(sql, [*series_params, origin_us, params.censor_at, params.censor_at])
-    maxima = {"cpu_max", "rss_max"}
-    hourly = fine.group_by("e", "h").agg(
-        [
-            pl.col(c).max()
-            if c in maxima
-            else pl.col(c).min()
-            if c == "rss_min"
-            else pl.col(c).sum()
-            for c in STAT_COLUMNS
-        ]
-    )
-    binned = fine.group_by("e", "h", "b").agg(pl.col("ticks").sum())
-    out: dict[Key, dict[str, Any]] = {}
-    for (entity,), part in hourly.group_by("e"):
-        out.setdefault(keys[int(entity)], {})["stats"] = {"h": part["h"].to_numpy()} | {
-            column: part[column].fill_null(0).to_numpy().astype(np.float64)
-            for column in STAT_COLUMNS
-        }
-    for (entity,), part in binned.group_by("e"):
-        out.setdefault(keys[int(entity)], {})["hist"] = tuple(
-            part[c].to_numpy().astype(np.float64 if c == "ticks" else np.int64)
-            for c in ("h", "b", "ticks")
-        )
-    for (entity,), part in fine.group_by("e"):
-        out.setdefault(keys[int(entity)], {})["joint"] = tuple(
-            part[c].to_numpy().astype(np.float64 if c == "ticks" else np.int64)
-            for c in ("h", "cb", "mb", "ticks")
-        )
-    return out
+    return store.frame(sql, [*series_params, params.censor_at, params.censor_at])
 
 
 def _entity(key: Key, found: dict[str, Any], n_hours: int) -> EntityHistory:
