@@ -163,7 +163,7 @@ def hours(
     return found
 
 
-def _valid(path: Path) -> bool:
+def whole_parquet(path: Path) -> bool:
     """Cheap check that ``path`` is a whole Parquet file (it starts and ends with PAR1)."""
     try:
         with open(path, "rb") as handle:
@@ -184,7 +184,7 @@ def resolve(
     missing = [
         hour
         for hour in chosen
-        if hour.closed and not all(_valid(hour.entry(root, kind)) for kind in KINDS)
+        if hour.closed and not all(whole_parquet(hour.entry(root, kind)) for kind in KINDS)
     ]
     built: set[Partition] = set()
     for done, hour in enumerate(missing, start=1):
@@ -223,7 +223,7 @@ def build(connection: duckdb.DuckDBPyConnection, root: Path, hour: Hour) -> bool
     try:
         for kind in KINDS:
             final = hour.entry(root, kind)
-            if _valid(final):
+            if whole_parquet(final):
                 continue
             origin = _BUILT_FROM.get(kind)
             if origin is not None:
@@ -296,7 +296,7 @@ def warm_cache(
     missing = [
         hour
         for hour in chosen
-        if hour.closed and not all(_valid(hour.entry(root, kind)) for kind in KINDS)
+        if hour.closed and not all(whole_parquet(hour.entry(root, kind)) for kind in KINDS)
     ]
     connection = duckdb.connect()
     try:

@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from devloop.analytics._cache import whole_parquet
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -121,17 +123,6 @@ def _clipped(
     return out
 
 
-def _valid(path: Path) -> bool:
-    """Cheap check that ``path`` is a whole Parquet file (it starts and ends with PAR1)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4)
-            handle.seek(-4, os.SEEK_END)
-            return head == b"PAR1" and handle.read(4) == b"PAR1"
-    except OSError:
-        return False
-
-
 def fine_bins(
     store: Store,
     selection: Selection,
@@ -189,7 +180,7 @@ def fine_bins(
     missing: list[int] = []
     for index in range(first, last + 1):
         path = entries.get(index)
-        if path is not None and _valid(path):
+        if path is not None and whole_parquet(path):
             try:
                 parts.append(conform(pl.read_parquet(path)))
                 continue
