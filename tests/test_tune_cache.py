@@ -103,3 +103,14 @@ def test_an_hour_whose_files_change_is_rebuilt(ws: Path) -> None:
 
     shutil.rmtree(cache_root(ws / "metrics"))
     assert _suggestions(ws, "cold.json") == after
+
+
+@pytest.mark.slow
+def test_entries_of_hours_dropped_from_the_store_are_pruned(ws: Path) -> None:
+    _suggestions(ws, "first.json")
+    assert "agent/date=2026-01-05/hour=0" in _entries(ws)
+    shutil.rmtree(ws / "metrics" / "samples" / "date=2026-01-05" / "hour=0")  # as retention does
+    _suggestions(ws, "second.json")
+    left = _entries(ws)
+    assert not any(folder.endswith("hour=0") for folder in left)
+    assert "agent/date=2026-01-05/hour=1" in left and "project/date=2026-01-05/hour=6" in left

@@ -191,9 +191,24 @@ def fine_bins(
         fresh = _compute_runs(selection, missing, compute)
         parts.append(fresh)
         _store_entries(fresh, [i for i in missing if i in entries], entries)
+    prune(root)
     if not parts:
         return conform(compute(selection).clear())
     return pl.concat(parts, how="vertical")
+
+
+def prune(root: Path) -> int:
+    """Delete the entries of hours whose ``samples`` files are gone (dropped by retention);
+    return how many. An hour whose files changed needs nothing here: its next use writes the
+    entry under a new key and removes the old one."""
+    removed = 0
+    base = cache_root(root)
+    for path in base.glob("*/date=*/hour=*/*.parquet") if base.is_dir() else []:
+        source = root / "samples" / path.parent.parent.name / path.parent.name
+        if not any(source.glob("*.parquet")):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _compute_runs(selection: Selection, hours: list[int], compute: Compute) -> pl.DataFrame:
