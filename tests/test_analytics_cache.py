@@ -151,7 +151,7 @@ def test_a_read_only_cache_falls_back_to_raw_rows(
     def refuse(*args: object) -> None:
         raise OSError("read-only file system")
 
-    monkeypatch.setattr(_cache, "_write", refuse)
+    monkeypatch.setattr(_cache, "write_entry", refuse)
     raw = _all(store_copy, use_cache=False, names=FEW)
     assert _all(store_copy, use_cache=True, names=FEW) == raw
     assert _entries(store_copy) == []

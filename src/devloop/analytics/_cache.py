@@ -233,13 +233,15 @@ def build(connection: duckdb.DuckDBPyConnection, root: Path, hour: Hour) -> bool
                 sql = _BUILD_SQL[kind].format(source=source)
             table = connection.sql(sql).to_arrow_table()
             metadata = {SOURCES_KEY: sources, KIND_KEY: kind.encode()}
-            _write(table.replace_schema_metadata(metadata), final)
+            write_entry(table.replace_schema_metadata(metadata), final)
     except (OSError, duckdb.Error, pa.ArrowException):
         return False
     return True
 
 
-def _write(table: Any, final: Path) -> None:
+def write_entry(table: Any, final: Path) -> None:
+    """Write the Arrow ``table`` to the cache entry ``final`` atomically (temp, fsync, rename)
+    and remove the other, stale entries of its folder (the tune cache's entries too)."""
     import pyarrow.parquet as pq
 
     from devloop.store.layout import fsync_dir

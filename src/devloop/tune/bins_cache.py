@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from devloop.analytics._cache import whole_parquet
+from devloop.analytics._cache import whole_parquet, write_entry
 
 if TYPE_CHECKING:
     import polars as pl
@@ -251,30 +251,6 @@ def _store_entries(frame: pl.DataFrame, hours: list[int], entries: dict[int, Pat
     empty = frame.clear()
     for index in hours:
         try:
-            _write(by_hour.get(index, empty), entries[index])
+            write_entry(by_hour.get(index, empty).to_arrow(), entries[index])
         except OSError:
             return
-
-
-def _write(frame: pl.DataFrame, final: Path) -> None:
-    """Write ``frame`` to ``final`` atomically (temp, fsync, rename) and remove the hour's
-    stale entries."""
-    import pyarrow.parquet as pq
-
-    from devloop.store.layout import fsync_dir
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as sink:
-            pq.write_table(frame.to_arrow(), sink, compression="zstd", compression_level=3)
-            sink.flush()
-            os.fsync(sink.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    for stale in final.parent.iterdir():
-        if stale != final and stale.name.endswith(".parquet") and not stale.name.startswith("."):
-            stale.unlink(missing_ok=True)
-    fsync_dir(final.parent)
