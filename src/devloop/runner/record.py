@@ -95,6 +95,7 @@ class Recorder:
 
         self.workspace = workspace
         self._write_lock = threading.Lock()
+        self._closed = False
         self.interval = interval or workspace.config.global_.resource_limits.check_interval
         self.writer = StoreWriter(
             workspace.metrics_dir, segment_seconds=segment_seconds, convert_in_child=True
@@ -138,6 +139,9 @@ class Recorder:
     def _append(self, table: str, rows: list[Any]) -> None:
         if rows:
             with self._write_lock:  # events may come from other threads (admission, watch)
+                if self._closed:
+                    logger.debug("recorder closed: %d %s row(s) not written", len(rows), table)
+                    return
                 self.writer.append(table, rows)
 
     def _write_limits(self, reason: str) -> None:
@@ -197,7 +201,8 @@ class Recorder:
             self.manager.observe(tick)
             self.manager.check()
         with self._write_lock:
-            self.writer.flush()
+            if not self._closed:
+                self.writer.flush()
         self._ticks += 1
         self._rows += len(samples)
         self._processes = len(samples)
@@ -294,6 +299,7 @@ class Recorder:
         finally:
             try:
                 with self._write_lock:
+                    self._closed = True  # a late event from another thread is dropped
                     self.writer.close()
             finally:
                 self.collector.close()

@@ -28,7 +28,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -232,54 +231,6 @@ class WatchSummary:
     end: datetime
 
 
-class _WatchRecorder(Recorder):
-    """A recorder that other threads can post events to.
-
-    The store writer is single-threaded: events posted by agent threads queue up and are
-    written by whoever holds the store next (the poster itself, unless a tick is running, in
-    which case the tick writes them when it is done). Posting never blocks.
-    """
-
-    def __init__(self, workspace: Workspace, **options: Any) -> None:
-        self._store = threading.Lock()
-        self._posted: deque[tuple[str, dict[str, Any]]] = deque()
-        self._closed = False
-        self.before_tick: Callable[[], None] | None = None
-        super().__init__(workspace, **options)
-
-    def post(self, action: str, **fields: Any) -> None:
-        """Write an ``events`` row (now, or right after the tick in progress)."""
-        if self._closed:
-            return
-        self._posted.append((action, fields))
-        if self._store.acquire(blocking=False):
-            try:
-                self._drain()
-            finally:
-                self._store.release()
-
-    def _drain(self) -> None:
-        if self._closed or not self._posted:
-            return
-        while self._posted:
-            action, fields = self._posted.popleft()
-            self.event(action, **fields)
-        self.writer.flush()
-
-    def tick(self, now: float | None = None) -> None:
-        if self.before_tick is not None:
-            self.before_tick()
-        with self._store:
-            super().tick(now)
-            self._drain()
-
-    def close(self) -> None:
-        with self._store:
-            self._drain()
-            self._closed = True
-            super().close()
-
-
 @dataclass
 class _Slot:
     """One agent's runs: at most one at a time, and at most one more scheduled."""
@@ -299,7 +250,7 @@ class Watch:
         self,
         workspace: Workspace,
         projects: list[WatchedProject],
-        recorder: _WatchRecorder,
+        recorder: Recorder,
         *,
         debounce: float = DEFAULT_DEBOUNCE,
         grace: float = GRACE,
@@ -333,12 +284,7 @@ class Watch:
             priority_of=lambda project: priorities.get(project, 1 << 30),
             on_event=self._queue_event,
         )  # fmt: skip
-        # The state file is written inside the manager's check, under its lock, while admission
-        # asks the manager with the queue's lock held: reading the queue there could deadlock,
-        # so the state file shows the queue as it was when the tick began.
-        self._waiting: list[dict[str, Any]] = []
-        manager.set_queue_source(lambda: list(self._waiting))
-        recorder.before_tick = self._snapshot_queue
+        manager.set_queue_source(self._queued)
         self._watcher = threading.Thread(target=self._watch, name="devloop-watch", daemon=True)
 
     # --- watching ------------------------------------------------------------------------
@@ -480,14 +426,14 @@ class Watch:
         started = time.monotonic()
         waited = f" after {ticket.waited:.1f}s in the queue" if ticket.waited else ""
         message = f"pid {child.pid}: {' '.join(agent.command)} ({changes} changed path(s))"
-        self.recorder.post(
+        self.recorder.event(
             "agent-start", scope="agent", project=agent.project, agent=agent.agent,
             message=message + waited,
         )  # fmt: skip
         code = child.wait()
         seconds = time.monotonic() - started
         status = 128 - code if code < 0 else code
-        self.recorder.post(
+        self.recorder.event(
             "agent-exit", scope="agent", project=agent.project, agent=agent.agent,
             message=f"pid {child.pid} exited with {status} after {seconds:.1f}s",
         )  # fmt: skip
@@ -507,10 +453,11 @@ class Watch:
             self.on_run(result)
 
     def _queue_event(self, action: str, **fields: Any) -> None:
-        self.recorder.post(action, scope="agent", **fields)
+        self.recorder.event(action, scope="agent", **fields)
 
-    def _snapshot_queue(self) -> None:
-        self._waiting = [
+    def _queued(self) -> list[dict[str, Any]]:
+        """The waiters, for the state file (the manager reads them outside its own lock)."""
+        return [
             {"project": w.project, "agent": w.agent, "since": w.since} for w in self.queue.waiting()
         ]
 
@@ -583,7 +530,7 @@ def watch_workspace(
     stop = stop or threading.Event()
     started = datetime.now(UTC)
     try:
-        recorder = _WatchRecorder(
+        recorder = Recorder(
             workspace, interval=interval, enforce=True, profile=profile,
             all_processes=metrics_output is not None,
         )  # fmt: skip
