@@ -970,8 +970,3 @@ class ResourceManager:
             os.replace(temp, self.state_path)
         except OSError as exc:
             logger.warning("cannot write %s: %s", self.state_path, exc)
-
-
-def paused_processes(processes: Iterable[ProcessRef]) -> list[ProcessRef]:
-    """Those of ``processes`` that are stopped now (for tests and the dashboard)."""
-    return [p for p in processes if signals.is_stopped(p)]

@@ -82,11 +82,6 @@ def _state(pid: int) -> str | None:
         return None
 
 
-def is_stopped(process: ProcessRef) -> bool:
-    """True when the process is in the stopped state (``T``)."""
-    return process_start(process.pid) == process.start and _state(process.pid) in ("T", "stopped")
-
-
 def _owner(pid: int) -> int | None:
     try:
         return os.stat(f"{_PROC}/{pid}").st_uid
@@ -311,10 +306,6 @@ class PauseJournal:
         self._boot = boot_id()
         self._entries: dict[ProcessRef, JournalEntry] = {}
         self._lock = threading.RLock()  # the throttler's thread writes it too
-
-    def entries(self) -> list[JournalEntry]:
-        with self._lock:
-            return list(self._entries.values())
 
     def add(self, project: str, agent: str, processes: Iterable[ProcessRef]) -> None:
         with self._lock:
