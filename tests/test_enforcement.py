@@ -570,3 +570,13 @@ def test_a_cpu_pause_ends_while_memory_sits_between_the_threshold_and_the_limit(
             assert [(x.action, x.agent) for x in manager.check()] == [("resume", "burner")]
         finally:
             manager.close()
+
+
+def test_an_unknown_profile_is_refused_before_the_store_is_opened(write_workspace):
+    from devloop.errors import UsageError
+
+    workspace = enforcing_workspace(write_workspace)
+    with pytest.raises(UsageError, match="unknown resource profile 'nope'"):
+        Recorder(workspace, enforce=True, profile="nope")
+    assert not (workspace.dir / "metrics").exists()
+    Recorder(workspace, enforce=True).close()  # nothing was left locked

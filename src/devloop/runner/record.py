@@ -97,6 +97,15 @@ class Recorder:
         self._write_lock = threading.Lock()
         self._closed = False
         self.interval = interval or workspace.config.global_.resource_limits.check_interval
+        # Before the store is opened: a bad profile must leave nothing behind.
+        self.manager: ResourceManager | None = None
+        if enforce:
+            from devloop.core.resource_manager import ResourceManager
+
+            self.manager = ResourceManager(
+                workspace, profile=profile, on_event=self._event_row,
+                on_limits=self._write_limits_of, min_pause=min_pause,
+            )  # fmt: skip
         self.writer = StoreWriter(
             workspace.metrics_dir, segment_seconds=segment_seconds, convert_in_child=True
         )
@@ -121,14 +130,6 @@ class Recorder:
         self._bytes = 0
         self._processes = 0
         self._started = time.monotonic()
-        self.manager: ResourceManager | None = None
-        if enforce:
-            from devloop.core.resource_manager import ResourceManager
-
-            self.manager = ResourceManager(
-                workspace, profile=profile, on_event=self._event_row,
-                on_limits=self._write_limits_of, min_pause=min_pause,
-            )  # fmt: skip
         self._write_limits("start")
         self.event("start", message=f"collector started, interval {self.interval:g}s")
         if self.manager is not None:
