@@ -191,3 +191,53 @@ def test_footer_facts_are_kept_for_the_next_process(
         with connect(root) as connection:
             assert connection.sql("SELECT count(*) FROM samples").fetchall() == [(3,)]
     assert read == [second]
+
+
+def test_files_of_two_schema_versions_are_read_by_name(tmp_path: Path) -> None:
+    """An older file (another schema version, a column missing) next to a current one: the
+    view reads both, by column name, the missing column as NULL. (Files of one version are
+    read without ``union_by_name``, which would read every footer at every query.)"""
+    from devloop.store.files import SCHEMA_VERSION_KEY, TABLE_KEY
+    from devloop.store.query import one_schema
+
+    root = tmp_path / "metrics"
+    hour_dir = _store_with_one_tick(root)
+    current = parquet_files(root / "samples")
+    with connect(root) as connection:
+        assert one_schema(current)
+        before = connection.sql("SELECT count(*) FROM samples").fetchall()
+    old = pa.Table.from_pylist(
+        [
+            {
+                "ts": T0 + 5 * SECOND,
+                "host": "devbox",
+                "project": "alpha",
+                "agent": "linter",
+                "pid": 7,
+                "start_time": T0,
+                "cpu_cores": 0.5,
+            }
+        ]  # fmt: skip
+    ).cast(
+        pa.schema(
+            [
+                ("ts", pa.timestamp("us", "UTC")),
+                ("host", pa.string()),
+                ("project", pa.string()),
+                ("agent", pa.string()),
+                ("pid", pa.int32()),
+                ("start_time", pa.timestamp("us", "UTC")),
+                ("cpu_cores", pa.float32()),
+            ]
+        )
+    )
+    old = old.replace_schema_metadata({TABLE_KEY: b"samples", SCHEMA_VERSION_KEY: b"0"})
+    pq.write_table(old, hour_dir / "older.parquet")
+    with connect(root) as connection:
+        assert not one_schema(parquet_files(root / "samples"))
+        rows = connection.sql(
+            "SELECT pid, cpu_cores, rss_bytes FROM samples WHERE pid = 7"
+        ).fetchall()
+        after = connection.sql("SELECT count(*) FROM samples").fetchall()
+    assert rows == [(7, 0.5, None)]
+    assert after[0][0] == before[0][0] + 1

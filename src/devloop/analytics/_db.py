@@ -26,7 +26,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,13 +107,14 @@ class Store:
         Corrupt or foreign files are skipped with a StoreWarning naming each (from
         :func:`devloop.store.connect`).
         """
-        from devloop.store import connect
+        from devloop.store.query import connect_listed
 
         self.workspace_dir = Path(workspace_dir)
         if not self.workspace_dir.is_dir():
             raise UsageError(f"workspace folder not found: {self.workspace_dir}")
         self.root = self.workspace_dir / "metrics"
-        self.connection: duckdb.DuckDBPyConnection = connect(self.root)
+        self.connection: duckdb.DuckDBPyConnection
+        self.connection, self.listing = connect_listed(self.root)
         self.execute(f"SET threads = {THREADS}")
         import duckdb
 
@@ -131,6 +132,7 @@ class Store:
         #: Per selection, whether every per-tick sum is at a collector tick (``system``) and
         #: every project has one at every tick (set by ``_series.project_series``).
         self.aligned: dict[Selection, bool] = {}
+        self._cores: str | None = None
 
     # --- running SQL -----------------------------------------------------------------------
 
@@ -175,19 +177,71 @@ class Store:
     # --- what the store holds ----------------------------------------------------------------
 
     def span(self) -> tuple[datetime | None, datetime | None]:
-        """The oldest and newest tick (``system``, else ``samples``); None, None when empty."""
+        """The oldest and newest tick (``system``, else ``samples``); None, None when empty.
+
+        From the files' footers (their ``ts`` range) and the spool tail, without a scan."""
         for table in ("system", "samples"):
-            ((first, last),) = self.rows(f"SELECT min(ts), max(ts) FROM {table}")
-            if first is not None:
-                return _aware(first), _aware(last)
+            facts = [fact for fact in self.listing.files[table] if fact.rows]
+            if any(fact.ts_min_us is None or fact.ts_max_us is None for fact in facts):
+                ((first, last),) = self.rows(f"SELECT min(ts), max(ts) FROM {table}")
+                if first is not None:  # a footer without statistics: scan
+                    return _aware(first), _aware(last)
+                continue
+            ends = [
+                (fact.ts_min_us, fact.ts_max_us)
+                for fact in facts
+                if fact.ts_min_us is not None and fact.ts_max_us is not None
+            ]
+            if table in self.listing.spooled:
+                ((first, last),) = self.rows(
+                    f"SELECT epoch_us(min(ts)), epoch_us(max(ts)) FROM _spool_{table}"
+                )
+                if first is not None:
+                    ends.append((first, last))
+            if ends:
+                return _from_us(min(e[0] for e in ends)), _from_us(max(e[1] for e in ends))
         return None, None
+
+    def newest(self, selection: Selection) -> datetime | None:
+        """The newest collector tick (``system``) in ``selection``'s range, None when none.
+
+        From the files' footers when no file straddles the end of the range (the usual case:
+        the range ends after the newest tick), else by a query."""
+        start, end = _to_us(selection.start), _to_us(selection.end)
+        found: int | None = None
+        for fact in self.listing.files["system"]:
+            if not fact.rows or fact.ts_min_us is None or fact.ts_max_us is None:
+                found = None
+                break
+            if fact.ts_min_us >= end or fact.ts_max_us < start:
+                continue
+            if fact.ts_max_us >= end:
+                found = None  # the file's newest tick is past the range: ask DuckDB
+                break
+            found = fact.ts_max_us if found is None else max(found, fact.ts_max_us)
+        else:
+            if "system" in self.listing.spooled:
+                ((tail,),) = self.rows(
+                    "SELECT epoch_us(max(ts)) FROM _spool_system WHERE ts >= ? AND ts < ?",
+                    [selection.start, selection.end],
+                )
+                if tail is not None:
+                    found = tail if found is None else max(found, tail)
+            if found is not None:
+                return _from_us(found)
+        where, params = self.where(selection, names=False)
+        ((at,),) = self.rows(f"SELECT max(ts) FROM system WHERE {where}", params)
+        return None if at is None else _aware(at)
 
     def known(self) -> dict[str, tuple[str, ...]]:
         """Every project the store names (``processes`` and ``limits``), with its agents."""
-        found = self.rows(
-            "SELECT DISTINCT project, agent FROM processes "
-            "UNION SELECT DISTINCT project, agent FROM limits"
-        )
+        from devloop.analytics._digest import digests
+
+        found = {
+            (project, agent)
+            for table in ("processes", "limits")
+            for project, agent in digests(self.connection, self.root, self.listing, table)
+        }
         names: dict[str, set[str]] = {}
         for project, agent in found:
             agents = names.setdefault(project, set())
@@ -234,10 +288,8 @@ class Store:
             agent_filter=bool(agents),
             interval=1.0,
         )
-        if require_samples:
-            where, params = self.where(selection)
-            if not self.rows(f"SELECT 1 FROM samples WHERE {where} LIMIT 1", params):
-                raise no_samples(start_shown, end_shown)
+        if require_samples and not self._has_samples(selection):
+            raise no_samples(start_shown, end_shown)
         interval = self._interval(selection)
         return Selection(
             start=start,
@@ -249,6 +301,19 @@ class Store:
             interval=interval,
             open_end=open_end,
         )
+
+    def _has_samples(self, selection: Selection) -> bool:
+        """Whether any sample matches ``selection``. Without name filters a file whose first
+        or last tick lies in the range answers it from its footer, without a scan."""
+        if not selection.project_filter and not selection.agent_filter:
+            start = _to_us(selection.start)
+            end = _to_us(selection.end)
+            for fact in self.listing.files["samples"]:
+                ends = (fact.ts_min_us, fact.ts_max_us)
+                if fact.rows and any(us is not None and start <= us < end for us in ends):
+                    return True
+        where, params = self.where(selection)
+        return bool(self.rows(f"SELECT 1 FROM samples WHERE {where} LIMIT 1", params))
 
     def where(
         self, selection: Selection, alias: str = "", *, names: bool = True
@@ -272,6 +337,11 @@ class Store:
             selection.start.astimezone(UTC).date(),
             last_day,
         ]
+        if selection.start.astimezone(UTC).date() == last_day:
+            # within one day, the partition column ``hour`` skips the other hours' files too
+            last_hour = (selection.end - timedelta(microseconds=1)).astimezone(UTC).hour
+            parts += [f"{prefix}hour >= ?", f"{prefix}hour <= ?"]
+            params += [selection.start.astimezone(UTC).hour, last_hour]
         if names and selection.project_filter:
             parts.append(f"{prefix}project IN ({_marks(selection.projects)})")
             params.extend(selection.projects)
@@ -283,14 +353,14 @@ class Store:
     def _interval(self, selection: Selection) -> float:
         # The median gap over the last ten minutes of the range: cheap, and not skewed by
         # the hours a collector was off.
-        where, params = self.where(selection, names=False)
+        recent = max(selection.start, selection.end - timedelta(minutes=10))
+        where, params = self.where(replace(selection, start=recent), names=False)
         sql = (
             "SELECT median(gap) FROM (SELECT epoch_us(ts) - lag(epoch_us(ts)) OVER "
-            f"(PARTITION BY host ORDER BY ts) AS gap FROM system WHERE {where} AND ts >= ?) "
+            f"(PARTITION BY host ORDER BY ts) AS gap FROM system WHERE {where}) "
             "WHERE gap > 0"
         )
-        recent = max(selection.start, selection.end - timedelta(minutes=10))
-        ((gap,),) = self.rows(sql, [*params, recent])
+        ((gap,),) = self.rows(sql, params)
         return float(gap) / 1e6 if gap is not None and not math.isnan(gap) else 1.0
 
     def sources(self, selection: Selection) -> Sources:
@@ -316,7 +386,39 @@ class Store:
 
     def cores_sql(self) -> str:
         """A relation ``(host, cores)``: each host's newest core count."""
-        return "(SELECT host, arg_max(cores, ts) AS cores FROM system GROUP BY host)"
+        if self._cores is None:
+            from devloop.analytics._digest import digests
+
+            newest: dict[str, tuple[int, int]] = {}
+            for host, ts_us, cores in digests(self.connection, self.root, self.listing, "system"):
+                if host not in newest or ts_us > newest[host][0]:
+                    newest[host] = (ts_us, cores)
+            rows = ", ".join(
+                f"({_quote(host)}, CAST({int(cores)} AS SMALLINT))"
+                for host, (_, cores) in sorted(newest.items())
+            )
+            self._cores = (
+                f"(SELECT * FROM (VALUES {rows}) AS c(host, cores))"
+                if rows
+                else "(SELECT CAST(NULL AS VARCHAR) AS host, CAST(NULL AS SMALLINT) AS cores "
+                "WHERE false)"
+            )
+        return self._cores
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_us(epoch_us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=epoch_us)
+
+
+def _to_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _aware(moment: datetime) -> datetime:

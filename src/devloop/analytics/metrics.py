@@ -112,8 +112,7 @@ def workspace_metrics(
 
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    where, params = store.where(selection, names=False)
-    ((at,),) = store.rows(f"SELECT max(ts) FROM system WHERE {where}", params)
+    at = store.newest(selection)
     if at is None:  # samples without system rows: fall back to the newest sample
         sample_where, sample_params = store.where(selection)
         ((at,),) = store.rows(f"SELECT max(ts) FROM samples WHERE {sample_where}", sample_params)

@@ -1,8 +1,9 @@
 """DuckDB views over the store: ``samples``, ``processes``, ``system``, ``events``, ``limits``.
 
-Each view reads the table's live files with ``read_parquet([...], hive_partitioning=true,
-union_by_name=true)``, so it has the table's columns (``schema.TABLES``) followed by the two
-partition columns ``date`` (DATE) and ``hour`` (BIGINT, 0-23, UTC). They are kept on purpose: they
+Each view reads the table's live files with ``read_parquet([...], hive_partitioning=true)``
+(and ``union_by_name=true`` when files of several schema versions are mixed), so it has the
+table's columns (``schema.TABLES``) followed by the two partition columns ``date`` (DATE) and
+``hour`` (BIGINT, 0-23, UTC). They are kept on purpose: they
 are what Spark and pyarrow.dataset show for the same folders, and filtering on them skips whole
 files. A table with no files yet gets an empty view with the same columns, so queries never fail
 on an empty store. Files are listed when the views are made: call :func:`create_views` again (or
@@ -29,6 +30,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,18 +70,33 @@ def live_files(root: Path | str, table: str) -> list[Path]:
     return paths
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What the views were made over: each table's live files (oldest hour first) and the
+    tables that also read rows of the spool (registered as ``_spool_<table>``)."""
+
+    files: dict[str, list[FileFacts]]
+    spooled: frozenset[str]
+
+
 def connect(root: Path | str, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a view per table of the store at ``root``."""
+    return connect_listed(root, database)[0]
+
+
+def connect_listed(
+    root: Path | str, database: str = ":memory:"
+) -> tuple[duckdb.DuckDBPyConnection, Listing]:
+    """:func:`connect`, and the :class:`Listing` its views read."""
     try:
         connection = duckdb.connect(database)
         connection.execute("SET TimeZone = 'UTC'")
     except duckdb.Error as exc:
         raise StoreError(f"cannot open DuckDB: {exc}") from exc
-    create_views(connection, root)
-    return connection
+    return connection, create_views(connection, root)
 
 
-def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> None:
+def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> Listing:
     """(Re)create the five views on ``connection`` from the files now in ``root``."""
     root = Path(root)
     known = _load_facts(root)
@@ -98,6 +116,7 @@ def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> Non
             connection.execute(sql)
         except duckdb.Error as exc:
             raise StoreError(f"cannot create the {table} view over {root}: {exc}") from exc
+    return Listing(files, frozenset(pending))
 
 
 def _load_facts(root: Path) -> dict[str, Any]:
@@ -158,6 +177,21 @@ def _save_facts(root: Path, known: dict[str, Any], facts: list[FileFacts]) -> No
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+def one_schema(paths: Sequence[Path | str]) -> bool:
+    """Whether the store files ``paths`` (all known to this process, from the footers read
+    when the views were made) share one schema version, so DuckDB may read them without
+    ``union_by_name``: that reads every file's footer at every bind (~0.5 ms a file), where
+    the default reads the first one and matches the others' columns by name."""
+    versions = set()
+    with _files._cache_lock:
+        for path in paths:
+            cached = _files._facts_cache.get(str(path))
+            if cached is None or not isinstance(cached[2], FileFacts):
+                return False
+            versions.add(cached[2].schema_version)
+    return len(versions) <= 1
 
 
 def _live_facts(root: Path, table: str) -> list[FileFacts]:
@@ -222,9 +256,10 @@ def _view_sql(table: str, paths: list[Path], *, spooled: bool = False) -> str:
         for name in [_quote_identifier(f.name)]
     ]
     columns += [name for name, _ in PARTITION_COLUMNS]
+    union = "false" if one_schema(paths) else "true"
     return (
         f"CREATE OR REPLACE VIEW {table} AS SELECT {', '.join(columns)} FROM read_parquet("
-        f"[{listing}], hive_partitioning = true, union_by_name = true)"
+        f"[{listing}], hive_partitioning = true, union_by_name = {union})"
     )
 
 
