@@ -89,7 +89,8 @@ def _all(ws: Path, *, use_cache: bool, names: tuple[str, ...] = tuple(REPORTS)) 
 
 
 def _entries(ws: Path) -> list[Path]:
-    return sorted((ws / "metrics" / CACHE_DIR).rglob("*.parquet"))
+    """The hourly entries (not the whole-day files made from them)."""
+    return sorted((ws / "metrics" / CACHE_DIR).rglob("hour=*/*.parquet"))
 
 
 def test_reports_identical_cold_warm_and_deleted(store_copy: Path) -> None:

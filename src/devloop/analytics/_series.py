@@ -37,8 +37,18 @@ def ticks_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
 
 
 def _read(paths: Sequence[Path]) -> str:
+    """``read_parquet`` of ``paths``: cache entries (one kind: one schema) or store files.
+    ``union_by_name`` (which reads every footer at every bind) only where schemas differ."""
+    from devloop.analytics._cache import CACHE_DIR, consolidated
+    from devloop.store.query import one_schema
+
+    # <root>/_cache/<kind>/date=D/hour=H/<key>.parquet
+    entries = all(Path(path).parts[-5:-4] == (CACHE_DIR,) for path in paths)
+    if entries:
+        paths = consolidated(paths)  # whole past days: one file each
     listing = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
-    return f"read_parquet([{listing}], union_by_name = true, hive_partitioning = false)"
+    union = "false" if entries or one_schema(paths) else "true"
+    return f"read_parquet([{listing}], union_by_name = {union}, hive_partitioning = false)"
 
 
 def _conditions(selection: Selection, *, times: bool = True) -> tuple[str, list[Any]]:
@@ -51,6 +61,13 @@ def _conditions(selection: Selection, *, times: bool = True) -> tuple[str, list[
         parts.append(f"agent IN ({', '.join('?' for _ in selection.agents)})")
         params.extend(selection.agents)
     return " AND ".join(parts), params
+
+
+def range_conditions(selection: Selection, *, times: bool = True) -> tuple[str, list[Any]]:
+    """The condition picking ``selection``'s rows of a relation with ``ts``, ``project`` and
+    ``agent`` columns but no ``date`` (a rollup, or files read by name), and its parameters;
+    without the time condition when ``times`` is false (``true`` when nothing remains)."""
+    return _conditions(selection, times=times)
 
 
 def tick_sums_sql(store: Store, selection: Selection, *, by_agent: bool) -> tuple[str, list[Any]]:
@@ -411,3 +428,267 @@ def project_series_with_limits(
         table, on="ts", by=["host", "project"], strategy="backward", check_sortedness=False
     )
     return (joined.sort("project", "host", "ts") if ordered else joined), note
+
+
+# --- rollups by project, of the workspace, and CPU value counts --------------------------------
+
+
+def _split(
+    store: Store, selection: Selection, hourly: str, ticks: str
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """Like :func:`_hour_split` for any pair of kinds: ``hourly`` entries of the cached hours
+    wholly inside the range, ``ticks`` entries of the cached hours it cuts, raw files."""
+    sources = store.sources(selection)
+    whole: list[Path] = []
+    cut: list[Path] = []
+    for partition, entry, tick_entry in zip(
+        sources.partitions, sources.cached[hourly], sources.cached[ticks], strict=True
+    ):
+        if selection.start <= partition.start and partition.end <= selection.end:
+            whole.append(entry)
+        else:
+            cut.append(tick_entry)
+    return whole, cut, list(sources.raw)
+
+
+def project_hours_sql(store: Store, selection: Selection) -> tuple[str, list[Any]] | None:
+    """:func:`agent_hours_sql` per host and project (columns without ``agent``), from the
+    ``project_hour`` rollups; None when only some agents are selected (the project rollups
+    sum every agent)."""
+    if selection.agent_filter:
+        return None
+    from devloop.analytics._cache import _BUILD_SQL
+
+    whole, cut, raw = _split(store, selection, "project_hour", "project")
+    names, name_params = _conditions(selection, times=False)
+    where, params = _conditions(selection)
+    columns = "host, project, first, last, ticks, " + ", ".join(
+        f"{v}_sum, {v}_n, {v}_min, {v}_max, {v}_top" for v in HOUR_VALUES
+    )
+    parts: list[str] = []
+    all_params: list[Any] = []
+    if whole:
+        parts.append(f"SELECT {columns} FROM {_read(whole)} WHERE {names}")
+        all_params += name_params
+    ticks: list[str] = []
+    if cut:
+        ticks.append(
+            f"SELECT host, ts, project, cpu, rss, fds, threads FROM {_read(cut)} WHERE {where}"
+        )
+        all_params += params
+    if raw:
+        source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
+        ticks.append(
+            "SELECT host, ts, project, cpu, rss, fds, threads FROM ("
+            + _BUILD_SQL["project"].format(source=source)
+            + ")"
+        )
+        all_params += params
+    if ticks:
+        source = "(" + " UNION ALL ".join(ticks) + ")"
+        parts.append(
+            f"SELECT {columns} FROM (" + _BUILD_SQL["project_hour"].format(source=source) + ")"
+        )
+    if not parts:
+        return None
+    return "(" + " UNION ALL ".join(parts) + ")", all_params
+
+
+def workspace_ticks_sql(store: Store, selection: Selection) -> tuple[str, list[Any]] | None:
+    """A relation ``(host, ts, cpu, rss, fds, threads, projects)``: every project's per-tick
+    sums summed per tick (``projects``: how many had a sum), from the ``workspace`` rollups;
+    None when the selection names projects or agents (the rollups sum them all)."""
+    if selection.project_filter or selection.agent_filter:
+        return None
+    from devloop.analytics._cache import _BUILD_SQL
+
+    sources = store.sources(selection)
+    where, params = _conditions(selection)
+    parts: list[str] = []
+    all_params: list[Any] = []
+    columns = "host, ts, cpu, rss, fds, threads, projects"
+    if sources.cached["workspace"]:
+        parts.append(f"SELECT {columns} FROM {_read(sources.cached['workspace'])} WHERE {where}")
+        all_params += params
+    if sources.raw:
+        source = f"(SELECT * FROM {_read(sources.raw)} WHERE {where})"
+        projects = "(" + _BUILD_SQL["project"].format(source=source) + ")"
+        parts.append(
+            f"SELECT {columns} FROM (" + _BUILD_SQL["workspace"].format(source=projects) + ")"
+        )
+        all_params += params
+    if not parts:
+        return None
+    return "(" + " UNION ALL ".join(parts) + ")", all_params
+
+
+def agent_counts_sql(store: Store, selection: Selection, value: str) -> tuple[str, list[Any]]:
+    """A relation ``(host, project, agent, <value>, n)``: how many ticks each selected agent's
+    per-tick sum of ``value`` ("cpu": cores, or "rss": bytes; non-null) had each value, from
+    the ``agent_<value>`` rollups of the hours wholly inside the range and the per-tick sums
+    of the rest."""
+    from devloop.analytics._cache import _BUILD_SQL
+
+    kind = {"cpu": "agent_cpu", "rss": "agent_rss"}[value]
+    whole, cut, raw = _split(store, selection, kind, "agent")
+    names, name_params = _conditions(selection, times=False)
+    where, params = _conditions(selection)
+    parts: list[str] = []
+    all_params: list[Any] = []
+    if whole:
+        parts.append(f"SELECT host, project, agent, {value}, n FROM {_read(whole)} WHERE {names}")
+        all_params += name_params
+    ticks: list[str] = []
+    if cut:
+        ticks.append(f"SELECT host, ts, project, agent, {value} FROM {_read(cut)} WHERE {where}")
+        all_params += params
+    if raw:
+        source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
+        ticks.append(
+            f"SELECT host, ts, project, agent, {value} FROM ("
+            + _BUILD_SQL["agent"].format(source=source)
+            + ")"
+        )
+        all_params += params
+    if ticks:
+        source = "(" + " UNION ALL ".join(ticks) + ")"
+        parts.append(_BUILD_SQL[kind].format(source=source))
+    if not parts:
+        return (
+            "(SELECT CAST(NULL AS VARCHAR) AS host, CAST(NULL AS VARCHAR) AS project, "
+            f"CAST(NULL AS VARCHAR) AS agent, CAST(NULL AS DOUBLE) AS {value}, "
+            "CAST(NULL AS BIGINT) AS n WHERE false)",
+            [],
+        )
+    return "(" + " UNION ALL ".join(parts) + ")", all_params
+
+
+def quantiles_from_counts_sql(counts: str, keys: str, quantiles: Sequence[float]) -> str:
+    """Per ``keys``, ``quantile_cont`` of the values of ``counts`` (a relation with ``keys``,
+    ``v`` and ``n``, the number of times ``v`` occurs), exactly as DuckDB computes it over the
+    values themselves: with ``r = (N - 1) * q``, the values at ranks ``floor(r)`` and
+    ``ceil(r)`` (0-based, ascending) interpolated as ``lo + (r - floor(r)) * (hi - lo)``.
+    Columns: ``keys`` and ``q0``, ``q1``, ... in the order of ``quantiles``."""
+    picks = []
+    for i, q in enumerate(quantiles):
+        rank = f"(CAST(total - 1 AS DOUBLE) * CAST({float(q)!r} AS DOUBLE))"
+        lo = f"min(v) FILTER (WHERE upto > floor({rank}))"
+        hi = f"min(v) FILTER (WHERE upto > ceil({rank}))"
+        picks.append(
+            f"CASE WHEN ceil(any_value({rank})) = floor(any_value({rank})) THEN {lo} "
+            f"ELSE {lo} + (any_value({rank}) - floor(any_value({rank}))) * ({hi} - {lo}) "
+            f"END AS q{i}"
+        )
+    return f"""(
+        SELECT {keys}, {", ".join(picks)} FROM (
+            SELECT {keys}, v,
+                   sum(n) OVER (PARTITION BY {keys} ORDER BY v
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS upto,
+                   sum(n) OVER (PARTITION BY {keys}) AS total
+            FROM (SELECT {keys}, v, sum(n) AS n FROM {counts} GROUP BY {keys}, v)
+        ) GROUP BY {keys}
+    )"""
+
+
+# --- per-tick rollups without a condition on ts where the range holds their hour --------------
+
+
+def _whole_cut_raw(
+    store: Store, selection: Selection, kind: str
+) -> tuple[list[Path], list[Path], list[Path]]:
+    """The ``kind`` entries of the cached hours wholly inside the range, those of the cached
+    hours it cuts, and the raw files of the hours without entries."""
+    sources = store.sources(selection)
+    whole: list[Path] = []
+    cut: list[Path] = []
+    for partition, entry in zip(sources.partitions, sources.cached[kind], strict=True):
+        inside = selection.start <= partition.start and partition.end <= selection.end
+        (whole if inside else cut).append(entry)
+    return whole, cut, list(sources.raw)
+
+
+def _entries_sql(
+    store: Store, selection: Selection, kind: str, columns: str, raw: str
+) -> tuple[list[str], list[Any]]:
+    """``SELECT columns`` of the selected rows of the ``kind`` entries (the hours wholly
+    inside the range without a condition on ``ts``) and of ``raw`` (a query with ``{source}``)
+    over the raw files."""
+    whole, cut, files = _whole_cut_raw(store, selection, kind)
+    names, name_params = _conditions(selection, times=False)
+    where, params = _conditions(selection)
+    parts: list[str] = []
+    all_params: list[Any] = []
+    if whole:
+        parts.append(f"SELECT {columns} FROM {_read(whole)} WHERE {names}")
+        all_params += name_params
+    if cut:
+        parts.append(f"SELECT {columns} FROM {_read(cut)} WHERE {where}")
+        all_params += params
+    if files:
+        source = f"(SELECT * FROM {_read(files)} WHERE {where})"
+        parts.append(f"SELECT {columns} FROM (" + raw.format(source=source) + ")")
+        all_params += params
+    return parts, all_params
+
+
+def project_sums_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
+    """The relation of :func:`tick_sums_sql` by project, with the ``project`` entries of the
+    hours wholly inside the range read without a condition on ``ts``: a query that does not
+    use ``ts`` then does not read it."""
+    if selection.agent_filter:
+        return tick_sums_sql(store, selection, by_agent=False)
+    from devloop.analytics._cache import _BUILD_SQL
+
+    columns = "host, ts, project, cpu, rss, fds, threads, processes"
+    parts, params = _entries_sql(store, selection, "project", columns, _BUILD_SQL["project"])
+    if not parts:
+        return tick_sums_sql(store, selection, by_agent=False)
+    return "(" + " UNION ALL ".join(parts) + ")", params
+
+
+def workspace_sums_sql(store: Store, selection: Selection) -> tuple[str, list[Any]] | None:
+    """The relation of :func:`workspace_ticks_sql` (every project's per-tick sums summed per
+    tick) with the ``workspace`` entries of the hours wholly inside the range read without a
+    condition on ``ts``; None when the selection names projects or agents."""
+    if selection.project_filter or selection.agent_filter:
+        return None
+    from devloop.analytics._cache import _BUILD_SQL
+
+    raw = _BUILD_SQL["workspace"].format(source="(" + _BUILD_SQL["project"] + ")")
+    columns = "host, ts, cpu, rss, fds, threads, projects"
+    parts, params = _entries_sql(store, selection, "workspace", columns, raw)
+    if not parts:
+        return None
+    return "(" + " UNION ALL ".join(parts) + ")", params
+
+
+def series_aligned(store: Store, selection: Selection) -> bool | None:
+    """Whether every selected project has a per-tick sum at every collector tick of the range
+    and at no other tick (then the sums are the whole project series: no idle tick to fill
+    in), checked on the ``workspace`` rollups (one row per tick); None when the selection
+    names projects or agents (the rollups sum them all). Kept in ``store.aligned``."""
+    if selection in store.aligned:
+        return store.aligned[selection]
+    whole = workspace_ticks_sql(store, selection)
+    if whole is None:
+        return None
+    whole_sql, whole_params = whole
+    ticks, tick_params = ticks_sql(store, selection)
+    ((total, present, fewest, most, outside, cores),) = store.rows(
+        f"""
+        WITH t AS MATERIALIZED ({ticks}),
+        w AS MATERIALIZED (SELECT host, ts, projects FROM {whole_sql})
+        SELECT (SELECT count(*) FROM t), count(*), min(projects), max(projects),
+               (SELECT count(*) FROM w ANTI JOIN t ON w.host = t.host AND w.ts = t.ts),
+               (SELECT count(*) FROM (SELECT DISTINCT host FROM t) h
+                ANTI JOIN {store.cores_sql()} c ON c.host = h.host)
+        FROM w
+        """,
+        [*tick_params, *whole_params],
+    )
+    names = len(selection.projects)
+    aligned = bool(
+        total and present == total and fewest == most == names and outside == 0 and not cores
+    )
+    store.aligned[selection] = aligned
+    return aligned

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import agent_hours_sql, lives_sql, tick_sums_sql, top_at
+from devloop.analytics._series import (
+    agent_counts_sql,
+    agent_hours_sql,
+    lives_sql,
+    quantiles_from_counts_sql,
+    tick_sums_sql,
+    top_at,
+)
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -79,11 +86,32 @@ def audit_query(
     selection = store.select(time_range, projects, agents)
     value, unit = METRICS[metric]
     column = {"cpu": "cpu", "memory": "rss", "fds": "fds", "threads": "threads"}[metric]
-    # avg, min, max and max_at combine the per-hour rollups (exact); the percentiles need
-    # every tick, read once for both.
+    # avg, min, max and max_at combine the per-hour rollups (exact). So do the percentiles of
+    # CPU and memory, from the per-hour (per-day) counts of each value; those of fds and
+    # threads read every tick.
     hours, hour_params = agent_hours_sql(store, selection)
-    sums, params = tick_sums_sql(store, selection, by_agent=True)
     lives_rel, lives_params = lives_sql(store, selection)
+    if metric == "cpu":
+        counts, params = agent_counts_sql(store, selection, "cpu")
+        quantiles = quantiles_from_counts_sql(
+            f"(SELECT a.project, a.agent, 100.0 * a.cpu / c.cores AS v, a.n FROM {counts} a "
+            f"JOIN {store.cores_sql()} c ON c.host = a.host)",
+            "project, agent",
+            [0.5, 0.95],
+        )
+        q = f"(SELECT project, agent, [q0, q1] AS qs FROM {quantiles})"
+    elif metric == "memory":
+        counts, params = agent_counts_sql(store, selection, "rss")
+        quantiles = quantiles_from_counts_sql(
+            f"(SELECT project, agent, rss AS v, n FROM {counts})", "project, agent", [0.5, 0.95]
+        )
+        q = f"(SELECT project, agent, [q0, q1] AS qs FROM {quantiles})"
+    else:
+        sums, params = tick_sums_sql(store, selection, by_agent=True)
+        q = f"""(
+            SELECT project, agent, quantile_cont({value}, [0.5, 0.95]) AS qs FROM {sums}
+            GROUP BY project, agent
+        )"""
 
     def x(v: str) -> str:
         return f"100.0 * {v} / cores" if metric == "cpu" else f"CAST({v} AS DOUBLE)"
@@ -99,21 +127,14 @@ def audit_query(
                    {top_at(f"{column}_top", "cores" if metric == "cpu" else "")} AS max_at
             FROM h GROUP BY project, agent
         ),
-        a AS (SELECT host, ts, project, agent, {value} AS v FROM {sums}),
-        q AS (
-            SELECT a.project, a.agent,
-                   quantile_cont({"100.0 * a.v / c.cores" if metric == "cpu" else "a.v"},
-                                 [0.5, 0.95]) AS qs
-            FROM a JOIN {store.cores_sql()} c ON c.host = a.host
-            GROUP BY a.project, a.agent
-        ),
+        q AS {q},
         lives AS (
             SELECT project, agent, count(*) AS processes FROM {lives_rel}
             GROUP BY project, agent
         )
         SELECT s.project, s.agent, s.ticks, l.processes, s.avg, s.min, q.qs[1] AS p50,
                q.qs[2] AS p95, s.max, s.max_at
-        FROM stats s JOIN q ON q.project = s.project AND q.agent = s.agent
+        FROM stats s LEFT JOIN q ON q.project = s.project AND q.agent = s.agent
         JOIN lives l ON l.project = s.project AND l.agent = s.agent
         """,
         [*hour_params, *params, *lives_params],

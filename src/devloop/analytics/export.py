@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import project_series, tick_sums_sql, ticks_sql
+from devloop.analytics._series import project_series, series_aligned, tick_sums_sql, ticks_sql
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -131,8 +131,29 @@ def _project_rows(store: Store, selection: Selection, bucket_us: int) -> pl.Data
     series (a sum at every tick for every project, see ``project_series``); None otherwise."""
     import polars as pl
 
-    ticks, tick_params = ticks_sql(store, selection)
     sums, params = tick_sums_sql(store, selection, by_agent=False)
+    if series_aligned(store, selection):  # known whole: no per-row check against the ticks
+        frame = store.frame(
+            f"""
+            SELECT make_timestamptz(bucket * {bucket_us}) AS interval_start, * EXCLUDE (bucket)
+            FROM (
+                SELECT epoch_us(s.ts) // {bucket_us} AS bucket, s.project, count(*) AS ticks,
+                       avg(100.0 * s.cpu / c.cores) AS cpu_avg_percent,
+                       max(100.0 * s.cpu / c.cores) AS cpu_max_percent,
+                       max(CAST(s.rss AS BIGINT)) AS memory_max_bytes, max(s.fds) AS fds_max,
+                       max(s.threads) AS threads_max
+                FROM {sums} s JOIN {store.cores_sql()} c ON c.host = s.host
+                GROUP BY bucket, s.project
+            )
+            """,
+            params,
+        )
+        return (
+            frame.with_columns(pl.col("interval_start").dt.convert_time_zone("UTC"))
+            .sort("interval_start", "project")
+            .select([c for c in EXPORT_COLUMNS if c != "agent"])
+        )
+    ticks, tick_params = ticks_sql(store, selection)
     names = list(selection.projects)
     frame = store.frame(
         f"""

@@ -12,13 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
 from devloop.analytics._series import (
+    agent_counts_sql,
     agent_hours_sql,
     arg_max_ts,
+    project_hours_sql,
     project_series,
+    quantiles_from_counts_sql,
+    series_aligned,
     tick_sums_sql,
     ticks_sql,
     top_at,
     workspace_series,
+    workspace_ticks_sql,
 )
 from devloop.analytics.timerange import TimeRange
 
@@ -78,7 +83,9 @@ def peak_usage(
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
     agent_rows = _agent_peaks(store, selection).with_columns(pl.lit("agent").alias("scope"))
-    in_sql = _series_peaks(store, selection)
+    in_sql = _series_peaks_rollups(store, selection)
+    if in_sql is None:
+        in_sql = _series_peaks(store, selection)
     if in_sql is not None:
         workspace_row, project_rows = in_sql
     else:
@@ -91,6 +98,73 @@ def peak_usage(
         pl.col("project"), pl.col("agent").is_not_null(), pl.col("agent")
     )
     return PeakUsage(selection, pl.concat([frames[0], body]))
+
+
+def _series_peaks_rollups(
+    store: Store, selection: Selection
+) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The workspace row and the project rows from the ``project_hour`` and ``workspace``
+    rollups (peaks, means, counts) and the per-tick project sums (p95), when every selected
+    project has a sum at every collector tick and nothing else (the series needs no idle
+    ticks filled in); None otherwise, or when the selection names projects or agents."""
+    import polars as pl
+
+    hours = project_hours_sql(store, selection)
+    whole = workspace_ticks_sql(store, selection)
+    if hours is None or whole is None:
+        return None
+    hours_sql, hour_params = hours
+    whole_sql, whole_params = whole
+    if not series_aligned(store, selection):
+        return None
+    cores = store.cores_sql()
+    workspace = store.frame(
+        f"""
+        WITH w AS (
+            SELECT w.ts, 100.0 * w.cpu / c.cores AS cpu_percent,
+                   CAST(w.rss AS BIGINT) AS rss_bytes, w.fds, w.threads
+            FROM {whole_sql} w JOIN {cores} c ON c.host = w.host
+        )
+        SELECT 'workspace' AS scope, NULL::VARCHAR AS project, NULL::VARCHAR AS agent,
+               count(*) AS ticks, max(cpu_percent) AS cpu_peak_percent,
+               {arg_max_ts("cpu_percent")} FILTER (WHERE cpu_percent IS NOT NULL)
+                   AS cpu_peak_at,
+               quantile_cont(cpu_percent, 0.95) AS cpu_p95_percent,
+               avg(cpu_percent) AS cpu_avg_percent, max(rss_bytes) AS memory_peak_bytes,
+               {arg_max_ts("rss_bytes")} FILTER (WHERE rss_bytes IS NOT NULL)
+                   AS memory_peak_at,
+               max(fds) AS fds_peak, max(threads) AS threads_peak
+        FROM w
+        """,
+        whole_params,
+    )
+    sums, sum_params = tick_sums_sql(store, selection, by_agent=False)
+    projects = store.frame(
+        f"""
+        WITH h AS (SELECT h.*, c.cores FROM {hours_sql} h JOIN {cores} c ON c.host = h.host),
+        stats AS (
+            SELECT project, CAST(sum(ticks) AS BIGINT) AS ticks,
+                   max(100.0 * cpu_max / cores) AS cpu_peak_percent,
+                   {top_at("cpu_top", "cores")} AS cpu_peak_at,
+                   sum(100.0 * cpu_sum / cores) / sum(cpu_n) AS cpu_avg_percent,
+                   CAST(max(rss_max) AS BIGINT) AS memory_peak_bytes,
+                   {top_at("rss_top")} AS memory_peak_at,
+                   max(fds_max) AS fds_peak, max(threads_max) AS threads_peak
+            FROM h GROUP BY project
+        ),
+        p95 AS (
+            SELECT s.project, quantile_cont(100.0 * s.cpu / c.cores, 0.95) AS cpu_p95_percent
+            FROM {sums} s JOIN {cores} c ON c.host = s.host GROUP BY s.project
+        )
+        SELECT 'project' AS scope, s.project, NULL::VARCHAR AS agent, s.ticks,
+               s.cpu_peak_percent, s.cpu_peak_at, p.cpu_p95_percent, s.cpu_avg_percent,
+               s.memory_peak_bytes, s.memory_peak_at, s.fds_peak, s.threads_peak
+        FROM stats s LEFT JOIN p95 p ON p.project = s.project
+        """,
+        [*hour_params, *sum_params],
+    )
+    utc = pl.col("cpu_peak_at", "memory_peak_at").dt.convert_time_zone("UTC")
+    return workspace.with_columns(utc), projects.with_columns(utc)
 
 
 def _series_peaks(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame] | None:
@@ -205,9 +279,10 @@ def _PEAK_TYPES() -> Any:  # noqa: N802 - a constant that needs polars imported
 
 def _agent_peaks(store: Store, selection: Selection) -> pl.DataFrame:
     # Peaks, ticks and means combine the per-hour rollups (exact: max of maxima, sum of sums,
-    # the earliest tick among equal maxima); only the p95 needs every tick.
+    # the earliest tick among equal maxima); the p95 comes from the per-hour counts of each
+    # CPU value (also exact).
     hours, hour_params = agent_hours_sql(store, selection)
-    sums, params = tick_sums_sql(store, selection, by_agent=True)
+    counts, params = agent_counts_sql(store, selection, "cpu")
     sql = f"""
         WITH h AS (
             SELECT h.*, c.cores FROM {hours} h JOIN {store.cores_sql()} c ON c.host = h.host
@@ -222,15 +297,14 @@ def _agent_peaks(store: Store, selection: Selection) -> pl.DataFrame:
                    max(fds_max) AS fds_peak, max(threads_max) AS threads_peak
             FROM h GROUP BY project, agent
         ),
-        p95 AS (
-            SELECT a.project, a.agent,
-                   quantile_cont(100.0 * a.cpu / c.cores, 0.95) AS cpu_p95_percent
-            FROM {sums} a JOIN {store.cores_sql()} c ON c.host = a.host
-            GROUP BY a.project, a.agent
-        )
+        counts AS (
+            SELECT a.project, a.agent, 100.0 * a.cpu / c.cores AS v, a.n
+            FROM {counts} a JOIN {store.cores_sql()} c ON c.host = a.host
+        ),
+        p95 AS {quantiles_from_counts_sql("counts", "project, agent", [0.95])}
         SELECT s.project, s.agent, s.ticks, s.cpu_peak_percent, s.cpu_peak_at,
-               p.cpu_p95_percent, s.cpu_avg_percent, s.memory_peak_bytes, s.memory_peak_at,
-               s.fds_peak, s.threads_peak
-        FROM stats s JOIN p95 p ON p.project = s.project AND p.agent = s.agent
+               p.q0 AS cpu_p95_percent, s.cpu_avg_percent, s.memory_peak_bytes,
+               s.memory_peak_at, s.fds_peak, s.threads_peak
+        FROM stats s LEFT JOIN p95 p ON p.project = s.project AND p.agent = s.agent
     """
     return store.frame(sql, [*hour_params, *params])
