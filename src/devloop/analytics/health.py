@@ -18,8 +18,9 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +34,15 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import polars as pl
 
+    from devloop.store.layout import Partition
+
 #: Points per life the trend is fitted on.
 MAX_POINTS = 100
 
 #: Spool segments a healthy running collector may have (the open one and one rolling over).
 BACKLOG_SEGMENTS = 2
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Columns of :attr:`Health.memory` and :attr:`Health.fds`.
 TREND_COLUMNS = (
@@ -135,11 +140,12 @@ def health(
 
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    memory, fds = _trends(store, selection, min_life)
+    lives = _lives(store, selection)
+    memory, fds = _trends(store, selection, lives, min_life)
     memory = _flag(memory, leak_mb_per_hour, min_tau)
     fds = _flag(fds, fd_per_hour, min_tau)
-    restarts = _restarts(store, selection, short_life, restart_threshold)
-    stopped = _stopped(store, selection, stopped_min)
+    restarts = _restarts(lives, short_life, restart_threshold)
+    stopped = _stopped(store, selection, lives, stopped_min)
     ((newest,),) = store.rows("SELECT max(ts) FROM system")
     now = now or datetime.now(UTC)
     age = (now - newest).total_seconds() if newest is not None else None
@@ -194,123 +200,123 @@ def health(
     )
 
 
+def _lives(store: Store, selection: Selection) -> pl.DataFrame:
+    """:func:`lives_sql` as a frame (what the trends and the restart loops start from)."""
+    lives_rel, params = lives_sql(store, selection)
+    return store.frame(f"SELECT * FROM {lives_rel}", params)
+
+
 def _trends(
-    store: Store, selection: Selection, min_life: float
+    store: Store, selection: Selection, all_lives: pl.DataFrame, min_life: float
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Theil-Sen trends of rss and fds for every life at least ``min_life`` long."""
     import numpy as np
     import polars as pl
 
-    lives_rel, lives_params = lives_sql(store, selection)
-    _, params = store.where(selection)
-    s_where, _ = store.where(selection, "s")
+    from devloop.analytics._cache import THINNED_EVERY, THINNED_TICK_US
+    from devloop.store.layout import Partition
+
     interval_us = max(1, round(selection.interval * 1e6))
     # Thin in SQL first (every k-th tick, so a life of min_life keeps about MAX_POINTS), then
     # evenly to MAX_POINTS per life below.
     every = max(1, int(min_life / selection.interval) // MAX_POINTS)
-    lives = store.frame(
-        f"""
-        SELECT host, pid, start_time, min(first) AS first, max(last) AS last
-        FROM {lives_rel} GROUP BY host, pid, start_time
-        HAVING epoch_us(max(last)) - epoch_us(min(first)) >= ?
-        """,
-        [*lives_params, round(min_life * 1e6)],
+    lives = (
+        all_lives.group_by("host", "pid", "start_time")
+        .agg(
+            pl.col("project").sort_by("first").first(),
+            pl.col("agent").sort_by("first").first(),
+            pl.col("first").min(),
+            pl.col("last").max(),
+        )
+        .filter(
+            pl.col("last").dt.epoch("us") - pl.col("first").dt.epoch("us") >= round(min_life * 1e6)
+        )
+        .sort("host", "pid", "start_time")
+        .with_row_index("life")
     )
-    # Two parts, so the condition on ``ts`` is applied while the files are read: the thinned
-    # ticks, and the first and last tick of each life (not already thinned in), read from
-    # the files of the hours holding them only.
-    from devloop.store.layout import Partition
-
-    thinned = "(epoch_us(s.ts) // ?) % ? = 0"
-    sources = store.sources(selection)
+    # The thinned ticks of a grid that is a multiple of the ``thinned`` rollup's are all in
+    # it (a tick t with (t // I) % E = 0 has t mod I*E < I <= the rollup's tick, and I*E is a
+    # multiple of the rollup's grid), so the cached hours read it and filter it further.
+    rollup = (
+        interval_us <= THINNED_TICK_US
+        and (interval_us * every) % (THINNED_TICK_US * THINNED_EVERY) == 0
+        and selection.start >= _EPOCH
+    )
     end_hours = {
         Partition.of_datetime(moment)
         for moment in (*lives["first"].to_list(), *lives["last"].to_list())
     }
-    # A life's ends are among the per-hour ends of the cached hours wholly in the range (the
-    # ``edges`` rollup); in other hours, among their rows.
-    whole: list[Path] = []
-    cached = set(sources.partitions)
-    raw = [
-        path
-        for partition, paths in sources.files.items()
-        if partition in end_hours and partition not in cached
-        for path in paths
-    ]
-    for partition, entry in zip(sources.partitions, sources.cached["edges"], strict=True):
-        if partition not in end_hours:
-            continue
-        if selection.start <= partition.start and partition.end <= selection.end:
-            whole.append(entry)
-        else:
-            raw.extend(sources.files[partition])
-    columns = "s.host, s.project, s.agent, s.pid, s.start_time, s.ts, s.rss_bytes, s.fds"
-    keys = "s.host = l.host AND s.pid = l.pid AND s.start_time = l.start_time"
-    sql = f"""
-        SELECT {columns}, l.first, l.last
-        FROM samples s JOIN devloop_lives l ON {keys}
-        WHERE {s_where} AND {thinned}
-    """
-    all_params: list[Any] = [*params, interval_us, every]
-    if whole or raw:
-        reads = [
-            f"SELECT {columns.replace('s.', '')} FROM read_parquet([{_listing(paths)}], "
-            "union_by_name = true, hive_partitioning = false)"
-            for paths in (whole, raw)
-            if paths
-        ]
-        sql += f"""
-        UNION ALL
-        SELECT {columns}, l.first, l.last
-        FROM ({" UNION ALL ".join(reads)}) s
-        JOIN devloop_ends e
-          ON s.host = e.host AND s.pid = e.pid AND s.start_time = e.start_time AND s.ts = e.ts
-        JOIN devloop_lives l ON {keys}
-        WHERE {s_where.replace("s.date", "CAST(s.ts AS DATE)")} AND NOT {thinned}
-        """
-        all_params += [*params, interval_us, every]
+    sql, params = _points_sql(store, selection, interval_us, every, end_hours, rollup=rollup)
     ends = pl.concat(
         [
             lives.select("host", "pid", "start_time", pl.col(end).alias("ts"))
             for end in ("first", "last")
         ]
     ).unique()
-    store.connection.register("devloop_lives", lives.to_arrow())
+    store.connection.register(
+        "devloop_lives", lives.select("life", "host", "pid", "start_time").to_arrow()
+    )
     store.connection.register("devloop_ends", ends.to_arrow())
     try:
-        points = store.frame(f"SELECT * FROM ({sql})", all_params).sort(
-            "host", "pid", "start_time", "ts"
+        points = store.frame(
+            f"""
+            SELECT l.life, epoch_us(p.ts) AS ts, coalesce(p.rss_bytes, 0) AS rss,
+                   coalesce(p.fds, 0) AS fds
+            FROM ({sql}) p JOIN devloop_lives l
+              ON p.host = l.host AND p.pid = l.pid AND p.start_time = l.start_time
+            ORDER BY l.life, ts
+            """,
+            params,
         )
     finally:
         store.connection.unregister("devloop_lives")
         store.connection.unregister("devloop_ends")
+    life = points["life"].to_numpy()
+    ts = points["ts"].to_numpy()
+    rss = points["rss"].to_numpy().astype(np.float64)
+    handles = points["fds"].to_numpy().astype(np.float64)
+    # Per life (in order): the rows fitted, evenly spread to at most MAX_POINTS.
+    cuts = (np.flatnonzero(np.diff(life)) + 1).tolist()
+    fitted: list[tuple[int, npt.NDArray[np.int64]]] = []
+    for lo, hi in zip([0, *cuts], [*cuts, len(life)], strict=True):
+        count = hi - lo
+        if count > MAX_POINTS:
+            picks = np.unique(np.linspace(0, count - 1, MAX_POINTS).round().astype(np.int64))
+            fitted.append((int(life[lo]), lo + picks))
+        elif count:
+            fitted.append((int(life[lo]), np.arange(lo, hi, dtype=np.int64)))
+    # Lives with as many points are fitted at once: per life, memory slope and tau, then fds.
+    by_count: dict[int, list[int]] = {}
+    for k, (_, rows) in enumerate(fitted):
+        by_count.setdefault(len(rows), []).append(k)
+    fits = np.zeros((len(fitted), 4))
+    for members in by_count.values():
+        index = np.stack([fitted[k][1] for k in members])
+        times = ts[index]
+        # (ts - first.timestamp() * 1e6) / 3.6e9, as Python's datetime arithmetic gives it
+        hours = (times - (times[:, :1] / 1e6) * 1e6) / 3.6e9
+        slopes, taus = theil_sen_rows(hours, np.stack([rss[index] / MIB, handles[index]]))
+        fits[members, 0], fits[members, 2] = slopes
+        fits[members, 1], fits[members, 3] = taus
+    values: list[list[float]] = fits.tolist()
     memory_rows: list[tuple[Any, ...]] = []
     fd_rows: list[tuple[Any, ...]] = []
-    if not points.is_empty():
-        for part in points.partition_by("host", "pid", "start_time", maintain_order=True):
-            count = part.height
-            if count > MAX_POINTS:
-                picks = np.unique(np.linspace(0, count - 1, MAX_POINTS).round().astype(np.int64))
-                part = part[picks.tolist()]
-            hours = (part["ts"].dt.epoch("us").to_numpy() - part["ts"][0].timestamp() * 1e6) / 3.6e9
-            first, last = part["first"][0], part["last"][0]
-            span = (last - first).total_seconds() / 3600
-            head = (
-                part["project"][0],
-                part["agent"][0],
-                int(part["pid"][0]),
-                part["start_time"][0],
-                first,
-                last,
-                span,
-                part.height,
-            )
-            rss = part["rss_bytes"].fill_null(0).to_numpy().astype(np.float64)
-            slope, tau = theil_sen(hours, rss / MIB)
-            memory_rows.append((*head, int(rss[0]), int(rss[-1]), slope, tau))
-            handles = part["fds"].fill_null(0).to_numpy().astype(np.float64)
-            slope, tau = theil_sen(hours, handles)
-            fd_rows.append((*head, int(handles[0]), int(handles[-1]), slope, tau))
+    for k, (number, rows) in enumerate(fitted):
+        row = lives.row(number, named=True)
+        first, last = row["first"], row["last"]
+        head = (
+            row["project"],
+            row["agent"],
+            int(row["pid"]),
+            row["start_time"],
+            first,
+            last,
+            (last - first).total_seconds() / 3600,
+            len(rows),
+        )
+        lo, hi = rows[0], rows[-1]
+        memory_rows.append((*head, int(rss[lo]), int(rss[hi]), *values[k][:2]))
+        fd_rows.append((*head, int(handles[lo]), int(handles[hi]), *values[k][2:]))
     schema: Any = {
         "project": pl.String,
         "agent": pl.String,
@@ -331,8 +337,133 @@ def _trends(
     )
 
 
-def _listing(paths: list[Path]) -> str:
-    return ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
+def _points_sql(
+    store: Store,
+    selection: Selection,
+    interval_us: int,
+    every: int,
+    end_hours: set[Partition],
+    *,
+    rollup: bool,
+) -> tuple[str, list[Any]]:
+    """A relation ``(host, pid, start_time, ts, rss_bytes, fds)`` of the selected samples the
+    trends are fitted on: those at the thinned ticks (``(epoch_us(ts) // interval_us) % every
+    = 0``) and those at each life's first and last tick in the range (``devloop_ends``; their
+    hours are ``end_hours``) not thinned in. With ``rollup``, the thinned ticks of the cached
+    hours come from their ``thinned`` rollups, the others from ``samples``; else all from
+    ``samples``."""
+    from devloop.analytics._series import range_conditions
+
+    sources = store.sources(selection)
+    cached = set(sources.partitions)
+    where, where_params = range_conditions(selection)
+    thinned = "(epoch_us(ts) // ?) % ? = 0"
+    columns = "host, pid, start_time, ts, rss_bytes, fds"
+    parts: list[str] = []
+    params: list[Any] = []
+    spans_sql, spans_params = _samples_outside(
+        store, selection, cached if rollup else set(), columns
+    )
+    if spans_sql:
+        parts.append(f"SELECT * FROM ({spans_sql}) WHERE {thinned}")
+        params += [*spans_params, interval_us, every]
+    if rollup and cached:
+        from devloop.analytics._cache import THINNED_EVERY, THINNED_TICK_US
+
+        # the rollup's own thinning needs no further filter, a whole hour no time condition
+        same = (interval_us, every) == (THINNED_TICK_US, THINNED_EVERY)
+        names, names_params = range_conditions(selection, times=False)
+        whole_hours: list[Path] = []
+        cut_hours: list[Path] = []
+        for partition, entry in zip(sources.partitions, sources.cached["thinned"], strict=True):
+            begins = _hour_start(partition)
+            inside = selection.start <= begins and begins + timedelta(hours=1) <= selection.end
+            (whole_hours if inside else cut_hours).append(entry)
+        for paths, condition, condition_params in (
+            (whole_hours, names, names_params),
+            (cut_hours, where, where_params),
+        ):
+            if not paths:
+                continue
+            sql = f"SELECT {columns} FROM {_read(paths)} WHERE {condition}"
+            parts.append(sql if same else f"{sql} AND {thinned}")
+            params += condition_params if same else [*condition_params, interval_us, every]
+    # The ends: among the per-hour ends of the cached hours wholly in the range (the ``edges``
+    # rollup) and the rows of the other hours holding one.
+    whole: list[Path] = []
+    raw = [
+        path
+        for partition, paths in sources.files.items()
+        if partition in end_hours and partition not in cached
+        for path in paths
+    ]
+    for partition, entry in zip(sources.partitions, sources.cached["edges"], strict=True):
+        if partition not in end_hours:
+            continue
+        begins = _hour_start(partition)
+        if selection.start <= begins and begins + timedelta(hours=1) <= selection.end:
+            whole.append(entry)
+        else:
+            raw.extend(sources.files[partition])
+    reads = [
+        f"SELECT {columns} FROM {_read(paths)} WHERE {where} AND NOT {thinned}"
+        for paths in (whole, raw)
+        if paths
+    ]
+    if reads:
+        parts.append(
+            f"""
+            SELECT s.host, s.pid, s.start_time, s.ts, s.rss_bytes, s.fds
+            FROM ({" UNION ALL ".join(reads)}) s
+            JOIN devloop_ends e
+              ON s.host = e.host AND s.pid = e.pid AND s.start_time = e.start_time
+             AND s.ts = e.ts
+            """
+        )
+        params += [*where_params, interval_us, every] * len(reads)
+    if not parts:
+        parts.append(f"SELECT {columns} FROM samples WHERE false")
+    return " UNION ALL ".join(parts), params
+
+
+def _samples_outside(
+    store: Store, selection: Selection, hours: set[Partition], columns: str
+) -> tuple[str, list[Any]]:
+    """SQL reading ``columns`` of the selected ``samples`` rows outside ``hours`` (``""``
+    when the range lies within them), and its parameters. ``samples`` also holds the spool's
+    rows not yet in Parquet."""
+    hour = timedelta(hours=1)
+    spans: list[tuple[datetime, datetime]] = []
+    cursor = selection.start
+    for begins in sorted(_hour_start(partition) for partition in hours):
+        if begins + hour <= cursor or begins >= selection.end:
+            continue
+        if begins > cursor:
+            spans.append((cursor, begins))
+        cursor = begins + hour
+    if cursor < selection.end:
+        spans.append((cursor, selection.end))
+    if not spans:
+        return "", []
+    # the range narrowed to the spans, so the ``date`` condition skips the other days' files
+    where, params = store.where(replace(selection, start=spans[0][0], end=spans[-1][1]))
+    pieces = " OR ".join("(ts >= ? AND ts < ?)" for _ in spans)
+    sql = f"SELECT {columns} FROM samples WHERE {where} AND ({pieces})"
+    return sql, [*params, *(moment for span in spans for moment in span)]
+
+
+def _hour_start(partition: Partition) -> datetime:
+    """``partition.start``, without its slow strptime."""
+    return datetime.fromisoformat(partition.date).replace(tzinfo=UTC) + timedelta(
+        hours=partition.hour
+    )
+
+
+def _read(paths: Sequence[Path]) -> str:
+    """``read_parquet`` of ``paths`` (a whole past day's cache entries as one file)."""
+    from devloop.analytics import _series
+
+    return _series._read(paths)
 
 
 def theil_sen(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[float, float]:
@@ -352,6 +483,53 @@ def theil_sen(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[f
     return slope, tau
 
 
+#: Rows :func:`theil_sen_rows` fits at once (few, so the pairwise slopes stay in the CPU's
+#: caches).
+_BATCH = 16
+
+
+def theil_sen_rows(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """:func:`theil_sen` of each row of the 2-D ``x`` against the same row of each series in
+    ``y`` (shape ``(..., rows, points)``, e.g. ``(2, rows, points)`` for two series per row):
+    the slopes and the taus, each of shape ``y.shape[:-1]``, exactly what :func:`theil_sen`
+    gives row by row."""
+    import numpy as np
+
+    count, width = x.shape
+    series = y.reshape(int(np.prod(y.shape[:-2])), count, width)
+    slopes = np.zeros(series.shape[:2])
+    taus = np.zeros(series.shape[:2])
+    i, j = np.triu_indices(width, k=1)
+    pairs = len(i)
+    half = pairs // 2
+    for lo in range(0, count if pairs else 0, _BATCH):
+        hi = min(lo + _BATCH, count)
+        dx = x[lo:hi, j] - x[lo:hi, i]
+        rising = bool((dx > 0).all())
+        if not rising and not (dx != 0).all():
+            # equal x somewhere: those pairs are left out, row by row
+            for k in range(lo, hi):
+                for s in range(len(series)):
+                    slopes[s, k], taus[s, k] = theil_sen(x[k], series[s, k])
+            continue
+        for s in range(len(series)):
+            rows = series[s, lo:hi]
+            dy = rows[:, j] - rows[:, i]
+            ratios = dy / dx
+            if pairs % 2 or np.isnan(ratios).any():
+                slopes[s, lo:hi] = np.median(ratios, axis=1)
+            else:
+                # np.median's (a + b) / 2 of the middle two, with one partition instead of two
+                part = np.partition(ratios, half, axis=1)
+                slopes[s, lo:hi] = (part[:, :half].max(axis=1) + part[:, half]) / 2
+            signs = np.sign(dy) if rising else np.sign(dx) * np.sign(dy)
+            taus[s, lo:hi] = signs.sum(axis=1) / pairs
+    shape = y.shape[:-1]
+    return slopes.reshape(shape), taus.reshape(shape)
+
+
 def _flag(trends: pl.DataFrame, threshold: float, min_tau: float) -> pl.DataFrame:
     import polars as pl
 
@@ -364,60 +542,72 @@ def _flag(trends: pl.DataFrame, threshold: float, min_tau: float) -> pl.DataFram
     ).select(TREND_COLUMNS)
 
 
-def _restarts(
-    store: Store, selection: Selection, short_life: float, threshold: int
-) -> pl.DataFrame:
+def _restarts(all_lives: pl.DataFrame, short_life: float, threshold: int) -> pl.DataFrame:
     import polars as pl
 
-    lives_rel, params = lives_sql(store, selection)
-    frame = store.frame(
-        f"""
-        WITH lives AS (SELECT * FROM {lives_rel})
-        SELECT project, agent, date_trunc('hour', start_time) AS hour, count(*) AS short_lives
-        FROM lives WHERE epoch_us(last) - epoch_us(start_time) < ?
-        GROUP BY project, agent, hour
-        """,
-        [*params, round(short_life * 1e6)],
+    frame = (
+        all_lives.filter(
+            pl.col("last").dt.epoch("us") - pl.col("start_time").dt.epoch("us")
+            < round(short_life * 1e6)
+        )
+        .group_by("project", "agent", pl.col("start_time").dt.truncate("1h").alias("hour"))
+        .agg(pl.len().cast(pl.Int64).alias("short_lives"))
     )
-    return frame.with_columns(
-        pl.col("short_lives").cast(pl.Int64),
-        (pl.col("short_lives") >= threshold).alias("flagged"),
-    ).sort(
+    return frame.with_columns((pl.col("short_lives") >= threshold).alias("flagged")).sort(
         ["flagged", "short_lives", "project", "agent", "hour"],
         descending=[True, True, False, False, False],
     )
 
 
-def _stopped(store: Store, selection: Selection, stopped_min: float) -> pl.DataFrame:
+def _stopped(
+    store: Store, selection: Selection, all_lives: pl.DataFrame, stopped_min: float
+) -> pl.DataFrame:
     import polars as pl
 
     where, params = store.where(selection)
-    s_where, _ = store.where(selection, "s")
-    frame = store.frame(
+    stopped = store.frame(
         f"""
-        WITH stopped AS (
-            SELECT host, project, agent, pid, start_time, min(ts) AS first_stopped,
-                   max(ts) AS last_stopped, count(*) AS ticks
-            FROM samples WHERE {where} AND state = 'stopped'
-            GROUP BY host, project, agent, pid, start_time
-        ),
-        last_seen AS (
-            SELECT s.host, s.pid, s.start_time, max(s.ts) AS last
-            FROM samples s SEMI JOIN stopped t
-              ON s.host = t.host AND s.pid = t.pid AND s.start_time = t.start_time
-            WHERE {s_where} GROUP BY s.host, s.pid, s.start_time
-        )
-        SELECT t.project, t.agent, t.pid, t.start_time, t.first_stopped, t.last_stopped,
-               t.ticks * ? AS stopped_seconds, t.last_stopped = l.last AS still_stopped
-        FROM stopped t JOIN last_seen l
-          ON t.host = l.host AND t.pid = l.pid AND t.start_time = l.start_time
+        SELECT host, project, agent, pid, start_time, min(ts) AS first_stopped,
+               max(ts) AS last_stopped, count(*) AS ticks
+        FROM samples WHERE {where} AND state = 'stopped'
+        GROUP BY host, project, agent, pid, start_time
         """,
-        [*params, *params, selection.interval],
+        params,
     )
-    return (
-        frame.filter(pl.col("stopped_seconds") >= stopped_min)
-        .with_columns(pl.col("pid").cast(pl.Int64), pl.col("stopped_seconds").cast(pl.Float64))
-        .sort(
-            ["stopped_seconds", "project", "agent", "pid"], descending=[True, False, False, False]
-        )
+    keys = ["host", "pid", "start_time"]
+    # A life's last tick in the range: the newest of its files' rows (``all_lives``) and of
+    # the spool's rows of the hours without a rollup (``samples`` there).
+    seen = [all_lives.select(*keys, "last")]
+    sources = store.sources(selection)
+    rest, rest_params = _samples_outside(
+        store, selection, set(sources.partitions), "host, pid, start_time, ts AS last"
+    )
+    if rest and not stopped.is_empty():
+        store.connection.register("devloop_stopped", stopped.select(keys).to_arrow())
+        try:
+            newest = store.frame(
+                f"""
+                SELECT r.host, r.pid, r.start_time, max(r.last) AS last
+                FROM ({rest}) r SEMI JOIN devloop_stopped t
+                  ON r.host = t.host AND r.pid = t.pid AND r.start_time = t.start_time
+                GROUP BY r.host, r.pid, r.start_time
+                """,
+                rest_params,
+            )
+        finally:
+            store.connection.unregister("devloop_stopped")
+        seen.append(newest.cast(seen[0].schema))
+    last_seen = pl.concat(seen).group_by(keys).agg(pl.col("last").max())
+    frame = stopped.join(last_seen, on=keys).select(
+        "project",
+        "agent",
+        pl.col("pid").cast(pl.Int64),
+        "start_time",
+        "first_stopped",
+        "last_stopped",
+        (pl.col("ticks") * selection.interval).alias("stopped_seconds"),
+        (pl.col("last_stopped") == pl.col("last")).alias("still_stopped"),
+    )
+    return frame.filter(pl.col("stopped_seconds") >= stopped_min).sort(
+        ["stopped_seconds", "project", "agent", "pid"], descending=[True, False, False, False]
     )
