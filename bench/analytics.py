@@ -59,7 +59,10 @@ def run_devloop(command: str, ws: Path) -> Any:
         import shutil
 
         shutil.rmtree(ws / "metrics" / "_cache", ignore_errors=True)
-        return a.warm_cache(ws / "metrics")
+        built = a.warm_cache(ws / "metrics")
+        with a.Store(ws) as store:  # the footer facts and the small tables' digests
+            store.known()
+        return built
     if command == "metrics":
         return a.workspace_metrics(ws)
     if command == "export-1m":
@@ -258,6 +261,10 @@ def one(engine: str, command: str, ws: Path) -> None:
 
     if engine == "pandas":
         import pandas  # noqa: F401
+    # Each engine's own modules too: devloop's reports, and the store listing the baselines use.
+    import devloop.analytics  # noqa: F401
+    import devloop.store.query  # noqa: F401
+
     run = {"devloop": run_devloop, "polars": run_polars, "pandas": run_pandas}[engine]
     before = resource.getrusage(resource.RUSAGE_SELF)
     began = time.perf_counter()

@@ -467,8 +467,9 @@ def warm_cache(
     root: Path | str, progress: Progress | None = None, now: datetime | None = None
 ) -> int:
     """Build every missing entry of the closed hours of the store at ``root`` (``metrics``)
-    and remove stale ones; return how many hours were built. Safe to run any time; results
-    of the reports never depend on it."""
+    and the whole-day files of past days (see :func:`consolidated`), and remove stale ones;
+    return how many hours were built. Safe to run any time; results of the reports never
+    depend on it."""
     import duckdb
 
     root = Path(root)
@@ -481,8 +482,11 @@ def warm_cache(
     connection = duckdb.connect()
     try:
         connection.execute("SET TimeZone = 'UTC'")
-        resolve(connection, root, chosen, progress)
+        sources = resolve(connection, root, chosen, progress)
     finally:
         connection.close()
+    today = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
+    for kind in KINDS:
+        consolidated(sources.cached[kind], today=today)
     prune(root)
     return len(missing)
