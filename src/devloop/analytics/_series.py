@@ -172,19 +172,14 @@ def _hour_split(
     """The hours of ``selection`` as: ``agent_hour`` entries of the cached hours wholly inside
     the range, ``agent`` entries of the cached hours it cuts, raw files of the rest, and the
     whole hours (epoch_us of their start // :data:`HOUR_US`)."""
+    whole, cut, raw = _split(store, selection, "agent_hour", "agent")
     sources = store.sources(selection)
-    whole: list[Path] = []
-    cut: list[Path] = []
-    partitions: set[int] = set()
-    for partition, hourly, ticks in zip(
-        sources.partitions, sources.cached["agent_hour"], sources.cached["agent"], strict=True
-    ):
-        if selection.start <= partition.start and partition.end <= selection.end:
-            whole.append(hourly)
-            partitions.add(int(partition.start.timestamp()) * 1_000_000 // HOUR_US)
-        else:
-            cut.append(ticks)
-    return whole, cut, list(sources.raw), partitions
+    partitions = {
+        int(partition.start.timestamp()) * 1_000_000 // HOUR_US
+        for partition in sources.partitions
+        if selection.start <= partition.start and partition.end <= selection.end
+    }
+    return whole, cut, raw, partitions
 
 
 def whole_hours(store: Store, selection: Selection) -> tuple[str, list[Any], list[int]]:
@@ -216,42 +211,12 @@ def agent_hours_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]
     project, agent, first, last, ticks, and for v in cpu, rss, fds, threads: ``v_sum``,
     ``v_n`` (non-null ticks), ``v_min``, ``v_max``, ``v_top`` (the largest
     ``{v: value, n: -epoch_us(ts)}``, the same order ``arg_max_ts`` uses)."""
-    from devloop.analytics._cache import _BUILD_SQL
-
-    whole, cut, raw, _ = _hour_split(store, selection)
-    names, name_params = _conditions(selection, times=False)
-    where, params = _conditions(selection)
     columns = "host, project, agent, first, last, ticks, " + ", ".join(
         f"{v}_sum, {v}_n, {v}_min, {v}_max, {v}_top" for v in HOUR_VALUES
     )
-    parts: list[str] = []
-    all_params: list[Any] = []
-    if whole:
-        parts.append(f"SELECT {columns} FROM {_read(whole)} WHERE {names}")
-        all_params += name_params
-    ticks: list[str] = []
-    tick_params: list[Any] = []
-    if cut:
-        ticks.append(
-            "SELECT host, ts, project, agent, cpu, rss, fds, threads "
-            f"FROM {_read(cut)} WHERE {where}"
-        )
-        tick_params += params
-    if raw:
-        source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
-        ticks.append(
-            "SELECT host, ts, project, agent, cpu, rss, fds, threads FROM ("
-            + _BUILD_SQL["agent"].format(source=source)
-            + ")"
-        )
-        tick_params += params
-    if ticks:
-        source = "(" + " UNION ALL ".join(ticks) + ")"
-        parts.append(
-            f"SELECT {columns} FROM (" + _BUILD_SQL["agent_hour"].format(source=source) + ")"
-        )
-        all_params += tick_params
-    if not parts:
+    ticks = "host, ts, project, agent, cpu, rss, fds, threads"
+    found = _rollup_sql(store, selection, "agent_hour", "agent", columns, ticks)
+    if found is None:
         empty = ", ".join(
             f"CAST(NULL AS DOUBLE) AS {v}_sum, CAST(NULL AS BIGINT) AS {v}_n, "
             f"CAST(NULL AS DOUBLE) AS {v}_min, CAST(NULL AS DOUBLE) AS {v}_max, "
@@ -265,7 +230,7 @@ def agent_hours_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]
             "WHERE false)",
             [],
         )
-    return "(" + " UNION ALL ".join(parts) + ")", all_params
+    return found
 
 
 def top_at(column: str, cores: str = "") -> str:
@@ -451,75 +416,50 @@ def _split(
     return whole, cut, list(sources.raw)
 
 
+def _rollup_sql(
+    store: Store, selection: Selection, rollup: str, per_tick: str, columns: str, ticks: str
+) -> tuple[str, list[Any]] | None:
+    """``SELECT columns`` of the selected rows of the ``rollup`` entries of the cached hours
+    wholly inside the range, and of the ``rollup`` aggregation of the other ticks' ``ticks``
+    columns (from the ``per_tick`` entries of the hours the range cuts and from the raw files
+    of the hours without entries); None when the range has no hour."""
+    from devloop.analytics._cache import _BUILD_SQL
+
+    whole, cut, raw = _split(store, selection, rollup, per_tick)
+    names, name_params = _conditions(selection, times=False)
+    where, params = _conditions(selection)
+    parts: list[str] = []
+    all_params: list[Any] = []
+    if whole:
+        parts.append(f"SELECT {columns} FROM {_read(whole)} WHERE {names}")
+        all_params += name_params
+    rest: list[str] = []
+    if cut:
+        rest.append(f"SELECT {ticks} FROM {_read(cut)} WHERE {where}")
+        all_params += params
+    if raw:
+        source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
+        rest.append(f"SELECT {ticks} FROM (" + _BUILD_SQL[per_tick].format(source=source) + ")")
+        all_params += params
+    if rest:
+        source = "(" + " UNION ALL ".join(rest) + ")"
+        parts.append(f"SELECT {columns} FROM (" + _BUILD_SQL[rollup].format(source=source) + ")")
+    if not parts:
+        return None
+    return "(" + " UNION ALL ".join(parts) + ")", all_params
+
+
 def project_hours_sql(store: Store, selection: Selection) -> tuple[str, list[Any]] | None:
     """:func:`agent_hours_sql` per host and project (columns without ``agent``), from the
     ``project_hour`` rollups; None when only some agents are selected (the project rollups
     sum every agent)."""
     if selection.agent_filter:
         return None
-    from devloop.analytics._cache import _BUILD_SQL
-
-    whole, cut, raw = _split(store, selection, "project_hour", "project")
-    names, name_params = _conditions(selection, times=False)
-    where, params = _conditions(selection)
     columns = "host, project, first, last, ticks, " + ", ".join(
         f"{v}_sum, {v}_n, {v}_min, {v}_max, {v}_top" for v in HOUR_VALUES
     )
-    parts: list[str] = []
-    all_params: list[Any] = []
-    if whole:
-        parts.append(f"SELECT {columns} FROM {_read(whole)} WHERE {names}")
-        all_params += name_params
-    ticks: list[str] = []
-    if cut:
-        ticks.append(
-            f"SELECT host, ts, project, cpu, rss, fds, threads FROM {_read(cut)} WHERE {where}"
-        )
-        all_params += params
-    if raw:
-        source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
-        ticks.append(
-            "SELECT host, ts, project, cpu, rss, fds, threads FROM ("
-            + _BUILD_SQL["project"].format(source=source)
-            + ")"
-        )
-        all_params += params
-    if ticks:
-        source = "(" + " UNION ALL ".join(ticks) + ")"
-        parts.append(
-            f"SELECT {columns} FROM (" + _BUILD_SQL["project_hour"].format(source=source) + ")"
-        )
-    if not parts:
-        return None
-    return "(" + " UNION ALL ".join(parts) + ")", all_params
-
-
-def workspace_ticks_sql(store: Store, selection: Selection) -> tuple[str, list[Any]] | None:
-    """A relation ``(host, ts, cpu, rss, fds, threads, projects)``: every project's per-tick
-    sums summed per tick (``projects``: how many had a sum), from the ``workspace`` rollups;
-    None when the selection names projects or agents (the rollups sum them all)."""
-    if selection.project_filter or selection.agent_filter:
-        return None
-    from devloop.analytics._cache import _BUILD_SQL
-
-    sources = store.sources(selection)
-    where, params = _conditions(selection)
-    parts: list[str] = []
-    all_params: list[Any] = []
-    columns = "host, ts, cpu, rss, fds, threads, projects"
-    if sources.cached["workspace"]:
-        parts.append(f"SELECT {columns} FROM {_read(sources.cached['workspace'])} WHERE {where}")
-        all_params += params
-    if sources.raw:
-        source = f"(SELECT * FROM {_read(sources.raw)} WHERE {where})"
-        projects = "(" + _BUILD_SQL["project"].format(source=source) + ")"
-        parts.append(
-            f"SELECT {columns} FROM (" + _BUILD_SQL["workspace"].format(source=projects) + ")"
-        )
-        all_params += params
-    if not parts:
-        return None
-    return "(" + " UNION ALL ".join(parts) + ")", all_params
+    ticks = "host, ts, project, cpu, rss, fds, threads"
+    return _rollup_sql(store, selection, "project_hour", "project", columns, ticks)
 
 
 def agent_counts_sql(store: Store, selection: Selection, value: str) -> tuple[str, list[Any]]:
@@ -527,40 +467,19 @@ def agent_counts_sql(store: Store, selection: Selection, value: str) -> tuple[st
     per-tick sum of ``value`` ("cpu": cores, or "rss": bytes; non-null) had each value, from
     the ``agent_<value>`` rollups of the hours wholly inside the range and the per-tick sums
     of the rest."""
-    from devloop.analytics._cache import _BUILD_SQL
-
     kind = {"cpu": "agent_cpu", "rss": "agent_rss"}[value]
-    whole, cut, raw = _split(store, selection, kind, "agent")
-    names, name_params = _conditions(selection, times=False)
-    where, params = _conditions(selection)
-    parts: list[str] = []
-    all_params: list[Any] = []
-    if whole:
-        parts.append(f"SELECT host, project, agent, {value}, n FROM {_read(whole)} WHERE {names}")
-        all_params += name_params
-    ticks: list[str] = []
-    if cut:
-        ticks.append(f"SELECT host, ts, project, agent, {value} FROM {_read(cut)} WHERE {where}")
-        all_params += params
-    if raw:
-        source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
-        ticks.append(
-            f"SELECT host, ts, project, agent, {value} FROM ("
-            + _BUILD_SQL["agent"].format(source=source)
-            + ")"
-        )
-        all_params += params
-    if ticks:
-        source = "(" + " UNION ALL ".join(ticks) + ")"
-        parts.append(_BUILD_SQL[kind].format(source=source))
-    if not parts:
+    columns = f"host, project, agent, {value}, n"
+    found = _rollup_sql(
+        store, selection, kind, "agent", columns, f"host, ts, project, agent, {value}"
+    )
+    if found is None:
         return (
             "(SELECT CAST(NULL AS VARCHAR) AS host, CAST(NULL AS VARCHAR) AS project, "
             f"CAST(NULL AS VARCHAR) AS agent, CAST(NULL AS DOUBLE) AS {value}, "
             "CAST(NULL AS BIGINT) AS n WHERE false)",
             [],
         )
-    return "(" + " UNION ALL ".join(parts) + ")", all_params
+    return found
 
 
 def quantiles_from_counts_sql(counts: str, keys: str, quantiles: Sequence[float]) -> str:
@@ -598,13 +517,7 @@ def _whole_cut_raw(
 ) -> tuple[list[Path], list[Path], list[Path]]:
     """The ``kind`` entries of the cached hours wholly inside the range, those of the cached
     hours it cuts, and the raw files of the hours without entries."""
-    sources = store.sources(selection)
-    whole: list[Path] = []
-    cut: list[Path] = []
-    for partition, entry in zip(sources.partitions, sources.cached[kind], strict=True):
-        inside = selection.start <= partition.start and partition.end <= selection.end
-        (whole if inside else cut).append(entry)
-    return whole, cut, list(sources.raw)
+    return _split(store, selection, kind, kind)
 
 
 def _entries_sql(
@@ -647,9 +560,11 @@ def project_sums_sql(store: Store, selection: Selection) -> tuple[str, list[Any]
 
 
 def workspace_sums_sql(store: Store, selection: Selection) -> tuple[str, list[Any]] | None:
-    """The relation of :func:`workspace_ticks_sql` (every project's per-tick sums summed per
-    tick) with the ``workspace`` entries of the hours wholly inside the range read without a
-    condition on ``ts``; None when the selection names projects or agents."""
+    """A relation ``(host, ts, cpu, rss, fds, threads, projects)``: every project's per-tick
+    sums summed per tick (``projects``: how many had a sum), from the ``workspace`` rollups (of
+    the hours wholly inside the range, read without a condition on ``ts``, so a query that
+    does not use ``ts`` does not read it); None when the selection names projects or agents
+    (the rollups sum them all)."""
     if selection.project_filter or selection.agent_filter:
         return None
     from devloop.analytics._cache import _BUILD_SQL
@@ -669,7 +584,7 @@ def series_aligned(store: Store, selection: Selection) -> bool | None:
     names projects or agents (the rollups sum them all). Kept in ``store.aligned``."""
     if selection in store.aligned:
         return store.aligned[selection]
-    whole = workspace_ticks_sql(store, selection)
+    whole = workspace_sums_sql(store, selection)
     if whole is None:
         return None
     whole_sql, whole_params = whole

@@ -23,7 +23,7 @@ from devloop.analytics._series import (
     ticks_sql,
     top_at,
     workspace_series,
-    workspace_ticks_sql,
+    workspace_sums_sql,
 )
 from devloop.analytics.timerange import TimeRange
 
@@ -110,7 +110,7 @@ def _series_peaks_rollups(
     import polars as pl
 
     hours = project_hours_sql(store, selection)
-    whole = workspace_ticks_sql(store, selection)
+    whole = workspace_sums_sql(store, selection)
     if hours is None or whole is None:
         return None
     hours_sql, hour_params = hours
@@ -142,16 +142,7 @@ def _series_peaks_rollups(
     projects = store.frame(
         f"""
         WITH h AS (SELECT h.*, c.cores FROM {hours_sql} h JOIN {cores} c ON c.host = h.host),
-        stats AS (
-            SELECT project, CAST(sum(ticks) AS BIGINT) AS ticks,
-                   max(100.0 * cpu_max / cores) AS cpu_peak_percent,
-                   {top_at("cpu_top", "cores")} AS cpu_peak_at,
-                   sum(100.0 * cpu_sum / cores) / sum(cpu_n) AS cpu_avg_percent,
-                   CAST(max(rss_max) AS BIGINT) AS memory_peak_bytes,
-                   {top_at("rss_top")} AS memory_peak_at,
-                   max(fds_max) AS fds_peak, max(threads_max) AS threads_peak
-            FROM h GROUP BY project
-        ),
+        stats AS ({_hour_stats("project")}),
         p95 AS (
             SELECT s.project, quantile_cont(100.0 * s.cpu / c.cores, 0.95) AS cpu_p95_percent
             FROM {sums} s JOIN {cores} c ON c.host = s.host GROUP BY s.project
@@ -258,6 +249,22 @@ def _series_peaks_polars(store: Store, selection: Selection) -> tuple[pl.DataFra
     return workspace_row, project_rows
 
 
+def _hour_stats(keys: str) -> str:
+    """Ticks, peaks (with when) and mean CPU per ``keys``, combined from the per-hour rollups
+    of :func:`agent_hours_sql` / :func:`project_hours_sql` joined with ``cores`` as ``h``
+    (exact: sums of sums, maxima of maxima, the earliest tick among equal maxima)."""
+    return f"""
+        SELECT {keys}, CAST(sum(ticks) AS BIGINT) AS ticks,
+               max(100.0 * cpu_max / cores) AS cpu_peak_percent,
+               {top_at("cpu_top", "cores")} AS cpu_peak_at,
+               sum(100.0 * cpu_sum / cores) / sum(cpu_n) AS cpu_avg_percent,
+               CAST(max(rss_max) AS BIGINT) AS memory_peak_bytes,
+               {top_at("rss_top")} AS memory_peak_at,
+               max(fds_max) AS fds_peak, max(threads_max) AS threads_peak
+        FROM h GROUP BY {keys}
+    """
+
+
 def _PEAK_TYPES() -> Any:  # noqa: N802 - a constant that needs polars imported
     import polars as pl
 
@@ -287,16 +294,7 @@ def _agent_peaks(store: Store, selection: Selection) -> pl.DataFrame:
         WITH h AS (
             SELECT h.*, c.cores FROM {hours} h JOIN {store.cores_sql()} c ON c.host = h.host
         ),
-        stats AS (
-            SELECT project, agent, CAST(sum(ticks) AS BIGINT) AS ticks,
-                   max(100.0 * cpu_max / cores) AS cpu_peak_percent,
-                   {top_at("cpu_top", "cores")} AS cpu_peak_at,
-                   sum(100.0 * cpu_sum / cores) / sum(cpu_n) AS cpu_avg_percent,
-                   CAST(max(rss_max) AS BIGINT) AS memory_peak_bytes,
-                   {top_at("rss_top")} AS memory_peak_at,
-                   max(fds_max) AS fds_peak, max(threads_max) AS threads_peak
-            FROM h GROUP BY project, agent
-        ),
+        stats AS ({_hour_stats("project, agent")}),
         counts AS (
             SELECT a.project, a.agent, 100.0 * a.cpu / c.cores AS v, a.n
             FROM {counts} a JOIN {store.cores_sql()} c ON c.host = a.host
