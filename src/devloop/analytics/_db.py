@@ -133,6 +133,7 @@ class Store:
         #: every project has one at every tick (set by ``_series.project_series``).
         self.aligned: dict[Selection, bool] = {}
         self._cores: str | None = None
+        self._digested: dict[str, list[list[Any]]] | None = None
 
     # --- running SQL -----------------------------------------------------------------------
 
@@ -202,6 +203,14 @@ class Store:
                 return _from_us(min(e[0] for e in ends)), _from_us(max(e[1] for e in ends))
         return None, None
 
+    def _digests(self) -> dict[str, list[list[Any]]]:
+        """The small tables' per-file digests (see :mod:`._digest`), read once."""
+        if self._digested is None:
+            from devloop.analytics._digest import digests
+
+            self._digested = digests(self.connection, self.root, self.listing)
+        return self._digested
+
     def newest(self, selection: Selection) -> datetime | None:
         """The newest collector tick (``system``) in ``selection``'s range, None when none.
 
@@ -235,12 +244,10 @@ class Store:
 
     def known(self) -> dict[str, tuple[str, ...]]:
         """Every project the store names (``processes`` and ``limits``), with its agents."""
-        from devloop.analytics._digest import digests
-
         found = {
             (project, agent)
             for table in ("processes", "limits")
-            for project, agent in digests(self.connection, self.root, self.listing, table)
+            for project, agent in self._digests()[table]
         }
         names: dict[str, set[str]] = {}
         for project, agent in found:
@@ -290,17 +297,7 @@ class Store:
         )
         if require_samples and not self._has_samples(selection):
             raise no_samples(start_shown, end_shown)
-        interval = self._interval(selection)
-        return Selection(
-            start=start,
-            end=end,
-            projects=selection.projects,
-            agents=selection.agents,
-            project_filter=selection.project_filter,
-            agent_filter=selection.agent_filter,
-            interval=interval,
-            open_end=open_end,
-        )
+        return replace(selection, interval=self._interval(selection), open_end=open_end)
 
     def _has_samples(self, selection: Selection) -> bool:
         """Whether any sample matches ``selection``. Without name filters a file whose first
@@ -387,10 +384,8 @@ class Store:
     def cores_sql(self) -> str:
         """A relation ``(host, cores)``: each host's newest core count."""
         if self._cores is None:
-            from devloop.analytics._digest import digests
-
             newest: dict[str, tuple[int, int]] = {}
-            for host, ts_us, cores in digests(self.connection, self.root, self.listing, "system"):
+            for host, ts_us, cores in self._digests()["system"]:
                 if host not in newest or ts_us > newest[host][0]:
                     newest[host] = (ts_us, cores)
             rows = ", ".join(

@@ -49,44 +49,51 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def digests(
-    connection: duckdb.DuckDBPyConnection, root: Path, listing: Listing, table: str
-) -> list[list[Any]]:
-    """The digest rows (value columns of :data:`_SQL`) of every live file of ``table`` and of
-    its spool tail, computing and saving the missing ones."""
+    connection: duckdb.DuckDBPyConnection, root: Path, listing: Listing
+) -> dict[str, list[list[Any]]]:
+    """Per table of :data:`_SQL`, the digest rows (its value columns) of every live file and
+    of the spool tail: read from ``digests.json`` once, the missing ones computed (one query
+    per table) and the file saved once."""
     cache_path = root / DIGESTS_FILE
     try:
         saved = json.loads(cache_path.read_text())
         entries: dict[str, Any] = saved["files"] if saved.get("version") == _VERSION else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         entries = {}
-    rows: list[list[Any]] = []
-    missing: dict[str, tuple[int, int]] = {}
-    for fact in listing.files[table]:
-        key = str(fact.path)
-        stat = _stat(fact.path)
-        entry = entries.get(key)
-        if stat is not None and entry is not None and tuple(entry["stat"]) == stat:
-            rows.extend(entry["rows"])
-        elif stat is not None:
-            missing[key] = stat
-    if missing:
-        listing_sql = ", ".join("'" + key.replace("'", "''") + "'" for key in missing)
-        source = f"read_parquet([{listing_sql}], filename = true, union_by_name = true)"
-        found: dict[str, list[list[Any]]] = {key: [] for key in missing}
-        for filename, *values in connection.sql(
-            _SQL[table].format(file="filename", source=source)
-        ).fetchall():
-            found.setdefault(filename, []).append(values)
-        for key, values in found.items():
-            rows.extend(values)
-            if key in missing:
-                entries[key] = {"stat": list(missing[key]), "rows": values}
-        _save(cache_path, entries, {str(fact.path) for facts in listing.files.values()
-                                    for fact in facts})  # fmt: skip
-    if table in listing.spooled:
-        tail = _SQL[table].format(file="'spool'", source=f"_spool_{table}")
-        rows.extend(list(values) for _, *values in connection.sql(tail).fetchall())
-    return rows
+    found: dict[str, list[list[Any]]] = {}
+    changed = False
+    for table, sql in _SQL.items():
+        rows: list[list[Any]] = []
+        missing: dict[str, tuple[int, int]] = {}
+        for fact in listing.files[table]:
+            key = str(fact.path)
+            stat = _stat(fact.path)
+            entry = entries.get(key)
+            if stat is not None and entry is not None and tuple(entry["stat"]) == stat:
+                rows.extend(entry["rows"])
+            elif stat is not None:
+                missing[key] = stat
+        if missing:
+            listing_sql = ", ".join("'" + key.replace("'", "''") + "'" for key in missing)
+            source = f"read_parquet([{listing_sql}], filename = true, union_by_name = true)"
+            per_file: dict[str, list[list[Any]]] = {key: [] for key in missing}
+            for filename, *values in connection.sql(
+                sql.format(file="filename", source=source)
+            ).fetchall():
+                per_file.setdefault(filename, []).append(values)
+            for key, values in per_file.items():
+                rows.extend(values)
+                if key in missing:
+                    entries[key] = {"stat": list(missing[key]), "rows": values}
+            changed = True
+        if table in listing.spooled:
+            tail = sql.format(file="'spool'", source=f"_spool_{table}")
+            rows.extend(list(values) for _, *values in connection.sql(tail).fetchall())
+        found[table] = rows
+    if changed:
+        live = {str(fact.path) for facts in listing.files.values() for fact in facts}
+        _save(cache_path, entries, live)
+    return found
 
 
 def _save(path: Path, entries: dict[str, Any], live: set[str]) -> None:

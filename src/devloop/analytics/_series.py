@@ -512,21 +512,13 @@ def quantiles_from_counts_sql(counts: str, keys: str, quantiles: Sequence[float]
 # --- per-tick rollups without a condition on ts where the range holds their hour --------------
 
 
-def _whole_cut_raw(
-    store: Store, selection: Selection, kind: str
-) -> tuple[list[Path], list[Path], list[Path]]:
-    """The ``kind`` entries of the cached hours wholly inside the range, those of the cached
-    hours it cuts, and the raw files of the hours without entries."""
-    return _split(store, selection, kind, kind)
-
-
 def _entries_sql(
     store: Store, selection: Selection, kind: str, columns: str, raw: str
 ) -> tuple[list[str], list[Any]]:
     """``SELECT columns`` of the selected rows of the ``kind`` entries (the hours wholly
     inside the range without a condition on ``ts``) and of ``raw`` (a query with ``{source}``)
     over the raw files."""
-    whole, cut, files = _whole_cut_raw(store, selection, kind)
+    whole, cut, files = _split(store, selection, kind, kind)
     names, name_params = _conditions(selection, times=False)
     where, params = _conditions(selection)
     parts: list[str] = []

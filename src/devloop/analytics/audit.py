@@ -91,20 +91,15 @@ def audit_query(
     # threads read every tick.
     hours, hour_params = agent_hours_sql(store, selection)
     lives_rel, lives_params = lives_sql(store, selection)
-    if metric == "cpu":
-        counts, params = agent_counts_sql(store, selection, "cpu")
-        quantiles = quantiles_from_counts_sql(
+    if metric in ("cpu", "memory"):
+        counts, params = agent_counts_sql(store, selection, column)
+        values = (
             f"(SELECT a.project, a.agent, 100.0 * a.cpu / c.cores AS v, a.n FROM {counts} a "
-            f"JOIN {store.cores_sql()} c ON c.host = a.host)",
-            "project, agent",
-            [0.5, 0.95],
+            f"JOIN {store.cores_sql()} c ON c.host = a.host)"
+            if metric == "cpu"
+            else f"(SELECT project, agent, rss AS v, n FROM {counts})"
         )
-        q = f"(SELECT project, agent, [q0, q1] AS qs FROM {quantiles})"
-    elif metric == "memory":
-        counts, params = agent_counts_sql(store, selection, "rss")
-        quantiles = quantiles_from_counts_sql(
-            f"(SELECT project, agent, rss AS v, n FROM {counts})", "project, agent", [0.5, 0.95]
-        )
+        quantiles = quantiles_from_counts_sql(values, "project, agent", [0.5, 0.95])
         q = f"(SELECT project, agent, [q0, q1] AS qs FROM {quantiles})"
     else:
         sums, params = tick_sums_sql(store, selection, by_agent=True)
