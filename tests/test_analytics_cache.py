@@ -28,6 +28,7 @@ from devloop.simulate import simulate
 from devloop.store import write_table
 from devloop.store.files import conform, read_rows, scan_partition, unlink_files, write_atomic
 from devloop.store.layout import Partition, iter_partitions
+from tests.helpers.stores import copy_without_cache
 
 pytestmark = pytest.mark.slow
 
@@ -43,10 +44,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def store_copy(simulated: Path, tmp_path: Path) -> Path:
-    target = tmp_path / ".devloop-workspace"
-    shutil.copytree(simulated, target)
-    shutil.rmtree(target / "metrics" / CACHE_DIR, ignore_errors=True)
-    return target
+    return copy_without_cache(simulated, tmp_path)
 
 
 def _mid_range(ws: Path) -> TimeRange:

@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from devloop.analytics import bottlenecks, peak_usage
 from devloop.simulate import simulate
 from devloop.store import live_files
+from tests.helpers.stores import top_drivers
 
 pytestmark = pytest.mark.slow
 
@@ -174,15 +175,8 @@ def test_bottleneck_drivers_match_plain_polars(simulated: Path) -> None:
     )
     assert checked.height >= 20
     for row in checked.iter_rows(named=True):
-        part = agents.filter(pl.col("ts") >= row["start"], pl.col("ts") <= row["end"])
-        if row["scope"] == "project":
-            part = part.filter(pl.col("project") == row["project"])
-        used = part.group_by("project", "agent").agg(pl.col(row["resource"]).sum().alias("used"))
-        want = (
-            used.with_columns((100.0 * pl.col("used") / pl.col("used").sum()).alias("share"))
-            .sort(["share", "project", "agent"], descending=[True, False, False])
-            .head(3)
-        )
+        project = row["project"] if row["scope"] == "project" else None
+        want = top_drivers(agents, row["start"], row["end"], row["resource"], project)
         got = row["drivers"]
         assert [(d["project"], d["agent"]) for d in got] == list(
             zip(want["project"], want["agent"], strict=True)

@@ -25,6 +25,7 @@ from devloop.simulate import simulate
 from devloop.store import live_files, write_table
 from devloop.store.files import conform, read_rows, scan_partition, unlink_files, write_atomic
 from devloop.store.layout import iter_partitions
+from tests.helpers.stores import copy_without_cache, top_drivers
 
 pytestmark = pytest.mark.slow
 
@@ -38,10 +39,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def store(simulated: Path, tmp_path: Path) -> Path:
-    target = tmp_path / ".devloop-workspace"
-    shutil.copytree(simulated, target)
-    shutil.rmtree(target / "metrics" / CACHE_DIR, ignore_errors=True)
-    return target
+    return copy_without_cache(simulated, tmp_path)
 
 
 def _cut(ws: Path) -> TimeRange:
@@ -124,15 +122,8 @@ def _check_drivers(report: dict[str, Any], agents: pl.DataFrame) -> int:
     for row in found[:20] + found[20:][-20:]:
         start = pl.lit(row["start"]).str.to_datetime(time_zone="UTC")
         end = pl.lit(row["end"]).str.to_datetime(time_zone="UTC")
-        part = agents.filter(pl.col("ts") >= start, pl.col("ts") <= end)
-        if row["scope"] == "project":
-            part = part.filter(pl.col("project") == row["project"])
-        used = part.group_by("project", "agent").agg(pl.col(row["resource"]).sum().alias("used"))
-        want = (
-            used.with_columns((100.0 * pl.col("used") / pl.col("used").sum()).alias("share"))
-            .sort(["share", "project", "agent"], descending=[True, False, False])
-            .head(3)
-        )
+        project = row["project"] if row["scope"] == "project" else None
+        want = top_drivers(agents, start, end, row["resource"], project)
         got = row["drivers"]
         assert [(d["project"], d["agent"]) for d in got] == want.select("project", "agent").rows()
         assert [d["share_percent"] for d in got] == pytest.approx(want["share"].to_list(), abs=1e-5)

@@ -24,6 +24,7 @@ from devloop.analytics._db import Selection
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_table
+from tests.helpers.stores import copy_without_cache
 from tests.test_analytics_reports import GB, MB, _series, at, build_store
 
 #: The module (``devloop.analytics.efficiency`` is also the name of the function).
@@ -62,10 +63,7 @@ def changing(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def changing_copy(changing: Path, tmp_path: Path) -> Path:
-    target = tmp_path / ".devloop-workspace"
-    shutil.copytree(changing, target)
-    shutil.rmtree(target / "metrics" / CACHE_DIR, ignore_errors=True)
-    return target
+    return copy_without_cache(changing, tmp_path)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from devloop.analytics.health import theil_sen_rows
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store.layout import Partition, iter_partitions
+from tests.helpers.stores import copy_without_cache
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 #: Thresholds low enough that every part of the report has rows on a few simulated hours.
@@ -87,10 +88,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def store_copy(simulated: Path, tmp_path: Path) -> Path:
-    target = tmp_path / ".devloop-workspace"
-    shutil.copytree(simulated, target)
-    shutil.rmtree(target / "metrics" / CACHE_DIR, ignore_errors=True)
-    return target
+    return copy_without_cache(simulated, tmp_path)
 
 
 def _cut(ws: Path) -> TimeRange:
