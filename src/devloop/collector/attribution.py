@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from devloop.collector.model import TAG_AGENT, TAG_PROJECT, Rule
+from devloop.collector.model import TAG_AGENT, TAG_PROJECT, TAG_RUN, Rule
 
 OTHER_PROJECT = "(other)"
 """The project of unattributed processes when every process is recorded."""
@@ -41,11 +41,13 @@ _LAUNCHER_OPTIONS_WITH_VALUE = frozenset({"-W", "-X", "--require", "-r"})
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
-    """The project and agent a process is recorded under, and how that was decided."""
+    """The project and agent a process is recorded under, how that was decided, and the devloop
+    run it belongs to (``DEVLOOP_RUN_ID``, inherited like the tags; None when it has none)."""
 
     project: str
     agent: str
     how: How
+    run_id: str | None = None
 
 
 class Facts(Protocol):
@@ -128,16 +130,22 @@ class Attributor:
         return key in self._cache
 
     def attribute(
-        self, key: tuple[int, int], name: str, parent: Attribution | None, facts: Facts
+        self,
+        key: tuple[int, int],
+        name: str,
+        parent: Attribution | None,
+        facts: Facts,
+        kernel_thread: bool = False,
     ) -> Attribution | None:
         """The attribution of the process ``key = (pid, start_us)``; cached per identity.
 
         ``parent`` is the attribution of its parent process (None when the parent is nobody's
-        or unknown); ``name`` is the agent name used for "(other)".
+        or unknown); ``name`` is the agent name used for "(other)". A kernel thread is never
+        "(other)": it is not a program anyone runs, and a machine has hundreds.
         """
         if key in self._cache:
             return self._cache[key]
-        result = self._decide(name, parent, facts)
+        result = self._decide(name, parent, facts, kernel_thread)
         self._cache[key] = result
         return result
 
@@ -145,19 +153,21 @@ class Attributor:
         """Drop a process identity: it exited, or it exec'd and must be judged again."""
         self._cache.pop(key, None)
 
-    def _decide(self, name: str, parent: Attribution | None, facts: Facts) -> Attribution | None:
+    def _decide(
+        self, name: str, parent: Attribution | None, facts: Facts, kernel_thread: bool
+    ) -> Attribution | None:
         env = facts.environ_tags()
         if env:
             project, agent = env.get(TAG_PROJECT), env.get(TAG_AGENT)
             if project and agent:
-                return Attribution(project, agent, "env")
+                return Attribution(project, agent, "env", env.get(TAG_RUN) or None)
         if parent is not None and parent.how != "other":
-            return Attribution(parent.project, parent.agent, "inherited")
+            return Attribution(parent.project, parent.agent, "inherited", parent.run_id)
         if self.rules:
             rule = self._match_rule(facts)
             if rule is not None:
                 return Attribution(rule.project, rule.agent, "rule")
-        if self.all_processes:
+        if self.all_processes and not kernel_thread:
             return Attribution(OTHER_PROJECT, name, "other")
         return None
 

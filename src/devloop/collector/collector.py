@@ -32,6 +32,15 @@ blocking ``cpu_percent(interval)``):
 
 So the sum of ``cpu_cores`` over an agent's rows is the agent's CPU, children included, while
 ``cpu_seconds`` stays the process's own cumulative time.
+
+Runs
+----
+A process started by devloop carries ``DEVLOOP_RUN_ID`` (inherited like the tags). Per run the
+collector keeps what its ticks saw (:class:`RunTicks`: CPU counted, ticks, the peak per-tick sum
+of cores and of RSS). The run's root is reaped by its launcher, which devloop does not record,
+so the CPU the root tree used after its last tick reaches no row; the launcher's exact total
+(``wait4``) minus what the ticks counted is that tail, and the recorder stores it as one more
+row (:meth:`Collector.tail_row`), so an agent's rows add up to its runs however short they are.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -63,6 +73,29 @@ DEBT_TICKS = 2
 DEBT_SECONDS = 5.0
 _EPSILON = 1e-6  # CPU times are multiples of 1/CLK_TCK; floats need a little slack
 _TASK_COMM_LEN = 15  # the kernel truncates process names to 15 bytes
+#: What the ticks saw of a run is forgotten this long after its last process was seen, if its
+#: launcher never reported it (a run of another workspace, say).
+RUN_FORGET_SECONDS = 3600.0
+_KTHREADD = 2
+_LINUX = sys.platform.startswith("linux")
+
+
+@dataclass
+class RunTicks:
+    """What the collector's ticks saw of one run (``DEVLOOP_RUN_ID``)."""
+
+    project: str
+    agent: str
+    cpu_seconds: float = 0.0  # CPU counted into the run's rows
+    ticks: int = 0  # ticks with at least one process of the run
+    peak_cores: float = 0.0  # the largest per-tick sum of cpu_cores
+    peak_rss_bytes: int = 0  # the largest per-tick sum of rss_bytes
+    first_ts_us: int = 0
+    last_ts_us: int = 0
+    stopped_ticks: int = 0  # ticks where a process of the run was stopped (SIGSTOP)
+    whole: bool = True  # seen from its first process on (not already running at our start)
+    processes: set[tuple[int, int]] = field(default_factory=set)
+    last_mono: float = 0.0
 
 
 def make_source(kind: str) -> Source[Any]:
@@ -141,6 +174,7 @@ class _Entry:
         "debt",
         "debt_ticks",
         "debt_mono",
+        "counted",
     )
 
     def __init__(self, handle: object, identity: Identity, fresh: bool) -> None:
@@ -158,6 +192,7 @@ class _Entry:
         self.debt = 0.0
         self.debt_ticks = 0
         self.debt_mono = 0.0
+        self.counted = 0.0  # CPU seconds its last row counted
 
     @property
     def key(self) -> tuple[int, int]:
@@ -192,8 +227,12 @@ class Collector:
         self._closed = False
         # the baseline the first tick's deltas start from
         self._prev_mono = time.monotonic()
+        self._started_us = time.time_ns() // 1000
         self._prev_pids = set(self._source.pids())
         self._prev_system: SystemReading | None = self._source.system()
+        self._runs: dict[str, RunTicks] = {}
+        #: Seconds between the last two ticks (what a row's ``cpu_cores`` was measured over).
+        self.last_interval = 0.0
 
     @property
     def source_name(self) -> str:
@@ -267,10 +306,89 @@ class Collector:
             sampled.append((entry, reading))
 
         samples = [self._row(entry, reading, mono, ts_us) for entry, reading in sampled]
+        self._count_runs(sampled, samples, ts_us, mono)
         system = self._system_row(ts_us)
+        self.last_interval = mono - self._prev_mono
         self._prev_mono = mono
         self._prev_pids = alive
         return Tick(ts_us, samples, new_rows, system)
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def _count_runs(
+        self, sampled: list[tuple[_Entry, Reading]], rows: list[SampleRow], ts_us: int, mono: float
+    ) -> None:
+        seen: dict[str, tuple[float, int, bool]] = {}
+        runs = self._runs
+        for (entry, reading), row in zip(sampled, rows, strict=True):
+            attribution = entry.attribution
+            run_id = attribution.run_id if attribution is not None else None
+            if run_id is None or attribution is None:
+                continue
+            run = runs.get(run_id)
+            if run is None:
+                run = runs[run_id] = RunTicks(attribution.project, attribution.agent)
+                run.first_ts_us = ts_us
+            if entry.key not in run.processes:
+                run.processes.add(entry.key)
+                if not entry.fresh:
+                    run.whole = False  # running before we looked: its past CPU is unknown
+            run.cpu_seconds += entry.counted
+            cores, rss, stopped = seen.get(run_id, (0.0, 0, False))
+            seen[run_id] = (
+                cores + (row[8] or 0.0),
+                rss + reading.rss_bytes,
+                stopped or reading.state == "stopped",
+            )
+        for run_id, (cores, rss, stopped) in seen.items():
+            run = runs[run_id]
+            run.ticks += 1
+            run.stopped_ticks += stopped
+            run.peak_cores = max(run.peak_cores, cores)
+            run.peak_rss_bytes = max(run.peak_rss_bytes, rss)
+            run.last_ts_us = ts_us
+            run.last_mono = mono
+        if len(runs) > len(seen):
+            old = [r for r, run in runs.items() if mono - run.last_mono > RUN_FORGET_SECONDS]
+            for run_id in old:
+                del runs[run_id]
+
+    def run_ticks(self, run_id: str) -> RunTicks | None:
+        """What the ticks so far saw of ``run_id`` (None if no tick saw it)."""
+        return self._runs.get(run_id)
+
+    def active_runs(self, ts_us: int) -> dict[str, RunTicks]:
+        """The runs the tick stamped ``ts_us`` saw."""
+        return {run_id: run for run_id, run in self._runs.items() if run.last_ts_us == ts_us}
+
+    def finish_run(self, run_id: str) -> RunTicks | None:
+        """Forget ``run_id`` (its launcher reported it) and return what the ticks saw of it."""
+        return self._runs.pop(run_id, None)
+
+    @property
+    def started_us(self) -> int:
+        """When this collector took its baseline (µs since the epoch): a run started later is
+        seen whole."""
+        return self._started_us
+
+    def tail_row(
+        self,
+        ts_us: int,
+        project: str,
+        agent: str,
+        pid: int,
+        start_us: int,
+        ppid: int | None,
+        name: str | None,
+        cpu_seconds: float,
+    ) -> SampleRow:
+        """The row of a run's CPU that no tick saw (its root tree's use after the last tick,
+        known only to the launcher that reaped it), stamped ``ts_us``: ``cpu_cores`` is
+        ``cpu_seconds`` over the last tick's interval, memory and counters are null (the
+        process is gone), state ``"exited"``."""
+        interval = self.last_interval if self.last_interval > 0 else 1.0
+        return (ts_us, self.host, project, agent, pid, start_us, ppid, name,
+                cpu_seconds / interval, None, None, None, None, None, None, "exited")  # fmt: skip
 
     # -- attribution -------------------------------------------------------------------------
 
@@ -305,8 +423,9 @@ class Collector:
             entry.name = full_name(entry.name, facts.cmdline())  # it names the "(other)" agent
         before = entry.attribution
         parent_attribution = parent.attribution if parent is not None else None
+        kernel_thread = _LINUX and _KTHREADD in (entry.pid, entry.ppid)
         entry.attribution = self._attributor.attribute(
-            entry.key, entry.name, parent_attribution, facts
+            entry.key, entry.name, parent_attribution, facts, kernel_thread
         )
         after = entry.attribution
         if after is None or after == before:
@@ -326,6 +445,7 @@ class Collector:
                 " ".join(argv) if argv else None,
                 facts.cwd(),
                 self._source.username(entry.handle),
+                after.run_id,
             )
         )
 
@@ -371,11 +491,13 @@ class Collector:
     def _row(self, entry: _Entry, reading: Reading, mono: float, ts_us: int) -> SampleRow:
         own, children = reading.cpu_seconds, reading.children_seconds
         cores: float | None = None
+        entry.counted = 0.0
         if entry.last_mono is None:
             entry.debt = 0.0  # its children's past is inside its first cumulative reading
             interval = mono - self._prev_mono
             if entry.fresh and interval > 0:
                 cores = (own + children) / interval
+                entry.counted = own + children
         else:
             interval = mono - entry.last_mono
             credit = max(0.0, children - entry.last_children)
@@ -389,8 +511,10 @@ class Collector:
                     entry.debt_ticks += 1
                     if entry.debt_ticks > DEBT_TICKS and mono - entry.debt_mono > DEBT_SECONDS:
                         entry.debt = 0.0
+            counted = max(0.0, own - entry.last_own) + credit
+            entry.counted = counted
             if interval > 0:
-                cores = (max(0.0, own - entry.last_own) + credit) / interval
+                cores = counted / interval
         entry.last_mono = mono
         entry.last_own = own
         entry.last_children = children

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Literal, NamedTuple, TypeAlias, TypeVar
 
+from devloop.tags import TAG_AGENT as TAG_AGENT
+from devloop.tags import TAG_PROJECT as TAG_PROJECT
+from devloop.tags import TAG_RUN as TAG_RUN
+
 #: A ``samples`` row: ts, host, project, agent, pid, start_time, ppid, name, cpu_cores,
 #: cpu_seconds, rss_bytes, fds, threads, io_read_bytes, io_write_bytes, state.
 SampleRow: TypeAlias = tuple[
@@ -33,9 +37,20 @@ SampleRow: TypeAlias = tuple[
     str | None,
 ]
 #: A ``processes`` row: ts, host, pid, start_time, project, agent, ppid, name, cmdline, cwd,
-#: username.
+#: username, run_id.
 ProcessRow: TypeAlias = tuple[
-    int, str, int, int, str, str, int | None, str | None, str | None, str | None, str | None
+    int,
+    str,
+    int,
+    int,
+    str,
+    str,
+    int | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
 ]
 #: A ``system`` row: ts, host, cores, cpu_busy_cores, mem_total_bytes, mem_used_bytes,
 #: mem_available_bytes.
@@ -186,6 +201,3 @@ STATE_NAMES: dict[str, str] = {
     "P": "parked",
 }
 """Linux state letters in words, spelled as psutil spells them so both sources agree."""
-
-TAG_PROJECT = "DEVLOOP_PROJECT"
-TAG_AGENT = "DEVLOOP_AGENT"

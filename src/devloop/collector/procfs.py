@@ -24,6 +24,7 @@ from devloop.collector.model import (
     STATE_NAMES,
     TAG_AGENT,
     TAG_PROJECT,
+    TAG_RUN,
     Check,
     Identity,
     Reading,
@@ -37,6 +38,8 @@ _O_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _STAT_MAX = 4096  # a stat line is ~350 bytes even with a 15-byte comm of ')' and spaces
 _ENV_PROJECT = b"\0" + TAG_PROJECT.encode() + b"="
 _ENV_AGENT = b"\0" + TAG_AGENT.encode() + b"="
+_ENV_RUN = b"\0" + TAG_RUN.encode() + b"="
+_ENV_MARKERS = ((TAG_PROJECT, _ENV_PROJECT), (TAG_AGENT, _ENV_AGENT), (TAG_RUN, _ENV_RUN))
 _STATES = {letter.encode(): word for letter, word in STATE_NAMES.items()}
 
 
@@ -274,13 +277,14 @@ class ProcfsSource(Source[ProcfsHandle]):
         return _parse_io(data.split())
 
     def environ_tags(self, handle: ProcfsHandle) -> dict[str, str] | None:
-        """DEVLOOP_PROJECT and DEVLOOP_AGENT from /proc/PID/environ; None when unreadable."""
+        """DEVLOOP_PROJECT, DEVLOOP_AGENT and DEVLOOP_RUN_ID from /proc/PID/environ; None when
+        unreadable."""
         try:
             data = b"\0" + _read_all(f"{_PROC}/{handle.pid}/environ")
         except OSError:
             return None
         tags: dict[str, str] = {}
-        for key, marker in ((TAG_PROJECT, _ENV_PROJECT), (TAG_AGENT, _ENV_AGENT)):
+        for key, marker in _ENV_MARKERS:
             at = data.find(marker)
             if at >= 0:
                 start = at + len(marker)

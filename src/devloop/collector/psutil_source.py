@@ -11,6 +11,7 @@ import psutil
 from devloop.collector.model import (
     TAG_AGENT,
     TAG_PROJECT,
+    TAG_RUN,
     Check,
     Identity,
     Reading,
@@ -118,12 +119,12 @@ class PsutilSource(Source[PsutilHandle]):
         )
 
     def environ_tags(self, handle: PsutilHandle) -> dict[str, str] | None:
-        """DEVLOOP_PROJECT and DEVLOOP_AGENT from the environment; None when unreadable."""
+        """The DEVLOOP_* tags of the environment; None when unreadable."""
         try:
             env = handle.process.environ()
         except (psutil.Error, OSError):
             return None
-        return {key: env[key] for key in (TAG_PROJECT, TAG_AGENT) if key in env}
+        return {key: env[key] for key in (TAG_PROJECT, TAG_AGENT, TAG_RUN) if key in env}
 
     def cmdline(self, handle: PsutilHandle) -> list[str] | None:
         """Its arguments."""

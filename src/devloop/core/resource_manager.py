@@ -58,7 +58,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.config.models import Workspace, WorkspaceConfig
-from devloop.core import signals
+from devloop.core import admit, signals
+from devloop.core.admit import STATE_NAME
 from devloop.core.allocation import Allocation, ProjectAllocation, UsagePoint, allocate, rebalance
 from devloop.core.signals import PauseJournal, ProcessRef
 from devloop.errors import UsageError
@@ -71,7 +72,6 @@ logger = logging.getLogger(__name__)
 
 MB = 1 << 20
 LOG_NAME = "resource-enforcement.log"
-STATE_NAME = "enforcement-state.json"
 JOURNAL_NAME = ".paused-processes.json"
 STATE_VERSION = 1
 
@@ -407,6 +407,12 @@ class ResourceManager:
             raise UsageError(f"unknown project {name!r} (enabled projects: {known})")
         return share
 
+    def held(self, project: str, agent: str) -> str | None:
+        """``"paused"`` or ``"throttled"`` when the enforcer holds the agent so; else None."""
+        with self._lock:
+            state = self._state_of((project, agent), None)
+        return state if state in ("paused", "throttled") else None
+
     def _state_of(self, key: AgentKey, usage: AgentUsage | None) -> str:
         if key in self._paused:
             return "paused"
@@ -514,6 +520,7 @@ class ResourceManager:
             for action in actions:
                 self._record(action, now)
             self._write_state(now, queue)
+            self._write_admission(now)
             return actions
 
     def _forget_gone(self, usage: Usage) -> list[Action]:
@@ -961,6 +968,28 @@ class ResourceManager:
                 "queue": queue,
                 "pauses_total": sum(c[0] for c in self._counts.values()),
             }
+
+    def _write_admission(self, now: float) -> None:
+        """What :meth:`can_run_agent` says now for every agent (``"project/*"``: an agent not in
+        agents.json), so a launcher decides from one small file (:mod:`devloop.core.admit`)."""
+        with self._lock:
+            usage = self._usage
+            if usage is None or not self._fed:
+                return  # only a recorder's manager knows the usage without sampling itself
+            verdicts = {}
+            for project, share in self.allocation.projects.items():
+                own = self.workspace.agents.get(project)
+                names = [a.name for a in own.enabled_agents] if own is not None else []
+                for name in (*names, "*"):
+                    verdicts[f"{project}/{name}"] = share.granted and self.can_run_agent(
+                        name, project
+                    )
+            running = sum(1 for a in usage.agents.values() if a.processes)
+        try:
+            admit.write(self.workspace.dir, now, self.interval, running,
+                        self.workspace.config.global_.max_concurrent_agents, verdicts)  # fmt: skip
+        except OSError as exc:
+            logger.warning("cannot write the admission file in %s: %s", self.workspace.dir, exc)
 
     def _write_state(self, now: float, queue: list[dict[str, Any]]) -> None:
         """Replace the state file (temp file and rename, no fsync: it is live, not history)."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from devloop.core.allocation import Allocation
     from devloop.core.resource_manager import ResourceManager
     from devloop.store.convert import ChildJob
+    from devloop.store.runs import PendingRun
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,16 @@ def rules_for(workspace: Workspace) -> list[Any]:
             if agent.command:
                 rules.append(Rule(project.name, folder, agent.name, " ".join(agent.command)))
     return rules
+
+
+def _start_us(start_ticks: int | None) -> int | None:
+    """A start in clock ticks after boot as µs since the epoch, by the boot time every start
+    time of this process uses (so it matches the collector's identities)."""
+    if start_ticks is None or not sys.platform.startswith("linux"):
+        return None
+    from devloop.collector.procfs import boot_us
+
+    return boot_us() + start_ticks * 1_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 class Recorder:
@@ -98,14 +111,16 @@ class Recorder:
         self._closed = False
         self.interval = interval or workspace.config.global_.resource_limits.check_interval
         # Before the store is opened: a bad profile must leave nothing behind.
-        self.manager: ResourceManager | None = None
-        if enforce:
-            from devloop.core.resource_manager import ResourceManager
+        # Without ``enforce`` the manager only observes: it never signals, but it follows the
+        # limits in force and writes the live state (usage and admission verdicts) that the
+        # dashboard, the exporter and ``devloop run`` read.
+        from devloop.core.resource_manager import ResourceManager
 
-            self.manager = ResourceManager(
-                workspace, profile=profile, on_event=self._event_row,
-                on_limits=self._write_limits_of, min_pause=min_pause,
-            )  # fmt: skip
+        self.manager: ResourceManager | None = ResourceManager(
+            workspace, profile=profile, on_event=self._event_row,
+            on_limits=self._write_limits_of, min_pause=min_pause, enforce=enforce,
+        )  # fmt: skip
+        self.enforcing = enforce
         self.writer = StoreWriter(
             workspace.metrics_dir, segment_seconds=segment_seconds, convert_in_child=True
         )
@@ -130,6 +145,8 @@ class Recorder:
         self._bytes = 0
         self._processes = 0
         self._started = time.monotonic()
+        self._started_us = self.collector.started_us
+        self._held: dict[str, list[float]] = {}  # run id -> [paused, throttled] seconds
         self._write_limits("start")
         self.event("start", message=f"collector started, interval {self.interval:g}s")
         if self.manager is not None:
@@ -201,12 +218,106 @@ class Recorder:
         if self.manager is not None:
             self.manager.observe(tick)
             self.manager.check()
+            self._count_held(tick.ts_us)
         with self._write_lock:
             if not self._closed:
                 self.writer.flush()
+        self.record_runs(tick.ts_us)
         self._ticks += 1
         self._rows += len(samples)
         self._processes = len(samples)
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def _count_held(self, ts_us: int) -> None:
+        """Add this tick's interval to the paused or throttled time of each run it saw held."""
+        manager = self.manager
+        assert manager is not None
+        interval = self.collector.last_interval
+        for run_id, run in self.collector.active_runs(ts_us).items():
+            state = manager.held(run.project, run.agent)
+            if state is not None:
+                held = self._held.setdefault(run_id, [0.0, 0.0])
+                held[state == "throttled"] += interval
+
+    def record_runs(self, ts_us: int | None = None) -> int:
+        """Store every run its launcher has finished (or died in) since the last look: one
+        ``runs`` row each, and the row of its CPU that no tick saw. Returns how many.
+
+        Called after every tick; ``ts_us`` stamps the tail rows (default: now).
+        """
+        from devloop.store import runs as journal
+
+        found, unreadable = journal.pending(self.workspace.metrics_dir)
+        now_us = time.time_ns() // 1000
+        for path in unreadable:  # a launcher killed before it wrote its start
+            try:
+                if now_us - os.stat(path).st_mtime_ns // 1000 > 60_000_000:
+                    os.unlink(path)
+            except OSError:
+                pass
+        stamp = ts_us if ts_us is not None else now_us
+        done = 0
+        for run in found:
+            records = self._run_records(run, stamp, now_us)
+            with self._write_lock:
+                if self._closed:
+                    break
+                self.writer.publish(journal.segment_id(run.start.run_id), records)
+            journal.forget(run)
+            done += 1
+        return done
+
+    def _run_records(
+        self, run: PendingRun, ts_us: int, now_us: int
+    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        start, end = run.start, run.end
+        host = self.writer.host
+        ticks = self.collector.finish_run(start.run_id)
+        paused, throttled = self._held.pop(start.run_id, (0.0, 0.0))
+        records: list[tuple[str, list[tuple[Any, ...]]]] = []
+        counted = ticks.cpu_seconds if ticks is not None else 0.0
+        if end is not None:
+            exact = end.cpu_user_seconds + end.cpu_system_seconds
+            whole = ticks.whole if ticks is not None else start.started_us >= self._started_us
+            start_us = _start_us(end.start_ticks)
+            if whole and exact - counted > 0.0005 and start_us is not None:
+                name = os.path.basename(start.command[0]) if start.command else None
+                row = self.collector.tail_row(ts_us, start.project, start.agent, end.pid,
+                                              start_us, start.launcher_pid, name,
+                                              exact - counted)  # fmt: skip
+                records.append(("samples", [row]))
+                if ticks is None or (end.pid, start_us) not in ticks.processes:
+                    records.append(("processes", [(
+                        ts_us, host, end.pid, start_us, start.project, start.agent,
+                        start.launcher_pid, name, " ".join(start.command), start.cwd, None,
+                        start.run_id,
+                    )]))  # fmt: skip
+            ended_us = end.ended_us
+        else:
+            last = ticks.last_ts_us if ticks is not None else 0
+            ended_us = max(last, start.started_us)
+        runs_row = (
+            start.started_us, host, start.run_id, start.project, start.agent, start.trigger,
+            "complete" if end is not None else "incomplete",
+            " ".join(start.command), start.cwd,
+            end.pid if end is not None else None,
+            _start_us(end.start_ticks) if end is not None else None,
+            start.queued_us, start.started_us, ended_us,
+            end.exit_code if end is not None else None,
+            end.signal if end is not None else None,
+            (start.started_us - start.queued_us) / 1e6, paused, throttled,
+            end.cpu_user_seconds if end is not None else None,
+            end.cpu_system_seconds if end is not None else None,
+            end.max_rss_bytes if end is not None else None,
+            counted if ticks is not None else None,
+            ticks.ticks if ticks is not None else 0,
+            ticks.peak_cores if ticks is not None else None,
+            ticks.peak_rss_bytes if ticks is not None else None,
+            start.log_path,
+        )  # fmt: skip
+        records.insert(0, ("runs", [runs_row]))
+        return records
 
     # --- running -------------------------------------------------------------------------
 

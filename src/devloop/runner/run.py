@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING
 from devloop.collector.model import TAG_AGENT, TAG_PROJECT
 from devloop.config.models import Workspace
 from devloop.errors import EnforcementError, StoreLockedError, UsageError
+from devloop.runner import launch
 from devloop.runner.record import Recorder
 
 if TYPE_CHECKING:
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 def agent_environment(
     project: str, agent: str, base: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of an agent's process: the caller's plus the two tags children inherit."""
+    """The environment of an agent's process outside a run: the caller's plus the two tags
+    children inherit (a run also carries DEVLOOP_RUN_ID: :func:`launch.run_environment`)."""
     env = dict(os.environ if base is None else base)
     env[TAG_PROJECT] = project
     env[TAG_AGENT] = agent
@@ -52,14 +53,16 @@ def run_agent(
     record: bool = True,
     enforce: bool = True,
     profile: str | None = None,
+    trigger: str = "manual",
 ) -> int:
-    """Run ``argv`` (no shell) tagged as ``project``/``agent`` and return its exit status.
+    """Run ``argv`` (no shell) as a run of ``project``/``agent`` and return its exit status.
 
-    While it runs, the workspace is recorded and, with ``enforce``, its limits enforced, unless
-    a collector already records it (then that collector sees the tagged process, and enforces
-    if it was started with ``--enforce``). Before it starts, the agent is admitted as the
-    guide's overflow rules say (:func:`admit`). SIGINT and SIGTERM are passed on to the
-    command. A command killed by signal N returns 128 + N, as shells do.
+    The run gets an id (``DEVLOOP_RUN_ID``) and a row in the ``runs`` table with its exact CPU
+    and max RSS from the kernel. While it runs, the workspace is recorded and, with
+    ``enforce``, its limits enforced, unless a collector already records it (then that
+    collector sees the tagged process and stores the run's row). Before it starts, the agent is
+    admitted as the guide's overflow rules say (:func:`admit`). SIGINT and SIGTERM are passed
+    on to the command. A command killed by signal N returns 128 + N, as shells do.
     """
     check_agent(workspace, project, agent)
     if not argv:
@@ -76,6 +79,7 @@ def run_agent(
             recorder = None  # a running collector records the tagged process
     own_manager = None
     try:
+        queued_us = time.time_ns() // 1000
         if enforce:
             if manager is None:
                 from devloop.core.resource_manager import ResourceManager
@@ -83,40 +87,43 @@ def run_agent(
                 manager = own_manager = ResourceManager(workspace, profile=profile, enforce=False)
             admit(manager, project, agent)
         try:
-            child = subprocess.Popen(list(argv), env=agent_environment(project, agent), cwd=cwd)
-        except FileNotFoundError as exc:
-            raise UsageError(f"command not found: {argv[0]}") from exc
-        except PermissionError as exc:
-            raise UsageError(f"cannot execute {argv[0]}: permission denied") from exc
+            launched = launch.start(workspace.metrics_dir, project, agent, argv, trigger=trigger,
+                                    cwd=cwd, queued_us=queued_us)  # fmt: skip
+        except launch.SpawnError as exc:
+            raise UsageError(f"cannot run {exc.strerror}") from exc
         if manager is not None:
-            manager.started(child.pid)
-        restore = _forward_signals(child)
+            manager.started(launched.pid)
+        restore = _forward_signals(launched)
         try:
             if recorder is not None:
                 recorder.event("agent-start", scope="agent", project=project, agent=agent,
-                               message=f"pid {child.pid}: {' '.join(argv)}")  # fmt: skip
+                               message=f"pid {launched.pid}: {' '.join(argv)}")  # fmt: skip
                 done = threading.Event()
 
                 def wait_for_child() -> None:
-                    child.wait()
+                    launched.reap()
                     done.set()
 
                 waiter = threading.Thread(target=wait_for_child, daemon=True)
                 waiter.start()
                 recorder.run(stop=done)
                 waiter.join()
-            code = child.wait()
+            else:
+                launched.reap()
+            code = launched.returncode
+            assert code is not None
         finally:
             restore()
         if recorder is not None:
+            recorder.record_runs()  # this run's row, and its CPU after the last tick
             recorder.event("agent-exit", scope="agent", project=project, agent=agent,
-                           message=f"pid {child.pid} exited with {code}")  # fmt: skip
+                           message=f"pid {launched.pid} exited with {code}")  # fmt: skip
     finally:
         if own_manager is not None:
             own_manager.close()
         if recorder is not None:
             recorder.close()
-    return 128 - code if code < 0 else code
+    return code
 
 
 def admit(manager: ResourceManager, project: str, agent: str) -> None:
@@ -168,14 +175,13 @@ def admit(manager: ResourceManager, project: str, agent: str) -> None:
     emit("dequeue", scope="agent", project=project, agent=agent, message="resources free: starting")
 
 
-def _forward_signals(child: subprocess.Popen[bytes]) -> Callable[[], None]:
+def _forward_signals(child: launch.Launched) -> Callable[[], None]:
     """Pass SIGINT/SIGTERM on to ``child``; returns a function that restores the handlers."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def forward(signum: int, frame: FrameType | None) -> None:
-        if child.poll() is None:
-            child.send_signal(signum)
+        child.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
 

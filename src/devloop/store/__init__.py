@@ -21,9 +21,11 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing's: this package is imported on devloop run's fast path
 if TYPE_CHECKING:
+    from typing import Any
+
     from devloop.store.compact import CompactReport, compact
     from devloop.store.info import StoreInfo, TableInfo, store_info
     from devloop.store.layout import Partition, StoreWarning

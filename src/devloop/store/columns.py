@@ -67,6 +67,7 @@ PROCESSES: Final = (
     Column("cmdline", "str"),  # NUL-free, arguments joined by single spaces
     Column("cwd", "str"),
     Column("username", "str"),
+    Column("run_id", "str"),  # the devloop run it belongs to (DEVLOOP_RUN_ID); null if none
 )
 
 #: Host totals, one row per tick.
@@ -111,16 +112,58 @@ LIMITS: Final = (
     Column("reason", "str"),  # start, profile, rebalance, apply-tuning
 )
 
+#: One row per agent run started by devloop (``devloop run``, ``devloop watch``, stress-test),
+#: written when the run ends (or, for a run whose launcher died, when that is found). The CPU
+#: and max RSS come from the kernel at reap time (``wait4`` of the run's root process: its own
+#: use plus every descendant it waited for), so they are exact however short the run; the
+#: ``tick_*`` and ``peak_*`` columns are what the collector's ticks saw of the run.
+RUNS: Final = (
+    Column("ts", "ts", nullable=False),  # when the row was written (the partition it lands in)
+    Column("host", "str", nullable=False),
+    Column("run_id", "str", nullable=False),  # unique; carried as DEVLOOP_RUN_ID
+    Column("project", "str", nullable=False),
+    Column("agent", "str", nullable=False),
+    Column("trigger", "str", nullable=False),  # manual, watch, stress
+    Column("status", "str", nullable=False),  # complete, incomplete (its launcher died)
+    Column("command", "str"),  # arguments joined by single spaces
+    Column("cwd", "str"),
+    Column("pid", "i32"),  # the run's root process (pid, start_time)
+    Column("start_time", "ts"),
+    Column("queued", "ts"),  # asked to run (equals started when it never waited)
+    Column("started", "ts"),
+    Column("ended", "ts"),  # reaped; for an incomplete run the last moment it was known
+    Column("exit_code", "i16"),  # null when killed by a signal or incomplete
+    Column("signal", "i16"),  # the signal that ended it, if one did
+    Column("queue_wait_seconds", "f64"),
+    Column("paused_seconds", "f64"),  # ticks the enforcer held it paused
+    Column("throttled_seconds", "f64"),  # ticks the enforcer held it throttled
+    Column("cpu_user_seconds", "f64"),  # from wait4: the root and its waited-for descendants
+    Column("cpu_system_seconds", "f64"),
+    Column("max_rss_bytes", "i64"),  # from wait4: the largest RSS of one process of the tree
+    Column("tick_cpu_seconds", "f64"),  # CPU the ticks counted before the run ended
+    Column("ticks", "i32"),  # ticks that saw a process of the run
+    Column("peak_cores", "f32"),  # the largest per-tick sum of the run's cpu_cores
+    Column("peak_rss_bytes", "i64"),  # the largest per-tick sum of the run's rss_bytes
+    Column("log_path", "str"),  # where the run's output went (devloop watch), if anywhere
+)
+
 TABLE_COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
     "samples": SAMPLES,
     "processes": PROCESSES,
     "system": SYSTEM,
     "events": EVENTS,
     "limits": LIMITS,
+    "runs": RUNS,
 }
 
 #: Bumped when a table's columns change; readers use union_by_name, so old files keep working.
-SCHEMA_VERSIONS: Final[dict[str, int]] = {name: 1 for name in TABLE_COLUMNS}
+SCHEMA_VERSIONS: Final[dict[str, int]] = {**{name: 1 for name in TABLE_COLUMNS}, "processes": 2}
+
+#: Columns of earlier schema versions, so a spool segment written before an upgrade still
+#: decodes: ``(table, version) -> columns``. Version 1 of ``processes`` had no ``run_id``.
+PAST_COLUMNS: Final[dict[tuple[str, int], tuple[Column, ...]]] = {
+    ("processes", 1): PROCESSES[:-1],
+}
 
 #: Sort order for compaction: series first, then time.
 SORT_KEYS: Final[dict[str, list[str]]] = {
@@ -129,4 +172,5 @@ SORT_KEYS: Final[dict[str, list[str]]] = {
     "system": ["host", "ts"],
     "events": ["ts"],
     "limits": ["host", "project", "agent", "ts"],
+    "runs": ["host", "started", "run_id"],
 }

@@ -32,6 +32,7 @@ from pathlib import Path
 from devloop.errors import StoreError
 from devloop.store.layout import SEGMENT_SUFFIX, StoreWarning, partition_dir, spool_dir
 from devloop.store.lock import writer_lock
+from devloop.store.runs import RUN_SEGMENT_PREFIX, forget_journal
 from devloop.store.spool import SpoolCorruptError, read_segment
 
 
@@ -130,6 +131,8 @@ def convert_segment(root: Path, segment: Path) -> SegmentReport:
             write_atomic(table, part, final)
             written.append(final)
     unlink_files([segment])
+    if segment_id.startswith(RUN_SEGMENT_PREFIX):  # the run is stored: its journal is done
+        forget_journal(root, segment_id.removeprefix(RUN_SEGMENT_PREFIX))
     return SegmentReport(segment, rows, tuple(written), contents.torn_bytes)
 
 

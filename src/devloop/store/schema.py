@@ -7,6 +7,7 @@ never imports it (see ``columns.py``).
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 import pyarrow as pa
@@ -25,6 +26,7 @@ __all__ = [
     "EVENTS",
     "LIMITS",
     "PROCESSES",
+    "RUNS",
     "SAMPLES",
     "SCHEMA_VERSIONS",
     "SCHEMA_VERSION_KEY",
@@ -71,3 +73,11 @@ SYSTEM: Final = TABLES["system"]
 EVENTS: Final = TABLES["events"]
 #: Effective limits over time.
 LIMITS: Final = TABLES["limits"]
+#: One row per agent run started by devloop.
+RUNS: Final = TABLES["runs"]
+
+
+@functools.cache
+def past_schema(columns: tuple[Column, ...]) -> pa.Schema:
+    """The Arrow schema of an earlier version's columns (``columns.PAST_COLUMNS``)."""
+    return _schema(columns)

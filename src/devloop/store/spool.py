@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from devloop.errors import StoreError
-from devloop.store.columns import SCHEMA_VERSIONS, TABLE_COLUMNS, Kind
+from devloop.store.columns import PAST_COLUMNS, SCHEMA_VERSIONS, TABLE_COLUMNS, Column, Kind
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -55,6 +55,7 @@ TABLE_IDS: Final[dict[str, int]] = {
     "system": 3,
     "events": 4,
     "limits": 5,
+    "runs": 6,
 }
 _TABLE_NAMES: Final = {number: name for name, number in TABLE_IDS.items()}
 
@@ -189,26 +190,48 @@ def decode_payload(payload: bytes) -> tuple[str, pa.RecordBatch]:
     table = _TABLE_NAMES.get(table_id)
     if table is None:
         raise SpoolCorruptError(f"unknown table id {table_id}")
-    if version != SCHEMA_VERSIONS[table] or n_columns != len(TABLE_COLUMNS[table]):
+    columns = TABLE_COLUMNS[table]
+    if version != SCHEMA_VERSIONS[table]:
+        columns = PAST_COLUMNS.get((table, version), ())
+    if not columns or n_columns != len(columns):
         raise SpoolCorruptError(
             f"{table} record of schema version {version} with {n_columns} columns; this devloop"
             f" reads version {SCHEMA_VERSIONS[table]} with {len(TABLE_COLUMNS[table])}"
         )
     try:
-        return table, _decode_columns(table, payload, n_rows)
+        batch = _decode_columns(columns, payload, n_rows)
     except pa.ArrowInvalid as exc:
         raise SpoolCorruptError(f"{table} record does not decode: {exc}") from exc
+    if columns is not TABLE_COLUMNS[table]:
+        batch = _upgrade(table, batch)
+    return table, batch
 
 
-def _decode_columns(table: str, payload: bytes, n_rows: int) -> pa.RecordBatch:
+def _upgrade(table: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of an earlier schema version in the current one (new columns null)."""
     import pyarrow as pa
 
     from devloop.store.schema import TABLES
 
-    reader = _Reader(payload, _HEADER.size)
     schema = TABLES[table]
+    arrays = [
+        batch.column(field_.name)
+        if field_.name in batch.schema.names
+        else pa.nulls(batch.num_rows, field_.type)
+        for field_ in schema
+    ]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _decode_columns(columns: tuple[Column, ...], payload: bytes, n_rows: int) -> pa.RecordBatch:
+    import pyarrow as pa
+
+    from devloop.store.schema import past_schema
+
+    reader = _Reader(payload, _HEADER.size)
+    schema = past_schema(columns)
     arrays = []
-    for field_, (kind, code) in zip(schema, _KINDS[table], strict=True):
+    for field_, (kind, code) in zip(schema, (_LAYOUTS[c.kind] for c in columns), strict=True):
         validity = None
         flags = reader.take(1)[0]
         if flags & 1:

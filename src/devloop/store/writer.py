@@ -26,6 +26,7 @@ one thread appends.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 import warnings
@@ -40,6 +41,7 @@ from devloop.store.layout import (
     SEGMENT_SUFFIX,
     StoreWarning,
     check_table,
+    fsync_dir,
     new_id,
     partition_dir,
     spool_dir,
@@ -118,6 +120,47 @@ class StoreWriter:
         """Whether close() was called."""
         return not self._lock.held
 
+    def publish(
+        self, segment_id: str, records: Sequence[tuple[str, Sequence[Sequence[Any]]]]
+    ) -> bool:
+        """Write ``records`` ((table, rows) pairs) as the closed segment ``<segment_id>.seg``,
+        at most once: False when a segment of that name is already in the spool.
+
+        For rows that must be stored exactly once under a name of their own (a run's row, see
+        :mod:`devloop.store.runs`): the segment is written to a temp name, synced, then linked
+        to its final name, which fails if it exists. Converting it to Parquet keeps the name
+        (``s-<segment_id>.parquet``), so a converted segment published again is skipped there
+        too. It is converted with the next roll-over, or at the next start.
+        """
+        self._check_open()
+        for table, _rows in records:
+            check_table(table)
+        directory = spool_dir(self.root)
+        final = directory / f"{segment_id}{SEGMENT_SUFFIX}"
+        if final.exists():
+            return False
+        temp = directory / f".{segment_id}{SEGMENT_SUFFIX}.tmp"
+        temp.unlink(missing_ok=True)  # left by a crash: rewrite it
+        segment = SegmentWriter(temp)
+        try:
+            for table, rows in records:
+                segment.append(table, rows)
+        finally:
+            segment.close()
+        try:
+            os.link(temp, final)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot publish spool segment {final}: {exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            raise StoreError(f"cannot sync {directory}: {exc}") from exc
+        return True
+
     @property
     def converting(self) -> bool:
         """Whether a conversion child is running (child mode)."""
@@ -163,6 +206,8 @@ class StoreWriter:
             return None
         report = convert_segment(self.root, segment.path)
         self._record(report)
+        for path in segment_paths(self.root):  # segments published meanwhile
+            self._record(convert_segment(self.root, path))
         return report
 
     def wait_for_conversions(self) -> None:
