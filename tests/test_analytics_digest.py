@@ -16,7 +16,7 @@ from tests.test_store_support import HOUR, SECOND, T0, T0_DT, tick_rows
 
 
 def _process(ts: int, project: str, agent: str, pid: int) -> tuple[Any, ...]:
-    return (ts, "devbox", pid, T0, project, agent, 1, "ruff", "ruff check", "/src", "me")
+    return (ts, "devbox", pid, T0, project, agent, 1, "ruff", "ruff check", "/src", "me", None)
 
 
 def _system(ts: int, host: str = "devbox", cores: int = 8) -> tuple[Any, ...]:

@@ -48,7 +48,7 @@ GOLDEN: dict[str, list[tuple[str, str, bool]]] = {
         ("pid", "int32", False), ("start_time", "timestamp[us, tz=UTC]", False),
         ("project", "string", False), ("agent", "string", False), ("ppid", "int32", True),
         ("name", "string", True), ("cmdline", "string", True), ("cwd", "string", True),
-        ("username", "string", True),
+        ("username", "string", True), ("run_id", "string", True),
     ],
     "system": [
         ("ts", "timestamp[us, tz=UTC]", False), ("host", "string", False),
@@ -70,6 +70,21 @@ GOLDEN: dict[str, list[tuple[str, str, bool]]] = {
         ("priority", "int8", True), ("strategy", "string", True), ("profile", "string", True),
         ("reason", "string", True),
     ],
+    "runs": [
+        ("ts", "timestamp[us, tz=UTC]", False), ("host", "string", False),
+        ("run_id", "string", False), ("project", "string", False), ("agent", "string", False),
+        ("trigger", "string", False), ("status", "string", False), ("command", "string", True),
+        ("cwd", "string", True), ("pid", "int32", True),
+        ("start_time", "timestamp[us, tz=UTC]", True), ("queued", "timestamp[us, tz=UTC]", True),
+        ("started", "timestamp[us, tz=UTC]", True), ("ended", "timestamp[us, tz=UTC]", True),
+        ("exit_code", "int16", True), ("signal", "int16", True),
+        ("queue_wait_seconds", "double", True), ("paused_seconds", "double", True),
+        ("throttled_seconds", "double", True), ("cpu_user_seconds", "double", True),
+        ("cpu_system_seconds", "double", True), ("max_rss_bytes", "int64", True),
+        ("tick_cpu_seconds", "double", True), ("ticks", "int32", True),
+        ("peak_cores", "float", True), ("peak_rss_bytes", "int64", True),
+        ("log_path", "string", True),
+    ],
 }  # fmt: skip
 
 #: Each kind as pyarrow prints its type, written independently of schema.py.
@@ -87,7 +102,7 @@ def test_column_description_and_arrow_schemas_agree_with_the_format() -> None:
         plain = [(c.name, KIND_TYPES[c.kind], c.nullable) for c in TABLE_COLUMNS[table]]
         assert arrow == golden, table
         assert plain == golden, table
-    assert SCHEMA_VERSIONS == dict.fromkeys(GOLDEN, 1)
+    assert SCHEMA_VERSIONS == {**dict.fromkeys(GOLDEN, 1), "processes": 2}
     assert set(SORT_KEYS) == set(GOLDEN)
     for table, keys in SORT_KEYS.items():
         assert set(keys) <= {name for name, _, _ in GOLDEN[table]}

@@ -28,7 +28,7 @@ def test_round_trip_every_table_with_nulls_and_unicode(tmp_path: Path) -> None:
     ]
     limits = [(T0, "devbox", "alpha", "", 25.0, 512 * 1024**2, 1, "weighted", "day", "start")]
     processes = [
-        (T0, "devbox", 7, T0 - 5, "alpha", "lint", 1, "ruff", "ruff check .", "/src", "me")
+        (T0, "devbox", 7, T0 - 5, "alpha", "lint", 1, "ruff", "ruff check .", "/src", "me", "r1")
     ]
     path = tmp_path / "a.seg"
     _write(

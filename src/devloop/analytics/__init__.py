@@ -14,6 +14,7 @@ force) are in :mod:`devloop.analytics._db`.
     efficiency.py    efficiency          allocated vs used
     health.py        health              leaks, restart loops, stopped, freshness, backlog
     audit.py         audit_query         per-agent statistics of one metric
+    runs.py          runs, run_summary   one row per agent run (launched or estimated), per agent
     sql.py           run_sql             SQL over the views
     _cache.py        warm_cache          per-hour rollups the reports read (exact, disposable)
     timerange.py     parse_range, TimeRange   "2 hours ago", "yesterday 09:00", ISO 8601
@@ -34,6 +35,7 @@ from devloop.analytics.export import MetricsExport, export_metrics
 from devloop.analytics.health import Health, health, theil_sen
 from devloop.analytics.metrics import WorkspaceMetrics, workspace_metrics
 from devloop.analytics.peaks import PeakUsage, peak_usage
+from devloop.analytics.runs import run_summary, runs
 from devloop.analytics.sql import run_sql
 from devloop.analytics.timerange import TimeRange, format_moment, parse_moment, parse_range
 
@@ -64,6 +66,8 @@ __all__ = [
     "record_baseline",
     "records",
     "run_sql",
+    "run_summary",
+    "runs",
     "summarise",
     "theil_sen",
     "warm_cache",

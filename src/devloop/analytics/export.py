@@ -4,6 +4,10 @@ agent), for spreadsheets (CSV) and scripts (JSON).
 A project's figures come from its per-tick series (every tick, 0 where nothing ran); an agent's
 from the ticks at which it had a process. ``interval_start`` is aligned on the epoch (a 1m
 interval starts on the minute), UTC.
+
+This export is of the per-tick series. Agent runs are another shape (one row per run, not per
+interval) and are exported by their own report, :func:`devloop.analytics.runs`:
+``devloop workspace analytics runs --format csv`` (or ``json``), with the same range options.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The report commands: ``workspace metrics`` (and ``metrics compare``), ``workspace analytics
-peak-usage|bottlenecks|efficiency``, ``workspace health``, ``workspace sql``, ``audit query``.
+peak-usage|bottlenecks|efficiency|runs``, ``workspace health``, ``workspace sql``, ``audit query``.
 
 Each parses its options, calls one function of :mod:`devloop.analytics` and renders the record
 it returns as a table, JSON (the record's ``to_json()``) or CSV (its main DataFrame).
@@ -24,6 +24,7 @@ from devloop.cli._options import (
     resolve_workspace_dir,
     workspace_dir_option,
 )
+from devloop.store.runs import TRIGGERS
 
 if TYPE_CHECKING:
     import polars as pl
@@ -238,8 +239,8 @@ def metrics(
 
     Shows the newest tick in the store (and how old it is when no collector runs). With
     --interval (or --format csv, 1m by default) it exports the history instead: one row per
-    interval and project with avg and max CPU %, max memory, file handles and threads.
-    --baseline records the machine for --duration and writes a summary; `metrics compare`
+    interval and project with avg and max CPU %, max memory, file handles and threads (agent
+    runs export with `analytics runs --format csv`). --baseline records the machine for --duration and writes a summary; `metrics compare`
     compares two summaries.
 
     \b
@@ -427,7 +428,7 @@ def compare(baseline_file: Path, active_file: Path, fmt: str, output: Path) -> N
 
 @click.group("analytics")
 def analytics() -> None:
-    """Reports over the recorded history: peak usage, bottlenecks, efficiency.
+    """Reports over the recorded history: peak usage, bottlenecks, efficiency, runs.
 
     \b
     Example:
@@ -641,6 +642,128 @@ def efficiency(
         )
 
     _render(report, fmt, output, report.projects, text)
+
+
+@analytics.command("runs")
+@report_options
+@click.option(
+    "--trigger",
+    type=click.Choice([*TRIGGERS, "rule"]),
+    help="Only runs started this way (rule: runs estimated from the ticks of agents devloop "
+    "did not launch).",
+)
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Only failed runs: a non-zero exit, ended by a signal, or incomplete.",
+)
+@click.option(
+    "--slowest", type=click.IntRange(min=1), metavar="N", help="Only the N longest runs."
+)
+@click.option(
+    "--summary",
+    is_flag=True,
+    help="Per project and agent instead: runs, failures, p50/p95 duration, CPU per run, "
+    "max RSS.",
+)
+@click.option(
+    "--no-estimated",
+    "no_estimated",
+    is_flag=True,
+    help="Leave out the runs estimated from ticks (agents devloop did not launch).",
+)
+def runs(
+    workspace_dir: Path | None,
+    fmt: str,
+    output: Path,
+    projects: tuple[str, ...],
+    agents: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    period: str | None,
+    trigger: str | None,
+    failed: bool,
+    slowest: int | None,
+    summary: bool,
+    no_estimated: bool,
+) -> None:
+    """Agent runs that started in the range: duration, exit, CPU, memory, waits.
+
+    One row per run devloop launched (`devloop run`, `watch`, stress-test), exact from the
+    kernel; and, for agents attributed by rule, runs estimated from the ticks (trigger
+    "rule": a span of ticks with a process of the agent). --format csv (or json) exports
+    them: `{"runs": [...]}`, or with --summary `{"summary": [...]}`.
+
+    \b
+    Example:
+      devloop workspace analytics runs --period 24h --failed
+      devloop workspace analytics runs --agent tests --slowest 10 --no-estimated
+      devloop workspace analytics runs --summary --start "yesterday 09:00"
+      devloop workspace analytics runs --format csv --period 7d -o runs.csv
+    """
+    from devloop.analytics import records, run_summary, runs
+    from devloop.cli.render import to_json
+
+    time_range = _range(start, end, period)
+    folder = resolve_workspace_dir(workspace_dir)
+    run = run_summary if summary else runs
+    with _store_warnings():
+        frame = run(
+            folder,
+            time_range,
+            project=projects or None,
+            agent=agents or None,
+            trigger=trigger,
+            failed=True if failed else None,
+            slowest=slowest,
+            estimated=not no_estimated,
+        )
+    if fmt == "json":
+        emit(to_json({"summary" if summary else "runs": records(frame)}), output)
+    elif fmt == "csv":
+        emit(_csv(frame), output)
+    elif frame.is_empty():
+        emit("No runs started in the range.\n", output)
+    elif summary:
+        names = {
+            "duration_p50_seconds": "duration_p50",
+            "duration_p95_seconds": "duration_p95",
+            "cpu_mean_seconds": "cpu_mean",
+            "cpu_p95_seconds": "cpu_p95",
+            "max_rss_bytes": "max_rss",
+        }
+        formats = {name: _seconds for name in names.values()} | {"max_rss": _mb}
+        emit(_table(frame.rename(names), formats), output)
+    else:
+        names = {
+            "exit_code": "exit",
+            "duration_seconds": "duration",
+            "queue_wait_seconds": "queued",
+            "cpu_seconds": "cpu",
+            "max_rss_bytes": "max_rss",
+            "peak_rss_bytes": "peak_rss",
+        }
+        shown = frame.select(
+            "started", "project", "agent", "trigger", "status", "exit_code", "signal",
+            "duration_seconds", "queue_wait_seconds", "cpu_seconds", "peak_cores",
+            "max_rss_bytes", "peak_rss_bytes", "run_id",
+        ).rename(names)  # fmt: skip
+        formats = {"duration": _seconds, "queued": _seconds, "cpu": _seconds,
+                   "max_rss": _mb, "peak_rss": _mb}  # fmt: skip
+        text = _table(shown, formats)
+        if frame["estimated"].any():
+            text += _notes(
+                ['runs of trigger "rule" are estimated from the ticks (agents devloop did '
+                 "not launch); --no-estimated leaves them out"]
+            )  # fmt: skip
+        emit(text, output)
+
+
+def _seconds(value: float | None) -> str:
+    """``1.3s`` under a minute, else ``2m``, ``1h 5m`` (see :func:`_age`)."""
+    if value is None:
+        return ""
+    return f"{value:.1f}s" if value < 60 else _age(value)
 
 
 # --- workspace health ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The workspace right now: snapshots of the newest tick, and the live terminal dashboard.
 
     snapshot.py   Snapshot (usage, limits, agent states) from a tick, the store or a recorder
-    data.py       DashboardData: a snapshot, sparkline history and the latest events
+    data.py       DashboardData: a snapshot, sparkline history, the latest events and runs
     screen.py     build_screen: DashboardData -> rich renderable (pure)
     app.py        run_dashboard: the live loop (rich.live, keys in cbreak mode, a recorder)
 

@@ -1,7 +1,8 @@
 """What one frame of the dashboard shows, read from the store: :class:`DashboardData`.
 
 The newest tick (a :class:`~devloop.dashboard.snapshot.Snapshot`), each project's CPU and memory
-over the last minutes bucketed for a sparkline, and the latest enforcement events. Reading is
+over the last minutes bucketed for a sparkline, the latest enforcement events and the last agent
+runs devloop launched. Reading is
 separate from drawing (:mod:`devloop.dashboard.screen`), so the screen is a pure function of
 this record.
 """
@@ -39,6 +40,29 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Run:
+    """One of the newest rows of the store's ``runs`` table (times in unix seconds)."""
+
+    project: str
+    agent: str
+    status: str  # complete, incomplete (its launcher died)
+    exit_code: int | None
+    signal: int | None
+    started: float
+    ended: float | None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (None when the end is unknown)."""
+        return None if self.ended is None else self.ended - self.started
+
+    @property
+    def failed(self) -> bool:
+        """A non-zero exit, ended by a signal, or incomplete (as ``analytics runs`` says)."""
+        return self.status == "incomplete" or self.signal is not None or bool(self.exit_code)
+
+
+@dataclass(frozen=True)
 class History:
     """A project's usage over the window, one value per bucket (None: no tick in the bucket).
 
@@ -62,6 +86,7 @@ class DashboardData:
     snapshot: Snapshot
     history: dict[str, History] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
+    runs: tuple[Run, ...] = ()
     window: float = 300.0
     collector: str = "nobody"
     now: float | None = None
@@ -96,11 +121,12 @@ def load(
     window: float = 300.0,
     points: int = 120,
     events: int = 6,
+    runs: int = 5,
     collector: str = "nobody",
     now: float | None = None,
 ) -> DashboardData:
     """Read one frame: the newest tick, ``points`` buckets of the last ``window`` seconds before
-    it per project, and the newest ``events`` enforcement events."""
+    it per project, the newest ``events`` enforcement events and the ``runs`` newest runs."""
     import time
 
     import duckdb
@@ -145,6 +171,11 @@ def load(
             "message FROM events WHERE action NOT IN (?, ?, ?, ?) ORDER BY ts DESC LIMIT ?",
             [*ROUTINE_EVENTS, events],
         ).fetchall()
+        last_runs = connection.execute(
+            "SELECT project, agent, status, exit_code, signal, epoch_us(coalesce(started, ts)), "
+            "epoch_us(ended) FROM runs ORDER BY coalesce(started, ts) DESC, run_id DESC LIMIT ?",
+            [runs],
+        ).fetchall()
     except duckdb.Error as exc:
         raise StoreError(f"cannot read {workspace.metrics_dir}: {exc}") from exc
     return DashboardData(
@@ -152,6 +183,10 @@ def load(
         snapshot=snapshot,
         history=history,
         events=tuple(Event(row[0] / 1e6, *row[1:]) for row in latest),
+        runs=tuple(
+            Run(*row[:5], row[5] / 1e6, row[6] / 1e6 if row[6] is not None else None)
+            for row in last_runs
+        ),
         window=window,
         collector=collector,
         now=now,

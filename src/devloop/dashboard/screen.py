@@ -18,11 +18,11 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from devloop.dashboard.data import DashboardData, Event, History
+from devloop.dashboard.data import DashboardData, Event, History, Run
 from devloop.dashboard.snapshot import AgentStatus, Usage
 from devloop.units import format_size
 
-#: What ``--metrics`` may name: CPU and memory columns, and the agents and events panels.
+#: What ``--metrics`` may name: CPU and memory columns, and the agents, runs and events panels.
 SECTIONS = ("cpu", "memory", "agents")
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -301,6 +301,40 @@ def events_panel(events: Sequence[Event]) -> Group:
     return Group(*lines)
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _run_text(run: Run) -> Text:
+    text = Text(f"{_clock(run.started)} ")
+    if run.status == "incomplete":
+        outcome = "incomplete"
+    elif run.signal is not None:
+        outcome = f"signal {run.signal}"
+    else:
+        outcome = f"exit {run.exit_code}"
+    text.append(f"{outcome:<10}", style="bold red" if run.failed else "green")
+    duration = run.duration
+    text.append(f" {_duration(duration) if duration is not None else '-':>7}")
+    text.append(f"  {run.project}/{run.agent}")
+    return text
+
+
+def runs_panel(runs: Sequence[Run]) -> Group:
+    """The last runs devloop launched, newest first: when, exit, duration, project/agent."""
+    lines: list[RenderableType] = [Text("Last runs", style="bold")]
+    for run in runs:
+        line = Text("  ") + _run_text(run)
+        line.no_wrap, line.overflow = True, "ellipsis"
+        lines.append(line)
+    return Group(*lines)
+
+
 def layout(data: DashboardData, metrics: Collection[str], width: int) -> tuple[int, int]:
     """Bar and sparkline widths of the project rows for ``width`` columns: the text of each
     row is kept whole; the sparkline gets about twice a bar, and goes first when short of room,
@@ -350,6 +384,8 @@ def build_screen(
         if data.snapshot.queue:
             queued = ", ".join(f"{q.project}/{q.agent}" for q in data.snapshot.queue)
             parts.append(Text(f"Queue ({len(data.snapshot.queue)}): {queued}", style="magenta"))
+        if data.runs:
+            parts.append(runs_panel(data.runs))
         parts.append(events_panel(data.events))
     parts.append(Text(f"q quits · refresh {refresh:g}s", style="dim"))
     return Group(*parts)

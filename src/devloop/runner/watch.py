@@ -15,9 +15,19 @@ Which agents run on a change (``agents.json``):
 * ``config.filePatterns`` (globs relative to the project's folder, ``**`` across folders; a
   pattern without ``/`` matches the file name anywhere), when present, must match a changed path.
 
+The watch acts once the projects have been quiet for ``debounce`` seconds: a burst of changes
+closer together than that is one round of runs, however long it lasts (a stream that never
+pauses is acted on after :data:`MAX_DEBOUNCE_WAIT` seconds all the same).
+
 One run at a time per agent: changes during a run schedule one more run after it (however many
 changes there were), changes while the agent waits in the queue are seen by the run to come. A
 formatter that rewrites files therefore runs once more and settles, it does not loop.
+
+Every run is a run of the store (:mod:`devloop.runner.launch`, trigger ``watch``): a ``runs`` row
+with its exact CPU, exit status and log. The agent's output (stdout and stderr) goes to
+``<workspace>/logs/<project>/<agent>/<run_id>.log``, not to the console. When a run's log is
+created, the agent's older logs beyond the newest :data:`LOG_KEEP` (20), and those older than
+:data:`LOG_MAX_AGE` (7 days), are deleted.
 """
 
 from __future__ import annotations
@@ -25,7 +35,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,8 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 from devloop.config.models import Agent, Workspace
 from devloop.errors import DevloopError, EnforcementError, StoreLockedError, UsageError
+from devloop.runner import launch
 from devloop.runner.record import Recorder, RecordStatus
-from devloop.runner.run import agent_environment
+from devloop.store.runs import new_run_id
 
 if TYPE_CHECKING:
     from devloop.core.resource_manager import ResourceManager
@@ -53,7 +63,20 @@ FILE_EVENTS = frozenset({CREATED, MODIFIED, DELETED})
 IGNORED_DIRS = (".devloop", ".devloop-workspace", ".ruff_cache", ".nox", ".eggs", ".cache")
 
 DEFAULT_DEBOUNCE = 0.5  # seconds without a change before the changes are acted on
+#: Seconds a stream of changes that never pauses for ``debounce`` is held before it is acted on.
+MAX_DEBOUNCE_WAIT = 60.0
 GRACE = 5.0  # seconds between SIGTERM and SIGKILL for agents still running at the end
+
+#: Logs kept per agent (the newest), and the age (seconds) past which a log is deleted; both
+#: applied when a new log is created.
+LOG_KEEP = 20
+LOG_MAX_AGE = 7 * 24 * 3600.0
+LOGS_DIR = "logs"  # in the workspace's folder
+
+# watchfiles: ms between looks at the changes, and the most it groups before handing them over
+# (the grouping that matters, the debounce, is done here: watchfiles caps its own).
+_STEP_MS = 50
+_GROUP_MS = 200
 
 Change = tuple[str, Path]  # (file event, absolute path)
 
@@ -212,6 +235,9 @@ class RunResult:
     pid: int | None = None
     reason: str = ""
     changes: int = 0  # changed paths that led to the run
+    run_id: str | None = None  # its row in the store's runs table
+    log_path: Path | None = None  # the agent's output
+    signal: int | None = None  # the signal that ended it, if one did
 
     @property
     def name(self) -> str:
@@ -231,6 +257,98 @@ class WatchSummary:
     end: datetime
 
 
+class Debouncer:
+    """Changes held until ``quiet`` seconds pass without a new one, or ``cap`` seconds after the
+    first (a stream that never pauses). Time (``now``, monotonic seconds) is passed in."""
+
+    def __init__(self, quiet: float, cap: float = MAX_DEBOUNCE_WAIT) -> None:
+        self.quiet = quiet
+        self.cap = cap
+        self._held: list[Change] = []
+        self._first = self._last = 0.0
+
+    def add(self, changes: list[Change], now: float) -> None:
+        """Hold ``changes`` (seen at ``now``); an empty list changes nothing."""
+        if not changes:
+            return
+        if not self._held:
+            self._first = now
+        self._held.extend(changes)
+        self._last = now
+
+    def due(self, now: float) -> list[Change]:
+        """The changes to act on now (and no longer held), or [] while it is not yet time."""
+        if not self._held:
+            return []
+        if now - self._last < self.quiet and now - self._first < self.cap:
+            return []
+        held, self._held = self._held, []
+        return held
+
+
+def log_path(workspace_dir: Path, project: str, agent: str, run_id: str) -> Path:
+    """Where the output of run ``run_id`` of ``project``/``agent`` goes."""
+    return workspace_dir / LOGS_DIR / _safe(project) / _safe(agent) / f"{run_id}.log"
+
+
+def _safe(name: str) -> str:
+    """A project or agent name as one folder name (never a way out of the logs folder)."""
+    cleaned = name.replace("/", "_").replace("\\", "_")
+    return "_" + cleaned if cleaned in ("", ".", "..") else cleaned
+
+
+def stale_logs(
+    logs: Iterable[tuple[str, float]], now: float, keep: int = LOG_KEEP,
+    max_age: float = LOG_MAX_AGE,
+) -> list[str]:  # fmt: skip
+    """The logs to delete among ``logs`` (file name, modification time) of one agent: those
+    older than ``max_age`` seconds, and of the others all but the newest ``keep`` (by name: run
+    ids sort in the order the runs started)."""
+    logs = list(logs)
+    old = [name for name, mtime in logs if now - mtime > max_age]
+    fresh = sorted((name for name, mtime in logs if now - mtime <= max_age), reverse=True)
+    return old + fresh[keep:]
+
+
+def _prune_logs(folder: Path, now: float) -> None:
+    """Delete the stale logs in ``folder``; housekeeping, so a failure is no reason to stop."""
+    found = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".log") and entry.is_file(follow_symlinks=False):
+                    found.append((entry.name, entry.stat(follow_symlinks=False).st_mtime))
+    except OSError:
+        return
+    for name in stale_logs(found, now):
+        try:
+            (folder / name).unlink()
+        except OSError:
+            pass
+
+
+def open_log(path: Path, now: float) -> int:
+    """Create the log ``path`` (and its folder) for writing, then delete the agent's stale logs
+    (:func:`stale_logs`: the new one counts among the newest); returns its descriptor
+    (close-on-exec: the caller hands it to the agent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    _prune_logs(path.parent, now)
+    return fd
+
+
+def log_lines(path: Path, last: int | None = None) -> list[str]:
+    """A run's output as lines (the last ``last`` of them); [] when its log is gone."""
+    from collections import deque
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = deque(f, maxlen=last) if last is not None else list(f)
+    except FileNotFoundError:
+        return []
+    return [line.rstrip("\r\n") for line in lines]
+
+
 @dataclass
 class _Slot:
     """One agent's runs: at most one at a time, and at most one more scheduled."""
@@ -239,7 +357,9 @@ class _Slot:
     state: str = "idle"  # idle | waiting (in the queue) | running
     again: bool = False
     changes: int = 0
-    child: subprocess.Popen[bytes] | None = None
+    asked_us: int | None = None  # when the run to come was asked for (µs since the epoch)
+    #: The run's root while it is not reaped (it is reaped, and this cleared, under the lock).
+    launched: launch.Launched | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
 
 
@@ -308,21 +428,29 @@ class Watch:
             watchfiles.Change.modified: MODIFIED,
             watchfiles.Change.deleted: DELETED,
         }
-        ignored = watchfiles.DefaultFilter(
+        wanted = watchfiles.DefaultFilter(
             ignore_dirs=(*watchfiles.DefaultFilter.ignore_dirs, *IGNORED_DIRS),
             ignore_paths=(str(self.workspace.dir.resolve()),),
         )
         roots = sorted({str(p.root) for p in self.projects})
-        step = max(int(self.debounce * 1000), 1)
+        held = Debouncer(self.debounce)
+        # Filtered here, not by watchfiles: a batch of ignored changes (a cache an agent writes)
+        # must still hand control back, or it would delay the changes held meanwhile.
+        idle_ms = min(max(int(self.debounce * 250), _STEP_MS), 500)  # a look when nothing moves
         try:
             for batch in watchfiles.watch(
-                *roots, watch_filter=ignored, step=step, debounce=max(4 * step, 1600),
-                stop_event=self.halt, rust_timeout=500, yield_on_timeout=True,
+                *roots, watch_filter=None, step=_STEP_MS, debounce=_GROUP_MS,
+                stop_event=self.halt, rust_timeout=idle_ms, yield_on_timeout=True,
                 raise_interrupt=False,
             ):  # fmt: skip
                 self.ready.set()
-                if batch:
-                    self.changed([(kinds.get(kind, MODIFIED), Path(p)) for kind, p in batch])
+                now = time.monotonic()
+                found = [(kinds.get(kind, MODIFIED), Path(p)) for kind, p in batch
+                         if wanted(kind, p)]  # fmt: skip
+                held.add(found, now)
+                due = held.due(now)
+                if due:
+                    self.changed(due)
         except (OSError, RuntimeError) as exc:  # a folder gone, the inotify watch limit
             self.failure = UsageError(f"cannot watch {', '.join(roots)}: {exc}")
             self.failure.__cause__ = exc
@@ -356,6 +484,8 @@ class Watch:
             if self._stopping:
                 return
             slot.changes += changes
+            if slot.asked_us is None:  # the first change the run to come answers
+                slot.asked_us = time.time_ns() // 1000
             if slot.state == "running":
                 slot.again = True
                 return
@@ -377,7 +507,6 @@ class Watch:
                 self._report(RunResult(slot.agent.project, slot.agent.agent, None, 0.0,
                                        reason=f"failed: {exc}"))  # fmt: skip
             with self._lock:
-                slot.child = None
                 if slot.again and not self._stopping:
                     slot.again = False
                     slot.state = "waiting"
@@ -393,6 +522,7 @@ class Watch:
         except EnforcementError as exc:
             with self._lock:
                 slot.changes = 0
+                slot.asked_us = None
             self._report(RunResult(agent.project, agent.agent, None, 0.0, reason=str(exc)))
             return
         try:
@@ -403,42 +533,70 @@ class Watch:
     def _run_admitted(self, slot: _Slot, ticket: Ticket) -> None:
         agent = slot.agent
         reason = ""
-        child: subprocess.Popen[bytes] | None = None
-        with self._lock:
+        launched: launch.Launched | None = None
+        with self._lock:  # stop() sees every run started: none starts once it has begun
             if self._stopping:
                 return
             changes, slot.changes = slot.changes, 0
+            asked_us, slot.asked_us = slot.asked_us, None
+            run_id = new_run_id()
+            log = log_path(self.workspace.dir.resolve(), agent.project, agent.agent, run_id)
             try:
-                child = subprocess.Popen(
-                    list(agent.command), cwd=agent.folder, stdin=subprocess.DEVNULL,
-                    env=agent_environment(agent.project, agent.agent),
-                    start_new_session=True,  # its own process group: stopped as one at the end
-                )  # fmt: skip
+                launched = self._launch(agent, run_id, log, asked_us)
+            except launch.SpawnError as exc:
+                reason = f"cannot start {exc.strerror or exc}"
             except OSError as exc:
-                reason = f"cannot start {agent.command[0]}: {exc.strerror or exc}"
+                reason = f"cannot write its log {log}: {exc.strerror or exc}"
             else:
                 slot.state = "running"
-                slot.child = child
-                self.manager.started(child.pid)
-        if child is None:
+                slot.launched = launched
+                self.manager.started(launched.pid)
+        if launched is None:
             self._report(RunResult(agent.project, agent.agent, None, 0.0, reason=reason))
             return
         started = time.monotonic()
         waited = f" after {ticket.waited:.1f}s in the queue" if ticket.waited else ""
-        message = f"pid {child.pid}: {' '.join(agent.command)} ({changes} changed path(s))"
+        message = f"pid {launched.pid}: {' '.join(agent.command)} ({changes} changed path(s))"
         self.recorder.event(
             "agent-start", scope="agent", project=agent.project, agent=agent.agent,
             message=message + waited,
         )  # fmt: skip
-        code = child.wait()
+        _wait_exit(launched.pid)
+        with self._lock:  # reaped only where stop() cannot be signalling it
+            code = launched.reap()
+            slot.launched = None
         seconds = time.monotonic() - started
-        status = 128 - code if code < 0 else code
         self.recorder.event(
             "agent-exit", scope="agent", project=agent.project, agent=agent.agent,
-            message=f"pid {child.pid} exited with {status} after {seconds:.1f}s",
+            message=f"pid {launched.pid} exited with {code} after {seconds:.1f}s",
         )  # fmt: skip
-        self._report(RunResult(agent.project, agent.agent, status, seconds, child.pid,
-                               changes=changes))  # fmt: skip
+        end = launched.end
+        self._report(RunResult(
+            agent.project, agent.agent, code, seconds, launched.pid, changes=changes,
+            run_id=run_id, log_path=log, signal=end.signal if end is not None else None,
+        ))  # fmt: skip
+
+    def _launch(
+        self, agent: WatchedAgent, run_id: str, log: Path, queued_us: int | None
+    ) -> launch.Launched:
+        """Start one run of ``agent``, its output to ``log``, in a process group of its own
+        (stopped as one at the end). Raises SpawnError, or OSError when the log cannot be made."""
+        out = open_log(log, time.time())
+        try:
+            null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return launch.start(
+                    self.workspace.metrics_dir, agent.project, agent.agent, agent.command,
+                    trigger="watch", cwd=agent.folder, queued_us=queued_us, log_path=log,
+                    stdin=null, stdout=out, new_session=True, run_id=run_id,
+                )  # fmt: skip
+            finally:
+                os.close(null)
+        except OSError:
+            log.unlink(missing_ok=True)  # no run, no log
+            raise
+        finally:
+            os.close(out)
 
     def _report(self, result: RunResult) -> None:
         with self._lock:
@@ -468,38 +626,42 @@ class Watch:
     # --- stopping ----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop watching, then end the agents still running: SIGTERM, and SIGKILL after
-        :attr:`grace` seconds. Returns when they are gone."""
+        """Stop watching, then end the agents still running: SIGTERM (and SIGCONT, for a
+        paused one), and SIGKILL after :attr:`grace` seconds. Returns when they are reaped.
+
+        A run's root is signalled only under the lock and while :attr:`_Slot.launched` is
+        set, that is before its thread reaps it: its pid (the group's id) is still ours."""
         self.halt.set()
         with self._lock:
             self._stopping = True
-            running = [s for s in self._slots.values() if s.child is not None]
-            children = [s.child for s in running if s.child is not None]
             # threads still waiting in the queue are left alone: they will not start anything
+            running = [s for s in self._slots.values() if s.state == "running"]
             threads = [s.thread for s in running if s.thread is not None]
-        for child in children:
-            _signal_group(child, signal.SIGTERM)
-            _signal_group(child, signal.SIGCONT)  # a paused agent must run to see the SIGTERM
+            for slot in running:
+                if slot.launched is not None:
+                    slot.launched.signal_group(signal.SIGTERM)
+                    slot.launched.signal_group(signal.SIGCONT)  # a paused agent must see it
         deadline = time.monotonic() + self.grace
-        for child in children:
-            try:
-                child.wait(max(deadline - time.monotonic(), 0.0))
-            except subprocess.TimeoutExpired:
-                _signal_group(child, signal.SIGKILL)
-                child.wait()
-        for thread in threads:  # their agent-exit events and result lines
+        while self._still_running(running) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            for slot in running:
+                if slot.launched is not None and not slot.launched.poll():
+                    slot.launched.signal_group(signal.SIGKILL)
+        for thread in threads:  # they reap their run and write its agent-exit event and line
             thread.join(10.0)
         self._watcher.join(10.0)
 
+    def _still_running(self, slots: list[_Slot]) -> bool:
+        with self._lock:
+            return any(s.launched is not None and not s.launched.poll() for s in slots)
 
-def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
-    """Signal the process group of an agent devloop started, while it is not yet reaped (so
-    its pid, which is the group's id, cannot belong to anyone else)."""
-    if child.poll() is not None:
-        return
+
+def _wait_exit(pid: int) -> None:
+    """Wait until child ``pid`` has exited, without reaping it."""
     try:
-        os.killpg(child.pid, signum)
-    except ProcessLookupError:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
         pass
 
 
@@ -512,6 +674,7 @@ def watch_workspace(
     debounce: float = DEFAULT_DEBOUNCE,
     duration: float | None = None,
     metrics_output: Path | None = None,
+    all_processes: bool = False,
     stop: threading.Event | None = None,
     grace: float = GRACE,
     on_ready: Callable[[list[WatchedProject], Recorder], None] | None = None,
@@ -520,9 +683,12 @@ def watch_workspace(
     """Watch the projects under ``path`` and run their agents on changes until ``stop`` is set
     or ``duration`` seconds have passed; record and enforce the workspace meanwhile.
 
-    ``interval``: seconds between ticks (default ``checkInterval``). With ``metrics_output``,
-    every process of the machine is recorded (as ``metrics --baseline`` does, so that
-    ``metrics compare`` compares like with like) and the summary of the watch is written there.
+    ``interval``: seconds between ticks (default ``checkInterval``). ``metrics_output``: where
+    the metrics summary of the watch is written when it stops. ``all_processes``: record every
+    process of the machine, the rest as ``(other)`` (as ``metrics --baseline`` does, so that
+    ``metrics compare`` against a baseline compares like with like); by default only the
+    workspace's agents are recorded. Every run lands in the store's ``runs`` table, the last
+    ones included: they are recorded after the runs have ended, before the store is closed.
     Raises StoreLockedError when another collector holds the store: the watch must be the
     workspace's enforcer.
     """
@@ -532,7 +698,7 @@ def watch_workspace(
     try:
         recorder = Recorder(
             workspace, interval=interval, enforce=True, profile=profile,
-            all_processes=metrics_output is not None,
+            all_processes=all_processes,
         )  # fmt: skip
     except StoreLockedError as exc:
         raise StoreLockedError(
@@ -562,7 +728,10 @@ def watch_workspace(
             if watch is not None:
                 watch.stop()
         finally:
-            recorder.close()
+            try:
+                recorder.record_runs()  # the runs that ended since the last tick
+            finally:
+                recorder.close()
     if watch.failure is not None:
         if isinstance(watch.failure, DevloopError):
             raise watch.failure
