@@ -12,13 +12,15 @@ import struct
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from rich.console import Console
 
 from devloop.config import load_workspace
-from devloop.dashboard.data import DashboardData, Event, History, bucket, load
+from devloop.dashboard.data import DashboardData, Event, History, Run, bucket, load
 from devloop.dashboard.screen import bar, build_screen, layout, resample, sparkline
 from devloop.dashboard.snapshot import (
     STATE_FILE,
@@ -30,6 +32,8 @@ from devloop.dashboard.snapshot import (
     read_state,
 )
 from devloop.simulate import simulate
+from devloop.store import write_table
+from devloop.store.columns import RUNS
 from devloop.store.query import connect
 from tests.helpers.procs import helpers
 
@@ -243,6 +247,47 @@ def test_events_show_the_enforcement_and_not_the_collector(sim):
                           events=(), now=data.snapshot.at)  # fmt: skip
     assert "none recorded" in _render(empty, 100) and "(0s ago)" in _render(empty, 100)
     assert Event(0.0, "warn", None, None, None, None, None, None, None).action == "warn"
+
+
+def test_the_last_runs_panel_shows_exit_and_duration(sim, tmp_path):
+    t0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
+
+    def run(run_id, agent, started, ended, status="complete", exit_code=0, signal=None):
+        values = {"ts": t0 + timedelta(seconds=started), "host": "h1", "run_id": run_id,
+                  "project": "api", "agent": agent, "trigger": "watch", "status": status,
+                  "started": t0 + timedelta(seconds=started),
+                  "ended": t0 + timedelta(seconds=ended), "exit_code": exit_code,
+                  "signal": signal}  # fmt: skip
+        return {column.name: values.get(column.name) for column in RUNS}
+
+    rows = [
+        run("r1", "linter", 0, 1.25),
+        run("r2", "tests", 10, 12.5, exit_code=1),
+        run("r3", "build", 20, 95, exit_code=None, signal=9),
+        run("r4", "tests", 30, 30.5, status="incomplete", exit_code=None),
+    ]
+    write_table(tmp_path / "metrics", "runs", pa.Table.from_pylist(rows))
+    data = load(connect(tmp_path / "metrics"), load_workspace(sim), runs=3)
+    t = t0.timestamp()
+    assert data.runs == (
+        Run("api", "tests", "incomplete", None, None, t + 30, t + 30.5),
+        Run("api", "build", "complete", None, 9, t + 20, t + 95),
+        Run("api", "tests", "complete", 1, None, t + 10, t + 12.5),
+    )
+    assert [(r.duration, r.failed) for r in data.runs] == [(0.5, True), (75.0, True),
+                                                          (2.5, True)]  # fmt: skip
+    assert not Run("api", "linter", "complete", 0, None, t, t + 1.25).failed
+    text = _render(data, 100)
+    assert (
+        "Last runs\n"
+        "  10:00:30 incomplete    0.5s  api/tests\n"
+        "  10:00:20 signal 9     1m15s  api/build\n"
+        "  10:00:10 exit 1        2.5s  api/tests\n"
+        "Latest events"
+    ) in text
+    # a store without runs shows no panel
+    quiet = load(connect(sim / "metrics"), load_workspace(sim))
+    assert quiet.runs == () and "Last runs" not in _render(quiet, 100)
 
 
 # --- the real command in a pseudo-terminal ---------------------------------------------------

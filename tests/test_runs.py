@@ -168,21 +168,11 @@ def test_a_run_whose_launcher_is_killed_gets_an_incomplete_row(tmp_path):
     agent_pid = None
     try:
         _wait_for(lambda: _fresh_admission(folder), "the collector's first ticks")
-        launcher = _devloop(
-            "run",
-            "--workspace-dir",
-            str(folder),
-            "-p",
-            PROJECT,
-            "-a",
-            "cut",
-            "--",
-            sys.executable,
-            BURN,
-            "1",
-            "unused.json",
-            str(pidfile),
-        )
+        launcher = subprocess.Popen(  # its agent outlives it: no pipes to wait on
+            [sys.executable, "-m", "devloop", "run", "--workspace-dir", str(folder), "-p",
+             PROJECT, "-a", "cut", "--", sys.executable, BURN, "1", "unused.json", str(pidfile)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the agent to start")
         agent_pid = int(pidfile.read_text())
         time.sleep(1.2)  # let two ticks see it

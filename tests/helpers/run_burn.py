@@ -6,8 +6,8 @@ Burns SECONDS of CPU in all: first a forked child burns a share (at most 0.25 s,
 lives and dies between two ticks) and exits, then this process burns the rest. It then writes
 what the kernel says it used, children included (``getrusage`` of itself and of its children:
 the counters ``os.times`` reads, at microseconds instead of its 10 ms ticks), to OUT.json and
-leaves at once (``os._exit``: nothing runs after the measurement). With PIDFILE it writes its pid there first
-and sleeps instead of ending (a run whose launcher the test kills).
+leaves at once (``os._exit``: nothing runs after the measurement). With PIDFILE it writes its
+pid there first and sleeps instead of ending (a run whose launcher the test kills).
 """
 
 from __future__ import annotations

@@ -240,8 +240,8 @@ def metrics(
     Shows the newest tick in the store (and how old it is when no collector runs). With
     --interval (or --format csv, 1m by default) it exports the history instead: one row per
     interval and project with avg and max CPU %, max memory, file handles and threads (agent
-    runs export with `analytics runs --format csv`). --baseline records the machine for --duration and writes a summary; `metrics compare`
-    compares two summaries.
+    runs export with `analytics runs --format csv`). --baseline records the machine for
+    --duration and writes a summary; `metrics compare` compares two summaries.
 
     \b
     Example:
@@ -657,14 +657,11 @@ def efficiency(
     is_flag=True,
     help="Only failed runs: a non-zero exit, ended by a signal, or incomplete.",
 )
-@click.option(
-    "--slowest", type=click.IntRange(min=1), metavar="N", help="Only the N longest runs."
-)
+@click.option("--slowest", type=click.IntRange(min=1), metavar="N", help="Only the N longest runs.")
 @click.option(
     "--summary",
     is_flag=True,
-    help="Per project and agent instead: runs, failures, p50/p95 duration, CPU per run, "
-    "max RSS.",
+    help="Per project and agent instead: runs, failures, p50/p95 duration, CPU per run, max RSS.",
 )
 @click.option(
     "--no-estimated",

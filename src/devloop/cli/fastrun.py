@@ -92,26 +92,6 @@ def workspace_folder(given: str | None) -> str | None:
         here = parent
 
 
-def recording(metrics_dir: str) -> bool:
-    """Whether a live recorder holds the store: the writer lock file names a live pid (the
-    holder truncates it on release). Reading the pid, not trying the lock: a collector that
-    starts at this moment must not find the lock taken by us."""
-    try:
-        with open(os.path.join(metrics_dir, ".lock"), "rb") as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fast_run(args: list[str]) -> int | None:
     """Run ``devloop run ARGS`` here and return its exit status, or None to use the full path."""
     options = parse(args)
@@ -124,7 +104,7 @@ def fast_run(args: list[str]) -> int | None:
     if folder is None:
         return None
     metrics_dir = os.path.join(folder, "metrics")
-    if not recording(metrics_dir):
+    if not launch.recorder_alive(metrics_dir):
         return None  # it must record by itself (or check the project itself): the full path
     allowed = admit.verdict(folder, project, agent, time.time())
     if allowed is None or (not allowed and not options.get("no_enforce")):

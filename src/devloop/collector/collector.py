@@ -234,6 +234,14 @@ class Collector:
         #: Seconds between the last two ticks (what a row's ``cpu_cores`` was measured over).
         self.last_interval = 0.0
 
+    def start_interval_at(self, mono: float) -> None:
+        """Measure the first tick's interval from ``mono`` (monotonic seconds), not from when
+        the collector was made: a recorder ticking on a grid passes the slot before its first,
+        so the first rows are rates over one whole tick like every later row (their CPU, all
+        of it spent after the collector was made, lies in that slot)."""
+        if self.last_interval == 0.0:
+            self._prev_mono = min(mono, time.monotonic())
+
     @property
     def source_name(self) -> str:
         """The source: "procfs" or "psutil"."""

@@ -519,7 +519,8 @@ class ResourceManager:
                 actions += self._warn_handles(usage)
             for action in actions:
                 self._record(action, now)
-            self._write_state(now, queue)
+            if self.enforce:  # the live state is the enforcer's; an observer only admits
+                self._write_state(now, queue)
             self._write_admission(now)
             return actions
 
@@ -848,7 +849,8 @@ class ResourceManager:
             return entries
 
     def close(self) -> None:
-        """Continue every process devloop holds stopped or throttled; remove the state file."""
+        """Continue every process devloop holds stopped or throttled; remove the state file (an
+        enforcer's) and the admission file (a recorder's)."""
         with self._lock:
             try:
                 if self._throttler is not None:
@@ -858,7 +860,10 @@ class ResourceManager:
                 for paused in list(self._paused.values()):
                     self._record(self._continue(paused, "devloop is stopping"), now)
             finally:
-                self.state_path.unlink(missing_ok=True)
+                if self.enforce:
+                    self.state_path.unlink(missing_ok=True)
+                if self._fed:
+                    (self.workspace.dir / admit.ADMISSION_NAME).unlink(missing_ok=True)
                 if self._own_collector is not None:
                     self._own_collector.close()
                     self._own_collector = None

@@ -184,8 +184,8 @@ def load(
         history=history,
         events=tuple(Event(row[0] / 1e6, *row[1:]) for row in latest),
         runs=tuple(
-            Run(*row[:5], row[5] / 1e6, row[6] / 1e6 if row[6] is not None else None)
-            for row in last_runs
+            Run(project, agent, status, code, sig, start / 1e6, None if end is None else end / 1e6)
+            for project, agent, status, code, sig, start, end in last_runs
         ),
         window=window,
         collector=collector,

@@ -352,6 +352,8 @@ class Recorder:
         every = self.interval
         wall0, mono0 = time.time(), time.monotonic()
         slot = math.ceil(wall0 / every)
+        if self._ticks == 0:
+            self.collector.start_interval_at(mono0 + ((slot - 1) * every - wall0))
         end = mono0 + duration if duration is not None else math.inf
         while not stop.is_set():
             due = mono0 + (slot * every - wall0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -87,9 +88,16 @@ def run_agent(
                 manager = own_manager = ResourceManager(workspace, profile=profile, enforce=False)
             admit(manager, project, agent)
         try:
-            launched = launch.start(workspace.metrics_dir, project, agent, argv, trigger=trigger,
-                                    cwd=cwd, queued_us=queued_us)  # fmt: skip
+            # Not recording: the run's row is left to a recorder only if one is running.
+            journal = record or launch.recorder_alive(workspace.metrics_dir)
+            store = workspace.metrics_dir if journal else None
+            launched = launch.start(store, project, agent, argv, trigger=trigger, cwd=cwd,
+                                    queued_us=queued_us)  # fmt: skip
         except launch.SpawnError as exc:
+            if exc.errno == errno.ENOENT:
+                raise UsageError(f"command not found: {argv[0]}") from exc
+            if exc.errno == errno.EACCES:
+                raise UsageError(f"cannot execute {argv[0]}: permission denied") from exc
             raise UsageError(f"cannot run {exc.strerror}") from exc
         if manager is not None:
             manager.started(launched.pid)

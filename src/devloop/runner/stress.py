@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
+import signal
 import sys
 import threading
 import time
@@ -167,50 +167,58 @@ def machine() -> dict[str, Any]:
 
 
 class LoadAgent:
-    """One running ``python -m devloop.runner.load KIND AMOUNT``, tagged for its project."""
+    """One running ``python -m devloop.runner.load KIND AMOUNT``: a run of its project (trigger
+    ``stress``) with its own run id and ``runs`` row."""
 
-    def __init__(self, project: str, kind: str, amount: str, cwd: Path | None) -> None:
-        from devloop.runner.run import agent_environment
+    def __init__(self, metrics_dir: Path, project: str, kind: str, amount: str,
+                 cwd: Path | None) -> None:  # fmt: skip
+        from devloop.runner import launch
 
         self.project = project
         self.kind = kind
         self.agent = AGENTS[kind]
         self.amount = amount
         argv = [sys.executable, "-m", "devloop.runner.load", kind, amount]
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env=agent_environment(project, self.agent), cwd=cwd,
-        )  # fmt: skip
-        self.pid = self.proc.pid
+        read_end, write_end = os.pipe()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            self.run = launch.start(metrics_dir, project, self.agent, argv, trigger="stress",
+                                    cwd=cwd, stdin=read_end, stdout=devnull)  # fmt: skip
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+            os.close(devnull)
+        self.stdin: IO[bytes] = os.fdopen(write_end, "wb")
+        self.pid = self.run.pid
 
     def set(self, amount: str) -> None:
         """A new amount (a line on its stdin; a paused agent reads it once continued)."""
-        stdin = self.proc.stdin
-        if stdin is None or stdin.closed or self.proc.poll() is not None:
+        if self.stdin.closed or self.run.poll():
             return
         try:
-            stdin.write(f"{amount}\n".encode())
-            stdin.flush()
+            self.stdin.write(f"{amount}\n".encode())
+            self.stdin.flush()
             self.amount = amount
         except OSError:
             pass  # it died; the report shows it
 
     def close_stdin(self) -> None:
-        stdin: IO[bytes] | None = self.proc.stdin
-        if stdin is not None and not stdin.closed:
+        if not self.stdin.closed:
             try:
-                stdin.close()
+                self.stdin.close()
             except OSError:
                 pass
 
     def stop(self, deadline: float) -> None:
-        """Wait until ``deadline`` (monotonic) for it to exit; then kill it."""
+        """Wait until ``deadline`` (monotonic) for it to exit; then kill it. Reaps it."""
         self.close_stdin()
-        try:
-            self.proc.wait(max(deadline - time.monotonic(), 0.01))
-        except subprocess.TimeoutExpired:
-            self.proc.kill()  # SIGKILL ends a stopped process too; its burners die with it
-            self.proc.wait()
+        while not self.run.poll() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not self.run.poll():
+            self.run.send_signal(signal.SIGKILL)  # ends a stopped process too, burners with it
+        self.run.reap()
 
 
 @dataclass
@@ -269,7 +277,7 @@ class LoadSet:
                 agent.set(amount)
                 continue
             folder = config.project_dir(config.project(step.project))
-            agent = LoadAgent(step.project, step.kind, amount,
+            agent = LoadAgent(self.workspace.metrics_dir, step.project, step.kind, amount,
                               folder if folder.is_dir() else None)  # fmt: skip
             self.agents[key] = agent
             if on_start is not None:
@@ -380,9 +388,14 @@ def run_stress(
 
             recorder.run(duration=options.duration, stop=stop, on_tick=on_tick)
         finally:
-            for agent in loads.agents.values():
-                agent.close_stdin()
-            recorder.close()  # continues whatever is paused: the loads then read EOF
+            try:
+                for agent in loads.agents.values():
+                    agent.close_stdin()
+                manager.close()  # continues whatever is paused: the loads then read EOF
+                loads.stop()
+                recorder.record_runs()  # the loads' runs rows
+            finally:
+                recorder.close()
     finally:
         loads.stop()
     return StressRun(

@@ -61,6 +61,9 @@ FILE_EVENTS = frozenset({CREATED, MODIFIED, DELETED})
 #: Folders never watched, wherever they are (on top of watchfiles' own list: .git,
 #: __pycache__, node_modules, .venv, .mypy_cache, .pytest_cache, ...).
 IGNORED_DIRS = (".devloop", ".devloop-workspace", ".ruff_cache", ".nox", ".eggs", ".cache")
+#: Folders whose name starts so are ignored too: pytest builds its .pytest_cache in a
+#: ``pytest-cache-files-*`` folder renamed into place, which would run every agent once more.
+IGNORED_PREFIXES = ("pytest-cache-files-",)
 
 DEFAULT_DEBOUNCE = 0.5  # seconds without a change before the changes are acted on
 #: Seconds a stream of changes that never pauses for ``debounce`` is held before it is acted on.
@@ -446,7 +449,7 @@ class Watch:
                 self.ready.set()
                 now = time.monotonic()
                 found = [(kinds.get(kind, MODIFIED), Path(p)) for kind, p in batch
-                         if wanted(kind, p)]  # fmt: skip
+                         if wanted(kind, p) and not _temporary(p)]  # fmt: skip
                 held.add(found, now)
                 due = held.due(now)
                 if due:
@@ -655,6 +658,11 @@ class Watch:
     def _still_running(self, slots: list[_Slot]) -> bool:
         with self._lock:
             return any(s.launched is not None and not s.launched.poll() for s in slots)
+
+
+def _temporary(path: str) -> bool:
+    """Whether ``path`` is in (or is) a folder of :data:`IGNORED_PREFIXES`."""
+    return any(part.startswith(IGNORED_PREFIXES) for part in path.split(os.sep))
 
 
 def _wait_exit(pid: int) -> None:

@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from devloop.errors import StoreError
 from devloop.store import files as _files
+from devloop.store.columns import PAST_COLUMNS, SCHEMA_VERSIONS
 from devloop.store.files import (
     STORED_AS,
     FileFacts,
@@ -184,14 +185,35 @@ def one_schema(paths: Sequence[Path | str]) -> bool:
     when the views were made) share one schema version, so DuckDB may read them without
     ``union_by_name``: that reads every file's footer at every bind (~0.5 ms a file), where
     the default reads the first one and matches the others' columns by name."""
+    versions = _versions(paths)
+    return versions is not None and len(versions) <= 1
+
+
+def _versions(paths: Sequence[Path | str]) -> set[int] | None:
+    """The schema versions of ``paths`` from the footers this process read; None if unknown."""
     versions = set()
     with _files._cache_lock:
         for path in paths:
             cached = _files._facts_cache.get(str(path))
             if cached is None or not isinstance(cached[2], FileFacts):
-                return False
+                return None
             versions.add(cached[2].schema_version)
-    return len(versions) <= 1
+    return versions
+
+
+def _absent_columns(table: str, paths: Sequence[Path | str]) -> set[str]:
+    """Columns of the current schema that none of ``paths`` holds: every file is of an earlier
+    version (``columns.PAST_COLUMNS``) that lacked them. The view gives them as NULL."""
+    versions = _versions(paths)
+    if not versions or SCHEMA_VERSIONS[table] in versions:
+        return set()
+    present: set[str] = set()
+    for version in versions:
+        past = PAST_COLUMNS.get((table, version))
+        if past is None:
+            return set()  # a version we know nothing of: let DuckDB say what is wrong
+        present |= {column.name for column in past}
+    return {field.name for field in TABLES[table]} - present
 
 
 def _live_facts(root: Path, table: str) -> list[FileFacts]:
@@ -250,8 +272,13 @@ def _view_sql(table: str, paths: list[Path], *, spooled: bool = False) -> str:
     listing = ", ".join(_quote_string(str(path)) for path in paths)
     # Explicit column list: the view's columns do not depend on which files happen to exist.
     # Columns stored in another type on disk (files.STORED_AS) come back in the schema's type.
+    absent = _absent_columns(table, paths)
     columns = [
-        f"CAST({name} AS {_duckdb_type(f.type)}) AS {name}" if f.name in STORED_AS else name
+        f"CAST(NULL AS {_duckdb_type(f.type)}) AS {name}"
+        if f.name in absent
+        else f"CAST({name} AS {_duckdb_type(f.type)}) AS {name}"
+        if f.name in STORED_AS
+        else name
         for f in TABLES[table]
         for name in [_quote_identifier(f.name)]
     ]

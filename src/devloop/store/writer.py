@@ -206,9 +206,13 @@ class StoreWriter:
             return None
         report = convert_segment(self.root, segment.path)
         self._record(report)
-        for path in segment_paths(self.root):  # segments published meanwhile
-            self._record(convert_segment(self.root, path))
+        self._convert_published()
         return report
+
+    def _convert_published(self) -> None:
+        """In-process mode: convert the segments :meth:`publish` wrote since the last roll."""
+        for path in segment_paths(self.root):
+            self._record(convert_segment(self.root, path))
 
     def wait_for_conversions(self) -> None:
         """Child mode: block until every closed segment is converted (the open one stays open).
@@ -238,6 +242,7 @@ class StoreWriter:
                 self.wait_for_conversions()
             else:
                 self.roll()
+                self._convert_published()
         finally:
             self._lock.release()
 
