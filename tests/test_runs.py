@@ -19,6 +19,7 @@ import pytest
 
 from devloop.store import connect
 from devloop.store import runs as journal
+from tests.helpers.procs import wait_until
 
 DEADLINE = 90.0  # generous: these machines are shared and may be loaded
 RUN = uuid.uuid4().hex[:6]
@@ -37,18 +38,9 @@ def _workspace(tmp_path: Path) -> Path:
     return folder
 
 
-def _devloop(*args: str, **kwargs) -> subprocess.Popen[str]:
+def _devloop(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "devloop", *args], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
-
-
-def _wait_for(predicate, what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
 
 
 def _run(folder: Path, agent: str, *command: str) -> subprocess.CompletedProcess[str]:
@@ -99,7 +91,7 @@ def test_runs_beside_a_collector_are_exact_and_their_ticks_add_up(tmp_path):
     collector = _devloop("workspace", "collect", "--workspace-dir", str(folder),
                          "--interval", "1s")  # fmt: skip
     try:
-        _wait_for(lambda: _fresh_admission(folder), "the collector's first ticks")
+        wait_until(lambda: _fresh_admission(folder), DEADLINE)
         truth = {}
         for seconds in (0.05, 0.3, 1.5, 4.0):
             agent = f"burn-{seconds:g}"
@@ -107,8 +99,7 @@ def test_runs_beside_a_collector_are_exact_and_their_ticks_add_up(tmp_path):
             result = _run(folder, agent, sys.executable, BURN, str(seconds), str(out))
             assert result.returncode == 0, result.stderr
             truth[agent] = json.loads(out.read_text())["cpu"]
-        _wait_for(lambda: not os.listdir(folder / "metrics" / journal.RUNS_DIR),
-                  "the collector to record every run")  # fmt: skip
+        wait_until(lambda: not os.listdir(folder / "metrics" / journal.RUNS_DIR), DEADLINE)
     finally:
         _stop(collector)
     runs = _runs(folder)
@@ -167,19 +158,18 @@ def test_a_run_whose_launcher_is_killed_gets_an_incomplete_row(tmp_path):
     pidfile = tmp_path / "agent.pid"
     agent_pid = None
     try:
-        _wait_for(lambda: _fresh_admission(folder), "the collector's first ticks")
+        wait_until(lambda: _fresh_admission(folder), DEADLINE)
         launcher = subprocess.Popen(  # its agent outlives it: no pipes to wait on
             [sys.executable, "-m", "devloop", "run", "--workspace-dir", str(folder), "-p",
              PROJECT, "-a", "cut", "--", sys.executable, BURN, "1", "unused.json", str(pidfile)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_for(lambda: pidfile.exists() and pidfile.read_text(), "the agent to start")
+        wait_until(lambda: pidfile.exists() and bool(pidfile.read_text()), DEADLINE)
         agent_pid = int(pidfile.read_text())
         time.sleep(1.2)  # let two ticks see it
         launcher.kill()
         launcher.wait(DEADLINE)
-        _wait_for(lambda: not os.listdir(folder / "metrics" / journal.RUNS_DIR),
-                  "the collector to record the cut run")  # fmt: skip
+        wait_until(lambda: not os.listdir(folder / "metrics" / journal.RUNS_DIR), DEADLINE)
     finally:
         if agent_pid is not None:
             os.kill(agent_pid, signal.SIGKILL)

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from devloop._proc import pid_alive
 from devloop.config.models import Workspace
-from devloop.store.lock import pid_alive
 
 if TYPE_CHECKING:
     import duckdb

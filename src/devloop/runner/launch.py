@@ -18,6 +18,7 @@ import os
 import sys
 import time
 
+from devloop._proc import pid_alive
 from devloop.store import runs as journal
 from devloop.tags import TAG_AGENT, TAG_PROJECT, TAG_RUN
 
@@ -72,15 +73,7 @@ def recorder_alive(metrics_dir: str | os.PathLike[str]) -> bool:
             pid = int(f.read().strip() or 0)
     except (OSError, ValueError):
         return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid > 0 and pid_alive(pid)
 
 
 class Launched:
@@ -96,21 +89,18 @@ class Launched:
         #: When started through subprocess (beside other threads): kept, and told the status.
         self.popen: subprocess.Popen[bytes] | None = None
 
-    def send_signal(self, signum: int) -> None:
-        """Signal the root process while it is not reaped (its pid is still ours)."""
+    def send_signal(self, signum: int, *, group: bool = False) -> None:
+        """Signal the root process (with ``group``, its process group: started with
+        ``new_session``) while it is not reaped, so its pid is still ours."""
         if self.returncode is None:
             try:
-                os.kill(self.pid, signum)
+                (os.killpg if group else os.kill)(self.pid, signum)
             except ProcessLookupError:
                 pass
 
     def signal_group(self, signum: int) -> None:
         """Signal the root's process group (started with ``new_session``) while not reaped."""
-        if self.returncode is None:
-            try:
-                os.killpg(self.pid, signum)
-            except ProcessLookupError:
-                pass
+        self.send_signal(signum, group=True)
 
     def poll(self) -> bool:
         """Whether the root has exited (without reaping it: :meth:`reap` still gets rusage)."""

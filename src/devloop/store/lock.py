@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
+from devloop._proc import pid_alive
 from devloop.errors import StoreError, StoreLockedError
 from devloop.store.layout import LOCK_FILE, MAINTENANCE_LOCK_FILE
 
@@ -105,17 +106,6 @@ def _flock_or_wait_for_orphan(fd: int) -> None:
             if pid is None or pid_alive(pid) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process holds ``pid`` (someone else's counts: it exists)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_pid(fd: int) -> int | None:
