@@ -23,7 +23,7 @@ from devloop.collector import (
     command_matches,
 )
 from devloop.collector.attribution import is_under
-from devloop.collector.model import Check
+from devloop.collector.model import TAG_RUN, Check
 from tests.helpers.procs import BURN, Helper, helpers
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -246,6 +246,27 @@ def test_attributor_caches_per_identity() -> None:
     assert facts.reads == 1
     attributor.forget((7, 1))
     assert not attributor.cached((7, 1))
+
+
+def test_run_ids_are_read_and_inherited_and_kernel_threads_are_never_other() -> None:
+    attributor = Attributor(all_processes=True)
+    root = attributor.attribute((1, 1), "pytest", None, Facts({**TAGGED, TAG_RUN: "r-1"}, [], None))
+    assert root == Attribution("shop", "tests", "env", "r-1")
+    child = attributor.attribute((2, 1), "python", root, Facts({}, [], None))
+    assert child == Attribution("shop", "tests", "inherited", "r-1")
+    assert attributor.attribute((3, 1), "kworker/0:1", None, Facts({}, [], None), True) is None
+    assert attributor.attribute((4, 1), "bash", None, Facts({}, [], None)) == Attribution(
+        OTHER_PROJECT, "bash", "other"
+    )
+
+
+@linux_only
+def test_kernel_threads_are_not_recorded_with_all_processes() -> None:
+    with Collector(all_processes=True) as collector:
+        tick = collector.tick()
+    kernel = [row for row in tick.samples if row[4] == 2 or row[6] == 2]
+    assert kernel == []
+    assert any(row[2] == OTHER_PROJECT for row in tick.samples)  # the rest still is
 
 
 def test_environment_wins_over_inheritance_and_other_is_not_inherited() -> None:
