@@ -1,13 +1,70 @@
-"""Fixtures that build small, real workspaces on disk."""
+"""Fixtures that build small, real workspaces on disk; the check that no test leaves a process.
+
+Every process a test starts inherits ``DEVLOOP_TEST_SESSION`` (set here, unique per session).
+When the session ends, a process that carries it and a ``DEVLOOP_PROJECT`` tag and is still
+alive after a grace period was left behind by a test: it is killed, named, and the run fails.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+SESSION_TAG = "DEVLOOP_TEST_SESSION"
+SESSION = uuid.uuid4().hex
+os.environ[SESSION_TAG] = SESSION
+STRAY_GRACE = 10.0  # seconds for processes a test just ended to be reaped
+
+
+def stray_processes() -> dict[int, str]:
+    """Live processes of this session that carry an agent tag: pid -> command line."""
+    marker = f"{SESSION_TAG}={SESSION}".encode()
+    found = {}
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != b"Z" and marker in env and any(v.startswith(b"DEVLOOP_PROJECT=") for v in env):
+            found[int(name)] = cmdline
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    deadline = time.monotonic() + STRAY_GRACE
+    stray = stray_processes()
+    while stray and time.monotonic() < deadline:
+        time.sleep(0.2)
+        stray = stray_processes()
+    if not stray:
+        return
+    for pid in stray:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    listed = "; ".join(f"pid {pid}: {cmd}" for pid, cmd in sorted(stray.items()))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(f"tests left tagged processes running (killed now): {listed}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 GUIDE_PROJECTS = ["auth-service", "api-service", "worker-service"]
 

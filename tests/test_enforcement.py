@@ -241,9 +241,12 @@ def test_a_pause_stops_the_whole_tree_and_resume_continues_it(tmp_path):
         stopped = signals.stop_tree([root], project="tree")
         assert {p.pid for p in stopped} == {parent.pid, child_pid}
         wait_until(lambda: proc_state(parent.pid) == "T" and proc_state(child_pid) == "T")
-        continued = signals.continue_all(stopped)
-        assert {p.pid for p in continued} == {parent.pid, child_pid}
-        wait_until(lambda: proc_state(parent.pid) != "T" and proc_state(child_pid) != "T")
+        try:
+            continued = signals.continue_all(stopped)
+            assert {p.pid for p in continued} == {parent.pid, child_pid}
+            wait_until(lambda: proc_state(parent.pid) != "T" and proc_state(child_pid) != "T")
+        finally:  # the helpers kill the parent, which would leave its child running
+            os.kill(child_pid, signal.SIGKILL)
 
 
 def test_usage_shapes_follow_the_guide(write_workspace):
