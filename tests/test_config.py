@@ -260,6 +260,12 @@ MALFORMED_AGENTS = [
     ({"agents": ["lint"]}, f"{AGENTS}: agents: must be an object, got a list"),
     ({"global": {"resourceLimits": {"resumeThresholdPercent": 0}}}, f"{AGENTS}: "
      "global.resourceLimits.resumeThresholdPercent: must be above 0 and at most 100, got 0"),
+    ({"global": {"resourceLimits": {"resumeThreshold": 1.5}}}, f"{AGENTS}: "
+     "global.resourceLimits.resumeThreshold: 1.5 is ambiguous: write a fraction of the limit "
+     "(0.8) or a percent (80)"),
+    ({"global": {"resourceLimits": {"resumeThresholdPercent": 9}}}, f"{AGENTS}: "
+     "global.resourceLimits.resumeThresholdPercent: 9 is ambiguous: write a fraction of the "
+     "limit (0.8) or a percent (80)"),
     ('{"agents": {"lint": {"enabled": true,}}}', f"{AGENTS}: line 1 column 38: invalid JSON: "
      "Expecting property name enclosed in double quotes"),
 ]  # fmt: skip

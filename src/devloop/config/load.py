@@ -207,15 +207,17 @@ def _limit(node: Node, cpu_key: str = "maxCpu", memory_key: str = "maxMemory") -
 
 
 def _resume_threshold(node: Node) -> float | None:
-    fraction = node.get("resumeThreshold")
-    percent = node.get("resumeThresholdPercent")
-    if fraction is not None:
-        value = fraction.number(0, 100, exclusive_minimum=True)
-    elif percent is not None:
-        value = percent.number(0, 100, exclusive_minimum=True)
-    else:
+    given = node.get("resumeThreshold") or node.get("resumeThresholdPercent")
+    if given is None:
         return None
-    # DevLoop 0.10 wrote 0.8 under the Percent key and users write 80 under either.
+    value = given.number(0, 100, exclusive_minimum=True)
+    # DevLoop 0.10 wrote 0.8 under the Percent key and users write 80 under either: a value up
+    # to 1 is a fraction, from 10 a percent. Between, 1.5 could mean 1.5 % (a paused agent
+    # would practically never resume) or a typo for 0.15 or 15: refused, not guessed.
+    if 1 < value < 10:
+        raise given.error(
+            f"{value:g} is ambiguous: write a fraction of the limit (0.8) or a percent (80)"
+        )
     return value / 100 if value > 1 else value
 
 
