@@ -38,6 +38,7 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q tests/test_layers.py
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from devloop.cli import cli
 from devloop.config import Adaptation, Limit, load_workspace
-from devloop.core.allocation import (
+from devloop.config.allocation import (
     Pool,
     ProjectAllocation,
     UsagePoint,

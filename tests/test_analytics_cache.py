@@ -95,7 +95,9 @@ def test_reports_identical_cold_warm_and_deleted(store_copy: Path) -> None:
     raw = _all(store_copy, use_cache=False)
     assert _entries(store_copy) == []
     cold = _all(store_copy, use_cache=True)
+    assert _entries(store_copy) == []  # a report only reads
     hour_count = len(hours(store_copy / "metrics"))
+    assert warm_cache(store_copy / "metrics") == hour_count  # as compaction does
     assert len(_entries(store_copy)) == hour_count * len(KINDS)
     warm = _all(store_copy, use_cache=True)
     shutil.rmtree(store_copy / "metrics" / CACHE_DIR)
@@ -120,6 +122,9 @@ def test_a_changed_hour_is_rebuilt(store_copy: Path) -> None:
     write_atomic("samples", conform("samples", changed), directory / "w-changed.parquet")
     unlink_files([old.path])
     raw = _all(store_copy, use_cache=False, names=FEW)
+    assert _all(store_copy, use_cache=True, names=FEW) == raw  # the changed hour read raw
+    assert set(_entries(store_copy)) == before  # a report only reads
+    assert warm_cache(root) == 1
     assert _all(store_copy, use_cache=True, names=FEW) == raw
     after = set(_entries(store_copy))
     rebuilt = {p for p in after - before}
@@ -138,6 +143,8 @@ def test_a_corrupt_entry_is_rebuilt(store_copy: Path) -> None:
     broken[1].write_bytes(broken[1].read_bytes()[:100])
     broken[2].write_bytes(b"")
     assert _all(store_copy, use_cache=True, names=FEW) == raw
+    assert broken[0].read_bytes() == b"not parquet at all"  # a report only reads
+    assert warm_cache(root) == 3
     for path in broken:
         assert path.read_bytes()[:4] == b"PAR1"
 
@@ -151,6 +158,7 @@ def test_a_read_only_cache_falls_back_to_raw_rows(
         raise OSError("read-only file system")
 
     monkeypatch.setattr(_cache, "write_entry", refuse)
+    warm_cache(store_copy / "metrics")
     raw = _all(store_copy, use_cache=False, names=FEW)
     assert _all(store_copy, use_cache=True, names=FEW) == raw
     assert _entries(store_copy) == []
@@ -191,6 +199,7 @@ def test_the_open_hour_is_never_cached(tmp_path: Path) -> None:
         ),
     )
     result = peak_usage(ws)
+    warm_cache(root, now=now)
     if Partition.of_datetime(datetime.now(UTC)) != Partition.of_datetime(now):
         pytest.skip("the hour turned while the test ran")
     cached = {p.parent.relative_to(root / CACHE_DIR / p.parent.parent.parent.name) for p in

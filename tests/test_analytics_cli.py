@@ -170,7 +170,7 @@ def test_bottlenecks_table_and_json(ws: str) -> None:
     assert data["intervals"][0]["drivers"][0] == {
         "project": "api",
         "agent": "tests",
-        "share_percent": 83.333333,
+        "share_percent": 83.33,  # percents in JSON keep 2 decimals
     }
 
 

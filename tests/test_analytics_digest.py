@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from devloop.analytics import Store
+from devloop.analytics import Store, warm_cache
 from devloop.analytics._digest import DIGESTS_FILE
 from devloop.store import StoreWriter
 from tests.test_store_support import HOUR, SECOND, T0, T0_DT, tick_rows
@@ -59,6 +59,8 @@ def test_digests_equal_the_scans_and_follow_new_files_and_the_spool(tmp_path: Pa
     )
     assert _scanned(ws) == want
     assert _digested(ws) == want
+    assert not (root / DIGESTS_FILE).exists()  # a report only reads
+    warm_cache(root)  # as compaction does
     saved = json.loads((root / DIGESTS_FILE).read_text())
     assert len(saved["files"]) == 2  # the processes file and the system file
     assert _digested(ws) == want  # now from digests.json
@@ -103,6 +105,7 @@ def test_a_rewritten_file_is_digested_again(tmp_path: Path) -> None:
         writer.append("processes", [_process(T0, "alpha", "linter", 100)])
         writer.append("system", [_system(T0)])
     assert _digested(ws)[0] == {("alpha", "linter")}
+    warm_cache(root)  # as compaction does
     # A stale entry (as if the file had been replaced since): its stat no longer matches.
     path = root / DIGESTS_FILE
     saved = json.loads(path.read_text())
@@ -112,7 +115,9 @@ def test_a_rewritten_file_is_digested_again(tmp_path: Path) -> None:
             entry["stat"][0] += 1
     path.write_text(json.dumps(saved))
     assert _digested(ws)[0] == {("alpha", "linter")}
-    # A corrupt digests file is ignored and rewritten.
+    # A corrupt digests file is ignored by the reports and rewritten by the next compaction.
     path.write_text("{not json")
     assert _digested(ws) == _scanned(ws)
+    assert path.read_text() == "{not json"
+    warm_cache(root)
     assert json.loads(path.read_text())["version"] == 1

@@ -183,15 +183,18 @@ def test_whole_days_are_read_from_one_file_with_the_same_rows(simulated: Path) -
         got = sorted(connection.sql(query.format([str(day[0])])).fetchall())
         want = sorted(connection.sql(query.format([str(p) for p in hourly])).fetchall())
         assert got == want
-    # A changed hour (a late file, a compaction) gets a new key: a new day file replaces the
-    # old one on next use, and prune removes day files no hour set matches any more.
+    # A changed hour (a late file, a compaction) gets a new key: a report reads its hours as
+    # they are, the next warm_cache writes a new day file replacing the old one, and prune
+    # removes day files no hour set matches any more.
     hourly = entries("agent")
     old_day = consolidated(hourly)[0]
     renamed = hourly[2].with_name("0" * 24 + ".parquet")
     hourly[2].rename(renamed)
-    new_day = consolidated([*hourly[:2], renamed, *hourly[3:]])[0]
+    changed = [*hourly[:2], renamed, *hourly[3:]]
+    assert consolidated(changed) == changed and old_day.exists()  # a report writes nothing
+    new_day = consolidated(changed, write=True)[0]
     assert new_day != old_day and new_day.is_file() and not old_day.exists()
     renamed.rename(hourly[2])
     assert prune(root) == 1  # the day file made with the renamed entry
     assert not new_day.exists()
-    assert consolidated(hourly) == [old_day] and old_day.is_file()  # made again
+    assert consolidated(hourly, write=True) == [old_day] and old_day.is_file()  # made again

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pytest
 
 from devloop.analytics import Store, bottlenecks
-from devloop.analytics._cache import CACHE_DIR, hours
+from devloop.analytics._cache import CACHE_DIR, hours, warm_cache
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import live_files, write_table
@@ -82,11 +82,14 @@ def test_every_way_of_reading_gives_the_raw_rows_report(store: Path) -> None:
     raw = _reports(store, use_cache=False)
     series = store / "metrics" / CACHE_DIR / "agent_series"
     assert not list(series.rglob("*.parquet"))
-    cold = _reports(store, use_cache=True)
-    entries = list(series.rglob("*.parquet"))
+    cold = _reports(store, use_cache=True)  # no rollups: raw rows, and a report never writes
+    assert not list(series.rglob("*.parquet"))
+    warm_cache(store / "metrics")  # what compaction does
+    entries = list(series.rglob("hour=*/*.parquet"))  # the hourly entries, not the day's file
     assert len(entries) == len([h for h in hours(store / "metrics") if h.closed]) > 0
     warm = _reports(store, use_cache=True)
     shutil.rmtree(series)
+    warm_cache(store / "metrics")
     rebuilt = _reports(store, use_cache=True)
     assert cold == raw
     assert warm == raw
@@ -210,7 +213,7 @@ def test_two_hosts(store: Path) -> None:
 @pytest.mark.parametrize("table_cells", [1 << 24, 0])
 def test_top_shares_per_interval(monkeypatch: pytest.MonkeyPatch, table_cells: int) -> None:
     """The top of each group by share, ties in row order, as a table of groups or by sorts."""
-    module = importlib.import_module("devloop.analytics.bottlenecks")
+    module = importlib.import_module("devloop.analytics.bottlenecks.drivers")
     monkeypatch.setattr(module, "_TOP_TABLE_CELLS", table_cells)
     group = np.array([0, 0, 0, 0, 2, 5, 5, 5, 5, 5])
     share = np.array([10.0, 40.0, 10.0, 40.0, 100.0, 5.0, 30.0, 30.0, 30.0, 5.0])

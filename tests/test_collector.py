@@ -295,7 +295,7 @@ def test_public_api() -> None:
         [
             "OTHER_PROJECT", "Attribution", "Attributor", "Collector", "Identity", "ProcessRow",
             "Reading", "Rule", "SampleRow", "Source", "SystemReading", "SystemRow", "Tick",
-            "command_matches", "make_source",
+            "command_matches", "make_source", "rules_for",
         ]
     )  # fmt: skip
     for name in collector.__all__:

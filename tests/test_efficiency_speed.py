@@ -19,7 +19,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from devloop.analytics import Store, efficiency
-from devloop.analytics._cache import CACHE_DIR
+from devloop.analytics._cache import CACHE_DIR, warm_cache
 from devloop.analytics._db import Selection
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
@@ -167,6 +167,8 @@ def test_cache_cold_warm_deleted_and_raw_identical(changing_copy: Path) -> None:
             return [json.dumps(efficiency(store, r).to_json(), sort_keys=True) for r in (None, CUT)]
 
     cold = report()
+    assert not (changing_copy / "metrics" / CACHE_DIR / "workspace").exists()  # only reads
+    warm_cache(changing_copy / "metrics")  # as compaction does
     assert (changing_copy / "metrics" / CACHE_DIR / "workspace").is_dir()
     assert report() == cold
     shutil.rmtree(changing_copy / "metrics" / CACHE_DIR)

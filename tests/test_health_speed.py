@@ -118,6 +118,8 @@ def _reports(ws: Path, *, use_cache: bool) -> dict[str, Any]:
 def test_thinned_rollup_is_exact_cold_warm_and_deleted(store_copy: Path) -> None:
     raw = _reports(store_copy, use_cache=False)
     cold = _reports(store_copy, use_cache=True)
+    assert not (store_copy / "metrics" / CACHE_DIR).exists()  # a report only reads
+    warm_cache(store_copy / "metrics")  # as compaction does
     thinned = sorted((store_copy / "metrics" / CACHE_DIR / "thinned").rglob("hour=*/*.parquet"))
     assert len(thinned) == len(iter_partitions(store_copy / "metrics", "samples"))
     warm = _reports(store_copy, use_cache=True)

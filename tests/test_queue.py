@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from devloop.config.models import Overflow
-from devloop.errors import EnforcementError
-from devloop.runner.queue import AdmissionQueue, QueueFull, QueueTimeout, Ticket
+from devloop.errors import EnforcementError, QueueFull, QueueTimeout
+from devloop.runner.queue import AdmissionQueue, Ticket
 from tests.helpers.procs import wait_until
 
 PRIORITY = {"critical": 0, "api": 1, "web": 2, "docs": 3}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from devloop.errors import StoreError
-from devloop.store.spool import MAGIC, SegmentWriter, SpoolCorruptError, encode_record, read_segment
+from devloop.errors import SpoolCorruptError, StoreError
+from devloop.store.spool import MAGIC, SegmentWriter, encode_record, read_segment
 from tests.test_store_support import T0, sample_row, system_row, tick_rows
 
 

@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from devloop.cli import cli
+from devloop.config.allocation import allocate
 from devloop.config.load import load_workspace
-from devloop.core.allocation import allocate
 from devloop.runner.load import split_cores
 from devloop.runner.stress import limit_result
 from tests.helpers.procs import (

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from devloop.cli import cli
 from devloop.config import load_workspace
-from devloop.core.allocation import allocate
+from devloop.config.allocation import allocate
 from devloop.simulate import simulate
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,13 @@ from devloop.errors import (
     DevloopError,
     EnforcementError,
     NoSamplesError,
+    QueueFull,
+    QueueTimeout,
+    SpawnError,
+    SpoolCorruptError,
     StoreError,
     StoreLockedError,
+    TuningError,
     UsageError,
 )
 
@@ -23,8 +28,13 @@ __all__ = [
     "DevloopError",
     "EnforcementError",
     "NoSamplesError",
+    "QueueFull",
+    "QueueTimeout",
+    "SpawnError",
+    "SpoolCorruptError",
     "StoreError",
     "StoreLockedError",
+    "TuningError",
     "UsageError",
     "__version__",
 ]

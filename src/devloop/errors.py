@@ -5,13 +5,23 @@ into one line ``Error: <message>`` and a non-zero exit. Third-party errors (duck
 psutil, OSError) are wrapped where they are raised, ``raise X(...) from exc``.
 
     DevloopError
-    ├── ConfigError          a workspace.json / agents.json problem: file, JSON path, what is wrong
-    ├── UsageError           a bad argument that is not a config file's fault (size, duration, time)
-    ├── StoreError           the metrics store cannot be read or written
-    │   ├── StoreLockedError another collector holds the workspace's store
-    │   └── NoSamplesError   the store (or the asked range) holds no samples
-    ├── CollectorError       the collector cannot sample
-    └── EnforcementError     a signal could not be sent or a limit cannot be enforced
+    ├── ConfigError           a workspace.json / agents.json problem, with file and JSON path
+    ├── UsageError            a bad argument, not a config file's fault (size, duration, time)
+    ├── StoreError            the metrics store cannot be read or written
+    │   ├── StoreLockedError  another collector holds the workspace's store
+    │   ├── NoSamplesError    the store (or the asked range) holds no samples
+    │   └── SpoolCorruptError a spool record passed its CRC check but does not decode
+    ├── CollectorError        the collector cannot sample
+    ├── EnforcementError      a signal could not be sent or a limit cannot be enforced
+    │   ├── QueueFull         an agent can neither start nor wait in the overflow queue
+    │   └── QueueTimeout      an agent waited in the overflow queue longer than maxWaitTime
+    └── TuningError           autotune's suggestions cannot be applied
+
+    OSError
+    └── SpawnError            a command cannot be executed (not found, not executable)
+
+SpawnError is an OSError, not a DevloopError: it carries the ``errno`` its callers word their
+own error from (``devloop run``: a UsageError; ``devloop watch``: the run's failure reason).
 """
 
 from __future__ import annotations
@@ -47,9 +57,29 @@ class NoSamplesError(StoreError):
     """The store, or the asked time range, holds no samples."""
 
 
+class SpoolCorruptError(StoreError):
+    """A spool record passed its CRC check but cannot be decoded (a bug or a version skew)."""
+
+
 class CollectorError(DevloopError):
     """The collector cannot sample processes."""
 
 
 class EnforcementError(DevloopError):
     """A limit cannot be enforced."""
+
+
+class QueueFull(EnforcementError):
+    """An agent could not start and could not wait: the queue is full or overflow is off."""
+
+
+class QueueTimeout(EnforcementError):
+    """An agent waited in the overflow queue longer than ``maxWaitTime``."""
+
+
+class TuningError(DevloopError):
+    """The suggestions cannot be applied (changed files, bad suggestions, comments)."""
+
+
+class SpawnError(OSError):
+    """The command could not be executed (not found, not executable)."""

@@ -8,27 +8,23 @@ force) are in :mod:`devloop.analytics._db`.
 
     metrics.py       workspace_metrics   the live view (newest tick)
     export.py        export_metrics      one row per interval and project/agent
-    baseline.py      summarise, record_baseline, compare_summaries   metrics summaries
+    baseline.py      summarise, compare_summaries   metrics summaries
     peaks.py         peak_usage          peak / p95 per project, agent, workspace
-    bottlenecks.py   bottlenecks         intervals over a share of the limit in force
+    bottlenecks/     bottlenecks         intervals over a share of the limit in force
     efficiency.py    efficiency          allocated vs used
     health.py        health              leaks, restart loops, stopped, freshness, backlog
     audit.py         audit_query         per-agent statistics of one metric
     runs.py          runs, run_summary   one row per agent run (launched or estimated), per agent
     sql.py           run_sql             SQL over the views
-    _cache.py        warm_cache          per-hour rollups the reports read (exact, disposable)
+    _cache.py        warm_cache          per-hour rollups the reports read (exact, disposable;
+                                         written by compaction and simulate, never by a report)
     timerange.py     parse_range, TimeRange   "2 hours ago", "yesterday 09:00", ISO 8601
 """
 
 from devloop.analytics._cache import warm_cache
 from devloop.analytics._db import Selection, Store, collected_warnings, iso, records
 from devloop.analytics.audit import Audit, audit_query
-from devloop.analytics.baseline import (
-    compare_summaries,
-    read_summary,
-    record_baseline,
-    summarise,
-)
+from devloop.analytics.baseline import compare_summaries, read_summary, summarise
 from devloop.analytics.bottlenecks import Bottlenecks, bottlenecks
 from devloop.analytics.efficiency import Efficiency, efficiency
 from devloop.analytics.export import MetricsExport, export_metrics
@@ -63,7 +59,6 @@ __all__ = [
     "parse_range",
     "peak_usage",
     "read_summary",
-    "record_baseline",
     "records",
     "run_sql",
     "run_summary",

@@ -37,14 +37,21 @@ hour's rows summed per tick, built once from the hour's live files:
     <root>/_cache/<kind>/date=YYYY-MM-DD/hour=H/<key>.parquet
 
 ``key`` is a hash of the cache format and the names and sizes of the hour's live ``samples``
-files, so a late file, a compaction or a deletion changes it: the entry no longer matches, is
-rebuilt on next use and the stale file is removed. The footer names the source files
-(``devloop.cache.sources``). Files are written to a temp name, fsynced and renamed, so a reader
-sees a whole file or none. The current hour (still being written) is never cached: reports read
-its raw rows, and those of any hour whose entry is missing or unreadable.
+files, so a late file, a compaction or a deletion changes it: the entry no longer matches, and
+the hour is read raw until the next :func:`warm_cache` rebuilds it and removes the stale file.
+The footer names the source files (``devloop.cache.sources``). Files are written to a temp
+name, fsynced and renamed, so a reader sees a whole file or none. The current hour (still being
+written) is never cached: reports read its raw rows, and those of any hour whose entry is
+missing or unreadable.
 
-The cache is derived data: deleting ``_cache`` changes no result, only the time of the next
-report. A store the reports cannot write to is read raw, without a cache.
+Only the writers of whole hours build entries (:func:`warm_cache`: ``devloop workspace
+compact`` and ``simulate``); reports only read them, and read raw rows for an hour without
+them, so looking at the store never writes into it. The cache is derived data: deleting
+``_cache`` changes no result, only the time of the reports until the next compaction.
+
+An hour that still has rows in the spool (a running collector's newest ticks, a segment that
+spans the turn of the hour, a segment left by a killed collector) is never cached either: its
+rows are its files' plus the spool's (:class:`SpoolHour`), read raw, so the newest tick counts.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,11 +179,24 @@ _COUNTED: Final = {
 
 
 @dataclass(frozen=True)
-class Hour:
-    """One hour of ``samples``: its live files and, when closed, where its entries live."""
+class SpoolHour:
+    """The ``samples`` rows of one hour still in the spool, not yet in a Parquet file: the
+    views' spool tail (``_spool_samples``, see :mod:`devloop.store.query`) of that hour."""
 
     partition: Partition
-    files: tuple[Path, ...]
+
+
+#: Where an hour's raw rows are: its live Parquet files and its rows still in the spool.
+Raw = Path | SpoolHour
+
+
+@dataclass(frozen=True)
+class Hour:
+    """One hour of ``samples``: its live files (and spool rows) and, when closed, where its
+    entries live."""
+
+    partition: Partition
+    files: tuple[Raw, ...]
     key: str
     closed: bool
 
@@ -190,12 +210,13 @@ class Hour:
 @dataclass(frozen=True)
 class Sources:
     """Where the rows of a range come from: per kind, cache files; and raw files of the hours
-    without an entry (the current hour, or an entry that could not be built)."""
+    without an entry (the current hour, an hour with rows in the spool, or an entry that
+    could not be built), with the spool's rows of those hours."""
 
     cached: dict[str, tuple[Path, ...]]
     partitions: tuple[Partition, ...]  # the hour of each cached file, in the same order
-    raw: tuple[Path, ...]
-    files: dict[Partition, tuple[Path, ...]]  # every hour's live samples files
+    raw: tuple[Raw, ...]
+    files: dict[Partition, tuple[Raw, ...]]  # every hour's live samples files and spool rows
 
 
 def hour_dir(root: Path, kind: str, partition: Partition) -> Path:
@@ -214,29 +235,59 @@ def hours(
     start: datetime | None = None,
     end: datetime | None = None,
     now: datetime | None = None,
+    spooled: Collection[Partition] = (),
+    listed: Sequence[FileFacts] | None = None,
 ) -> list[Hour]:
-    """The hours of ``samples`` overlapping ``[start, end)`` that hold live files."""
+    """The hours of ``samples`` overlapping ``[start, end)`` that hold live files or rows in
+    the spool (``spooled``: the hours of the spool's rows), oldest first. An hour is closed
+    when it is before the hour of ``now`` and has no row in the spool.
+
+    ``listed``: the live ``samples`` files the views were made over (which, with the spool's
+    rows read at the same moment, hold every row once), instead of a new scan of the folders:
+    a segment converted since is then counted once, from the spool."""
     from devloop.store.files import scan_partition
     from devloop.store.layout import Partition, iter_partitions
 
     current = Partition.of_datetime(now or datetime.now(UTC))
+    spool = set(spooled)
+
+    def wanted(partition: Partition) -> bool:
+        return (start is None or partition.end > start) and (end is None or partition.start < end)
+
+    if listed is None:
+        by_hour = [
+            (partition, scan_partition(directory, "samples").live)
+            for partition, directory in iter_partitions(root, "samples")
+            if wanted(partition)
+        ]
+    else:
+        grouped: dict[Partition, list[FileFacts]] = {}
+        for fact in listed:
+            # <root>/samples/date=YYYY-MM-DD/hour=H/<file>
+            date, hour = fact.path.parent.parent.name, fact.path.parent.name
+            partition = Partition(date.removeprefix("date="), int(hour.removeprefix("hour=")))
+            if wanted(partition):
+                grouped.setdefault(partition, []).append(fact)
+        by_hour = [(partition, tuple(facts)) for partition, facts in grouped.items()]
     found: list[Hour] = []
-    for partition, directory in iter_partitions(root, "samples"):
-        if start is not None and partition.end <= start:
-            continue
-        if end is not None and partition.start >= end:
-            continue
-        live = scan_partition(directory, "samples").live
-        if live:
+    for partition, live in by_hour:
+        tail: tuple[Raw, ...] = (SpoolHour(partition),) if partition in spool else ()
+        spool.discard(partition)
+        if live or tail:
             found.append(
                 Hour(
                     partition,
-                    tuple(f.path for f in live),
+                    (*(f.path for f in live), *tail),
                     source_key(live),
-                    partition < current,
+                    partition < current and not tail,
                 )
             )
-    return found
+    found += [
+        Hour(partition, (SpoolHour(partition),), "", False)
+        for partition in spool
+        if wanted(partition)
+    ]
+    return sorted(found, key=lambda hour: hour.partition)
 
 
 def whole_parquet(path: Path) -> bool:
@@ -259,8 +310,11 @@ def resolve(
     root: Path,
     chosen: Sequence[Hour],
     progress: Progress | None = None,
+    *,
+    build_missing: bool = False,
 ) -> Sources:
-    """The cache files and raw files covering ``chosen``, building missing entries first."""
+    """The cache files and raw files covering ``chosen``: an hour without whole entries is
+    read raw, or, with ``build_missing`` (the writers of whole hours only), built first."""
     entries = {
         hour.partition: {kind: hour.entry(root, kind) for kind in KINDS}
         for hour in chosen
@@ -272,7 +326,7 @@ def resolve(
         if hour.closed and not all(whole_parquet(path) for path in entries[hour.partition].values())
     ]
     built: set[Partition] = set()
-    for done, hour in enumerate(missing, start=1):
+    for done, hour in enumerate(missing if build_missing else [], start=1):
         if build(connection, root, hour):
             built.add(hour.partition)
         if progress is not None:
@@ -280,7 +334,7 @@ def resolve(
     failed = {hour.partition for hour in missing} - built
     cached: dict[str, list[Path]] = {kind: [] for kind in KINDS}
     partitions: list[Partition] = []
-    raw: list[tuple[Partition, tuple[Path, ...]]] = []
+    raw: list[tuple[Partition, tuple[Raw, ...]]] = []
     for hour in chosen:
         if hour.closed and hour.partition not in failed:
             partitions.append(hour.partition)
@@ -302,9 +356,10 @@ def build(connection: duckdb.DuckDBPyConnection, root: Path, hour: Hour) -> bool
     import duckdb
     import pyarrow as pa
 
-    listing = ", ".join("'" + str(path).replace("'", "''") + "'" for path in hour.files)
+    files = [path for path in hour.files if isinstance(path, Path)]  # closed: no spool rows
+    listing = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
     source = f"read_parquet([{listing}], union_by_name = true)"
-    sources = json.dumps(sorted(path.name for path in hour.files)).encode()
+    sources = json.dumps(sorted(path.name for path in files)).encode()
     try:
         for kind in KINDS:
             final = hour.entry(root, kind)
@@ -357,15 +412,18 @@ def _day_key(entries: Sequence[Path]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def consolidated(paths: Sequence[Path], today: str | None = None) -> list[Path]:
+def consolidated(
+    paths: Sequence[Path], today: str | None = None, *, write: bool = False
+) -> list[Path]:
     """``paths`` (entries of one kind) with each whole past day's entries replaced by one file.
 
     Opening a Parquet file costs DuckDB ~0.5 ms, so a week of hourly entries costs ~0.1 s per
     query and kind. When ``paths`` hold every entry of a past UTC day (every ``hour=H`` folder
     of its ``date=D`` folder), they are read from ``<kind>/date=D/day-<key>.parquet`` instead:
-    the same rows (the entries concatenated, built here on first use; for value counts the
-    same values with their counts summed over the day), ``key`` a hash of the entries' names,
-    so a rebuilt hour makes a new one. Anything else is read as it is.
+    the same rows (the entries concatenated; for value counts the same values with their
+    counts summed over the day), ``key`` a hash of the entries' names, so a rebuilt hour makes
+    a new one. Reports only use a day file that exists; ``write`` (:func:`warm_cache`) writes
+    the missing ones. Anything else is read as it is.
     """
     today = today or datetime.now(UTC).strftime("%Y-%m-%d")
     groups: dict[Path, list[Path]] = {}
@@ -375,7 +433,9 @@ def consolidated(paths: Sequence[Path], today: str | None = None) -> list[Path]:
     for date_dir, group in groups.items():
         day = date_dir / f"{DAY_PREFIX}{_day_key(group)}.parquet"
         if len(group) > 1 and date_dir.name.removeprefix("date=") < today:
-            if whole_parquet(day) or (_whole_day(date_dir, group) and _concatenate(group, day)):
+            if whole_parquet(day) or (
+                write and _whole_day(date_dir, group) and _concatenate(group, day)
+            ):
                 out.append(day)
                 continue
         out.extend(group)
@@ -466,27 +526,41 @@ def prune(root: Path) -> int:
 def warm_cache(
     root: Path | str, progress: Progress | None = None, now: datetime | None = None
 ) -> int:
-    """Build every missing entry of the closed hours of the store at ``root`` (``metrics``)
-    and the whole-day files of past days (see :func:`consolidated`), and remove stale ones;
-    return how many hours were built. Safe to run any time; results of the reports never
-    depend on it."""
-    import duckdb
+    """Build every missing entry of the closed hours of the store at ``root`` (``metrics``),
+    the whole-day files of past days (see :func:`consolidated`) and the small tables' digests
+    (:mod:`._digest`), and remove stale ones; return how many hours were built. Run by the
+    writers of whole hours (compaction, ``simulate``), never by a report; results of the
+    reports never depend on it."""
+    from devloop.analytics._digest import digests
+    from devloop.store.layout import Partition
+    from devloop.store.query import connect_listed
 
     root = Path(root)
-    chosen = hours(root, now=now)
-    missing = [
-        hour
-        for hour in chosen
-        if hour.closed and not all(whole_parquet(hour.entry(root, kind)) for kind in KINDS)
-    ]
-    connection = duckdb.connect()
+    connection, listing = connect_listed(root)
     try:
-        connection.execute("SET TimeZone = 'UTC'")
-        sources = resolve(connection, root, chosen, progress)
+        # An hour with rows still in the spool is not whole in its files: never rolled up.
+        spooled = (
+            {
+                Partition.of_hour_index(int(hour))
+                for (hour,) in connection.sql(
+                    "SELECT DISTINCT epoch_us(ts) // 3600000000 FROM _spool_samples"
+                ).fetchall()
+            }
+            if "samples" in listing.spooled
+            else set()
+        )
+        chosen = hours(root, now=now, spooled=spooled)
+        missing = [
+            hour
+            for hour in chosen
+            if hour.closed and not all(whole_parquet(hour.entry(root, kind)) for kind in KINDS)
+        ]
+        sources = resolve(connection, root, chosen, progress, build_missing=True)
+        digests(connection, root, listing, save=True)
     finally:
         connection.close()
     today = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
     for kind in KINDS:
-        consolidated(sources.cached[kind], today=today)
+        consolidated(sources.cached[kind], today=today, write=True)
     prune(root)
     return len(missing)

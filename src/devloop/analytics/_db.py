@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     import duckdb
     import polars as pl
 
+    from devloop.store.layout import Partition
+
 #: Threads DuckDB may use (the project machine has two cores).
 THREADS = 2
 
@@ -68,22 +70,22 @@ class Selection:
     project_filter: bool
     agent_filter: bool
     interval: float
-    #: Whether the end was left open: then ``end`` is just past the newest sample, and the
-    #: label shows the newest sample itself.
-    open_end: bool = False
+    #: The ends as reports print them (:meth:`TimeRange.shown`: an open end is the newest
+    #: sample, not the microsecond after it); None: ``start`` and ``end``.
+    shown: tuple[datetime, datetime] | None = None
 
     @property
     def label(self) -> str:
-        """``2026-01-05 00:00:00 UTC .. 2026-01-06 00:00:00 UTC`` (with an open end, the
-        newest sample's tick ends it rather than the microsecond after it)."""
-        end = self.end - timedelta(microseconds=1) if self.open_end else self.end
-        return f"{format_moment(self.start)} .. {format_moment(end)}"
+        """``2026-01-05 00:00:00 UTC .. 2026-01-06 00:00:00 UTC``, the ends as shown."""
+        start, end = self.shown or (self.start, self.end)
+        return f"{format_moment(start)} .. {format_moment(end)}"
 
     def to_json(self) -> dict[str, Any]:
-        """The ``range`` object every report's JSON carries."""
+        """The ``range`` object every report's JSON carries (the ends as shown)."""
+        start, end = self.shown or (self.start, self.end)
         return {
-            "start": iso(self.start),
-            "end": iso(self.end),
+            "start": iso(start),
+            "end": iso(end),
             "interval_seconds": self.interval,
             "projects": list(self.projects),
             "agents": list(self.agents) if self.agent_filter else None,
@@ -134,6 +136,7 @@ class Store:
         self.aligned: dict[Selection, bool] = {}
         self._cores: str | None = None
         self._digested: dict[str, list[list[Any]]] | None = None
+        self._spooled: frozenset[Partition] | None = None
 
     # --- running SQL -----------------------------------------------------------------------
 
@@ -276,16 +279,12 @@ class Store:
         chosen_agents = _match("agent", agents, pool) if agents else pool
         first, last = (None, None) if time_range.bounded else self.span()
         start, end = time_range.resolve(first, last)
+        shown = time_range.shown(start, end, last)
         if first is None and last is None and not time_range.bounded:
             start_shown: datetime | None = time_range.start
             end_shown: datetime | None = time_range.end
         else:
-            start_shown, end_shown = start, end
-        open_end = (
-            time_range.end is None and last is not None and end == last + timedelta(microseconds=1)
-        )
-        if open_end:
-            end_shown = last
+            start_shown, end_shown = shown
         selection = Selection(
             start=start,
             end=end,
@@ -297,7 +296,7 @@ class Store:
         )
         if require_samples and not self._has_samples(selection):
             raise no_samples(start_shown, end_shown)
-        return replace(selection, interval=self._interval(selection), open_end=open_end)
+        return replace(selection, interval=self._interval(selection), shown=shown)
 
     def _has_samples(self, selection: Selection) -> bool:
         """Whether any sample matches ``selection``. Without name filters a file whose first
@@ -360,15 +359,39 @@ class Store:
         ((gap,),) = self.rows(sql, params)
         return float(gap) / 1e6 if gap is not None and not math.isnan(gap) else 1.0
 
+    def spooled_hours(self) -> frozenset[Partition]:
+        """The hours holding ``samples`` rows still in the spool (read by the views as their
+        spool tail, not yet in Parquet): no rollup covers them."""
+        if self._spooled is None:
+            from devloop.store.layout import Partition
+
+            found: frozenset[Partition] = frozenset()
+            if "samples" in self.listing.spooled:
+                found = frozenset(
+                    Partition.of_hour_index(hour)
+                    for (hour,) in self.rows(
+                        f"SELECT DISTINCT epoch_us(ts) // {_HOUR_US} FROM _spool_samples"
+                    )
+                )
+            self._spooled = found
+        return self._spooled
+
     def sources(self, selection: Selection) -> Sources:
         """Where ``selection``'s samples come from: per-hour rollups for the closed hours
-        (built now when missing) and raw files for the rest (see :mod:`._cache`)."""
+        (built now when missing) and raw rows for the rest, files and spool (see
+        :mod:`._cache`)."""
         from devloop.analytics import _cache
 
         key = (selection.start, selection.end)
         found = self._sources.get(key)
         if found is None:
-            chosen = _cache.hours(self.root, selection.start, selection.end)
+            chosen = _cache.hours(
+                self.root,
+                selection.start,
+                selection.end,
+                spooled=self.spooled_hours(),
+                listed=self.listing.files["samples"],
+            )
             if self.use_cache:
                 found = _cache.resolve(self.connection, self.root, chosen, self.progress)
             else:
@@ -402,6 +425,7 @@ class Store:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HOUR_US = 3_600_000_000
 
 
 def _from_us(epoch_us: int) -> datetime:

@@ -9,9 +9,10 @@ holds those values per file:
 * ``system``: per host, the file's newest tick and the core count at it.
 
 Digests are kept in ``<root>/_cache/digests.json``, keyed by the file's path, size and
-modification time, and computed with one query over the files without one. The spool tail (rows
-not yet in Parquet) is read live. Like every cache here it is derived data: a missing or stale
-file only costs the next report the scan, and a store that cannot be written works without it.
+modification time, and computed with one query over the files without one. Reports only read
+the file; the writers of whole hours write it (``save``, from ``warm_cache``). The spool tail
+(rows not yet in Parquet) is read live. Like every cache here it is derived data: a missing or
+stale file only costs a report the scan, and a store that cannot be written works without it.
 """
 
 from __future__ import annotations
@@ -49,11 +50,11 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def digests(
-    connection: duckdb.DuckDBPyConnection, root: Path, listing: Listing
+    connection: duckdb.DuckDBPyConnection, root: Path, listing: Listing, *, save: bool = False
 ) -> dict[str, list[list[Any]]]:
     """Per table of :data:`_SQL`, the digest rows (its value columns) of every live file and
     of the spool tail: read from ``digests.json`` once, the missing ones computed (one query
-    per table) and the file saved once."""
+    per table); with ``save`` (the writers of whole hours only) the file is then saved."""
     cache_path = root / DIGESTS_FILE
     try:
         saved = json.loads(cache_path.read_text())
@@ -90,7 +91,7 @@ def digests(
             tail = sql.format(file="'spool'", source=f"_spool_{table}")
             rows.extend(list(values) for _, *values in connection.sql(tail).fetchall())
         found[table] = rows
-    if changed:
+    if save and changed:
         live = {str(fact.path) for facts in listing.files.values() for fact in facts}
         _save(cache_path, entries, live)
     return found

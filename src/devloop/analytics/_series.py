@@ -11,6 +11,8 @@ from devloop.analytics._db import Selection, Store
 if TYPE_CHECKING:
     import polars as pl
 
+    from devloop.analytics._cache import Raw
+
 #: The project series' columns, in order (see :func:`project_series`).
 PROJECT_SERIES_COLUMNS = (
     "host",
@@ -36,7 +38,26 @@ def ticks_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
     return f"SELECT DISTINCT host, ts FROM system WHERE {where}", params
 
 
-def _read(paths: Sequence[Path]) -> str:
+def _read(paths: Sequence[Raw]) -> str:
+    """A relation of the rows at ``paths``: cache entries (one kind: one schema), or the raw
+    ``samples`` rows of some hours (store files, and the spool's rows of the hours named by
+    a :class:`~devloop.analytics._cache.SpoolHour`)."""
+    from devloop.analytics._cache import SpoolHour
+
+    files = [path for path in paths if isinstance(path, Path)]
+    spooled = sorted({path.partition for path in paths if isinstance(path, SpoolHour)})
+    if not spooled:
+        return _read_files(files)
+    # The views' spool tail (store.query registers it as ``_spool_samples``): the rows a
+    # running collector has not yet converted, the newest ticks among them.
+    hours = ", ".join(str(int(p.start.timestamp()) // 3600) for p in spooled)
+    tail = f"SELECT * FROM _spool_samples WHERE epoch_us(ts) // {HOUR_US} IN ({hours})"
+    if not files:
+        return f"({tail})"
+    return f"(SELECT * FROM {_read_files(files)} UNION ALL BY NAME {tail})"
+
+
+def _read_files(paths: Sequence[Path]) -> str:
     """``read_parquet`` of ``paths``: cache entries (one kind: one schema) or store files.
     ``union_by_name`` (which reads every footer at every bind) only where schemas differ."""
     from devloop.analytics._cache import CACHE_DIR, consolidated
@@ -74,7 +95,8 @@ def tick_sums_sql(store: Store, selection: Selection, *, by_agent: bool) -> tupl
     """A relation ``(host, ts, project[, agent], cpu, rss, fds, threads, processes)``: the
     selected samples summed per tick and project (and agent), only where a process was
     sampled; cpu is cores, rss bytes as a double. Read from the per-hour rollups where they
-    exist (:mod:`devloop.analytics._cache`), from raw rows elsewhere."""
+    exist (:mod:`devloop.analytics._cache`), from raw rows elsewhere: the hours' files and
+    their rows still in the spool, so the newest tick counts."""
     if not by_agent and selection.agent_filter:
         # Only some agents: the project sums are the sums of those agents' sums.
         agents, params = tick_sums_sql(store, selection, by_agent=True)
@@ -123,7 +145,7 @@ def lives_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
     sources = store.sources(selection)
     where, params = _conditions(selection)
     whole: list[Path] = []
-    raw = list(sources.raw)
+    raw: list[Raw] = list(sources.raw)
     for partition, path in zip(sources.partitions, sources.cached["lives"], strict=True):
         if selection.start <= partition.start and partition.end <= selection.end:
             whole.append(path)
@@ -168,9 +190,9 @@ HOUR_VALUES = ("cpu", "rss", "fds", "threads")
 
 def _hour_split(
     store: Store, selection: Selection
-) -> tuple[list[Path], list[Path], list[Path], set[int]]:
+) -> tuple[list[Path], list[Path], list[Raw], set[int]]:
     """The hours of ``selection`` as: ``agent_hour`` entries of the cached hours wholly inside
-    the range, ``agent`` entries of the cached hours it cuts, raw files of the rest, and the
+    the range, ``agent`` entries of the cached hours it cuts, raw rows of the rest, and the
     whole hours (epoch_us of their start // :data:`HOUR_US`)."""
     whole, cut, raw = _split(store, selection, "agent_hour", "agent")
     sources = store.sources(selection)
@@ -348,7 +370,7 @@ def limits_relation(store: Store) -> tuple[str, list[Any], str | None]:
         )
         return sql, [], None
     from devloop.config import load_workspace
-    from devloop.core.allocation import allocate
+    from devloop.config.allocation import allocate
     from devloop.errors import DevloopError
 
     try:
@@ -400,9 +422,10 @@ def project_series_with_limits(
 
 def _split(
     store: Store, selection: Selection, hourly: str, ticks: str
-) -> tuple[list[Path], list[Path], list[Path]]:
+) -> tuple[list[Path], list[Path], list[Raw]]:
     """Like :func:`_hour_split` for any pair of kinds: ``hourly`` entries of the cached hours
-    wholly inside the range, ``ticks`` entries of the cached hours it cuts, raw files."""
+    wholly inside the range, ``ticks`` entries of the cached hours it cuts, raw rows (files
+    and spool)."""
     sources = store.sources(selection)
     whole: list[Path] = []
     cut: list[Path] = []
@@ -421,7 +444,7 @@ def _rollup_sql(
 ) -> tuple[str, list[Any]] | None:
     """``SELECT columns`` of the selected rows of the ``rollup`` entries of the cached hours
     wholly inside the range, and of the ``rollup`` aggregation of the other ticks' ``ticks``
-    columns (from the ``per_tick`` entries of the hours the range cuts and from the raw files
+    columns (from the ``per_tick`` entries of the hours the range cuts and from the raw rows
     of the hours without entries); None when the range has no hour."""
     from devloop.analytics._cache import _BUILD_SQL
 
@@ -517,7 +540,7 @@ def _entries_sql(
 ) -> tuple[list[str], list[Any]]:
     """``SELECT columns`` of the selected rows of the ``kind`` entries (the hours wholly
     inside the range without a condition on ``ts``) and of ``raw`` (a query with ``{source}``)
-    over the raw files."""
+    over the raw rows."""
     whole, cut, files = _split(store, selection, kind, kind)
     names, name_params = _conditions(selection, times=False)
     where, params = _conditions(selection)

@@ -1,6 +1,7 @@
 """Metrics summaries: ``metrics --baseline``, ``watch --metrics-output`` and ``metrics compare``.
 
-A summary describes the machine over a stretch of recording. Its JSON shape (version 1) is
+A summary describes the machine over a stretch of recording (``metrics --baseline`` records it
+with :func:`devloop.runner.record.record_baseline`). Its JSON shape (version 1) is
 what ``devloop workspace metrics --baseline --output baseline.json`` and
 ``devloop watch --metrics-output active.json`` write, and what ``metrics compare`` reads::
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -110,28 +110,6 @@ def summarise(
         "projects": projects,
         "other": usage(workspace_series(other) if not other.is_empty() else other),
     }
-
-
-def record_baseline(
-    workspace_dir: Path | str, *, duration: float, interval: float | None = None
-) -> dict[str, Any]:
-    """Record every process of the machine for ``duration`` seconds into the workspace's store
-    (as ``devloop workspace collect --all`` does), then summarise that stretch.
-
-    Run it with no agents running: the summary is what the machine uses without them.
-    Raises StoreLockedError when a collector already records the workspace.
-    """
-    from devloop.config import load_workspace
-    from devloop.runner.record import Recorder
-
-    if not duration > 0:
-        raise UsageError(f"the duration must be above 0, not {duration:g}s")
-    workspace = load_workspace(workspace_dir)
-    started = datetime.now(UTC)
-    with Recorder(workspace, interval=interval, all_processes=True) as recorder:
-        recorder.run(duration=duration)
-    ended = datetime.now(UTC) + timedelta(microseconds=1)
-    return summarise(workspace_dir, TimeRange(start=started, end=ended))
 
 
 def read_summary(path: Path | str) -> dict[str, Any]:

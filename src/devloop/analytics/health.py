@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import polars as pl
 
+    from devloop.analytics._cache import Raw
     from devloop.store.layout import Partition
 
 #: Points per life the trend is fitted on.
@@ -391,7 +392,7 @@ def _points_sql(
     # The ends: among the per-hour ends of the cached hours wholly in the range (the ``edges``
     # rollup) and the rows of the other hours holding one.
     whole: list[Path] = []
-    raw = [
+    raw: list[Raw] = [
         path
         for partition, paths in sources.files.items()
         if partition in end_hours and partition not in cached
@@ -459,8 +460,9 @@ def _hour_start(partition: Partition) -> datetime:
     )
 
 
-def _read(paths: Sequence[Path]) -> str:
-    """``read_parquet`` of ``paths`` (a whole past day's cache entries as one file)."""
+def _read(paths: Sequence[Raw]) -> str:
+    """The rows at ``paths``: cache entries (a whole past day's as one file), or raw rows
+    (files and the spool's rows of an hour, see ``_series._read``)."""
     from devloop.analytics import _series
 
     return _series._read(paths)

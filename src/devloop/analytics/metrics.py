@@ -270,7 +270,7 @@ def _compare_config(
     import polars as pl
 
     from devloop.config import load_workspace
-    from devloop.core.allocation import allocate
+    from devloop.config.allocation import allocate
     from devloop.errors import DevloopError
 
     note = None

@@ -26,7 +26,9 @@ end, period            [end - period, end)
 =====================  =======================================================================
 
 Anchoring a bare ``--period`` on the newest sample (not on the clock) keeps "the last 24 hours"
-meaningful for a store whose collector stopped a while ago; reports print the range they used.
+meaningful for a store whose collector stopped a while ago. Reports print the range as given
+(:meth:`TimeRange.shown`): an open end as the newest sample, not the microsecond after it that
+closes the half-open range.
 """
 
 from __future__ import annotations
@@ -93,6 +95,18 @@ class TimeRange:
         if end is None:
             end = max(after_last, start) if after_last is not None else start
         return start, end
+
+    def shown(
+        self, start: datetime, end: datetime, last: datetime | None
+    ) -> tuple[datetime, datetime]:
+        """The ends of :meth:`resolve`'s ``[start, end)`` as reports print them: the range as
+        given, with an end left open as the newest sample ``last`` (not the microsecond after
+        it), and a bare period as that period up to ``last``."""
+        if self.bounded or self.end is not None or last is None or end != last + _MICROSECOND:
+            return start, end
+        if self.period is not None:
+            start -= _MICROSECOND
+        return start, last
 
 
 def _epoch() -> datetime:

@@ -1,15 +1,15 @@
 """The report commands: ``workspace metrics`` (and ``metrics compare``), ``workspace analytics
 peak-usage|bottlenecks|efficiency|runs``, ``workspace health``, ``workspace sql``, ``audit query``.
 
-Each parses its options, calls one function of :mod:`devloop.analytics` and renders the record
-it returns as a table, JSON (the record's ``to_json()``) or CSV (its main DataFrame).
+Each parses its options, calls one function of :mod:`devloop.analytics` and writes what
+:mod:`devloop.cli.render_reports` renders of the record it returns: a table, JSON (the record's
+``to_json()``) or CSV (its main DataFrame).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,16 +24,27 @@ from devloop.cli._options import (
     resolve_workspace_dir,
     workspace_dir_option,
 )
+from devloop.cli.render_reports import (
+    render_audit,
+    render_bottlenecks,
+    render_compare,
+    render_efficiency,
+    render_export,
+    render_health,
+    render_metrics,
+    render_peak_usage,
+    render_runs,
+    render_sql,
+)
 from devloop.store.runs import TRIGGERS
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from devloop.analytics.timerange import TimeRange
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-MIB = 1024**2
+#: How many bottlenecks the command shows without --limit or --all.
+BOTTLENECKS_SHOWN = 20
 
 
 def report_options(func: F) -> F:
@@ -109,89 +120,6 @@ def _store_warnings() -> Iterator[None]:
         echo_warnings(messages)
 
 
-# --- rendering ---------------------------------------------------------------------------
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, float):
-        return f"{value:.1f}"
-    if isinstance(value, list):
-        return "; ".join(_driver(item) for item in value)
-    return str(value)
-
-
-def _driver(item: Any) -> str:
-    if isinstance(item, dict) and "agent" in item:
-        return f"{item['project']}/{item['agent']} {item['share_percent']:.0f}%"
-    return str(item)
-
-
-def _mb(value: float | None) -> str:
-    return "" if value is None else f"{value / MIB:.0f}MB"
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f}%"
-
-
-def _csv(frame: pl.DataFrame) -> str:
-    from devloop.analytics import iso
-    from devloop.cli.render import to_csv
-
-    def cell(value: Any) -> Any:
-        if isinstance(value, datetime):
-            return iso(value)
-        if isinstance(value, list):
-            return "; ".join(_driver(item) for item in value)
-        if isinstance(value, float):
-            return round(value, 6) + 0.0
-        return value
-
-    rows = [[cell(v) for v in row] for row in frame.iter_rows()]
-    return to_csv(frame.columns, rows)
-
-
-def _table(
-    frame: pl.DataFrame,
-    formats: Mapping[str, Callable[[Any], str]] | None = None,
-    title: str | None = None,
-) -> str:
-    from devloop.cli.render import table
-
-    formats = formats or {}
-    rows = [
-        [formats.get(name, _cell)(value) for name, value in zip(frame.columns, row, strict=True)]
-        for row in frame.iter_rows()
-    ]
-    numeric = [i for i, dtype in enumerate(frame.dtypes) if dtype.is_numeric()]
-    return table(frame.columns, rows, title=title, right=numeric)
-
-
-def _render(
-    report: Any, fmt: str, output: Path, frame: pl.DataFrame, text: Callable[[], str]
-) -> None:
-    from devloop.cli.render import to_json
-
-    if fmt == "json":
-        emit(to_json(report.to_json()), output)
-    elif fmt == "csv":
-        emit(_csv(frame), output)
-    else:
-        emit(text(), output)
-
-
-def _range_line(report: Any) -> str:
-    return f"Range: {report.selection.label}\n"
-
-
-def _notes(notes: tuple[str, ...] | list[str]) -> str:
-    return "".join(f"Note: {note}\n" for note in notes)
-
-
 # --- workspace metrics ---------------------------------------------------------------------
 
 
@@ -256,8 +184,8 @@ def metrics(
     seconds = duration_value(interval, "--interval")
     folder = resolve_workspace_dir(workspace_dir)
     if baseline:
-        from devloop.analytics import record_baseline
         from devloop.cli.render import to_json
+        from devloop.runner.record import record_baseline
 
         length = duration_value(duration, "--duration")
         assert length is not None
@@ -273,19 +201,7 @@ def metrics(
             exported = export_metrics(
                 folder, time_range, projects, agents, interval=seconds or 60.0, detailed=detailed
             )
-        _render(
-            exported,
-            fmt,
-            output,
-            exported.rows,
-            lambda: (
-                _range_line(exported)
-                + _table(
-                    exported.rows,
-                    {"cpu_avg_percent": _pct, "cpu_max_percent": _pct, "memory_max_bytes": _mb},
-                )
-            ),
-        )
+        emit(render_export(exported, fmt), output)
         return
     from devloop.analytics import workspace_metrics
 
@@ -293,88 +209,7 @@ def metrics(
         view = workspace_metrics(
             folder, time_range, projects, agents, detailed=detailed, compare_config=compare_config
         )
-    frame = view.agents if view.agents is not None else view.projects
-    _render(view, fmt, output, frame, lambda: _metrics_text(view))
-
-
-def _metrics_text(view: Any) -> str:
-    from devloop.analytics.timerange import format_moment
-
-    def limit(value: float | None, shown: str) -> str:
-        return f" / {shown} limit" if value is not None else " (no limit recorded)"
-
-    cpu_limit = view.cpu_limit_percent
-    memory_limit = view.memory_limit_bytes
-    lines = [
-        "Workspace Resource Usage",
-        "═" * 25,
-        f"CPU:        {view.cpu_percent:.1f}%"
-        + limit(cpu_limit, f"{cpu_limit:g}%" if cpu_limit is not None else ""),
-        f"Memory:     {view.memory_bytes / MIB:.0f}MB" + limit(memory_limit, _mb(memory_limit)),
-        "",
-        "Per-Project:",
-    ]
-    names = view.projects["project"].to_list()
-    width = max((len(name) for name in names), default=0) + 1
-    for row in view.projects.iter_rows(named=True):
-        cpu = f"{row['cpu_percent']:.1f}%"
-        lim = (
-            f" / {row['cpu_limit_percent']:g}% limit"
-            if row["cpu_limit_percent"] is not None
-            else ""
-        )
-        mem = f"{row['memory_bytes'] / MIB:.0f}MB"
-        mem_lim = (
-            f" / {_mb(row['memory_limit_bytes'])}" if row["memory_limit_bytes"] is not None else ""
-        )
-        lines.append(f"{row['project'] + ':':<{width}} {cpu:>6}{lim}   {mem}{mem_lim}")
-    age = view.age_seconds
-    tick = f"Tick: {format_moment(view.at)}"
-    if view.stale:
-        tick += f" ({_age(age)} old: no collector is running; `devloop workspace collect`)"
-    lines += ["", tick]
-    text = "\n".join(lines) + "\n"
-    if view.agents is not None:
-        text += "\n" + _table(
-            view.agents,
-            {
-                "cpu_percent": _pct,
-                "cpu_limit_percent": _pct,
-                "memory_bytes": _mb,
-                "memory_limit_bytes": _mb,
-            },
-            title="Agents",
-        )
-    if view.config is not None:
-        text += "\n" + _table(
-            view.config,
-            {
-                "configured_cpu_percent": _pct,
-                "in_force_cpu_percent": _pct,
-                "used_avg_cpu_percent": _pct,
-                "used_p95_cpu_percent": _pct,
-                "configured_memory_bytes": _mb,
-                "in_force_memory_bytes": _mb,
-                "used_avg_memory_bytes": _mb,
-                "used_p95_memory_bytes": _mb,
-            },
-            title=f"Configured vs actual ({view.selection.label})",
-        )
-    return text + _notes(view.notes)
-
-
-def _age(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [
-        f"{days}d" if days else "",
-        f"{hours}h" if hours else "",
-        f"{minutes}m" if minutes and not days else "",
-        f"{secs}s" if not (days or hours or minutes) else "",
-    ]
-    return " ".join(part for part in parts if part)
+    emit(render_metrics(view, fmt), output)
 
 
 @metrics.command("compare")
@@ -393,34 +228,9 @@ def compare(baseline_file: Path, active_file: Path, fmt: str, output: Path) -> N
       devloop workspace metrics compare baseline.json active.json
     """
     from devloop.analytics import compare_summaries, read_summary
-    from devloop.cli.render import to_json
 
     frame = compare_summaries(read_summary(baseline_file), read_summary(active_file))
-    if fmt == "json":
-        emit(
-            to_json(
-                {
-                    "baseline": str(baseline_file),
-                    "active": str(active_file),
-                    "rows": frame.to_dicts(),
-                }
-            ),
-            output,
-        )
-    elif fmt == "csv":
-        emit(_csv(frame), output)
-    else:
-
-        def value(metric: str) -> Callable[[Any], str]:
-            return _pct if "cpu" in metric else (_mb if "bytes" in metric else _cell)
-
-        from devloop.cli.render import table
-
-        rows = [
-            [scope, metric, stat, value(metric)(b), value(metric)(a), value(metric)(d)]
-            for scope, metric, stat, b, a, d in frame.iter_rows()
-        ]
-        emit(table(list(frame.columns), rows, right=(3, 4, 5)), output)
+    emit(render_compare(frame, baseline_file, active_file, fmt), output)
 
 
 # --- workspace analytics -------------------------------------------------------------------
@@ -462,19 +272,7 @@ def peak_usage(
     folder = resolve_workspace_dir(workspace_dir)
     with _store_warnings():
         report = run(folder, _range(start, end, period), projects, agents)
-    formats = {
-        "cpu_peak_percent": _pct,
-        "cpu_p95_percent": _pct,
-        "cpu_avg_percent": _pct,
-        "memory_peak_bytes": _mb,
-    }
-    _render(
-        report,
-        fmt,
-        output,
-        report.peaks,
-        lambda: _range_line(report) + _table(report.peaks, formats),
-    )
+    emit(render_peak_usage(report, fmt), output)
 
 
 @analytics.command("bottlenecks")
@@ -491,8 +289,15 @@ def peak_usage(
     metavar="DURATION",
     default="0s",
     show_default=True,
-    help="Only intervals lasting at least this long (30s, 5m).",
+    help="Leave out intervals shorter than this (5s, 30s, 5m).",
 )
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"Show the N longest intervals.  [default: {BOTTLENECKS_SHOWN}]",
+)
+@click.option("--all", "show_all", is_flag=True, help="Show every interval (no --limit).")
 @click.option(
     "--resource",
     type=click.Choice(["all", "cpu", "memory"]),
@@ -511,20 +316,26 @@ def bottlenecks(
     period: str | None,
     threshold: float,
     min_duration: str,
+    limit: int | None,
+    show_all: bool,
     resource: str,
 ) -> None:
     """Intervals where a project or the workspace used >= THRESHOLD % of its limit.
 
-    Ranked longest first, each with the agents that drove it.
+    Ranked longest first, each with the agents that drove it; the 20 longest unless --limit
+    or --all says otherwise (the table says how many were left out).
 
     \b
     Example:
       devloop workspace analytics bottlenecks --threshold 80 --min-duration 30s
+      devloop workspace analytics bottlenecks --min-duration 5s --all
     """
     from devloop.analytics import bottlenecks as run
     from devloop.errors import UsageError
     from devloop.units import parse_duration
 
+    if show_all and limit is not None:
+        raise click.UsageError("give --limit or --all, not both")
     try:
         shortest = parse_duration(min_duration)
     except UsageError as exc:
@@ -539,57 +350,10 @@ def bottlenecks(
             agents,
             threshold=threshold,
             min_duration=shortest,
+            limit=None if show_all else (limit or BOTTLENECKS_SHOWN),
             resources=resources,
         )
-
-    def text() -> str:
-        head = _range_line(report) + f"Threshold: {threshold:g}% of the limit in force\n"
-        if report.intervals.is_empty():
-            return head + "No bottleneck.\n" + _notes(report.notes)
-        frame = report.intervals.with_columns()
-        rows = []
-        for row in frame.iter_rows(named=True):
-            unit = _pct if row["resource"] == "cpu" else _mb
-            rows.append(
-                [
-                    row["rank"],
-                    row["scope"],
-                    row["project"] or "(workspace)",
-                    row["resource"],
-                    _cell(row["start"]),
-                    _cell(row["end"]),
-                    f"{row['duration_seconds']:g}s",
-                    unit(row["limit"]),
-                    unit(row["peak"]),
-                    _pct(row["peak_percent_of_limit"]),
-                    _cell(row["drivers"]),
-                ]
-            )
-        from devloop.cli.render import table
-
-        return (
-            head
-            + table(
-                [
-                    "rank",
-                    "scope",
-                    "project",
-                    "resource",
-                    "start",
-                    "end",
-                    "duration",
-                    "limit",
-                    "peak",
-                    "peak/limit",
-                    "drivers",
-                ],
-                rows,
-                right=(0, 6, 7, 8, 9),
-            )
-            + _notes(report.notes)
-        )
-
-    _render(report, fmt, output, report.intervals, text)
+    emit(render_bottlenecks(report, fmt, threshold, min_duration), output)
 
 
 @analytics.command("efficiency")
@@ -621,27 +385,7 @@ def efficiency(
     with _store_warnings():
         report = run(folder, _range(start, end, period), projects, agents)
 
-    def text() -> str:
-        frame = report.projects
-        # The report's own column order, split by resource (efficiency.EFFICIENCY_COLUMNS).
-        cpu = frame.select(
-            "scope", "project", *[c for c in frame.columns if c.startswith("cpu_")], "pauses"
-        )
-        memory = frame.select(
-            "scope", "project", *[c for c in frame.columns if c.startswith("memory_")]
-        )
-        pct = {c: _pct for c in cpu.columns if c.endswith("percent")}
-        mem = {c: _mb for c in memory.columns if c.endswith("bytes")}
-        mem["memory_utilisation_percent"] = _pct
-        return (
-            _range_line(report)
-            + _table(cpu, pct, title="CPU (% of the machine)")
-            + "\n"
-            + _table(memory, mem, title="Memory")
-            + _notes(report.notes)
-        )
-
-    _render(report, fmt, output, report.projects, text)
+    emit(render_efficiency(report, fmt), output)
 
 
 @analytics.command("runs")
@@ -698,8 +442,7 @@ def runs(
       devloop workspace analytics runs --summary --start "yesterday 09:00"
       devloop workspace analytics runs --format csv --period 7d -o runs.csv
     """
-    from devloop.analytics import records, run_summary, runs
-    from devloop.cli.render import to_json
+    from devloop.analytics import run_summary, runs
 
     time_range = _range(start, end, period)
     folder = resolve_workspace_dir(workspace_dir)
@@ -715,52 +458,7 @@ def runs(
             slowest=slowest,
             estimated=not no_estimated,
         )
-    if fmt == "json":
-        emit(to_json({"summary" if summary else "runs": records(frame)}), output)
-    elif fmt == "csv":
-        emit(_csv(frame), output)
-    elif frame.is_empty():
-        emit("No runs started in the range.\n", output)
-    elif summary:
-        names = {
-            "duration_p50_seconds": "duration_p50",
-            "duration_p95_seconds": "duration_p95",
-            "cpu_mean_seconds": "cpu_mean",
-            "cpu_p95_seconds": "cpu_p95",
-            "max_rss_bytes": "max_rss",
-        }
-        formats = {name: _seconds for name in names.values()} | {"max_rss": _mb}
-        emit(_table(frame.rename(names), formats), output)
-    else:
-        names = {
-            "exit_code": "exit",
-            "duration_seconds": "duration",
-            "queue_wait_seconds": "queued",
-            "cpu_seconds": "cpu",
-            "max_rss_bytes": "max_rss",
-            "peak_rss_bytes": "peak_rss",
-        }
-        shown = frame.select(
-            "started", "project", "agent", "trigger", "status", "exit_code", "signal",
-            "duration_seconds", "queue_wait_seconds", "cpu_seconds", "peak_cores",
-            "max_rss_bytes", "peak_rss_bytes", "run_id",
-        ).rename(names)  # fmt: skip
-        formats = {"duration": _seconds, "queued": _seconds, "cpu": _seconds,
-                   "max_rss": _mb, "peak_rss": _mb}  # fmt: skip
-        text = _table(shown, formats)
-        if frame["estimated"].any():
-            text += _notes(
-                ['runs of trigger "rule" are estimated from the ticks (agents devloop did '
-                 "not launch); --no-estimated leaves them out"]
-            )  # fmt: skip
-        emit(text, output)
-
-
-def _seconds(value: float | None) -> str:
-    """``1.3s`` under a minute, else ``2m``, ``1h 5m`` (see :func:`_age`)."""
-    if value is None:
-        return ""
-    return f"{value:.1f}s" if value < 60 else _age(value)
+    emit(render_runs(frame, fmt, summary=summary), output)
 
 
 # --- workspace health ----------------------------------------------------------------------
@@ -823,59 +521,7 @@ def health(
             min_life=life,
         )
 
-    def text() -> str:
-        import polars as pl
-
-        lines = [_range_line(report).rstrip("\n")]
-        lines.append("Healthy." if report.healthy else f"{len(report.findings)} problem(s):")
-        lines += [f"  - {finding}" for finding in report.findings]
-        out = "\n".join(lines) + "\n"
-        trend = {
-            "start_value": _cell,
-            "end_value": _cell,
-            "slope_per_hour": _cell,
-            "tau": lambda v: f"{v:.2f}",
-        }
-        columns = [
-            "project",
-            "agent",
-            "pid",
-            "first",
-            "last",
-            "hours",
-            "start_value",
-            "end_value",
-            "slope_per_hour",
-            "tau",
-            "leak",
-        ]
-        if memory_analysis:
-            memory = (
-                report.memory.select(columns)
-                .rename(
-                    {
-                        "start_value": "start_mb",
-                        "end_value": "end_mb",
-                        "slope_per_hour": "mb_per_hour",
-                    }
-                )
-                .with_columns(pl.col("start_mb", "end_mb") / MIB)
-            )
-            out += "\n" + _table(memory, {"tau": trend["tau"]}, title="Memory trends")
-        if detailed:
-            fds = report.fds.select(columns).rename({"slope_per_hour": "fds_per_hour"})
-            out += "\n" + _table(fds, {"tau": trend["tau"]}, title="File-handle trends")
-            out += "\n" + _table(report.restarts.head(20), title="Short-lived processes per hour")
-            out += "\n" + _table(report.stopped, title="Stopped processes")
-            out += (
-                f"\nCollector: newest tick {_cell(report.newest_tick) or 'none'}"
-                f" ({'fresh' if report.collector_fresh else 'stale'})\n"
-                f"Store: {report.spool_segments} spool segment(s), {report.spool_bytes} bytes\n"
-            )
-        return out
-
-    frame = report.memory if memory_analysis else report.fds if detailed else report.memory
-    _render(report, fmt, output, frame, text)
+    emit(render_health(report, fmt, detailed=detailed, memory_analysis=memory_analysis), output)
 
 
 # --- workspace sql, audit query -------------------------------------------------------------
@@ -903,18 +549,12 @@ def sql(
     Example:
       devloop workspace sql "SELECT project, max(rss_bytes) FROM samples GROUP BY project"
     """
-    from devloop.analytics import records, run_sql
-    from devloop.cli.render import to_json
+    from devloop.analytics import run_sql
 
     folder = resolve_workspace_dir(workspace_dir)
     with _store_warnings():
         frame = run_sql(folder, statement, _range(start, end, period), projects, agents)
-    if fmt == "json":
-        emit(to_json(records(frame)), output)
-    elif fmt == "csv":
-        emit(_csv(frame), output)
-    else:
-        emit(_table(frame, {}), output)
+    emit(render_sql(frame, fmt), output)
 
 
 @click.group("audit")
@@ -958,12 +598,4 @@ def audit_query(
     folder = resolve_workspace_dir(workspace_dir)
     with _store_warnings():
         report = run(folder, metric, _range(start, end, period), projects, agents)
-    show = _pct if metric == "cpu" else _mb if metric == "memory" else _cell
-    formats = {name: show for name in ("avg", "min", "p50", "p95", "max")}
-    _render(
-        report,
-        fmt,
-        output,
-        report.agents,
-        lambda: _range_line(report) + _table(report.agents.drop("metric", "unit"), formats),
-    )
+    emit(render_audit(report, fmt, metric), output)

@@ -20,6 +20,7 @@ import sys
 import time
 
 from devloop.core import admit
+from devloop.errors import SpawnError
 from devloop.runner import launch
 
 _WORKSPACE_DIR_NAME = ".devloop-workspace"  # devloop.config.load.WORKSPACE_DIR_NAME
@@ -116,7 +117,7 @@ def fast_run(args: list[str]) -> int | None:
     assert isinstance(command, list)
     try:
         launched = launch.start(metrics_dir, project, agent, command, cwd=cwd)  # type: ignore[arg-type]
-    except launch.SpawnError:
+    except SpawnError:
         return None  # the full path words the error
     return _wait(launched)
 

@@ -153,8 +153,8 @@ def limits(
       devloop workspace limits --at 17:30 --format json
     """
     from devloop.config import load_workspace, parse_time_of_day
+    from devloop.config.allocation import allocate
     from devloop.config.load import environment_profile
-    from devloop.core.allocation import allocate
     from devloop.errors import UsageError
 
     moment = None

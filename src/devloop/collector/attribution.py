@@ -21,9 +21,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from devloop.collector.model import TAG_AGENT, TAG_PROJECT, TAG_RUN, Rule
+
+if TYPE_CHECKING:
+    from devloop.config.models import Workspace
 
 OTHER_PROJECT = "(other)"
 """The project of unattributed processes when every process is recorded."""
@@ -102,6 +105,21 @@ def command_matches(command: str, argv: Sequence[str]) -> bool:
             continue
         return os.path.basename(arg) == want
     return False
+
+
+def rules_for(workspace: Workspace) -> list[Rule]:
+    """Project rules from every enabled agent that has a command: cwd under the project's
+    folder and the agent's command in the command line."""
+    rules = []
+    for project in workspace.config.enabled_projects:
+        agents = workspace.agents.get(project.name)
+        if agents is None:
+            continue
+        folder = workspace.config.project_dir(project)
+        for agent in agents.enabled_agents:
+            if agent.command:
+                rules.append(Rule(project.name, folder, agent.name, " ".join(agent.command)))
+    return rules
 
 
 def is_under(path: str, root: Path) -> bool:

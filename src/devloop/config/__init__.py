@@ -1,5 +1,11 @@
-"""Workspace configuration: workspace.json, agents.json, sizes, time windows, JSON Schema."""
+"""Workspace configuration: workspace.json, agents.json, sizes, time windows, JSON Schema.
 
+The limits a configuration gives each project and agent are :mod:`devloop.config.allocation`'s
+(the sharing strategies, a pure function of the config); it is not imported here, so loading a
+config stays cheap.
+"""
+
+from devloop.config._reader import load_json, strip_comments
 from devloop.config.load import (
     AGENTS_FILE,
     WORKSPACE_DIR_NAME,
@@ -45,9 +51,11 @@ __all__ = [
     "Workspace",
     "WorkspaceConfig",
     "find_workspace_dir",
+    "load_json",
     "load_workspace",
     "parse_agents",
     "parse_time_of_day",
     "parse_workspace",
     "parse_window",
+    "strip_comments",
 ]

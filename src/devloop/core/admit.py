@@ -1,7 +1,7 @@
 """Admission verdicts in a file, for launchers that must decide in a millisecond.
 
-The workspace's recorder writes ``<workspace-dir>/.admission`` at every check, beside
-``enforcement-state.json``: the :class:`~devloop.core.resource_manager.ResourceManager`'s own
+The workspace's recorder writes ``<workspace-dir>/.admission`` at every check, beside the state
+file (:mod:`devloop.core.state`): the :class:`~devloop.core.resource_manager.ResourceManager`'s own
 verdicts of whether each agent may start now, how many agents run and how many may. ``devloop
 run`` beside a running collector reads it with :func:`verdict`, so it needs neither the config
 models nor a sample of its own. Plain text, one ``key value`` per line, so that reading it
@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 
 ADMISSION_NAME = ".admission"
-STATE_NAME = "enforcement-state.json"
 _MAGIC = "devloop-admission 1"
 
 

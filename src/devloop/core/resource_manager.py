@@ -15,31 +15,14 @@ Usage comes from the collector's latest tick: a :class:`~devloop.runner.record.R
 every tick it records to :meth:`ResourceManager.observe` and runs :meth:`ResourceManager.check`;
 a manager used on its own samples with a collector of its own when asked for usage.
 
-How a check decides (every tick of the recorder, which ticks every ``checkInterval`` or faster):
-
-1. The limits in force: the profile for the moment (``--profile``/``DEVLOOP_RESOURCE_PROFILE``
-   or the time windows) and the strategy; under ``dynamic`` the guide's rebalancing rule is
-   applied to the recent usage. Each change is an event and new rows of the ``limits`` table.
-2. Resume: a paused agent is continued when it has been paused at least ``min_pause`` seconds and
-   the usage of every scope it belongs to (its own limits, its project's, the workspace's) is
-   under ``resumeThreshold`` x the limit, for CPU and memory. At most one agent per project is
-   resumed per check, highest priority first, so a crowd of paused agents does not come back all
-   at once and overshoot again.
-3. Overshoots, narrowest scope first: an agent over its own limits (from agents.json), a project
-   over its share, the workspace over the pool. Usage here counts running agents only: a paused
-   agent's CPU is zero, and its memory is contained (it cannot grow), so pausing one more agent
-   each check while memory stays high, which would end with everything paused, cannot happen.
-   With ``pause``, agents are stopped until the scope's usage is back under its limit: lowest
-   priority project first (the highest ``priority`` number), then the largest consumer of the
-   metric that is over. With ``warn``, an event when a scope first goes over and nothing else
-   until it has dropped under ``resumeThreshold`` x the limit. With ``throttle``, an agent over a
-   CPU limit is held at its limit by duty-cycling (:mod:`devloop.core.throttle`); memory
-   overshoots, and the workspace scope, are paused as with ``pause``.
-4. ``maxFileHandles`` and ``maxThreads`` are warned about, never enforced by a signal.
-
-Every action is one JSON line in ``<workspace-dir>/resource-enforcement.log`` and one row of the
-store's ``events`` table (through ``on_event``). The live state is written each check to
-``<workspace-dir>/enforcement-state.json`` for the dashboard and the Prometheus exporter.
+The manager is the shell around two pure parts: :class:`~devloop.core.limits.LimitsInForce`
+(the profile of the moment, the ``dynamic`` rebalancing) and :class:`~devloop.core.policy.Policy`
+(whom to pause, resume, warn about or throttle; whether an agent may start). It feeds them the
+usage and the time, then carries their decisions out: signals and the pause journal
+(:mod:`devloop.core.signals`), duty cycling (:mod:`devloop.core.throttle`), one JSON line per
+action in ``<workspace-dir>/resource-enforcement.log`` and one row of the store's ``events``
+table (through ``on_event``), the live state file (:mod:`devloop.core.state`) and the admission
+file (:mod:`devloop.core.admit`). The rules themselves are in :mod:`devloop.core.policy`.
 """
 
 from __future__ import annotations
@@ -50,17 +33,27 @@ import math
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from devloop.config.allocation import Allocation, ProjectAllocation
 from devloop.config.models import Workspace, WorkspaceConfig
-from devloop.core import admit, signals
-from devloop.core.admit import STATE_NAME
-from devloop.core.allocation import Allocation, ProjectAllocation, UsagePoint, allocate, rebalance
+from devloop.core import admit, signals, state
+from devloop.core.limits import LimitsInForce
+from devloop.core.policy import (
+    MB,
+    Action,
+    AgentKey,
+    AgentUsage,
+    Decision,
+    Hold,
+    Policy,
+    Release,
+    Rules,
+    Usage,
+)
 from devloop.core.signals import PauseJournal, ProcessRef
 from devloop.errors import UsageError
 
@@ -68,106 +61,15 @@ if TYPE_CHECKING:
     from devloop.collector.model import Tick
     from devloop.core.throttle import Throttler
 
+__all__ = ["Action", "AgentUsage", "ResourceManager", "Usage"]
+
 logger = logging.getLogger(__name__)
 
-MB = 1 << 20
 LOG_NAME = "resource-enforcement.log"
 JOURNAL_NAME = ".paused-processes.json"
-STATE_VERSION = 1
 
-AgentKey = tuple[str, str]
 EventSink = Callable[[dict[str, Any]], None]
 LimitsSink = Callable[[Allocation, str], None]
-
-
-@dataclass
-class AgentUsage:
-    """What one agent's processes use now (summed over them)."""
-
-    project: str
-    agent: str
-    cores: float = 0.0
-    memory_bytes: int = 0
-    fds: int = 0
-    threads: int = 0
-    processes: list[tuple[int, int, int | None]] = field(
-        default_factory=list
-    )  # pid, start_us, ppid
-
-    @property
-    def key(self) -> AgentKey:
-        return (self.project, self.agent)
-
-
-@dataclass
-class Usage:
-    """One observation of the workspace: per agent, and the machine's size."""
-
-    ts: float
-    cores: int
-    agents: dict[AgentKey, AgentUsage]
-
-    @classmethod
-    def from_tick(cls, tick: Tick, projects: set[str]) -> Usage:
-        """The usage of ``projects`` in ``tick`` (processes tagged for the projects of other
-        workspaces, and the ``(other)`` processes of ``--all``, are under none of our limits)."""
-        agents: dict[AgentKey, AgentUsage] = {}
-        for row in tick.samples:
-            project, agent, pid, start_us, ppid = row[2], row[3], row[4], row[5], row[6]
-            if project not in projects:
-                continue
-            usage = agents.get((project, agent))
-            if usage is None:
-                usage = agents[(project, agent)] = AgentUsage(project, agent)
-            usage.cores += row[8] or 0.0
-            usage.memory_bytes += row[10] or 0
-            usage.fds += row[11] or 0
-            usage.threads += row[12] or 0
-            usage.processes.append((pid, start_us, ppid))
-        return cls(tick.ts_us / 1e6, int(tick.system[2]) or 1, agents)
-
-
-@dataclass
-class Paused:
-    """An agent devloop holds stopped."""
-
-    project: str
-    agent: str
-    scope: str
-    metric: str
-    since: float  # monotonic
-    since_wall: float
-    processes: list[ProcessRef]
-    cores_before: float
-
-
-@dataclass(frozen=True)
-class Action:
-    """One thing a check did (also an event row and a log line)."""
-
-    action: str
-    scope: str | None
-    project: str | None
-    agent: str | None
-    pids: tuple[int, ...] = ()
-    metric: str | None = None
-    value: float | None = None
-    limit: float | None = None
-    message: str = ""
-
-    def to_json(self, ts: float) -> dict[str, Any]:
-        return {
-            "ts": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds"),
-            "action": self.action,
-            "scope": self.scope,
-            "project": self.project,
-            "agent": self.agent,
-            "pids": list(self.pids),
-            "metric": self.metric,
-            "value": self.value,
-            "limit": self.limit,
-            "message": self.message,
-        }
 
 
 def _workspace(source: Workspace | WorkspaceConfig | str | os.PathLike[str]) -> Workspace:
@@ -204,9 +106,8 @@ class ResourceManager:
         """
         self.workspace = _workspace(workspace_config)
         config = self.workspace.config
-        limits = config.global_.resource_limits
         self.profile = profile or os.environ.get("DEVLOOP_RESOURCE_PROFILE") or None
-        self.interval = limits.check_interval
+        self.interval = config.global_.resource_limits.check_interval
         self.min_pause = min_pause if min_pause is not None else max(3 * self.interval, 5.0)
         self.enforce = enforce
         self.on_event = on_event
@@ -218,104 +119,41 @@ class ResourceManager:
         self._fed = False
         self._own_collector: Any = None
         self._started: set[ProcessRef] = set()
-        self._paused: dict[AgentKey, Paused] = {}
-        self._warned: set[tuple[str, str, str]] = set()  # (scope, name, metric)
+        self._stopped: dict[AgentKey, list[ProcessRef]] = {}  # what devloop stopped, per agent
         self._unsignallable: dict[AgentKey, frozenset[int]] = {}
-        self._counts: dict[AgentKey, list[int]] = {}  # pauses, resumes
         self._queue: Callable[[], list[dict[str, Any]]] = list
         self._throttler: Throttler | None = None
-        self._history: dict[str, deque[UsagePoint]] = {}
         self._projects = {p.name for p in config.projects}
-        self._base: Allocation = allocate(self.workspace, profile=self.profile)
-        self.allocation: Allocation = self._base
+        self.limits = LimitsInForce(self.workspace, self.profile)
+        self.policy = Policy(
+            self.limits.allocation, Rules.of(self.workspace, min_pause=self.min_pause)
+        )
         folder = self.workspace.dir
         self.log_path = folder / LOG_NAME
-        self.state_path = folder / STATE_NAME
+        self.state_path = folder / state.STATE_NAME
         self.journal = PauseJournal(folder / JOURNAL_NAME)
 
     # --- limits ----------------------------------------------------------------------------
 
+    @property
+    def allocation(self) -> Allocation:
+        """The limits in force."""
+        return self.policy.allocation
+
     def action_for(self, project: str | None) -> str:
         """The enforcement action in force for a project (its agents.json may override)."""
-        own = self.workspace.agents.get(project) if project else None
-        if own is not None and own.enforcement_action is not None:
-            return own.enforcement_action
-        return self.workspace.config.global_.resource_limits.enforcement_action
+        return self.policy.rules.action_for(project)
 
     def resume_threshold(self, project: str | None) -> float:
-        own = self.workspace.agents.get(project) if project else None
-        if own is not None and own.resume_threshold is not None:
-            return own.resume_threshold
-        return self.workspace.config.global_.resource_limits.resume_threshold
-
-    def _priority(self, project: str) -> int:
-        alloc = self.allocation.projects.get(project)
-        return alloc.priority if alloc is not None else 1 << 30
-
-    def _agent_limits(self, project: str, agent: str) -> tuple[float, int] | None:
-        """An agent's own limits (bounded by its project's), None when it has none."""
-        own = self.allocation.agents.get(f"{project}/{agent}")
-        if own is None or own.source != "agent":
-            return None
-        share = self.allocation.projects.get(project)
-        if share is None:
-            return own.cpu, own.memory_bytes
-        return min(own.cpu, share.cpu), min(own.memory_bytes, share.memory_bytes)
+        return self.policy.rules.threshold_for(project)
 
     def _refresh_limits(self, now: float) -> list[Action]:
-        actions: list[Action] = []
-        base = allocate(self.workspace, profile=self.profile, at=datetime.fromtimestamp(now).time())
-        if base.profile != self._base.profile or base.pool != self._base.pool:
-            actions.append(
-                Action(
-                    "limit-change",
-                    "workspace",
-                    None,
-                    None,
-                    message=f"profile {self._base.profile or 'base'} -> "
-                    f"{base.profile or 'base'}: pool {base.pool.cpu:g}% / "
-                    f"{base.pool.memory_bytes / MB:.1f}MB",
-                )  # fmt: skip
-            )
-            self._base = self.allocation = base
-            if self.on_limits is not None:
-                self.on_limits(base, "profile")
-        if base.strategy != "dynamic" or self._usage is None:
-            return actions
-        adaptation = self.workspace.config.resource_sharing.adaptation
-        for name in base.projects:
-            history = self._history.setdefault(name, deque())
-            agents = [a for a in self._usage.agents.values() if a.project == name]
-            cpu = sum(a.cores for a in agents) / self._usage.cores * 100
-            history.append(UsagePoint(now, cpu, sum(a.memory_bytes for a in agents)))
-            while history and history[0].t < now - 2 * adaptation.adjustment_frequency:
-                history.popleft()
-        projects, changes = rebalance(
-            self.allocation.projects, self._history, adaptation,
-            base=self._base.projects, pool=base.pool,
-        )  # fmt: skip
-        if changes:
-            self.allocation = Allocation(
-                base.strategy, base.profile, base.pool, projects, base.agents, base.notes
-            )
-            for change in changes:
-                actions.append(
-                    Action(
-                        "limit-change",
-                        "project",
-                        change.project,
-                        None,
-                        metric=change.resource,
-                        value=change.after,
-                        limit=change.before,
-                        message=change.reason,
-                    )  # fmt: skip
-                )
-            for history in self._history.values():
-                history.clear()  # a new window starts with the new limits
-            if self.on_limits is not None:
-                self.on_limits(self.allocation, "rebalance")
-        return actions
+        change = self.limits.update(now, self._usage)
+        self.policy.allocation = self.limits.allocation
+        if self.on_limits is not None:
+            for allocation, reason in change.allocations:
+                self.on_limits(allocation, reason)
+        return change.actions
 
     # --- usage -----------------------------------------------------------------------------
 
@@ -337,8 +175,7 @@ class ResourceManager:
             fresh = time.monotonic() - self._observed_at < self.interval
             if self._usage is not None and (self._fed or fresh):
                 return self._usage
-            from devloop.collector import Collector
-            from devloop.runner.record import rules_for
+            from devloop.collector import Collector, rules_for
 
             if self._own_collector is None:
                 self._own_collector = Collector(rules_for(self.workspace), source=self._source)
@@ -347,19 +184,6 @@ class ResourceManager:
             self._take(self._own_collector.tick())
             assert self._usage is not None
             return self._usage
-
-    def _totals(
-        self, usage: Usage, project: str | None = None, *, running_only: bool = False
-    ) -> tuple[float, int]:
-        cores, memory = 0.0, 0
-        for key, agent in usage.agents.items():
-            if project is not None and agent.project != project:
-                continue
-            if running_only and key in self._paused:
-                continue
-            cores += agent.cores
-            memory += agent.memory_bytes
-        return cores / usage.cores * 100, memory
 
     def _shape(
         self, cpu: float, memory: int, cpu_limit: float, memory_limit: int
@@ -374,14 +198,14 @@ class ResourceManager:
     def get_workspace_usage(self) -> dict[str, Any]:
         """The workspace's CPU (% of the machine) and memory (MB) against the pool in force."""
         usage = self.refresh()
-        cpu, memory = self._totals(usage)
+        cpu, memory = self.policy.totals(usage)
         pool = self.allocation.pool
         return self._shape(cpu, memory, pool.cpu, pool.memory_bytes)
 
     def get_project_usage(self, name: str) -> dict[str, Any]:
         """One project's usage against its share (same keys as the workspace's)."""
         share = self._project(name)
-        cpu, memory = self._totals(self.refresh(), name)
+        cpu, memory = self.policy.totals(self.refresh(), name)
         return self._shape(cpu, memory, share.cpu, share.memory_bytes)
 
     def get_agent_usage(self, project: str, agent: str) -> dict[str, Any]:
@@ -390,13 +214,13 @@ class ResourceManager:
         share = self._project(project)
         usage = self.refresh()
         found = usage.agents.get((project, agent), AgentUsage(project, agent))
-        limits = self._agent_limits(project, agent) or (share.cpu, share.memory_bytes)
+        limits = self.policy.agent_limits(project, agent) or (share.cpu, share.memory_bytes)
         shape = self._shape(found.cores / usage.cores * 100, found.memory_bytes, *limits)
         shape.update(
             fds=found.fds,
             threads=found.threads,
             pids=[p[0] for p in found.processes],
-            state=self._state_of((project, agent), found),
+            state=self.policy.state_of((project, agent), found),
         )
         return shape
 
@@ -410,15 +234,8 @@ class ResourceManager:
     def held(self, project: str, agent: str) -> str | None:
         """``"paused"`` or ``"throttled"`` when the enforcer holds the agent so; else None."""
         with self._lock:
-            state = self._state_of((project, agent), None)
-        return state if state in ("paused", "throttled") else None
-
-    def _state_of(self, key: AgentKey, usage: AgentUsage | None) -> str:
-        if key in self._paused:
-            return "paused"
-        if self._throttler is not None and "/".join(key) in self._throttler.keys():
-            return "throttled"
-        return "running" if usage is not None and usage.processes else "idle"
+            held = self.policy.state_of((project, agent), None)
+        return held if held in ("paused", "throttled") else None
 
     # --- admission ---------------------------------------------------------------------------
 
@@ -443,24 +260,9 @@ class ResourceManager:
         its own. An agent name found in several projects must be under all of them.
         """
         usage = self.refresh()
-        cpu, memory = self._totals(usage)
-        pool = self.allocation.pool
-        if cpu >= pool.cpu or memory >= pool.memory_bytes:
-            return False
+        projects = self._resolve_agent(agent, project)
         name = agent.split("/", 1)[1] if project is None and "/" in agent else agent
-        for project_name in self._resolve_agent(agent, project):
-            share = self._project(project_name)
-            if not share.granted or (project_name, name) in self._paused:
-                return False
-            p_cpu, p_memory = self._totals(usage, project_name)
-            if p_cpu >= share.cpu or p_memory >= share.memory_bytes:
-                return False
-            own = self._agent_limits(project_name, name)
-            found = usage.agents.get((project_name, name))
-            if own is not None and found is not None:
-                if found.cores / usage.cores * 100 >= own[0] or found.memory_bytes >= own[1]:
-                    return False
-        return True
+        return self.policy.can_run(usage, name, projects)
 
     def wait_for_resources(
         self,
@@ -498,6 +300,17 @@ class ResourceManager:
                 refs.append(process)
         return refs
 
+    def _pausable(self, agent: AgentUsage) -> bool:
+        """May devloop stop any process of ``agent`` (the policy's question before a pause)?"""
+        pids = frozenset(p[0] for p in agent.processes)
+        if self._unsignallable.get(agent.key) == pids:
+            return False  # found to hold nothing devloop may signal, and unchanged since
+        tree = signals.tree(self._refs(agent))
+        if any(signals.verify(p, project=agent.project, started=self._started) for p in tree):
+            return True
+        self._unsignallable[agent.key] = pids
+        return False
+
     # --- the check ---------------------------------------------------------------------------
 
     def check(self, now: float | None = None) -> list[Action]:
@@ -509,14 +322,16 @@ class ResourceManager:
             usage = self._usage
             if self._throttler is not None and self._throttler.error is not None:
                 error, self._throttler = self._throttler.error, None  # it continued everything
+                self.policy.throttled.clear()
                 message = f"throttling stopped: {error}; restarting it"
                 actions.append(Action("warn", "workspace", None, None, message=message))
             if usage is not None and self.enforce:
-                actions += self._forget_gone(usage)
-                actions += self._keep_paused(usage)
-                actions += self._resume(usage)
-                actions += self._enforce(usage)
-                actions += self._warn_handles(usage)
+                gone = self._prune_stopped()
+                self._keep_paused(usage, gone)
+                decisions = self.policy.check(
+                    usage, time.monotonic(), gone=gone, pausable=self._pausable
+                )
+                actions += self._carry_out(decisions, usage, gone)
             for action in actions:
                 self._record(action, now)
             if self.enforce:  # the live state is the enforcer's; an observer only admits
@@ -524,263 +339,89 @@ class ResourceManager:
             self._write_admission(now)
             return actions
 
-    def _forget_gone(self, usage: Usage) -> list[Action]:
-        actions = []
-        for key, paused in list(self._paused.items()):
-            alive = [p for p in paused.processes if signals.process_start(p.pid) == p.start]
-            gone = [p for p in paused.processes if p not in alive]
-            if gone:
-                self.journal.remove(gone)
-            paused.processes = alive
+    def _prune_stopped(self) -> set[AgentKey]:
+        """Forget stopped processes that exited; returns the agents none of whose are left."""
+        gone: set[AgentKey] = set()
+        for key, processes in self._stopped.items():
+            alive = [p for p in processes if signals.process_start(p.pid) == p.start]
+            exited = [p for p in processes if p not in alive]
+            if exited:
+                self.journal.remove(exited)
+            processes[:] = alive
             if not alive:
-                del self._paused[key]
-                actions.append(Action("resume", paused.scope, key[0], key[1],
-                                      message="its processes exited while paused"))  # fmt: skip
-        if self._throttler is not None:
-            for name in self._throttler.keys():
-                project, agent = name.split("/", 1)
-                if (project, agent) not in usage.agents:
-                    self._throttler.release(name)
-        return actions
+                gone.add(key)
+        return gone
 
-    def _keep_paused(self, usage: Usage) -> list[Action]:
+    def _keep_paused(self, usage: Usage, gone: set[AgentKey]) -> None:
         """Stop processes a paused agent started since (forked before the stop, or run anew)."""
-        for key, paused in self._paused.items():
+        for key, processes in self._stopped.items():
             found = usage.agents.get(key)
-            if found is None:
+            if found is None or key in gone:
                 continue
-            new = [p for p in self._refs(found) if p not in paused.processes]
+            new = [p for p in self._refs(found) if p not in processes]
             if new:
-                self._stop(paused, new)
-        return []
+                self._stop(key, new)
 
-    def _stop(self, paused: Paused, roots: list[ProcessRef]) -> list[ProcessRef]:
+    def _stop(self, key: AgentKey, roots: list[ProcessRef]) -> list[ProcessRef]:
+        project, agent = key
         members = signals.tree(roots)
-        self.journal.add(paused.project, paused.agent, members)
-        stopped = signals.stop_tree(roots, project=paused.project, started=self._started)
-        self.journal.add(paused.project, paused.agent, stopped)
+        self.journal.add(project, agent, members)
+        stopped = signals.stop_tree(roots, project=project, started=self._started)
+        self.journal.add(project, agent, stopped)
         self.journal.remove(p for p in members if p not in stopped)
-        paused.processes.extend(p for p in stopped if p not in paused.processes)
+        held = self._stopped.setdefault(key, [])
+        held.extend(p for p in stopped if p not in held)
         return stopped
 
-    def _scopes_of(self, project: str, agent: str) -> list[tuple[str, str | None, float, int]]:
-        """(scope, name, cpu limit, memory limit) of every limit an agent is under."""
-        scopes: list[tuple[str, str | None, float, int]] = []
-        own = self._agent_limits(project, agent)
-        if own is not None:
-            scopes.append(("agent", f"{project}/{agent}", own[0], own[1]))
-        share = self.allocation.projects.get(project)
-        if share is not None:
-            scopes.append(("project", project, share.cpu, share.memory_bytes))
-        pool = self.allocation.pool
-        scopes.append(("workspace", None, pool.cpu, pool.memory_bytes))
-        return scopes
+    def _continue(self, key: AgentKey) -> tuple[int, ...]:
+        processes = self._stopped.pop(key, [])
+        continued = signals.continue_all(processes)
+        self.journal.remove(processes)
+        return tuple(p.pid for p in continued)
 
-    def _scope_usage(
-        self, usage: Usage, scope: str, name: str | None, *, running_only: bool
-    ) -> tuple[float, int]:
-        if scope == "agent":
-            assert name is not None
-            project, agent = name.split("/", 1)
-            if running_only and (project, agent) in self._paused:
-                return 0.0, 0
-            found = usage.agents.get((project, agent))
-            if found is None:
-                return 0.0, 0
-            return found.cores / usage.cores * 100, found.memory_bytes
-        return self._totals(usage, name if scope == "project" else None, running_only=running_only)
-
-    def _resume(self, usage: Usage) -> list[Action]:
-        actions: list[Action] = []
-        now = time.monotonic()
-        resumed_projects: set[str] = set()
-        order = sorted(self._paused.values(), key=lambda p: (self._priority(p.project), p.since))
-        for paused in order:
-            if now - paused.since < self.min_pause or paused.project in resumed_projects:
-                continue
-            if not self._fits(paused, usage):
-                continue
-            actions.append(self._continue(paused, "usage fell under the resume threshold"))
-            resumed_projects.add(paused.project)
-        return actions
-
-    def _fits(self, paused: Paused, usage: Usage) -> bool:
-        """May a paused agent come back? Every scope it belongs to must be under
-        ``resumeThreshold`` x its limit for the metric it was paused for, and under the limit
-        itself for the other metric (a project holding 90 % of its memory, which is allowed,
-        must not keep a CPU pause going for ever)."""
-        threshold = self.resume_threshold(paused.project)
-        for scope, name, cpu_limit, memory_limit in self._scopes_of(paused.project, paused.agent):
-            cpu, memory = self._scope_usage(usage, scope, name, running_only=False)
-            if scope == "agent":  # a stopped agent's own CPU is zero: judge its memory only
-                cpu = 0.0
-            cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
-            memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
-            if cpu >= cpu_bar or memory >= memory_bar:
-                return False
-        return True
-
-    def _continue(self, paused: Paused, why: str) -> Action:
-        key = (paused.project, paused.agent)
-        continued = signals.continue_all(paused.processes)
-        self.journal.remove(paused.processes)
-        self._paused.pop(key, None)
-        self._counts.setdefault(key, [0, 0])[1] += 1
-        waited = time.monotonic() - paused.since
-        return Action(
-            "resume", paused.scope, paused.project, paused.agent,
-            tuple(p.pid for p in continued), paused.metric,
-            message=f"{why}; paused {waited:.1f}s",
-        )  # fmt: skip
-
-    def _enforce(self, usage: Usage) -> list[Action]:
-        actions: list[Action] = []
-        # narrowest scope first: agents with limits of their own, projects, the workspace
-        scopes: list[tuple[str, str | None, float, int]] = []
-        for (project, agent), _found in usage.agents.items():
-            own = self._agent_limits(project, agent)
-            if own is not None:
-                scopes.append(("agent", f"{project}/{agent}", own[0], own[1]))
-        for project_name, share in self.allocation.projects.items():
-            scopes.append(("project", project_name, share.cpu, share.memory_bytes))
-        pool = self.allocation.pool
-        scopes.append(("workspace", None, pool.cpu, pool.memory_bytes))
-        for scope, name, cpu_limit, memory_limit in scopes:
-            for metric, limit in (("cpu", cpu_limit), ("memory", float(memory_limit))):
-                actions += self._enforce_scope(usage, scope, name, metric, limit)
-        return actions
-
-    def _members(self, usage: Usage, scope: str, name: str | None) -> list[AgentUsage]:
-        if scope == "agent":
-            assert name is not None
-            found = usage.agents.get(tuple(name.split("/", 1)))  # type: ignore[arg-type]
-            return [found] if found is not None else []
-        return [
-            a for a in usage.agents.values()
-            if scope == "workspace" or a.project == name
-        ]  # fmt: skip
-
-    def _enforce_scope(
-        self, usage: Usage, scope: str, name: str | None, metric: str, limit: float
+    def _carry_out(
+        self, decisions: Iterable[Decision], usage: Usage, gone: Collection[AgentKey] = ()
     ) -> list[Action]:
-        cpu, memory = self._scope_usage(usage, scope, name, running_only=True)
-        value = cpu if metric == "cpu" else float(memory)
-        project = name.split("/", 1)[0] if scope != "workspace" and name else None
-        agent = name.split("/", 1)[1] if scope == "agent" and name else None
-        warned = (scope, name or "", metric)
-        action = self.action_for(project)
-        if value <= limit:
-            total_cpu, total_memory = self._scope_usage(usage, scope, name, running_only=False)
-            total = total_cpu if metric == "cpu" else float(total_memory)
-            if total < self.resume_threshold(project) * limit:
-                self._warned.discard(warned)
-            return []
-        if action == "warn" or (limit <= 0 and scope != "agent"):
-            if warned in self._warned:
-                return []
-            self._warned.add(warned)
-            return [Action("warn", scope, project, agent, (), metric, round(value, 3), limit,
-                           self._over_message(scope, name, metric, value, limit))]  # fmt: skip
-        if action == "throttle" and metric == "cpu" and scope != "workspace":
-            return self._throttle(usage, scope, name, limit)
-        return self._pause_until_under(usage, scope, name, metric, value, limit)
+        """Do what the policy decided; returns the actions done (pids: those signalled)."""
+        done: list[Action] = []
+        for decision in decisions:
+            if isinstance(decision, Hold):
+                self._hold(decision, usage)
+                continue
+            if isinstance(decision, Release):
+                name = f"{decision.project}/{decision.agent}"
+                if self._throttler is not None and name in self._throttler.keys():
+                    self._throttler.release(name)
+                continue
+            key = (decision.project or "", decision.agent or "")
+            if decision.action == "pause":
+                found = usage.agents[key]
+                stopped = self._stop(key, self._refs(found))
+                if not stopped:  # its processes went since the policy asked
+                    self.policy.cancel_pause(key)
+                    self._stopped.pop(key, None)
+                    continue
+                decision = replace(decision, pids=tuple(p.pid for p in stopped))
+            elif decision.action == "resume" and decision.agent is not None:
+                if key in gone:
+                    self._stopped.pop(key, None)
+                else:
+                    decision = replace(decision, pids=self._continue(key))
+            done.append(decision)
+        return done
 
-    @staticmethod
-    def _over_message(scope: str, name: str | None, metric: str, value: float, limit: float) -> str:
-        what = name or "workspace"
-        if metric == "cpu":
-            return f"{scope} {what} CPU {value:.1f}% over its {limit:g}% limit"
-        return f"{scope} {what} memory {value / MB:.1f}MB over its {limit / MB:.1f}MB limit"
-
-    def _pause_until_under(
-        self, usage: Usage, scope: str, name: str | None, metric: str, value: float, limit: float
-    ) -> list[Action]:
-        def amount(a: AgentUsage) -> float:
-            return a.cores / usage.cores * 100 if metric == "cpu" else float(a.memory_bytes)
-
-        candidates = [
-            a for a in self._members(usage, scope, name)
-            if a.key not in self._paused and a.processes and amount(a) > 0
-        ]  # fmt: skip
-        # lowest priority first (the highest number), then the largest consumer
-        candidates.sort(key=lambda a: (-self._priority(a.project), -amount(a)))
-        actions: list[Action] = []
-        projected = value
-        for victim in candidates:
-            if projected <= limit:
-                break
-            pids = frozenset(p[0] for p in victim.processes)
-            if self._unsignallable.get(victim.key) == pids:
-                continue  # found to hold nothing devloop may signal, and unchanged since
-            roots = self._refs(victim)
-            if self._throttler is not None and "/".join(victim.key) in self._throttler.keys():
-                self._throttler.release("/".join(victim.key))  # else it would SIGCONT it
-            paused = Paused(victim.project, victim.agent, scope, metric, time.monotonic(),
-                            time.time(), [], victim.cores / usage.cores * 100)  # fmt: skip
-            stopped = self._stop(paused, roots)
-            if not stopped:
-                self._unsignallable[victim.key] = pids
-                continue  # nothing of it that devloop may signal: try the next one
-            self._paused[victim.key] = paused
-            self._counts.setdefault(victim.key, [0, 0])[0] += 1
-            projected -= amount(victim)
-            actions.append(
-                Action(
-                    "pause",
-                    scope,
-                    victim.project,
-                    victim.agent,
-                    tuple(p.pid for p in stopped),
-                    metric,
-                    round(value, 3),
-                    limit,
-                    self._over_message(scope, name, metric, value, limit),
-                )  # fmt: skip
-            )
-        if projected > limit:
-            warned = (scope, name or "", metric)
-            if warned not in self._warned:
-                self._warned.add(warned)
-                project = name.split("/", 1)[0] if scope != "workspace" and name else None
-                actions.append(
-                    Action(
-                        "warn",
-                        scope,
-                        project,
-                        None,
-                        (),
-                        metric,
-                        round(value, 3),
-                        limit,
-                        self._over_message(scope, name, metric, value, limit)
-                        + "; nothing left that devloop may pause",
-                    )  # fmt: skip
-                )
-        return actions
-
-    def _throttle(self, usage: Usage, scope: str, name: str | None, limit: float) -> list[Action]:
+    def _hold(self, hold: Hold, usage: Usage) -> None:
         from devloop.core.throttle import Throttler
 
         if self._throttler is None:
             self._throttler = Throttler(
                 cores=usage.cores, journal=self.journal, on_event=self._throttle_event
             )
-        members = [a for a in self._members(usage, scope, name)
-                   if a.key not in self._paused and a.processes]  # fmt: skip
-        if not members:
-            return []
-        share = limit / len(members)  # a project's agents share its limit evenly
-        for member in members:
-            target = share
-            own = self._agent_limits(member.project, member.agent)
-            if own is not None:
-                target = min(target, own[0]) if scope == "project" else own[0]
-            self._throttler.hold(
-                f"{member.project}/{member.agent}", project=member.project, agent=member.agent,
-                roots=self._refs(member), target_cores=target / 100 * usage.cores,
-                started=self._started,
-            )  # fmt: skip
-        return []
+        self._throttler.hold(
+            f"{hold.project}/{hold.agent}", project=hold.project, agent=hold.agent,
+            roots=self._refs(usage.agents[(hold.project, hold.agent)]),
+            target_cores=hold.cores, started=self._started,
+        )  # fmt: skip
 
     def _throttle_event(self, action: str, **fields: Any) -> None:
         self._record(
@@ -790,30 +431,10 @@ class ResourceManager:
             time.time(),
         )  # fmt: skip
 
-    def _warn_handles(self, usage: Usage) -> list[Action]:
-        actions = []
-        for key, found in usage.agents.items():
-            limits = self.allocation.agents.get("/".join(key))
-            if limits is None:
-                continue
-            for metric, have, cap in (("fds", found.fds, limits.max_file_handles),
-                                      ("threads", found.threads, limits.max_threads)):  # fmt: skip
-                warned = ("agent", "/".join(key), metric)
-                if cap is None:
-                    continue
-                if have <= cap:
-                    self._warned.discard(warned)
-                    continue
-                if warned not in self._warned:
-                    self._warned.add(warned)
-                    actions.append(Action("warn", "agent", key[0], key[1], (), metric, have, cap,
-                                          f"{metric} {have} over its limit of {cap}"))  # fmt: skip
-        return actions
-
     # --- resuming on demand and on exit --------------------------------------------------
 
     def paused_agents(self) -> list[AgentKey]:
-        return list(self._paused)
+        return list(self.policy.paused)
 
     def resume_paused_agents(self, *, force: bool = False) -> list[AgentKey]:
         """Resume the paused agents that fit again (all of them with ``force``); returns them.
@@ -822,16 +443,13 @@ class ResourceManager:
         is not waited for)."""
         with self._lock:
             now = time.time()
+            decisions = self.policy.resume_now(
+                self._usage, time.monotonic(), "resumed on request", force=force
+            )
             resumed: list[AgentKey] = []
-            for key, paused in list(self._paused.items()):
-                if not force:
-                    usage = self._usage
-                    if usage is None:
-                        continue
-                    if not self._fits(paused, usage):
-                        continue
-                self._record(self._continue(paused, "resumed on request"), now)
-                resumed.append(key)
+            for action in self._carry_out(decisions, self._usage or Usage(now, 1, {})):
+                self._record(action, now)
+                resumed.append((action.project or "", action.agent or ""))
             return resumed
 
     def recover(self) -> list[signals.JournalEntry]:
@@ -856,12 +474,16 @@ class ResourceManager:
                 if self._throttler is not None:
                     self._throttler.close()
                     self._throttler = None
+                self.policy.release_all()
                 now = time.time()
-                for paused in list(self._paused.values()):
-                    self._record(self._continue(paused, "devloop is stopping"), now)
+                decisions = self.policy.resume_now(
+                    None, time.monotonic(), "devloop is stopping", force=True
+                )
+                for action in self._carry_out(decisions, Usage(now, 1, {})):
+                    self._record(action, now)
             finally:
                 if self.enforce:
-                    self.state_path.unlink(missing_ok=True)
+                    state.remove(self.workspace.dir)
                 if self._fed:
                     (self.workspace.dir / admit.ADMISSION_NAME).unlink(missing_ok=True)
                 if self._own_collector is not None:
@@ -915,64 +537,23 @@ class ResourceManager:
     def state(
         self, now: float | None = None, queue: list[dict[str, Any]] | None = None
     ) -> dict[str, Any]:
-        """The live state (the documented shape of ``enforcement-state.json``)."""
+        """The live state (the documented shape of ``enforcement-state.json``, built by
+        :func:`devloop.core.state.build`)."""
         if queue is None:
             queue = self._queue()  # outside our lock, as in check()
         with self._lock:
             now = time.time() if now is None else now
-            usage = self._usage or Usage(now, os.cpu_count() or 1, {})
-            pool = self.allocation.pool
-            cpu, memory = self._totals(usage)
-            projects = {}
-            for name, share in self.allocation.projects.items():
-                p_cpu, p_memory = self._totals(usage, name)
-                projects[name] = {
-                    "cpu_percent": round(p_cpu, 3), "memory_bytes": p_memory,
-                    "cpu_limit": share.cpu, "memory_limit_bytes": share.memory_bytes,
-                    "priority": share.priority,
-                }  # fmt: skip
-            keys: set[AgentKey] = set(usage.agents) | set(self._paused) | set(self._counts)
-            for project, agents in self.workspace.agents.items():
-                keys.update((project, a.name) for a in agents.enabled_agents)
-            queued = {(q["project"], q["agent"]) for q in queue}
-            agents_state = {}
-            for key in sorted(keys):
-                found = usage.agents.get(key)
-                own = self._agent_limits(*key)
-                counts = self._counts.get(key, [0, 0])
-                state = self._state_of(key, found)
-                if state == "idle" and key in queued:
-                    state = "queued"
-                agents_state["/".join(key)] = {
-                    "project": key[0], "agent": key[1], "state": state,
-                    "pids": [p[0] for p in found.processes] if found else [],
-                    "cpu_percent": round(found.cores / usage.cores * 100, 3) if found else 0.0,
-                    "memory_bytes": found.memory_bytes if found else 0,
-                    "fds": found.fds if found else 0,
-                    "threads": found.threads if found else 0,
-                    "cpu_limit": own[0] if own else None,
-                    "memory_limit_bytes": own[1] if own else None,
-                    "pauses": counts[0], "resumes": counts[1],
-                }  # fmt: skip
-            return {
-                "version": STATE_VERSION,
-                "ts": now,
-                "pid": os.getpid(),
-                "interval": self.interval,
-                "strategy": self.allocation.strategy,
-                "profile": self.allocation.profile,
-                "enforcement": self.workspace.config.global_.resource_limits.enforcement_action,
-                "workspace": {
-                    "cpu_percent": round(cpu, 3),
-                    "memory_bytes": memory,
-                    "cpu_limit": pool.cpu,
-                    "memory_limit_bytes": pool.memory_bytes,
-                },  # fmt: skip
-                "projects": projects,
-                "agents": agents_state,
-                "queue": queue,
-                "pauses_total": sum(c[0] for c in self._counts.values()),
-            }
+            enabled = [
+                (project, a.name)
+                for project, agents in self.workspace.agents.items()
+                for a in agents.enabled_agents
+            ]
+            return state.build(
+                self.policy, self._usage or Usage(now, os.cpu_count() or 1, {}), now=now,
+                interval=self.interval,
+                enforcement=self.workspace.config.global_.resource_limits.enforcement_action,
+                agents=enabled, queue=queue,
+            )  # fmt: skip
 
     def _write_admission(self, now: float) -> None:
         """What :meth:`can_run_agent` says now for every agent (``"project/*"``: an agent not in
@@ -997,10 +578,7 @@ class ResourceManager:
             logger.warning("cannot write the admission file in %s: %s", self.workspace.dir, exc)
 
     def _write_state(self, now: float, queue: list[dict[str, Any]]) -> None:
-        """Replace the state file (temp file and rename, no fsync: it is live, not history)."""
-        temp = self.state_path.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
         try:
-            temp.write_text(json.dumps(self.state(now, queue), separators=(",", ":")) + "\n")
-            os.replace(temp, self.state_path)
+            state.write(self.workspace.dir, self.state(now, queue))
         except OSError as exc:
             logger.warning("cannot write %s: %s", self.state_path, exc)

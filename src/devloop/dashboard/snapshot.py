@@ -6,7 +6,7 @@ It is built by one pure function, :func:`build_snapshot`, from three inputs:
 * the processes of one collector tick (:class:`ProcessSample`: project, agent, cores, rss, file
   handles, threads, process state), and the host's core count;
 * the limits in force (:class:`Limits`): the newest ``limits`` rows of the store at or before
-  the tick, else :func:`devloop.core.allocation.allocate` of workspace.json;
+  the tick, else :func:`devloop.config.allocation.allocate` of workspace.json;
 * the enforcement's live state file, ``<workspace-dir>/enforcement-state.json``
   (:class:`EnforcementState`), when a running collector, ``watch`` or ``run`` writes one: agent
   states (running, paused, throttled, queued, idle), pause counts, the queue and the limits it
@@ -25,18 +25,16 @@ cores``; memory is bytes.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from devloop._proc import pid_alive
 from devloop.config.models import Workspace
+from devloop.core import state as enforcement_state
 
 if TYPE_CHECKING:
     import duckdb
@@ -44,15 +42,15 @@ if TYPE_CHECKING:
     from devloop.collector.model import Tick
 
 #: The enforcement's live state file, in the workspace folder.
-STATE_FILE = "enforcement-state.json"
+STATE_FILE = enforcement_state.STATE_NAME
 
 #: Agent states the enforcement writes (and the dashboard colours).
 AGENT_STATES = ("running", "paused", "throttled", "queued", "idle")
 
 #: A state file older than this many check intervals (and at least STALE_FLOOR seconds) is
 #: left over from a writer that died without removing it.
-STALE_INTERVALS = 30
-STALE_FLOOR = 300.0
+STALE_INTERVALS = enforcement_state.STALE_INTERVALS
+STALE_FLOOR = enforcement_state.STALE_FLOOR
 
 
 class ProcessSample(NamedTuple):
@@ -361,31 +359,25 @@ def read_state(
     """The live state file of ``workspace_dir``, and a note when it was found but not used.
 
     Returns ``(None, None)`` when there is none; ``(None, note)`` when it is unreadable, or left
-    over (its writer is gone, or it is older than ``STALE_INTERVALS`` check intervals).
+    over (its writer is gone, or it is older than ``STALE_INTERVALS`` check intervals): the
+    file is read by :func:`devloop.core.state.read`, which owns its format.
     """
-    path = Path(workspace_dir) / STATE_FILE
+    data, note = enforcement_state.read(workspace_dir, now=now)
+    if data is None:
+        return None, note
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, None
-    except OSError as exc:
-        return None, f"cannot read {path}: {exc.strerror}"
-    try:
-        state = parse_state(json.loads(text))
+        return parse_state(data), None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        path = Path(workspace_dir) / STATE_FILE
         return None, f"ignored {path}: not an enforcement state ({exc})"
-    now = time.time() if now is None else now
-    if not pid_alive(state.pid):
-        return None, f"ignored {path}: its writer (pid {state.pid}) is gone"
-    if now - state.ts > max(STALE_INTERVALS * state.interval, STALE_FLOOR):
-        return None, f"ignored {path}: written {now - state.ts:.0f}s ago"
-    return state, None
 
 
 def parse_state(data: Mapping[str, Any]) -> EnforcementState:
     """An :class:`EnforcementState` from the state file's JSON (KeyError/ValueError if not one)."""
-    if data.get("version") != 1:
-        raise ValueError(f"version {data.get('version')!r}, expected 1")
+    if data.get("version") != enforcement_state.STATE_VERSION:
+        raise ValueError(
+            f"version {data.get('version')!r}, expected {enforcement_state.STATE_VERSION}"
+        )
 
     def number(value: Any) -> float | None:
         return None if value is None else float(value)
@@ -441,8 +433,8 @@ def parse_state(data: Mapping[str, Any]) -> EnforcementState:
 
 
 def configured_limits(workspace: Workspace) -> Limits:
-    """The limits :func:`~devloop.core.allocation.allocate` gives now (agents: their own only)."""
-    from devloop.core.allocation import allocate
+    """The limits :func:`~devloop.config.allocation.allocate` gives now (agents: their own only)."""
+    from devloop.config.allocation import allocate
 
     allocation = allocate(workspace)
     return Limits(

@@ -19,6 +19,7 @@ import sys
 import time
 
 from devloop._proc import pid_alive
+from devloop.errors import SpawnError
 from devloop.store import runs as journal
 from devloop.tags import TAG_AGENT, TAG_PROJECT, TAG_RUN
 
@@ -33,10 +34,6 @@ try:  # the C module: ``signal`` itself imports enum, 5 ms of CPU on every run
     _signal: Any = importlib.import_module("_signal")
 except ImportError:  # pragma: no cover - a Python without it
     _signal = importlib.import_module("signal")
-
-
-class SpawnError(OSError):
-    """The command could not be executed (not found, not executable)."""
 
 
 def run_environment(

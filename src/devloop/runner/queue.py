@@ -23,17 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from devloop.config.models import Overflow
-from devloop.errors import EnforcementError
+from devloop.errors import QueueFull, QueueTimeout
 
 RECHECK = 0.5  # seconds: the longest a waiter goes without its admission being checked
-
-
-class QueueFull(EnforcementError):
-    """An agent could not start and could not wait: the queue is full or overflow is off."""
-
-
-class QueueTimeout(EnforcementError):
-    """An agent waited in the overflow queue longer than ``maxWaitTime``."""
 
 
 @dataclass(frozen=True)

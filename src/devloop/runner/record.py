@@ -22,13 +22,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from devloop.config.models import Workspace
 
 if TYPE_CHECKING:
-    from devloop.core.allocation import Allocation
+    from devloop.config.allocation import Allocation
     from devloop.core.resource_manager import ResourceManager
     from devloop.store.convert import ChildJob
     from devloop.store.runs import PendingRun
@@ -46,23 +48,6 @@ class RecordStatus:
     spool_bytes: int  # bytes appended to the spool
     elapsed: float
     source: str
-
-
-def rules_for(workspace: Workspace) -> list[Any]:
-    """Project rules from every enabled agent that has a command: cwd under the project's
-    folder and the agent's command in the command line."""
-    from devloop.collector import Rule
-
-    rules = []
-    for project in workspace.config.enabled_projects:
-        agents = workspace.agents.get(project.name)
-        if agents is None:
-            continue
-        folder = workspace.config.project_dir(project)
-        for agent in agents.enabled_agents:
-            if agent.command:
-                rules.append(Rule(project.name, folder, agent.name, " ".join(agent.command)))
-    return rules
 
 
 def _start_us(start_ticks: int | None) -> int | None:
@@ -103,7 +88,7 @@ class Recorder:
         The holder of the store's lock is the workspace's one enforcer, so it first continues
         anything a killed predecessor left stopped.
         """
-        from devloop.collector import OTHER_PROJECT, Collector
+        from devloop.collector import OTHER_PROJECT, Collector, rules_for
         from devloop.store.writer import StoreWriter
 
         self.workspace = workspace
@@ -166,7 +151,7 @@ class Recorder:
         if self.manager is not None:
             self._write_limits_of(self.manager.allocation, reason)
             return
-        from devloop.core.allocation import allocate
+        from devloop.config.allocation import allocate
 
         self._write_limits_of(allocate(self.workspace), reason)
 
@@ -389,7 +374,9 @@ class Recorder:
             limits.append(f"max-age={self.retention}")
         if self.max_bytes is not None:
             limits.append(f"max-bytes={self.max_bytes}")
-        self._compactor = ChildJob("compact", self.workspace.metrics_dir, limits)
+        # compaction and retention, then the closed hours' rollups (reports only read them)
+        self._compactor = ChildJob("compact", self.workspace.metrics_dir, limits,
+                                   module="devloop.runner.maintain")  # fmt: skip
 
     def _reap_compactor(self) -> None:
         compactor, self._compactor = self._compactor, None
@@ -428,3 +415,27 @@ class Recorder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def record_baseline(
+    workspace_dir: Path | str, *, duration: float, interval: float | None = None
+) -> dict[str, Any]:
+    """Record every process of the machine for ``duration`` seconds into the workspace's store
+    (as ``devloop workspace collect --all`` does), then summarise that stretch (the summary of
+    :func:`devloop.analytics.summarise`).
+
+    Run it with no agents running: the summary is what the machine uses without them.
+    Raises StoreLockedError when a collector already records the workspace.
+    """
+    from devloop.analytics import TimeRange, summarise
+    from devloop.config import load_workspace
+    from devloop.errors import UsageError
+
+    if not duration > 0:
+        raise UsageError(f"the duration must be above 0, not {duration:g}s")
+    workspace = load_workspace(workspace_dir)
+    started = datetime.now(UTC)
+    with Recorder(workspace, interval=interval, all_processes=True) as recorder:
+        recorder.run(duration=duration)
+    ended = datetime.now(UTC) + timedelta(microseconds=1)
+    return summarise(workspace_dir, TimeRange(start=started, end=ended))

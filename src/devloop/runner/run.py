@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from devloop.collector.model import TAG_AGENT, TAG_PROJECT
 from devloop.config.models import Workspace
-from devloop.errors import EnforcementError, StoreLockedError, UsageError
+from devloop.errors import EnforcementError, SpawnError, StoreLockedError, UsageError
 from devloop.runner import launch
 from devloop.runner.record import Recorder
 
@@ -93,7 +93,7 @@ def run_agent(
             store = workspace.metrics_dir if journal else None
             launched = launch.start(store, project, agent, argv, trigger=trigger, cwd=cwd,
                                     queued_us=queued_us)  # fmt: skip
-        except launch.SpawnError as exc:
+        except SpawnError as exc:
             if exc.errno == errno.ENOENT:
                 raise UsageError(f"command not found: {argv[0]}") from exc
             if exc.errno == errno.EACCES:

@@ -131,7 +131,7 @@ def plan_load(
     available_bytes: int,
 ) -> LoadPlan:
     """Size each enabled project's load from the targets and the shares in force."""
-    from devloop.core.allocation import allocate
+    from devloop.config.allocation import allocate
 
     allocation = allocate(workspace, profile=options.profile)
     shares = list(allocation.projects.values())
@@ -515,7 +515,7 @@ def stress_report(run: StressRun) -> dict[str, Any]:
     ).fetchall()
     db.close()
 
-    from devloop.core.allocation import allocate
+    from devloop.config.allocation import allocate
 
     allocation = allocate(workspace, profile=run.options.profile)
     base = allocation.projects  # the limits in force, where the store has none

@@ -45,7 +45,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.config.models import Agent, Workspace
-from devloop.errors import DevloopError, EnforcementError, StoreLockedError, UsageError
+from devloop.errors import (
+    DevloopError,
+    EnforcementError,
+    SpawnError,
+    StoreLockedError,
+    UsageError,
+)
 from devloop.runner import launch
 from devloop.runner.record import Recorder, RecordStatus
 from devloop.store.runs import new_run_id
@@ -546,7 +552,7 @@ class Watch:
             log = log_path(self.workspace.dir.resolve(), agent.project, agent.agent, run_id)
             try:
                 launched = self._launch(agent, run_id, log, asked_us)
-            except launch.SpawnError as exc:
+            except SpawnError as exc:
                 reason = f"cannot start {exc.strerror or exc}"
             except OSError as exc:
                 reason = f"cannot write its log {log}: {exc.strerror or exc}"

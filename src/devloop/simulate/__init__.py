@@ -44,7 +44,7 @@ The model
 * **Host.** ``system.cpu_busy_cores`` = the agents' cores plus a background of
   0.05 + 0.25 x activity cores, at most ``cores``; memory 4 GiB per core (at least 8 GiB), used =
   the agents' rss plus 3-4 GiB of background.
-* **Limits.** ``limits`` holds :func:`devloop.core.allocation.allocate` of the written
+* **Limits.** ``limits`` holds :func:`devloop.config.allocation.allocate` of the written
   workspace at the start: one row per project (agent ``""``) and per agent, reason "start".
 
 Planted anomalies (also returned as :class:`Anomaly` records in the summary)

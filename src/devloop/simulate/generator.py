@@ -14,7 +14,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from devloop.config import WORKSPACE_FILE
-from devloop.core.allocation import allocate
+from devloop.config.allocation import allocate
 from devloop.errors import UsageError
 from devloop.simulate.chunks import Counters, generate_chunk
 from devloop.simulate.model import (
@@ -93,6 +93,16 @@ class SimulationSummary:
         return self.total_rows / self.seconds if self.seconds > 0 else math.inf
 
 
+def _write_rollups(metrics: Path) -> None:
+    """What a writer of whole hours writes with them (DESIGN.md, "Storage contract"): the
+    closed hours' rollups and the footer facts, so the first report only reads."""
+    from devloop.analytics import warm_cache
+    from devloop.store.query import save_facts
+
+    warm_cache(metrics)
+    save_facts(metrics)
+
+
 def simulate(
     out: Path | str,
     *,
@@ -157,6 +167,7 @@ def simulate(
         write("processes", chunk.processes)
         if progress is not None:
             progress(stop, plan.ticks, sum(rows.values()))
+    _write_rollups(metrics)
 
     return SimulationSummary(
         out=out,

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devloop.config import Workspace
-from devloop.core.allocation import Allocation
+from devloop.config.allocation import Allocation
 from devloop.simulate.model import (
     DAEMON_RESTART_HOUR,
     DAEMON_RESTART_JITTER_S,

@@ -3,13 +3,14 @@
 Pipeline, one module per stage::
 
     spool.py      append-only, checksummed segment files (what a tick is written to first)
-    writer.py     StoreWriter (spool -> Parquet on roll-over), write_table (bulk writes)
+    writer.py     StoreWriter (spool -> Parquet on roll-over)
     recovery.py   leftover segments -> Parquet, exactly once
     compact.py    one sorted zstd file per closed hour
     retention.py  drop the oldest hours by age or size
     query.py      DuckDB views samples, processes, system, events, limits
     info.py       store_info: rows, bytes, spans per table
-    lock.py, layout.py, files.py, schema.py   locks, paths, Parquet files, the table contract
+    files.py      Parquet files: write_table (bulk writes), conforming, atomic writes, footers
+    lock.py, layout.py, schema.py   locks, paths, the table contract
 
 Nothing heavy is imported with the package: each name below is loaded from its module on first
 use (PEP 562), so the collector can import ``devloop.store.writer`` without pulling in pyarrow
@@ -27,12 +28,13 @@ if TYPE_CHECKING:
     from typing import Any
 
     from devloop.store.compact import CompactReport, compact
+    from devloop.store.files import write_table
     from devloop.store.info import StoreInfo, TableInfo, store_info
     from devloop.store.layout import Partition, StoreWarning
     from devloop.store.query import connect, create_views, live_files
     from devloop.store.recovery import RecoveryReport, SegmentReport, recover
     from devloop.store.retention import DroppedPartition, DropReport, retention
-    from devloop.store.writer import StoreWriter, write_table
+    from devloop.store.writer import StoreWriter
 
 #: Where each public name lives.
 _MODULES: dict[str, str] = {
@@ -53,7 +55,7 @@ _MODULES: dict[str, str] = {
     "DropReport": "retention",
     "retention": "retention",
     "StoreWriter": "writer",
-    "write_table": "writer",
+    "write_table": "files",
 }
 
 __all__ = [

@@ -36,6 +36,7 @@ from devloop.store.files import (
 )
 from devloop.store.layout import Partition, iter_partitions, new_id, temp_files
 from devloop.store.lock import maintenance_lock
+from devloop.store.query import save_facts
 from devloop.store.schema import TABLES
 
 #: A temp file of another writer (s-/w-) this old belongs to a dead process.
@@ -100,6 +101,7 @@ def compact(root: Path | str, now: datetime | None = None) -> CompactReport:
                 totals["rows"] += data.num_rows
                 totals["bytes_in"] += sum(fact.bytes for fact in live)
                 totals["bytes_out"] += size
+        save_facts(root)  # the next reader's footers, so it connects without reading them
     return CompactReport(**totals, repaired=repaired, temps_removed=temps_removed)
 
 

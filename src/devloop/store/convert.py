@@ -91,15 +91,18 @@ class ChildJob:
         segments: Sequence[Path | str] = (),
         *,
         keep_fds: Sequence[int] = (),
+        module: str = _MODULE,
     ) -> None:
         """Start ``python -m devloop.store.convert command root <our pid> segments...``.
 
         ``keep_fds`` are handed down (the writer lock's descriptor); everything else is closed.
-        Raises StoreError when the child cannot be started.
+        ``module`` is another entry point speaking the same protocol (a higher layer's, such
+        as ``devloop.runner.maintain``, which compacts and then rolls up). Raises StoreError
+        when the child cannot be started.
         """
         self.command = command
         env = _child_environment()
-        argv = [sys.executable, "-m", _MODULE, command, str(root), str(os.getpid())]
+        argv = [sys.executable, "-m", module, command, str(root), str(os.getpid())]
         try:
             self.process = subprocess.Popen(
                 [*argv, *map(str, segments)],

@@ -1,4 +1,5 @@
-"""Parquet files of the store: conforming rows to the schema, atomic writes, and footer facts.
+"""Parquet files of the store: conforming rows to the schema, atomic writes, footer facts, and
+:func:`write_table`, the bulk write straight to Parquet (the simulator, the store's own events).
 
 Every file carries ``devloop.table`` and ``devloop.schema_version`` in its footer; a file
 without them (or not Parquet at all) is *foreign* and is skipped by every reader with a
@@ -31,8 +32,11 @@ from devloop.store.layout import (
     HOUR_US,
     Partition,
     StoreWarning,
+    check_table,
     data_files,
     fsync_dir,
+    new_id,
+    partition_dir,
     temp_path,
 )
 from devloop.store.schema import SCHEMA_VERSION_KEY, SCHEMA_VERSIONS, SORT_KEYS, TABLE_KEY, TABLES
@@ -223,6 +227,26 @@ def write_atomic(
         _unlink_quietly(tmp)
         raise StoreError(f"cannot write {final}: {exc}") from exc
     return size
+
+
+def write_table(root: Path | str, table_name: str, data: pa.Table) -> list[Path]:
+    """Write an Arrow table straight to final Parquet files, one per UTC hour it covers.
+
+    For bulk and synthetic rows (the simulator) and for the store's own events. Columns are
+    matched by name and cast to the schema (missing nullable columns become null). Each file is
+    written atomically as ``w-<id>.parquet``; no lock is needed, a new name never collides.
+    Returns the files written.
+    """
+    check_table(table_name)
+    root = Path(root)
+    conformed = conform(table_name, data)
+    stem = new_id()
+    written: list[Path] = []
+    for partition, part in split_by_hour(conformed):
+        final = partition_dir(root, table_name, partition) / f"w-{stem}.parquet"
+        write_atomic(table_name, part, final)
+        written.append(final)
+    return written
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -18,11 +18,12 @@ Parquet or lack devloop's footer metadata, and files of another table. Files alr
 a compacted file (a compaction that died before deleting its inputs) are skipped silently.
 The connection's time zone is UTC.
 
-What each file's footer says (:class:`~devloop.store.files.FileFacts`) is kept in
+What each file's footer says (:class:`~devloop.store.files.FileFacts`) may be kept in
 ``<root>/_cache/facts.json``, keyed by path, size and modification time, so a new process
-connects with one ``stat`` per unchanged file instead of reading every footer. The file is
-derived data: a missing, stale or unreadable one is rebuilt, and a store that cannot be written
-works without it.
+connects with one ``stat`` per unchanged file instead of reading every footer. Connecting only
+reads it: the writers of whole hours (compaction, ``simulate``) write it with
+:func:`save_facts`, so looking at the store never writes into it. The file is derived data: a
+missing, stale or unreadable one only costs reading the footers it lacks.
 """
 
 from __future__ import annotations
@@ -100,9 +101,8 @@ def connect_listed(
 def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> Listing:
     """(Re)create the five views on ``connection`` from the files now in ``root``."""
     root = Path(root)
-    known = _load_facts(root)
+    _load_facts(root)
     files = {table: _live_facts(root, table) for table in TABLES}
-    _save_facts(root, known, [fact for facts in files.values() for fact in facts])
     converted = {
         name for facts in files.values() for fact in facts
         for name in (fact.path.name, *fact.sources)
@@ -147,9 +147,18 @@ def _load_facts(root: Path) -> dict[str, Any]:
     return entries
 
 
-def _save_facts(root: Path, known: dict[str, Any], facts: list[FileFacts]) -> None:
-    """Write ``FACTS_FILE`` for ``facts`` when it differs from what was read; a store that
-    cannot be written keeps none."""
+def save_facts(root: Path | str) -> None:
+    """Write ``FACTS_FILE`` for the live files of every table now in the store at ``root``
+    (when it differs from the one there); a store that cannot be written keeps none. Called by
+    the writers of whole hours, never by a reader."""
+    root = Path(root)
+    known = _load_facts(root)
+    facts = [
+        fact
+        for table in TABLES
+        for _, directory in iter_partitions(root, table)
+        for fact in scan_partition(directory, table).live
+    ]
     entries: dict[str, Any] = {}
     for fact in facts:
         key = str(fact.path)

@@ -29,11 +29,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devloop.errors import StoreError
+from devloop.errors import SpoolCorruptError, StoreError
 from devloop.store.layout import SEGMENT_SUFFIX, StoreWarning, partition_dir, spool_dir
 from devloop.store.lock import writer_lock
 from devloop.store.runs import RUN_SEGMENT_PREFIX, forget_journal
-from devloop.store.spool import SpoolCorruptError, read_segment
+from devloop.store.spool import read_segment
 
 
 @dataclass(frozen=True)

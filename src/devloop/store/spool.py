@@ -38,7 +38,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from devloop.errors import StoreError
+from devloop.errors import SpoolCorruptError, StoreError
 from devloop.store.columns import PAST_COLUMNS, SCHEMA_VERSIONS, TABLE_COLUMNS, Column, Kind
 
 if TYPE_CHECKING:
@@ -68,10 +68,6 @@ _MAX_RECORD: Final = 1 << 30
 
 if sys.byteorder != "little":  # pragma: no cover - the spool writes native arrays
     raise ImportError("devloop.store's spool needs a little-endian machine")
-
-
-class SpoolCorruptError(StoreError):
-    """A spool record passed its CRC check but cannot be decoded (a bug or a version skew)."""
 
 
 # How each column kind is laid out: ("fixed", array typecode), ("string", ""), ("int32_list", "").

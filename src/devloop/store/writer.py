@@ -1,4 +1,4 @@
-"""Writing into the store: the collector's StoreWriter (spool, then Parquet) and bulk writes.
+"""Writing into the store: the collector's StoreWriter (spool, then Parquet).
 
 StoreWriter is what the collector holds for its whole life::
 
@@ -19,8 +19,8 @@ starts the child and returns, later flushes reap it, at most one runs at a time,
 closed meanwhile go to the next one. ``close()`` waits for the conversions. Otherwise
 conversions run in-process, which is simpler for tests and short-lived writers.
 
-This module imports nothing heavy; ``write_table`` loads pyarrow when called. Not thread-safe:
-one thread appends.
+This module imports nothing heavy. Not thread-safe: one thread appends. Bulk writes straight to
+Parquet are :func:`devloop.store.files.write_table`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from devloop.store.layout import (
     check_table,
     fsync_dir,
     new_id,
-    partition_dir,
     spool_dir,
 )
 from devloop.store.lock import writer_lock
@@ -57,8 +56,6 @@ from devloop.store.recovery import (
 from devloop.store.spool import SegmentWriter
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from devloop.store.convert import ChildJob
 
 logger = logging.getLogger("devloop.store")
@@ -334,25 +331,3 @@ class StoreWriter:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def write_table(root: Path | str, table_name: str, data: pa.Table) -> list[Path]:
-    """Write an Arrow table straight to final Parquet files, one per UTC hour it covers.
-
-    For bulk and synthetic rows (the simulator) and for the store's own events. Columns are
-    matched by name and cast to the schema (missing nullable columns become null). Each file is
-    written atomically as ``w-<id>.parquet``; no lock is needed, a new name never collides.
-    Returns the files written.
-    """
-    from devloop.store.files import conform, split_by_hour, write_atomic
-
-    check_table(table_name)
-    root = Path(root)
-    conformed = conform(table_name, data)
-    stem = new_id()
-    written: list[Path] = []
-    for partition, part in split_by_hour(conformed):
-        final = partition_dir(root, table_name, partition) / f"w-{stem}.parquet"
-        write_atomic(table_name, part, final)
-        written.append(final)
-    return written

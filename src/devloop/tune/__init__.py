@@ -1,20 +1,23 @@
 """Autotune: better limits from the recorded history, backtested, applied as a merge patch.
 
-    params.py     TuneParameters   every parameter and its default
-    history.py    read_history     one pass over the store: per entity and hour, stats + CPU bins
-    bins_cache.py fine_bins        those per-hour bins cached per closed hour in _cache/tune
-    fit.py        fit              one entity's limits (decayed percentile, window peaks, leaks)
-    backtest.py   walk-forward     fit on blocks 1..k, replay block k+1
-    suggest.py    autotune         the whole run -> Suggestions (suggestions.json)
-    patch.py      apply_tuning     RFC 7386 patches to workspace.json / agents.json, rollback
-    report.py     html_report      the self-contained HTML report
+    params.py      TuneParameters   every parameter and its default
+    history.py     read_history     one pass over the store: per entity and hour, stats + CPU bins
+    bins_cache.py  fine_bins        those per-hour bins cached per closed hour in _cache/tune
+    fit.py         fit              one entity's limits (decayed percentile, window peaks, leaks)
+    backtest.py    walk-forward     fit on blocks 1..k, replay block k+1
+    suggest.py     autotune         the whole run -> Suggestions
+    suggestions.py Suggestions      the records and their JSON (suggestions.json)
+    patch.py       apply_tuning     RFC 7386 patches to workspace.json / agents.json, rollback
+    report.py      html_report      the self-contained HTML report
 
 docs/autotune.md describes the method and the suggestions.json format.
 """
 
+from devloop.errors import TuningError
 from devloop.tune.params import TuneParameters
-from devloop.tune.patch import ApplyResult, TuningError, apply_tuning, read_suggestions, rollback
-from devloop.tune.suggest import Suggestions, autotune
+from devloop.tune.patch import ApplyResult, apply_tuning, read_suggestions, rollback
+from devloop.tune.suggest import autotune
+from devloop.tune.suggestions import Suggestions
 
 __all__ = [
     "ApplyResult",

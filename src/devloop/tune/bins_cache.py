@@ -12,13 +12,14 @@ limits in force. ::
 sizes and mtimes of the hour's ``samples`` files, every host's core count, the censoring
 parameters, the selected names, and the limit and pause intervals clipped to the hour. Any
 change (a late file, a compaction, a new limit in force during the hour, other parameters)
-gives another key: the entry no longer matches, the hour is recomputed and its entry
-replaced, the stale file removed. Files are written to a temp name, fsynced and renamed (as in
-:mod:`devloop.analytics._cache`), so a reader sees a whole file or none; one that cannot be
-read is recomputed. The hours cut by the range and the current hour are never cached.
+gives another key: the entry no longer matches and the hour is recomputed. One that cannot be
+read is recomputed. The hours cut by the range, the current hour and an hour with rows still in
+the spool (not yet in its files) are never read from an entry.
 
-The cache is derived data: deleting ``_cache/tune`` changes no suggestion, only the time of
-the next run. A store that cannot be written to is read without a cache.
+Autotune only reads entries: a report never writes into the store (DESIGN.md, "Storage
+contract"), and the entries depend on the run's parameters, so no writer of whole hours makes
+them ahead; today nothing writes them (issue 13: this cache goes, autotune reads the rollups).
+The cache is derived data: deleting ``_cache/tune`` changes no suggestion.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from devloop.analytics._cache import whole_parquet, write_entry
+from devloop.analytics._cache import whole_parquet
 
 if TYPE_CHECKING:
     import polars as pl
@@ -136,7 +137,7 @@ def fine_bins(
     now: datetime | None = None,
 ) -> pl.DataFrame:
     """The fine frame (COLUMNS) of ``selection`` at ``level``: closed hours wholly inside it
-    from their cache entries (built first where missing or stale), the other hours computed."""
+    from their cache entries where they exist, the other hours computed. Writes nothing."""
     import polars as pl
 
     first = _hour_index(selection.start)
@@ -159,10 +160,14 @@ def fine_bins(
         [list(selection.projects), list(selection.agents)],
         [selection.project_filter, selection.agent_filter],
     ]
+    # An hour with rows still in the spool is not whole in its files: computed, not cached.
+    spooled = {_hour_index(partition.start) for partition in store.spooled_hours()}
     entries: dict[int, Path] = {}
     for index in range(first, last + 1):
         begin, stop = _hour_start(index), _hour_start(index + 1)
         if index >= current or begin < selection.start or stop > selection.end:
+            continue
+        if index in spooled:
             continue
         text = json.dumps(
             [
@@ -188,27 +193,10 @@ def fine_bins(
                 pass
         missing.append(index)
     if missing:
-        fresh = _compute_runs(selection, missing, compute)
-        parts.append(fresh)
-        _store_entries(fresh, [i for i in missing if i in entries], entries)
-    prune(root)
+        parts.append(_compute_runs(selection, missing, compute))
     if not parts:
         return conform(compute(selection).clear())
     return pl.concat(parts, how="vertical")
-
-
-def prune(root: Path) -> int:
-    """Delete the entries of hours whose ``samples`` files are gone (dropped by retention);
-    return how many. An hour whose files changed needs nothing here: its next use writes the
-    entry under a new key and removes the old one."""
-    removed = 0
-    base = cache_root(root)
-    for path in base.glob("*/date=*/hour=*/*.parquet") if base.is_dir() else []:
-        source = root / "samples" / path.parent.parent.name / path.parent.name
-        if not any(source.glob("*.parquet")):
-            path.unlink(missing_ok=True)
-            removed += 1
-    return removed
 
 
 def _compute_runs(selection: Selection, hours: list[int], compute: Compute) -> pl.DataFrame:
@@ -233,24 +221,3 @@ def _compute_runs(selection: Selection, hours: list[int], compute: Compute) -> p
         frames.append(conform(compute(part)))
     frame = pl.concat(frames, how="vertical")
     return frame.filter(pl.col("ah").is_in(hours))
-
-
-def _store_entries(frame: pl.DataFrame, hours: list[int], entries: dict[int, Path]) -> None:
-    """Write the entry of every hour of ``hours`` (an empty one for an hour without rows);
-    a store that cannot be written to is left without entries."""
-    if not hours:
-        return
-    import polars as pl
-
-    by_hour = {
-        int(key[0]): part
-        for key, part in frame.filter(pl.col("ah").is_in(hours))
-        .partition_by("ah", as_dict=True)
-        .items()
-    }
-    empty = frame.clear()
-    for index in hours:
-        try:
-            write_entry(by_hour.get(index, empty).to_arrow(), entries[index])
-        except OSError:
-            return

@@ -140,7 +140,7 @@ def limit_intervals(
     )
     note = None
     if not rows:
-        from devloop.core.allocation import allocate
+        from devloop.config.allocation import allocate
 
         allocation = allocate(workspace)
         hosts = [host for (host,) in store.rows("SELECT DISTINCT host FROM system")]

@@ -23,23 +23,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.errors import DevloopError, UsageError
+from devloop.errors import TuningError, UsageError
 from devloop.units import MIB
 
 if TYPE_CHECKING:
     from devloop.config import Workspace
-    from devloop.tune.suggest import EntitySuggestion, Suggestions
+    from devloop.tune.suggestions import EntitySuggestion, Suggestions
 
 BACKUP_DIR = "tuning-backups"
 MANIFEST = "manifest.json"
 
 
-class TuningError(DevloopError):
-    """The suggestions cannot be applied (changed files, bad suggestions, comments)."""
-
-
 def _raw(path: Path) -> Any:
-    from devloop.config._reader import load_json
+    from devloop.config import load_json
 
     return load_json(path, str(path))
 
@@ -149,7 +145,7 @@ class ApplyResult:
 
 def read_suggestions(path: Path) -> dict[str, Any]:
     """A suggestions.json, checked for its kind and version."""
-    from devloop.tune.suggest import KIND, VERSION
+    from devloop.tune.suggestions import KIND, VERSION
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -256,9 +252,8 @@ def plan_changes(
     """The files the suggestions would change (checked, not written) and what was skipped."""
     import json_merge_patch
 
-    from devloop.config import WORKSPACE_FILE, parse_agents, parse_workspace
-    from devloop.config._reader import strip_comments
-    from devloop.tune.suggest import sha256_file
+    from devloop.config import WORKSPACE_FILE, parse_agents, parse_workspace, strip_comments
+    from devloop.tune.suggestions import sha256_file
 
     skipped: list[str] = []
     targets: list[tuple[Path, dict[str, Any], str | None]] = []

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from devloop.units import MIB
 
 if TYPE_CHECKING:
-    from devloop.tune.suggest import EntitySuggestion, Suggestions
+    from devloop.tune.suggestions import EntitySuggestion, Suggestions
 
 _W, _H, _PAD = 720, 180, 40
 _STYLE = """

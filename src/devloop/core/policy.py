@@ -1,0 +1,581 @@
+"""The enforcement policy: usage and limits in, actions out.
+
+:class:`Policy` decides; it never signals, sleeps, reads a clock or a file. Given the usage of
+one check (:class:`Usage`: per agent its cores, memory and processes) and the limits in force
+(an :class:`~devloop.config.allocation.Allocation` and the :class:`Rules`: enforcement action
+and ``resumeThreshold`` per project, the minimum pause), :meth:`Policy.check` returns what to do
+at ``now``: :class:`Action` rows (``pause``, ``resume``, ``warn``; each also a log line and an
+``events`` row), :class:`Hold` (throttle an agent at so many cores) and :class:`Release` (stop
+throttling it). It keeps its own state between checks: who is paused since when and why, who is
+throttled, which scopes were warned about, how often each agent was paused and resumed.
+
+The :class:`~devloop.core.resource_manager.ResourceManager` is the shell that carries the
+decisions out on real processes; a replay drives the same object on recorded usage. The rules,
+in the order of a check, are those of ``docs/enforcement.md``:
+
+1. Forget the gone: a paused agent whose processes all exited is dropped (a ``resume``); a
+   throttled agent with no processes left is released.
+2. Resume a paused agent when it has been paused ``min_pause`` seconds and every scope it belongs
+   to is under ``resumeThreshold`` x the limit for the metric it was paused for (under the limit
+   for the other); one agent per project per check, highest priority first, longest paused next.
+3. Overshoots, narrowest scope first (agents with limits of their own, projects, the workspace),
+   CPU then memory, counting running agents only. ``pause``: lowest-priority project first, then
+   the largest consumer, only as many as needed. ``warn``: once, re-armed when the scope's usage
+   drops under ``resumeThreshold`` x the limit (also when the agent has no processes left).
+   ``throttle``: an agent over a CPU limit is held at it (a project's limit is shared evenly
+   among its running agents); memory and the workspace scope are paused.
+4. File handles and threads over an agent's caps are warned about, once until they fall back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from devloop.config.allocation import Allocation
+
+if TYPE_CHECKING:
+    from devloop.collector.model import Tick
+    from devloop.config.models import Workspace
+
+MB = 1 << 20
+
+AgentKey = tuple[str, str]
+Scope = tuple[str, str | None, float, int]  # scope, name, cpu limit, memory limit
+Pausable = Callable[["AgentUsage"], bool]
+
+
+@dataclass
+class AgentUsage:
+    """What one agent's processes use now (summed over them)."""
+
+    project: str
+    agent: str
+    cores: float = 0.0
+    memory_bytes: int = 0
+    fds: int = 0
+    threads: int = 0
+    processes: list[tuple[int, int, int | None]] = field(
+        default_factory=list
+    )  # pid, start_us, ppid
+
+    @property
+    def key(self) -> AgentKey:
+        return (self.project, self.agent)
+
+
+@dataclass
+class Usage:
+    """One observation of the workspace: per agent, and the machine's size."""
+
+    ts: float
+    cores: int
+    agents: dict[AgentKey, AgentUsage]
+
+    @classmethod
+    def from_tick(cls, tick: Tick, projects: set[str]) -> Usage:
+        """The usage of ``projects`` in ``tick`` (processes tagged for the projects of other
+        workspaces, and the ``(other)`` processes of ``--all``, are under none of our limits)."""
+        agents: dict[AgentKey, AgentUsage] = {}
+        for row in tick.samples:
+            project, agent, pid, start_us, ppid = row[2], row[3], row[4], row[5], row[6]
+            if project not in projects:
+                continue
+            usage = agents.get((project, agent))
+            if usage is None:
+                usage = agents[(project, agent)] = AgentUsage(project, agent)
+            usage.cores += row[8] or 0.0
+            usage.memory_bytes += row[10] or 0
+            usage.fds += row[11] or 0
+            usage.threads += row[12] or 0
+            usage.processes.append((pid, start_us, ppid))
+        return cls(tick.ts_us / 1e6, int(tick.system[2]) or 1, agents)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing a check decided (also an event row and a log line)."""
+
+    action: str
+    scope: str | None
+    project: str | None
+    agent: str | None
+    pids: tuple[int, ...] = ()
+    metric: str | None = None
+    value: float | None = None
+    limit: float | None = None
+    message: str = ""
+
+    def to_json(self, ts: float) -> dict[str, Any]:
+        return {
+            "ts": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds"),
+            "action": self.action,
+            "scope": self.scope,
+            "project": self.project,
+            "agent": self.agent,
+            "pids": list(self.pids),
+            "metric": self.metric,
+            "value": self.value,
+            "limit": self.limit,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Throttle mode: hold the agent's processes at ``cores`` (duty-cycling them)."""
+
+    project: str
+    agent: str
+    cores: float
+
+
+@dataclass(frozen=True)
+class Release:
+    """Stop throttling the agent (continue its processes)."""
+
+    project: str
+    agent: str
+
+
+Decision = Action | Hold | Release
+
+
+@dataclass
+class Paused:
+    """An agent the policy holds paused: for which limit, since when (the check's clock)."""
+
+    project: str
+    agent: str
+    scope: str
+    metric: str
+    since: float
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the policy enforces besides the allocation.
+
+    ``action`` and ``resume_threshold`` are the workspace's; ``actions`` and ``thresholds``
+    override them per project (a project's agents.json). ``min_pause`` is the shortest pause, in
+    seconds of the clock ``now`` is given in."""
+
+    action: str = "pause"
+    resume_threshold: float = 0.8
+    min_pause: float = 5.0
+    actions: Mapping[str, str] = field(default_factory=dict)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, workspace: Workspace, *, min_pause: float) -> Rules:
+        """The rules of a loaded workspace (its agents.json files included)."""
+        limits = workspace.config.global_.resource_limits
+        actions, thresholds = {}, {}
+        for project, own in workspace.agents.items():
+            if own.enforcement_action is not None:
+                actions[project] = own.enforcement_action
+            if own.resume_threshold is not None:
+                thresholds[project] = own.resume_threshold
+        return cls(limits.enforcement_action, limits.resume_threshold, min_pause,
+                   actions, thresholds)  # fmt: skip
+
+    def action_for(self, project: str | None) -> str:
+        """The enforcement action in force for a project."""
+        return self.actions.get(project, self.action) if project else self.action
+
+    def threshold_for(self, project: str | None) -> float:
+        """The resume threshold in force for a project (a fraction of the limit)."""
+        return (
+            self.thresholds.get(project, self.resume_threshold)
+            if project
+            else (self.resume_threshold)
+        )
+
+
+def over_message(scope: str, name: str | None, metric: str, value: float, limit: float) -> str:
+    """The message of a scope over a limit (CPU in %, memory in bytes)."""
+    what = name or "workspace"
+    if metric == "cpu":
+        return f"{scope} {what} CPU {value:.1f}% over its {limit:g}% limit"
+    return f"{scope} {what} memory {value / MB:.1f}MB over its {limit / MB:.1f}MB limit"
+
+
+def _always(agent: AgentUsage) -> bool:
+    return True
+
+
+class Policy:
+    """The enforcement's decisions and the state they need, as plain data."""
+
+    def __init__(self, allocation: Allocation, rules: Rules) -> None:
+        self.allocation = allocation
+        self.rules = rules
+        self.paused: dict[AgentKey, Paused] = {}
+        self.throttled: set[AgentKey] = set()
+        self.warned: set[tuple[str, str, str]] = set()  # (scope, name, metric)
+        self.counts: dict[AgentKey, list[int]] = {}  # pauses, resumes
+
+    # --- questions -------------------------------------------------------------------------
+
+    def priority(self, project: str) -> int:
+        alloc = self.allocation.projects.get(project)
+        return alloc.priority if alloc is not None else 1 << 30
+
+    def agent_limits(self, project: str, agent: str) -> tuple[float, int] | None:
+        """An agent's own limits (bounded by its project's), None when it has none."""
+        own = self.allocation.agents.get(f"{project}/{agent}")
+        if own is None or own.source != "agent":
+            return None
+        share = self.allocation.projects.get(project)
+        if share is None:
+            return own.cpu, own.memory_bytes
+        return min(own.cpu, share.cpu), min(own.memory_bytes, share.memory_bytes)
+
+    def totals(
+        self, usage: Usage, project: str | None = None, *, running_only: bool = False
+    ) -> tuple[float, int]:
+        """CPU (% of the machine) and memory of the workspace, or of one project."""
+        cores, memory = 0.0, 0
+        for key, agent in usage.agents.items():
+            if project is not None and agent.project != project:
+                continue
+            if running_only and key in self.paused:
+                continue
+            cores += agent.cores
+            memory += agent.memory_bytes
+        return cores / usage.cores * 100, memory
+
+    def state_of(self, key: AgentKey, usage: AgentUsage | None) -> str:
+        """``paused``, ``throttled``, ``running`` (it has processes) or ``idle``."""
+        if key in self.paused:
+            return "paused"
+        if key in self.throttled:
+            return "throttled"
+        return "running" if usage is not None and usage.processes else "idle"
+
+    def can_run(self, usage: Usage, agent: str, projects: Collection[str]) -> bool:
+        """May ``agent`` start now in each of ``projects`` (known project names)?
+
+        Yes when the workspace and each project are under their CPU and memory limits, the
+        project was granted something, and the agent is neither paused nor over limits of its
+        own."""
+        cpu, memory = self.totals(usage)
+        pool = self.allocation.pool
+        if cpu >= pool.cpu or memory >= pool.memory_bytes:
+            return False
+        for project in projects:
+            share = self.allocation.projects[project]
+            if not share.granted or (project, agent) in self.paused:
+                return False
+            p_cpu, p_memory = self.totals(usage, project)
+            if p_cpu >= share.cpu or p_memory >= share.memory_bytes:
+                return False
+            own = self.agent_limits(project, agent)
+            found = usage.agents.get((project, agent))
+            if own is not None and found is not None:
+                if found.cores / usage.cores * 100 >= own[0] or found.memory_bytes >= own[1]:
+                    return False
+        return True
+
+    # --- the check ---------------------------------------------------------------------------
+
+    def check(
+        self,
+        usage: Usage,
+        now: float,
+        *,
+        gone: Collection[AgentKey] | None = None,
+        pausable: Pausable = _always,
+    ) -> list[Decision]:
+        """What to do about ``usage`` at ``now`` (seconds; any clock, the same every check).
+
+        ``gone``: the paused agents whose processes all exited (default: those with no
+        processes in ``usage``). ``pausable(agent)``: may any of the agent's processes be
+        stopped (default: all may); an agent that may not is passed over for the next one.
+        """
+        if gone is None:
+            gone = [key for key in self.paused if key not in usage.agents]
+        decisions: list[Decision] = []
+        decisions += self._forget_gone(usage, gone)
+        decisions += self._resume(usage, now)
+        decisions += self._enforce(usage, now, pausable)
+        decisions += self._warn_handles(usage)
+        return decisions
+
+    def resume_now(
+        self, usage: Usage | None, now: float, why: str, *, force: bool = False
+    ) -> list[Action]:
+        """Resume the paused agents that fit now (every one with ``force``), the minimum pause
+        not waited for."""
+        actions = []
+        for paused in list(self.paused.values()):
+            if not force and (usage is None or not self._fits(paused, usage)):
+                continue
+            actions.append(self._continue(paused, now, why))
+        return actions
+
+    def release_all(self) -> list[Release]:
+        """Stop throttling everyone."""
+        released = [Release(*key) for key in sorted(self.throttled)]
+        self.throttled.clear()
+        return released
+
+    def cancel_pause(self, key: AgentKey) -> None:
+        """A pause decided could not be carried out (its processes went meanwhile)."""
+        if self.paused.pop(key, None) is not None:
+            self.counts[key][0] -= 1
+
+    def _forget_gone(self, usage: Usage, gone: Collection[AgentKey]) -> list[Decision]:
+        decisions: list[Decision] = []
+        for key, paused in list(self.paused.items()):
+            if key in gone:
+                del self.paused[key]
+                decisions.append(Action("resume", paused.scope, key[0], key[1],
+                                        message="its processes exited while paused"))  # fmt: skip
+        for key in sorted(self.throttled):
+            if key not in usage.agents:
+                self.throttled.discard(key)
+                decisions.append(Release(*key))
+        return decisions
+
+    def _scopes_of(self, project: str, agent: str) -> list[Scope]:
+        """Every limit an agent is under."""
+        scopes: list[Scope] = []
+        own = self.agent_limits(project, agent)
+        if own is not None:
+            scopes.append(("agent", f"{project}/{agent}", own[0], own[1]))
+        share = self.allocation.projects.get(project)
+        if share is not None:
+            scopes.append(("project", project, share.cpu, share.memory_bytes))
+        pool = self.allocation.pool
+        scopes.append(("workspace", None, pool.cpu, pool.memory_bytes))
+        return scopes
+
+    def _scope_usage(
+        self, usage: Usage, scope: str, name: str | None, *, running_only: bool
+    ) -> tuple[float, int]:
+        if scope == "agent":
+            assert name is not None
+            project, agent = name.split("/", 1)
+            if running_only and (project, agent) in self.paused:
+                return 0.0, 0
+            found = usage.agents.get((project, agent))
+            if found is None:
+                return 0.0, 0
+            return found.cores / usage.cores * 100, found.memory_bytes
+        return self.totals(usage, name if scope == "project" else None, running_only=running_only)
+
+    def _resume(self, usage: Usage, now: float) -> list[Action]:
+        actions: list[Action] = []
+        resumed_projects: set[str] = set()
+        order = sorted(self.paused.values(), key=lambda p: (self.priority(p.project), p.since))
+        for paused in order:
+            if now - paused.since < self.rules.min_pause or paused.project in resumed_projects:
+                continue
+            if not self._fits(paused, usage):
+                continue
+            actions.append(self._continue(paused, now, "usage fell under the resume threshold"))
+            resumed_projects.add(paused.project)
+        return actions
+
+    def _fits(self, paused: Paused, usage: Usage) -> bool:
+        """May a paused agent come back? Every scope it belongs to must be under
+        ``resumeThreshold`` x its limit for the metric it was paused for, and under the limit
+        itself for the other metric (a project holding 90 % of its memory, which is allowed,
+        must not keep a CPU pause going for ever)."""
+        threshold = self.rules.threshold_for(paused.project)
+        for scope, name, cpu_limit, memory_limit in self._scopes_of(paused.project, paused.agent):
+            cpu, memory = self._scope_usage(usage, scope, name, running_only=False)
+            if scope == "agent":  # a stopped agent's own CPU is zero: judge its memory only
+                cpu = 0.0
+            cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
+            memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
+            if cpu >= cpu_bar or memory >= memory_bar:
+                return False
+        return True
+
+    def _continue(self, paused: Paused, now: float, why: str) -> Action:
+        key = (paused.project, paused.agent)
+        self.paused.pop(key, None)
+        self.counts.setdefault(key, [0, 0])[1] += 1
+        return Action(
+            "resume", paused.scope, paused.project, paused.agent, (), paused.metric,
+            message=f"{why}; paused {now - paused.since:.1f}s",
+        )  # fmt: skip
+
+    def _enforce(self, usage: Usage, now: float, pausable: Pausable) -> list[Decision]:
+        decisions: list[Decision] = []
+        # narrowest scope first: agents with limits of their own, projects, the workspace
+        scopes: list[Scope] = []
+        for project, agent in usage.agents:
+            own = self.agent_limits(project, agent)
+            if own is not None:
+                scopes.append(("agent", f"{project}/{agent}", own[0], own[1]))
+        # an agent with no processes now is under its limits: its warning re-arms for a later run
+        for key, alloc in self.allocation.agents.items():
+            if (alloc.project, alloc.agent) not in usage.agents:
+                own = self.agent_limits(alloc.project, alloc.agent)
+                if own is not None:
+                    scopes.append(("agent", key, own[0], own[1]))
+        for project_name, share in self.allocation.projects.items():
+            scopes.append(("project", project_name, share.cpu, share.memory_bytes))
+        pool = self.allocation.pool
+        scopes.append(("workspace", None, pool.cpu, pool.memory_bytes))
+        for scope, name, cpu_limit, memory_limit in scopes:
+            for metric, limit in (("cpu", cpu_limit), ("memory", float(memory_limit))):
+                decisions += self._enforce_scope(usage, now, scope, name, metric, limit, pausable)
+        return decisions
+
+    def _members(self, usage: Usage, scope: str, name: str | None) -> list[AgentUsage]:
+        if scope == "agent":
+            assert name is not None
+            project, agent = name.split("/", 1)
+            found = usage.agents.get((project, agent))
+            return [found] if found is not None else []
+        return [
+            a for a in usage.agents.values()
+            if scope == "workspace" or a.project == name
+        ]  # fmt: skip
+
+    def _enforce_scope(
+        self,
+        usage: Usage,
+        now: float,
+        scope: str,
+        name: str | None,
+        metric: str,
+        limit: float,
+        pausable: Pausable,
+    ) -> list[Decision]:
+        cpu, memory = self._scope_usage(usage, scope, name, running_only=True)
+        value = cpu if metric == "cpu" else float(memory)
+        project = name.split("/", 1)[0] if scope != "workspace" and name else None
+        agent = name.split("/", 1)[1] if scope == "agent" and name else None
+        warned = (scope, name or "", metric)
+        action = self.rules.action_for(project)
+        if value <= limit:
+            total_cpu, total_memory = self._scope_usage(usage, scope, name, running_only=False)
+            total = total_cpu if metric == "cpu" else float(total_memory)
+            if total < self.rules.threshold_for(project) * limit:
+                self.warned.discard(warned)
+            return []
+        if action == "warn" or (limit <= 0 and scope != "agent"):
+            if warned in self.warned:
+                return []
+            self.warned.add(warned)
+            return [Action("warn", scope, project, agent, (), metric, round(value, 3), limit,
+                           over_message(scope, name, metric, value, limit))]  # fmt: skip
+        if action == "throttle" and metric == "cpu" and scope != "workspace":
+            return list(self._throttle(usage, scope, name, limit))
+        return self._pause_until_under(usage, now, scope, name, metric, value, limit, pausable)
+
+    def _throttle(self, usage: Usage, scope: str, name: str | None, limit: float) -> list[Hold]:
+        members = [a for a in self._members(usage, scope, name)
+                   if a.key not in self.paused and a.processes]  # fmt: skip
+        if not members:
+            return []
+        share = limit / len(members)  # a project's agents share its limit evenly
+        holds = []
+        for member in members:
+            target = share
+            own = self.agent_limits(member.project, member.agent)
+            if own is not None:
+                target = min(target, own[0]) if scope == "project" else own[0]
+            self.throttled.add(member.key)
+            holds.append(Hold(member.project, member.agent, target / 100 * usage.cores))
+        return holds
+
+    def _pause_until_under(
+        self,
+        usage: Usage,
+        now: float,
+        scope: str,
+        name: str | None,
+        metric: str,
+        value: float,
+        limit: float,
+        pausable: Pausable,
+    ) -> list[Decision]:
+        def amount(a: AgentUsage) -> float:
+            return a.cores / usage.cores * 100 if metric == "cpu" else float(a.memory_bytes)
+
+        candidates = [
+            a for a in self._members(usage, scope, name)
+            if a.key not in self.paused and a.processes and amount(a) > 0
+        ]  # fmt: skip
+        # lowest priority first (the highest number), then the largest consumer
+        candidates.sort(key=lambda a: (-self.priority(a.project), -amount(a)))
+        decisions: list[Decision] = []
+        projected = value
+        for victim in candidates:
+            if projected <= limit:
+                break
+            if not pausable(victim):
+                continue  # nothing of it that devloop may signal: try the next one
+            if victim.key in self.throttled:
+                self.throttled.discard(victim.key)
+                decisions.append(Release(*victim.key))
+            self.paused[victim.key] = Paused(victim.project, victim.agent, scope, metric, now)
+            self.counts.setdefault(victim.key, [0, 0])[0] += 1
+            projected -= amount(victim)
+            decisions.append(
+                Action(
+                    "pause",
+                    scope,
+                    victim.project,
+                    victim.agent,
+                    tuple(p[0] for p in victim.processes),
+                    metric,
+                    round(value, 3),
+                    limit,
+                    over_message(scope, name, metric, value, limit),
+                )  # fmt: skip
+            )
+        if projected > limit:
+            warned = (scope, name or "", metric)
+            if warned not in self.warned:
+                self.warned.add(warned)
+                project = name.split("/", 1)[0] if scope != "workspace" and name else None
+                decisions.append(
+                    Action(
+                        "warn",
+                        scope,
+                        project,
+                        None,
+                        (),
+                        metric,
+                        round(value, 3),
+                        limit,
+                        over_message(scope, name, metric, value, limit)
+                        + "; nothing left that devloop may pause",
+                    )  # fmt: skip
+                )
+        return decisions
+
+    def _warn_handles(self, usage: Usage) -> list[Action]:
+        actions = []
+        for key, found in usage.agents.items():
+            limits = self.allocation.agents.get("/".join(key))
+            if limits is None:
+                continue
+            for metric, have, cap in (("fds", found.fds, limits.max_file_handles),
+                                      ("threads", found.threads, limits.max_threads)):  # fmt: skip
+                warned = ("agent", "/".join(key), metric)
+                if cap is None:
+                    continue
+                if have <= cap:
+                    self.warned.discard(warned)
+                    continue
+                if warned not in self.warned:
+                    self.warned.add(warned)
+                    actions.append(Action("warn", "agent", key[0], key[1], (), metric, have, cap,
+                                          f"{metric} {have} over its limit of {cap}"))  # fmt: skip
+        # an agent with no processes holds no handles: its warnings re-arm for a later run
+        self.warned -= {
+            w for w in self.warned
+            if w[0] == "agent" and w[2] in ("fds", "threads")
+            and tuple(w[1].split("/", 1)) not in usage.agents
+        }  # fmt: skip
+        return actions

@@ -1,0 +1,203 @@
+"""What autotune suggests: the records :func:`~devloop.tune.suggest.autotune` returns, and
+suggestions.json, their documented JSON (docs/autotune.md).
+
+:mod:`.suggest` makes them, :mod:`.patch` writes their merge patches and applies a
+suggestions.json, :mod:`.report` draws them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devloop.tune.backtest import EntityBacktest, Side, blocks
+from devloop.units import format_size
+
+if TYPE_CHECKING:
+    from devloop.analytics import Selection
+    from devloop.tune.history import History
+    from devloop.tune.params import TuneParameters
+
+KIND = "devloop-autotune-suggestions"
+VERSION = 1
+
+
+def sha256_file(path: Path) -> str | None:
+    """The file's sha256 (hex), None when it does not exist."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+@dataclass
+class EntitySuggestion:
+    """The suggestion for one project (``agent`` "") or agent."""
+
+    project: str
+    agent: str
+    current_cpu: float | None
+    current_memory: int | None
+    cpu: float | None
+    memory_bytes: int | None
+    evidence: dict[str, Any]
+    confidence: str
+    censored_cpu: bool
+    censored_memory: bool
+    leak: dict[str, Any] | None
+    censoring: dict[str, Any]
+    backtest: EntityBacktest | None
+    rationale: str
+    scaled: bool = False
+    priority: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.project}/{self.agent}" if self.agent else self.project
+
+    def to_json(self) -> dict[str, Any]:
+        backtest = None
+        if self.backtest is not None:
+            backtest = {
+                "current": self.backtest.current.to_json(),
+                "suggested": self.backtest.suggested.to_json(),
+                "folds": [
+                    {
+                        "start_hour": f.start_hour,
+                        "hours": f.hours,
+                        "cpu_percent": f.cpu,
+                        "memory_bytes": f.memory_bytes,
+                        "ticks": int(f.side.ticks),
+                        "would_pause_ticks": int(f.side.would_pause),
+                    }
+                    for f in self.backtest.folds
+                ],
+            }
+        suggested = (
+            None
+            if self.cpu is None or self.memory_bytes is None
+            else {
+                "cpu_percent": self.cpu,
+                "memory_bytes": self.memory_bytes,
+                "memory": format_size(self.memory_bytes),
+            }
+        )
+        return {
+            "current": {
+                "cpu_percent": self.current_cpu,
+                "memory_bytes": self.current_memory,
+                "memory": format_size(self.current_memory) if self.current_memory else None,
+            },
+            "suggested": suggested,
+            "evidence": self.evidence,
+            "confidence": self.confidence,
+            "flags": {
+                "censored": self.censored_cpu or self.censored_memory,
+                "censored_cpu": self.censored_cpu,
+                "censored_memory": self.censored_memory,
+                "leak": self.leak is not None,
+                "scaled_to_pool": self.scaled,
+            },
+            "censoring": self.censoring,
+            "leak": self.leak,
+            "backtest": backtest,
+            "rationale": self.rationale,
+        }
+
+
+@dataclass
+class PoolFit:
+    """Whether the projects' suggestions fit the pool, and the pool they would need."""
+
+    cpu: float
+    memory_bytes: int
+    needed_cpu: float
+    needed_memory: int
+    fits: bool
+    suggested_cpu: float | None = None
+    suggested_memory: int | None = None
+    note: str | None = None
+    scaled: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        suggested = None
+        if self.suggested_cpu is not None and self.suggested_memory is not None:
+            suggested = {
+                "cpu_percent": self.suggested_cpu,
+                "memory_bytes": self.suggested_memory,
+                "memory": format_size(self.suggested_memory),
+            }
+        return {
+            "current": {"cpu_percent": self.cpu, "memory_bytes": self.memory_bytes},
+            "needed": {
+                "cpu_percent": round(self.needed_cpu, 4),
+                "memory_bytes": self.needed_memory,
+            },
+            "fits": self.fits,
+            "suggested": suggested,
+            "note": self.note,
+        }
+
+
+@dataclass
+class Suggestions:
+    """What autotune found: per project and agent, the pool, the backtest totals, the patches."""
+
+    generated_at: datetime
+    selection: Selection
+    params: TuneParameters
+    workspace_file: Path
+    workspace_sha256: str | None
+    agents_files: dict[str, tuple[Path, str | None]]
+    strategy: str
+    projects: dict[str, EntitySuggestion]
+    agents: dict[str, EntitySuggestion]
+    pool: PoolFit
+    totals: dict[str, Side]
+    block_hours: int
+    history: History
+    notes: list[str] = field(default_factory=list)
+    patch: dict[str, Any] = field(default_factory=dict)
+    agents_patches: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The documented suggestions.json (docs/autotune.md)."""
+        from devloop.analytics import iso
+
+        return {
+            "kind": KIND,
+            "version": VERSION,
+            "generated_at": iso(self.generated_at),
+            "period": {
+                "start": iso(self.selection.start),
+                "end": iso(self.selection.end),
+                "hours": round(
+                    (self.selection.end - self.selection.start).total_seconds() / 3600, 4
+                ),
+                "interval_seconds": self.selection.interval,
+            },
+            "parameters": self.params.to_json(),
+            "workspace": {
+                "file": str(self.workspace_file),
+                "sha256": self.workspace_sha256,
+                "strategy": self.strategy,
+                "agents_files": {
+                    project: {"file": str(path), "sha256": digest}
+                    for project, (path, digest) in self.agents_files.items()
+                },
+            },
+            "pool": self.pool.to_json(),
+            "projects": {name: s.to_json() for name, s in self.projects.items()},
+            "agents": {name: s.to_json() for name, s in self.agents.items()},
+            "backtest": {
+                "block_hours": self.block_hours,
+                "folds": max(0, blocks(self.history)[1] - 1),
+                "totals": {side: total.to_json() for side, total in self.totals.items()},
+            },
+            "notes": list(self.notes),
+            "patch": self.patch,
+            "agents_patches": self.agents_patches,
+        }
