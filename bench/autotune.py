@@ -55,10 +55,10 @@ def child(kind: str, ws: str, percentile: float) -> None:
         import shutil
 
         from devloop.analytics import warm_cache
-        from devloop.tune.bins_cache import cache_root
 
         root = Path(ws) / "metrics"
-        shutil.rmtree(root / "_cache" if kind == "cache" else cache_root(root), ignore_errors=True)
+        if kind == "cache":
+            shutil.rmtree(root / "_cache", ignore_errors=True)
         warm_cache(root)
     elif kind == "autotune":
         from devloop.tune import TuneParameters, autotune

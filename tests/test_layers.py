@@ -53,8 +53,6 @@ ENTRY = len(LAYERS)  # devloop.__main__
 #: this exact: remove an entry when its import goes.
 KNOWN_PRIVATE = frozenset(
     {
-        # autotune's per-hour bins cache writes through the analytics cache
-        "devloop.tune.bins_cache -> devloop.analytics._cache",
         # autotune's history reads the per-tick sums the reports use
         "devloop.tune.history -> devloop.analytics._series",
         # autotune opens the store as the reports do

@@ -2,7 +2,6 @@
 
     params.py      TuneParameters   every parameter and its default
     history.py     read_history     one pass over the store: per entity and hour, stats + CPU bins
-    bins_cache.py  fine_bins        those per-hour bins cached per closed hour in _cache/tune
     fit.py         fit              one entity's limits (decayed percentile, window peaks, leaks)
     backtest.py    walk-forward     fit on blocks 1..k, replay block k+1
     suggest.py     autotune         the whole run -> Suggestions

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from devloop.tune.params import CPU_BIN, MEMORY_BIN, TuneParameters
 
@@ -55,6 +55,33 @@ STAT_COLUMNS = (
     "mem_limit_sum",
     "limit_ticks",
 )
+
+
+#: The columns of the fine frame (per entity, hour since the epoch ``ah``, CPU bin ``b`` and
+#: joint bins ``cb``/``mb``) that :func:`_read_level` aggregates, with their types.
+FINE_COLUMNS: Final = {
+    "project": "str",
+    "agent": "str",
+    "ah": "int",
+    "b": "int",
+    "cb": "int",
+    "mb": "int",
+    "ticks": "int",
+    "cpu_sum": "float",
+    "cpu_max": "float",
+    "rss_max": "float",
+    "rss_min": "float",
+    "rss_sum": "float",
+    "cens_cpu": "int",
+    "cens_mem": "int",
+    "paused": "int",
+    "cpu_over": "int",
+    "mem_over": "int",
+    "any_over": "int",
+    "cpu_limit_sum": "float",
+    "mem_limit_sum": "float",
+    "limit_ticks": "int",
+}
 
 
 @dataclass
@@ -302,9 +329,7 @@ def read_history(
     for by_agent, chosen in ((False, project_keys), (True, agent_keys)):
         if not chosen:
             continue
-        found = _read_level(
-            store, selection, params, origin_us, keys, limits, pauses, by_agent=by_agent
-        )
+        found = _read_level(store, selection, params, origin_us, keys, by_agent=by_agent)
         for key in chosen:
             entities[key] = _entity(key, found.get(key, {}), n_hours)
     _fill_project_idle(store, selection, entities, project_keys, system_ticks, origin_us)
@@ -331,23 +356,15 @@ def _read_level(
     params: TuneParameters,
     origin_us: int,
     keys: list[Key],
-    limits: list[dict[str, Any]],
-    pauses: list[dict[str, Any]],
     *,
     by_agent: bool,
 ) -> dict[Key, dict[str, Any]]:
     import numpy as np
     import polars as pl
 
-    from devloop.tune.bins_cache import fine_bins
-
-    def compute(part: Selection) -> pl.DataFrame:
-        return _fine_sql(store, part, params, by_agent=by_agent)
-
-    level = "agent" if by_agent else "project"
-    fine = fine_bins(store, selection, params, level, limits, pauses, keys, compute)
+    fine = _fine_sql(store, selection, params, by_agent=by_agent)
     # Entity ids and hours since origin; a fixed row order, so every sum below adds its
-    # terms in the same order whether the rows came from the cache or the store.
+    # terms in the same order whatever order the query gave the rows in.
     ids = pl.DataFrame(
         {"project": [k[0] for k in keys], "agent": [k[1] for k in keys],
          "e": list(range(len(keys)))},
@@ -394,7 +411,7 @@ def _fine_sql(
 ) -> pl.DataFrame:
     """The fine bins of ``selection`` from the store: per entity (project, agent), hour since
     the epoch (``ah``) and CPU/memory bin, the counts and sums of
-    :data:`~devloop.tune.bins_cache.COLUMNS`."""
+    :data:`FINE_COLUMNS`."""
     series, series_params = _series_sql(store, selection, by_agent=by_agent)
     raised = f"greatest(cpu, coalesce(cpu_limit, cpu)) * {1 + params.censor_raise}"
     sql = f"""
@@ -433,7 +450,11 @@ def _fine_sql(
         FROM y
         GROUP BY ALL
     """
-    return store.frame(sql, [*series_params, params.censor_at, params.censor_at])
+    import polars as pl
+
+    frame = store.frame(sql, [*series_params, params.censor_at, params.censor_at])
+    types = {"str": pl.String, "int": pl.Int64, "float": pl.Float64}
+    return frame.select(pl.col(name).cast(types[kind]) for name, kind in FINE_COLUMNS.items())
 
 
 def _entity(key: Key, found: dict[str, Any], n_hours: int) -> EntityHistory:
