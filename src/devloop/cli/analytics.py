@@ -541,7 +541,7 @@ def sql(
     end: str | None,
     period: str | None,
 ) -> None:
-    """Run a SQL STATEMENT over the views samples, processes, system, events, limits.
+    """Run a SQL STATEMENT over the views samples, processes, system, events, limits, runs.
 
     --start/--end/--period and --project/--agent narrow every view first.
 
