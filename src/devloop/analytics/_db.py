@@ -103,15 +103,17 @@ def iso(moment: datetime | None) -> str | None:
 class Store:
     """A read-only view of one workspace's metrics store (``<workspace-dir>/metrics``)."""
 
-    def __init__(self, workspace_dir: Path | str) -> None:
+    def __init__(self, workspace_dir: Path | str, *, now: datetime | None = None) -> None:
         """Open the store; StoreError when the folder does not exist or DuckDB fails.
 
         Corrupt or foreign files are skipped with a StoreWarning naming each (from
-        :func:`devloop.store.connect`).
+        :func:`devloop.store.connect`). ``now`` is the moment whose hour is still open (no
+        rollup is read for it); default: the clock at each look.
         """
         from devloop.store.query import connect_listed
 
         self.workspace_dir = Path(workspace_dir)
+        self.now = now
         if not self.workspace_dir.is_dir():
             raise UsageError(f"workspace folder not found: {self.workspace_dir}")
         self.root = self.workspace_dir / "metrics"
@@ -389,6 +391,7 @@ class Store:
                 self.root,
                 selection.start,
                 selection.end,
+                now=self.now,
                 spooled=self.spooled_hours(),
                 listed=self.listing.files["samples"],
             )
