@@ -292,3 +292,29 @@ def test_a_folder_without_a_workspace_is_refused(tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
     assert "workspace.json" in result.stderr
+
+
+def test_a_store_error_in_the_report_is_one_line_not_a_traceback(tmp_path, monkeypatch):
+    import types
+
+    import duckdb
+
+    from devloop.errors import StoreError
+    from devloop.runner import stress
+    from devloop.store import query
+
+    class Broken:
+        def execute(self, *args: object) -> None:
+            raise duckdb.IOException("IO Error: cannot read file")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(query, "connect", lambda root: Broken())
+    workspace = types.SimpleNamespace(metrics_dir=tmp_path / "metrics")
+    run = types.SimpleNamespace(
+        workspace=workspace, options=types.SimpleNamespace(interval=1.0), host="h",
+        started=0.0, ended=1.0,
+    )  # fmt: skip
+    with pytest.raises(StoreError, match="cannot read the stress test's rows from .*cannot read"):
+        stress.stress_report(run)  # type: ignore[arg-type]
