@@ -273,3 +273,13 @@ def test_a_period_narrows_the_history(sim):
     assert result.to_json()["period"]["hours"] == pytest.approx(6, abs=0.01)
     assert result.block_hours == 1
     assert {s.confidence for s in result.projects.values()} == {"low"}
+
+
+@pytest.mark.slow
+def test_a_range_far_larger_than_the_data_gives_the_same_suggestions(sim):
+    out, _, whole = sim  # the whole store: 2 days
+    huge = autotune(out, TimeRange(period=timedelta(days=3650))).to_json()
+    expected = whole.to_json()
+    for result in (huge, expected):
+        del result["generated_at"], result["period"]  # the range as asked differs, not the rest
+    assert huge == expected

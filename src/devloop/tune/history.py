@@ -269,7 +269,11 @@ def read_history(
     import numpy as np
     import pyarrow as pa
 
-    origin = selection.start.replace(minute=0, second=0, microsecond=0)
+    # The hours start at the range's, or at the oldest tick when the range starts before the
+    # data: a range larger than the store costs what the store costs (no empty hours).
+    oldest, _ = store.span()
+    first = max(selection.start, oldest) if oldest is not None else selection.start
+    origin = first.replace(minute=0, second=0, microsecond=0)
     origin_us = int((origin - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(microseconds=1))
     n_hours = max(1, math.ceil((selection.end - origin) / timedelta(hours=1)))
     known = store.known()
