@@ -66,14 +66,20 @@ def _runs(folder: Path) -> dict[str, dict]:
 
 
 def _tick_cpu(folder: Path, run_id: str) -> float:
-    """CPU seconds of the run's tick series: the sum of cpu_cores x the 1 s tick interval."""
+    """CPU seconds of the run's tick series: each row's ``cpu_cores`` times the time since the
+    previous collector tick (1 s, or more where a loaded machine skipped a slot), so the sum is
+    the CPU the rows account for; a row off the ticks (a lone run's last one) counts 1 s."""
     sql = """
-        SELECT sum(s.cpu_cores) FROM samples s
-        JOIN processes p USING (host, pid, start_time) WHERE p.run_id = ?
+        WITH ticks AS (
+            SELECT ts, (epoch_us(ts) - lag(epoch_us(ts)) OVER (ORDER BY ts)) / 1e6 AS gap
+            FROM (SELECT DISTINCT ts FROM system))
+        SELECT sum(s.cpu_cores * coalesce(t.gap, 1.0)) FROM samples s
+        JOIN processes p USING (host, pid, start_time) LEFT JOIN ticks t ON t.ts = s.ts
+        WHERE p.run_id = ?
     """
     found = connect(folder / "metrics").execute(sql, [run_id]).fetchone()
     assert found is not None and found[0] is not None
-    return float(found[0]) * 1.0
+    return float(found[0])
 
 
 def _fresh_admission(folder: Path) -> bool:
