@@ -95,6 +95,12 @@ def boot_us() -> int:
     raise CollectorError(f"no btime line in {_PROC}/stat")
 
 
+def start_us_of(start_ticks: int) -> int:
+    """A process's start (/proc/PID/stat field 22, clock ticks after boot) in µs since the
+    epoch, by :func:`boot_us`: the identity every part of this process gives that process."""
+    return boot_us() + start_ticks * 1_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 class ProcfsSource(Source[ProcfsHandle]):
     """Processes and host totals from ``/proc`` (Linux only)."""
 
@@ -106,7 +112,7 @@ class ProcfsSource(Source[ProcfsHandle]):
         self._clk_tck = os.sysconf("SC_CLK_TCK")
         self._page = os.sysconf("SC_PAGE_SIZE")
         try:
-            self._boot_us = boot_us()
+            boot_us()  # read now, where a failure is reported; identities use it from here on
             self._stat_fd = os.open(f"{_PROC}/stat", _O_FLAGS)
             self._meminfo_fd = os.open(f"{_PROC}/meminfo", _O_FLAGS)
         except OSError as exc:
@@ -184,7 +190,7 @@ class ProcfsSource(Source[ProcfsHandle]):
         comm, fields = _split_stat(data)
         start_ticks = fields[19]
         handle = ProcfsHandle(pid, start_ticks, fd, comm)
-        start_us = self._boot_us + int(start_ticks) * 1_000_000 // self._clk_tck
+        start_us = start_us_of(int(start_ticks))
         name = comm.decode("utf-8", "replace")
         return handle, Identity(pid, start_us, int(fields[1]), name)
 

@@ -26,7 +26,7 @@ from devloop.tags import TAG_AGENT, TAG_PROJECT, TAG_RUN
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing, pathlib and subprocess are too slow to import on this path
     import subprocess
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
 _LINUX = sys.platform.startswith("linux")
@@ -212,14 +212,24 @@ def _popen(
         raise SpawnError(exc.errno or 0, f"{argv[0]}: {exc.strerror or exc}") from exc
 
 
-def forward_signals(launched: Launched) -> None:
-    """Pass SIGINT and SIGTERM on to the run's root (main thread only)."""
+def forward_signals(launched: Launched) -> Callable[[], None]:
+    """Pass SIGINT and SIGTERM on to the run's root; returns a function that restores the
+    previous handlers. Only the main thread may set handlers: elsewhere it does nothing."""
+    threading = sys.modules.get("threading")  # not imported by the fast path: the main thread
+    if threading is not None and threading.current_thread() is not threading.main_thread():
+        return lambda: None
 
     def forward(signum: int, frame: object) -> None:
         launched.send_signal(signum)
 
-    for signum in (_signal.SIGINT, _signal.SIGTERM):
-        _signal.signal(signum, forward)
+    previous = {signum: _signal.signal(signum, forward) for signum in (_signal.SIGINT,
+                                                                      _signal.SIGTERM)}  # fmt: skip
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            _signal.signal(signum, handler)
+
+    return restore
 
 
 def _spawn(

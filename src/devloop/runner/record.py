@@ -55,9 +55,9 @@ def _start_us(start_ticks: int | None) -> int | None:
     time of this process uses (so it matches the collector's identities)."""
     if start_ticks is None or not sys.platform.startswith("linux"):
         return None
-    from devloop.collector.procfs import boot_us
+    from devloop.collector.procfs import start_us_of
 
-    return boot_us() + start_ticks * 1_000_000 // os.sysconf("SC_CLK_TCK")
+    return start_us_of(start_ticks)
 
 
 class Recorder:

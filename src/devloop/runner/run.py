@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from devloop.collector.model import TAG_AGENT, TAG_PROJECT
@@ -101,7 +99,7 @@ def run_agent(
             raise UsageError(f"cannot run {exc.strerror}") from exc
         if manager is not None:
             manager.started(launched.pid)
-        restore = _forward_signals(launched)
+        restore = launch.forward_signals(launched)
         try:
             if recorder is not None:
                 recorder.event("agent-start", scope="agent", project=project, agent=agent,
@@ -181,20 +179,3 @@ def admit(manager: ResourceManager, project: str, agent: str) -> None:
         time.sleep(min(poll, left))
         reason = why_not()
     emit("dequeue", scope="agent", project=project, agent=agent, message="resources free: starting")
-
-
-def _forward_signals(child: launch.Launched) -> Callable[[], None]:
-    """Pass SIGINT/SIGTERM on to ``child``; returns a function that restores the handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        child.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore
