@@ -90,9 +90,7 @@ class RunTicks:
     ticks: int = 0  # ticks with at least one process of the run
     peak_cores: float = 0.0  # the largest per-tick sum of cpu_cores
     peak_rss_bytes: int = 0  # the largest per-tick sum of rss_bytes
-    first_ts_us: int = 0
     last_ts_us: int = 0
-    stopped_ticks: int = 0  # ticks where a process of the run was stopped (SIGSTOP)
     whole: bool = True  # seen from its first process on (not already running at our start)
     processes: set[tuple[int, int]] = field(default_factory=set)
     last_mono: float = 0.0
@@ -326,7 +324,7 @@ class Collector:
     def _count_runs(
         self, sampled: list[tuple[_Entry, Reading]], rows: list[SampleRow], ts_us: int, mono: float
     ) -> None:
-        seen: dict[str, tuple[float, int, bool]] = {}
+        seen: dict[str, tuple[float, int]] = {}
         runs = self._runs
         for (entry, reading), row in zip(sampled, rows, strict=True):
             attribution = entry.attribution
@@ -336,22 +334,16 @@ class Collector:
             run = runs.get(run_id)
             if run is None:
                 run = runs[run_id] = RunTicks(attribution.project, attribution.agent)
-                run.first_ts_us = ts_us
             if entry.key not in run.processes:
                 run.processes.add(entry.key)
                 if not entry.fresh:
                     run.whole = False  # running before we looked: its past CPU is unknown
             run.cpu_seconds += entry.counted
-            cores, rss, stopped = seen.get(run_id, (0.0, 0, False))
-            seen[run_id] = (
-                cores + (row[8] or 0.0),
-                rss + reading.rss_bytes,
-                stopped or reading.state == "stopped",
-            )
-        for run_id, (cores, rss, stopped) in seen.items():
+            cores, rss = seen.get(run_id, (0.0, 0))
+            seen[run_id] = (cores + (row[8] or 0.0), rss + reading.rss_bytes)
+        for run_id, (cores, rss) in seen.items():
             run = runs[run_id]
             run.ticks += 1
-            run.stopped_ticks += stopped
             run.peak_cores = max(run.peak_cores, cores)
             run.peak_rss_bytes = max(run.peak_rss_bytes, rss)
             run.last_ts_us = ts_us
@@ -360,10 +352,6 @@ class Collector:
             old = [r for r, run in runs.items() if mono - run.last_mono > RUN_FORGET_SECONDS]
             for run_id in old:
                 del runs[run_id]
-
-    def run_ticks(self, run_id: str) -> RunTicks | None:
-        """What the ticks so far saw of ``run_id`` (None if no tick saw it)."""
-        return self._runs.get(run_id)
 
     def active_runs(self, ts_us: int) -> dict[str, RunTicks]:
         """The runs the tick stamped ``ts_us`` saw."""

@@ -244,7 +244,7 @@ class Recorder:
         stamp = ts_us if ts_us is not None else now_us
         done = 0
         for run in found:
-            records = self._run_records(run, stamp, now_us)
+            records = self._run_records(run, stamp)
             with self._write_lock:
                 if self._closed:
                     break
@@ -253,10 +253,9 @@ class Recorder:
             done += 1
         return done
 
-    def _run_records(
-        self, run: PendingRun, ts_us: int, now_us: int
-    ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    def _run_records(self, run: PendingRun, ts_us: int) -> list[tuple[str, list[tuple[Any, ...]]]]:
         start, end = run.start, run.end
+        start_us = _start_us(end.start_ticks) if end is not None else None
         host = self.writer.host
         ticks = self.collector.finish_run(start.run_id)
         paused, throttled = self._held.pop(start.run_id, (0.0, 0.0))
@@ -265,7 +264,6 @@ class Recorder:
         if end is not None:
             exact = end.cpu_user_seconds + end.cpu_system_seconds
             whole = ticks.whole if ticks is not None else start.started_us >= self._started_us
-            start_us = _start_us(end.start_ticks)
             if whole and exact - counted > 0.0005 and start_us is not None:
                 name = os.path.basename(start.command[0]) if start.command else None
                 row = self.collector.tail_row(ts_us, start.project, start.agent, end.pid,
@@ -287,8 +285,7 @@ class Recorder:
             "complete" if end is not None else "incomplete",
             " ".join(start.command), start.cwd,
             end.pid if end is not None else None,
-            _start_us(end.start_ticks) if end is not None else None,
-            start.queued_us, start.started_us, ended_us,
+            start_us, start.queued_us, start.started_us, ended_us,
             end.exit_code if end is not None else None,
             end.signal if end is not None else None,
             (start.started_us - start.queued_us) / 1e6, paused, throttled,
