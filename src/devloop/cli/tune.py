@@ -362,10 +362,13 @@ def apply_tuning(
 ) -> None:
     """Apply a suggestions file (from autotune) to workspace.json and the agents.json files.
 
-    The patched files are validated first; the originals go to
-    <workspace-dir>/tuning-backups/<time>/, then each file is written atomically, keeping key
-    order, indent and unknown keys. Refused when a file changed since the suggestions were
-    made (unless --force) and for files with comments.
+    The files are those of the workspace given, resolved from its own workspace.json; a
+    suggestions file made for another workspace (another name, other projects) is refused.
+    The patched files are validated first, keeping key order, indent and unknown keys; then
+    all are written in one transaction (the originals in <workspace-dir>/tuning-backups/<time>/),
+    which the next apply-tuning or --rollback finishes or undoes if it was killed. Refused
+    when a file changed since the suggestions were made (unless --force) and for files with
+    comments.
 
     \b
     Example:
@@ -376,23 +379,29 @@ def apply_tuning(
     from devloop.tune import apply_tuning as run_apply
     from devloop.tune import rollback as run_rollback
 
+    if rollback and suggestions is not None:
+        raise click.UsageError("--rollback takes no SUGGESTIONS file")
+    if not rollback and suggestions is None:
+        raise click.UsageError("missing the SUGGESTIONS file (or give --rollback)")
+    fraction = percent_value(min_change, "--min-change") or 0.0
     folder = resolve_workspace_dir(workspace_dir)
-    if rollback:
-        if suggestions is not None:
-            raise click.UsageError("--rollback takes no SUGGESTIONS file")
-        backup, restored = run_rollback(folder)
+
+    def recovered(line: str) -> None:
+        click.echo(f"Recovered: {line}", err=True)
+
+    if suggestions is None:
+        backup, restored = run_rollback(folder, on_recovered=recovered)
         for path in restored:
             click.echo(f"Restored {path} from {backup}")
         return
-    if suggestions is None:
-        raise click.UsageError("missing the SUGGESTIONS file (or give --rollback)")
     result = run_apply(
         suggestions,
         folder,
         dry_run=dry_run,
         force=force,
-        min_change=percent_value(min_change, "--min-change") or 0.0,
+        min_change=fraction,
         only=only,
+        on_recovered=recovered,
     )
     for line in result.skipped:
         click.echo(f"Skipped {line}", err=True)

@@ -8,6 +8,7 @@ suggestions.json, :mod:`.report` draws them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from devloop.tune.params import TuneParameters
 
 KIND = "devloop-autotune-suggestions"
-VERSION = 1
+#: Version 2 names projects, never paths. Version 1 named each file by its absolute path (so a
+#: copy of the workspace was tuned through the original's files); apply-tuning refuses it.
+VERSION = 2
 
 
 def sha256_file(path: Path) -> str | None:
@@ -31,6 +34,36 @@ def sha256_file(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
         return None
+
+
+@dataclass(frozen=True)
+class WorkspaceIdentity:
+    """Which workspace a suggestions file is for: the ``workspace_name`` written in its
+    workspace.json (None when absent: the loader's default, the folder's parent, would change
+    when the folder moves) and its project names, in file order. A copy or a move of the
+    workspace folder keeps both; apply-tuning compares them as a name and a set."""
+
+    name: str | None
+    projects: tuple[str, ...]
+
+    @classmethod
+    def of(cls, raw: Any, project_names: Iterable[str]) -> WorkspaceIdentity:
+        """The identity of a workspace from its parsed workspace.json (``raw``) and the names
+        of the projects its loader read."""
+        name = None
+        if isinstance(raw, dict):
+            name = raw["workspace_name"] if "workspace_name" in raw else raw.get("name")
+        return cls(name if isinstance(name, str) else None, tuple(project_names))
+
+    def same_workspace(self, other: WorkspaceIdentity) -> bool:
+        """Same name, same set of projects."""
+        return self.name == other.name and set(self.projects) == set(other.projects)
+
+    def describe(self) -> str:
+        """``'name' (projects a, b)``, as errors word it."""
+        name = repr(self.name) if self.name is not None else "without a name"
+        projects = ", ".join(self.projects) if self.projects else "none"
+        return f"{name} (projects {projects})"
 
 
 @dataclass
@@ -144,7 +177,13 @@ class PoolFit:
 
 @dataclass
 class Suggestions:
-    """What autotune found: per project and agent, the pool, the backtest totals, the patches."""
+    """What autotune found: per project and agent, the pool, the backtest totals, the patches.
+
+    ``workspace_file`` and ``agents_files`` are where autotune read the files; suggestions.json
+    holds no path: ``identity`` (filled by :func:`~devloop.tune.patch.build_patches`) says
+    which workspace it is for, and the agents files and patches are keyed by project, so
+    apply-tuning finds the files in the workspace it is given.
+    """
 
     generated_at: datetime
     selection: Selection
@@ -162,6 +201,7 @@ class Suggestions:
     notes: list[str] = field(default_factory=list)
     patch: dict[str, Any] = field(default_factory=dict)
     agents_patches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identity: WorkspaceIdentity | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The documented suggestions.json (docs/autotune.md)."""
@@ -181,12 +221,13 @@ class Suggestions:
             },
             "parameters": self.params.to_json(),
             "workspace": {
-                "file": str(self.workspace_file),
+                "name": None if self.identity is None else self.identity.name,
+                "projects": [] if self.identity is None else list(self.identity.projects),
                 "sha256": self.workspace_sha256,
                 "strategy": self.strategy,
                 "agents_files": {
-                    project: {"file": str(path), "sha256": digest}
-                    for project, (path, digest) in self.agents_files.items()
+                    project: {"sha256": digest}
+                    for project, (_, digest) in self.agents_files.items()
                 },
             },
             "pool": self.pool.to_json(),
