@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from devloop.errors import StoreLockedError
-from devloop.store import StoreWarning, StoreWriter, compact, recover
-from devloop.store.spool import SegmentWriter, encode_record
+from devloop.store import StoreWarning, StoreWriter, compact, connect, recover
+from devloop.store.spool import MAGIC, SegmentWriter, encode_record
 from tests.test_store_support import (
     HOUR,
     SECOND,
@@ -132,3 +132,98 @@ def test_recover_refuses_while_a_writer_is_alive(tmp_path: Path) -> None:
     root = tmp_path / "metrics"
     with StoreWriter(root), pytest.raises(StoreLockedError, match="is recording into"):
         recover(root)
+
+
+def _record_offsets(ticks: list[int]) -> list[tuple[int, int, str, int]]:
+    """(start, end, table, ts) of each record :func:`_leave_segment` writes for ``ticks``."""
+    out = []
+    position = len(MAGIC)
+    for ts in ticks:
+        for table, rows in (("samples", tick_rows(ts)), ("system", [system_row(ts)])):
+            size = len(encode_record(table, rows))
+            out.append((position, position + size, table, ts))
+            position += size
+    return out
+
+
+def _damage(path: Path, at: int, size: int = 16) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(at, at + size):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def _events(root: Path) -> list[tuple[str, str]]:
+    with connect(root) as connection:
+        return connection.sql("SELECT action, message FROM events ORDER BY ts").fetchall()
+
+
+def test_damage_in_the_middle_is_skipped_with_a_warning_and_an_event(tmp_path: Path) -> None:
+    root = tmp_path / "metrics"
+    ticks = [T0 + i * SECOND for i in range(19)]
+    path = _leave_segment(root, ticks)
+    records = _record_offsets(ticks)
+    middle = path.stat().st_size // 2
+    _damage(path, middle)
+    hit = [r for r in records if r[0] < middle + 16 and middle < r[1]]
+    lost = {ts for _, _, table, ts in hit if table == "samples"}
+    assert len(lost) == 1  # the 16 bytes fall in one samples record (and maybe a system one)
+    skipped = (hit[0][0], hit[-1][1])
+    with pytest.warns(StoreWarning) as caught:
+        report = recover(root)
+    assert read_samples(root) == _expected([ts for ts in ticks if ts not in lost])
+    (segment,) = report.segments
+    assert (segment.skipped_records, segment.skipped_bytes) == (len(hit), skipped[1] - skipped[0])
+    assert segment.torn_bytes == 0
+    assert segment.quarantined
+    assert segment.rows == {"samples": 3 * 18, "system": 19 - (len(hit) - 1)}
+    (message,) = [str(w.message) for w in caught]
+    assert SEGMENT in message
+    assert f"bytes {skipped[0]}-{skipped[1]}" in message
+    assert f"{len(hit)} damaged record" in message
+    ((action, text),) = _events(root)
+    assert action == "spool-corrupt"
+    assert f"bytes {skipped[0]}-{skipped[1]}" in text and SEGMENT in text
+    assert not path.exists()
+    assert path.with_name(SEGMENT + ".bad").exists()  # kept aside, not deleted
+    assert recover(root).segments == ()  # exactly once: the kept copy is not converted again
+
+
+def test_damaged_segment_recovered_again_after_a_crash_writes_its_event_once(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "metrics"
+    ticks = [T0 + HOUR - 2 * SECOND, T0 + HOUR - SECOND, T0 + HOUR]  # two partitions
+    path = _leave_segment(root, ticks)
+    records = _record_offsets(ticks)
+    _damage(path, records[0][0] + 30)  # the first samples record
+    saved = path.read_bytes()
+    with pytest.warns(StoreWarning, match="skipped 1 damaged record "):
+        recover(root)
+    kept = path.with_name(SEGMENT + ".bad")
+    assert kept.read_bytes() == saved
+    events = [f for f in parquet_files(root) if "events" in f.parts]
+    assert len(events) == 1 and events[0].parent.name == "hour=11"  # the last intact tick's hour
+    events[0].unlink()  # as if the writer died before this rename, and before setting aside
+    kept.rename(path)
+    with pytest.warns(StoreWarning, match="skipped 1 damaged record "):
+        report = recover(root)
+    assert report.segments[0].files_written == (events[0],)
+    assert [action for action, _ in _events(root)] == ["spool-corrupt"]
+    assert read_samples(root) == _expected(ticks[1:])
+
+
+def test_collector_start_in_child_mode_recovers_around_damage(tmp_path: Path) -> None:
+    root = tmp_path / "metrics"
+    ticks = [T0 + i * SECOND for i in range(8)]
+    path = _leave_segment(root, ticks)
+    samples_4 = _record_offsets(ticks)[8]
+    _damage(path, samples_4[0] + 40)
+    with pytest.warns(StoreWarning, match=rf"{SEGMENT}: skipped 1 damaged record \(bytes "):
+        writer = StoreWriter(root, convert_in_child=True)
+    with writer:
+        assert [r.quarantined for r in writer.recovered.segments] == [True]
+        assert writer.recovered.rows == 3 * 7 + 8
+    assert read_samples(root) == _expected(ticks[:4] + ticks[5:])
+    assert [action for action, _ in _events(root)] == ["spool-corrupt"]
+    assert sorted(p.name for p in (root / "_spool").iterdir()) == [SEGMENT + ".bad"]

@@ -3,10 +3,11 @@
 A Parquet file that was never closed cannot be read, so every tick is appended here first and
 a closed segment becomes Parquet later (recovery.py). Format of a segment::
 
-    b"DLSPOOL1"                                  8-byte magic
+    b"DLSPOOL2"                                  8-byte magic
     record*                                      one per StoreWriter.append call
 
-    record  = [u32 payload length][u32 crc32(payload)][payload]        little-endian
+    record  = [sync][u32 payload length][u32 crc32(payload)][payload]  little-endian
+    sync    = b"\xf9\xd1\x0b\x5c"               4 bytes that start every record
     payload = [u8 table id][u16 schema version][u32 rows][u16 columns] column*
     column  = [u8 flags] [validity: one byte per row, if flags & 1] buffers
 
@@ -14,12 +15,18 @@ The column buffers are Arrow's own layout, so decoding is ``pa.Array.from_buffer
 per-value work: fixed-width values are ``rows * itemsize`` bytes (``array`` module, native
 little-endian); strings are ``rows + 1`` int32 offsets then the UTF-8 bytes; a list of int32 is
 ``rows + 1`` int32 offsets then the int32 values. A null becomes 0 / "" / [] in the buffers and
-a 0 in the validity bytes.
+a 0 in the validity bytes. Segments of format 1 (``b"DLSPOOL1"``, records without the sync
+marker) are still read.
 
-Reading stops at the first record that is short, has an impossible length or a wrong CRC: that is
-the record in flight when the writer died (the *torn tail*); everything before it is intact
-because records are only ever appended. One segment holds every table (records are tagged), so a
-tick costs one ``write`` per table and one ``fdatasync`` per tick for all of them.
+A record that is short, has an impossible length or a wrong CRC is either the *torn tail* (the
+record in flight when the writer died: a prefix of a record, or zeros, at the very end of the
+file) or *damage* (bytes changed after they were written). Records are only ever appended, so
+everything before a torn tail is intact and it is dropped quietly. Damage is skipped: reading
+resynchronises on the next position where a whole record validates (sync marker, length, CRC of
+the payload, and the payload decodes; a chance match of all of these is about one in 2**64 per
+candidate) and carries on from there. :class:`SegmentContents` lists each damaged range, so
+recovery can warn and keep the segment. One segment holds every table (records are tagged), so
+a tick costs one ``write`` per table and one ``fdatasync`` per tick for all of them.
 
 No pickle or marshal: the payload is plain numbers and bytes, checked before it is trusted.
 """
@@ -32,7 +39,7 @@ import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
@@ -46,7 +53,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("devloop.store")
 
-MAGIC: Final = b"DLSPOOL1"
+MAGIC: Final = b"DLSPOOL2"
+MAGIC_V1: Final = b"DLSPOOL1"  # records without the sync marker; read, never written
+SYNC: Final = b"\xf9\xd1\x0b\x5c"  # 0xF9 never occurs in UTF-8, so no string holds it
 
 #: Table tags in records. Fixed numbers, never reused: a segment may outlive a code change.
 TABLE_IDS: Final[dict[str, int]] = {
@@ -59,7 +68,8 @@ TABLE_IDS: Final[dict[str, int]] = {
 }
 _TABLE_NAMES: Final = {number: name for name, number in TABLE_IDS.items()}
 
-_FRAME = struct.Struct("<II")
+_FRAME = struct.Struct("<4sII")
+_FRAME_V1 = struct.Struct("<II")
 _HEADER = struct.Struct("<BHIH")
 _INT32 = struct.Struct("<i")
 _NO_MASK: Final = b"\x00"
@@ -117,7 +127,7 @@ def encode_record(table: str, rows: Sequence[Sequence[Any]]) -> bytes:
         if not field_.nullable and parts[mark] == _HAS_MASK:
             raise StoreError(f"{table}.{field_.name}: None in a column that cannot be null")
     payload = b"".join(parts)
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+    return _FRAME.pack(SYNC, len(payload), zlib.crc32(payload)) + payload
 
 
 def _mask(column: Sequence[Any]) -> bytes:
@@ -196,11 +206,16 @@ def decode_payload(payload: bytes) -> tuple[str, pa.RecordBatch]:
         )
     try:
         batch = _decode_columns(columns, payload, n_rows)
-    except pa.ArrowInvalid as exc:
+    except (pa.ArrowException, ValueError, OverflowError) as exc:
         raise SpoolCorruptError(f"{table} record does not decode: {exc}") from exc
     if columns is not TABLE_COLUMNS[table]:
         batch = _upgrade(table, batch)
     return table, batch
+
+
+def decode_rows(table: str, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    """``rows`` of ``table`` as the batch a record of them reads back as."""
+    return decode_payload(encode_record(table, rows)[_FRAME.size :])[1]
 
 
 def _upgrade(table: str, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -282,6 +297,21 @@ def _bitmap(mask: memoryview, n_rows: int) -> Any:
     return pc.not_equal(flags, 0).buffers()[1]
 
 
+@dataclass(frozen=True)
+class Damage:
+    """A skipped stretch of a segment: damaged records, from the first byte that did not read
+    as a record to the next record that does (or the end of the file)."""
+
+    start: int
+    end: int
+    records: int  # damaged records in it, told apart by their lengths and sync markers
+
+    @property
+    def size(self) -> int:
+        """Bytes skipped."""
+        return self.end - self.start
+
+
 @dataclass
 class SegmentContents:
     """The decoded records of one segment."""
@@ -289,16 +319,121 @@ class SegmentContents:
     batches: dict[str, list[pa.RecordBatch]] = field(default_factory=dict)
     records: int = 0
     torn_bytes: int = 0  # bytes after the last good record (the write in flight at a crash)
+    damaged: list[Damage] = field(default_factory=list)  # skipped ranges, in file order
 
     def rows(self, table: str) -> int:
         """Rows of ``table`` in the segment."""
         return sum(batch.num_rows for batch in self.batches.get(table, []))
 
+    @property
+    def skipped_bytes(self) -> int:
+        """Bytes of damaged records skipped (the torn tail not included)."""
+        return sum(damage.size for damage in self.damaged)
+
+    @property
+    def skipped_records(self) -> int:
+        """Damaged records skipped (the torn tail not included)."""
+        return sum(damage.records for damage in self.damaged)
+
+
+@dataclass(frozen=True)
+class _Format:
+    frame: struct.Struct
+    sync: bytes  # b"" in format 1
+
+    def header(self, data: bytes, position: int) -> tuple[bytes, int, int] | None:
+        """(sync, length, crc) of the frame at ``position``; None if the file ends first."""
+        if len(data) - position < self.frame.size:
+            return None
+        if self.sync:
+            sync, length, crc = self.frame.unpack_from(data, position)
+            return sync, length, crc
+        length, crc = self.frame.unpack_from(data, position)
+        return b"", length, crc
+
+    def payload(self, data: bytes, position: int) -> bytes | None:
+        """The payload of the record at ``position`` if its frame and CRC are right."""
+        header = self.header(data, position)
+        if header is None:
+            return None
+        sync, length, crc = header
+        start = position + self.frame.size
+        if sync != self.sync or not _HEADER.size <= length <= _MAX_RECORD:
+            return None
+        if start + length > len(data):
+            return None
+        # A view, not a slice: resynchronising tries many lengths that are not a record's.
+        if zlib.crc32(memoryview(data)[start : start + length]) != crc:
+            return None
+        return data[start : start + length]
+
+    def candidates(self, data: bytes, start: int) -> Iterator[int]:
+        """Positions from ``start`` on where a record may begin."""
+        if self.sync:
+            position = data.find(self.sync, start)
+            while position != -1:
+                yield position
+                position = data.find(self.sync, position + 1)
+        else:  # format 1 has no marker: try every byte (only segments left by an old devloop)
+            yield from range(start, len(data) - self.frame.size + 1)
+
+    def resync(self, data: bytes, start: int) -> int | None:
+        """The first position from ``start`` on holding a whole valid record, or None."""
+        for position in self.candidates(data, start):
+            table_id = position + self.frame.size
+            if table_id < len(data) and data[table_id] not in _TABLE_NAMES:
+                continue  # the cheapest test first: most candidates fail it
+            payload = self.payload(data, position)
+            if payload is None:
+                continue
+            try:
+                decode_payload(payload)
+            except SpoolCorruptError:
+                continue
+            return position
+        return None
+
+    def torn(self, data: bytes, position: int) -> bool:
+        """Whether the bytes from ``position`` to the end are a record cut short by a crash: a
+        prefix of a frame, or zeros (a file extended but never written, after a power loss)."""
+        rest = data[position:]
+        if rest.count(0) == len(rest):
+            return True
+        header = self.header(data, position)
+        if header is None:
+            return rest[: len(self.sync)] == self.sync[: len(rest)]
+        sync, length, _crc = header
+        end = position + self.frame.size + length
+        return sync == self.sync and _HEADER.size <= length <= _MAX_RECORD and end > len(data)
+
+    def count(self, data: bytes, start: int, end: int) -> int:
+        """Records in the damaged range ``start``-``end`` (at least one): follows each record's
+        length while it lands inside the range, else skips to the next sync marker."""
+        records = 0
+        position = start
+        while position < end:
+            records += 1
+            header = self.header(data, position)
+            following = position + self.frame.size + header[1] if header is not None else end
+            if position < following <= end:
+                position = following
+            elif self.sync:
+                found = data.find(self.sync, position + 1, end)
+                position = end if found == -1 else found
+            else:
+                position = end
+        return records
+
+
+_FORMATS: Final = {MAGIC: _Format(_FRAME, SYNC), MAGIC_V1: _Format(_FRAME_V1, b"")}
+
 
 def read_segment(path: Path) -> SegmentContents:
-    """Every intact record of a segment, in order; the torn tail, if any, is counted, not read.
+    """Every intact record of a segment, in order; the torn tail, if any, is counted, not read,
+    and damaged records are skipped and listed in ``damaged``.
 
-    Raises SpoolCorruptError when a record with a good CRC cannot be decoded.
+    Raises SpoolCorruptError when the file is not a segment, or when a record with a good CRC
+    cannot be decoded (a bug or a version skew, not damage: the CRC vouches for the bytes).
     """
     try:
         data = path.read_bytes()
@@ -308,29 +443,30 @@ def read_segment(path: Path) -> SegmentContents:
     if len(data) < len(MAGIC):
         contents.torn_bytes = len(data)  # died while creating the file
         return contents
-    if data[: len(MAGIC)] != MAGIC:
+    format_ = _FORMATS.get(data[: len(MAGIC)])
+    if format_ is None:
         raise SpoolCorruptError(f"{path} is not a devloop spool segment")
     position = len(MAGIC)
     while position < len(data):
-        if len(data) - position < _FRAME.size:
-            break
-        length, crc = _FRAME.unpack_from(data, position)
-        start = position + _FRAME.size
-        if length < _HEADER.size or length > _MAX_RECORD or start + length > len(data):
-            break
-        payload = data[start : start + length]
-        if zlib.crc32(payload) != crc:
-            break
+        payload = format_.payload(data, position)
+        if payload is None:
+            following = format_.resync(data, position + 1)
+            if following is None and format_.torn(data, position):
+                contents.torn_bytes = len(data) - position
+                logger.info("%s: dropped a torn last record (%d bytes)", path, contents.torn_bytes)
+                break
+            end = len(data) if following is None else following
+            damage = Damage(position, end, format_.count(data, position, end))
+            contents.damaged.append(damage)
+            position = end
+            continue
         try:
             table, batch = decode_payload(payload)
         except SpoolCorruptError as exc:
             raise SpoolCorruptError(f"{path} at byte {position}: {exc}") from exc
         contents.batches.setdefault(table, []).append(batch)
         contents.records += 1
-        position = start + length
-    contents.torn_bytes = len(data) - position
-    if contents.torn_bytes:
-        logger.info("%s: dropped a torn last record (%d bytes)", path, contents.torn_bytes)
+        position += format_.frame.size + len(payload)
     return contents
 
 
