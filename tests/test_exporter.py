@@ -1,5 +1,6 @@
 """The Prometheus exporter: metric families of a snapshot, the exporter command scraped over HTTP,
-and ``collect --prometheus`` serving the ticks it records."""
+``collect --prometheus`` serving the ticks it records, and ``devloop_up`` telling a live tick
+from a stale one (issue 15: a stale tick was served as live)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ from devloop.dashboard.snapshot import STATE_FILE
 from devloop.errors import UsageError
 from devloop.exporter import parse_address
 from devloop.simulate import simulate
+from devloop.store import StoreWriter
 from devloop.store.query import connect
 from tests.helpers.procs import helpers, vm_rss_bytes
 from tests.test_dashboard import state_fixture
@@ -31,10 +35,19 @@ DEADLINE = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: The simulation's newest tick is at most this old (it starts on a Monday of the last two
+#: weeks, for the same rows as the simulator's default Monday): the exporter is told to take
+#: it as live.
+SIM_LIVE = "30d"
+
+
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("exp") / ".devloop-workspace"
-    simulate(folder, hours=1 / 3, projects=3, agents_per_project=2, interval=5, seed=1)
+    today = datetime.now(UTC).date()
+    monday = today - timedelta(days=today.weekday() + 7)
+    simulate(folder, hours=1 / 3, projects=3, agents_per_project=2, interval=5, seed=1,
+             start=monday)  # fmt: skip
     return folder
 
 
@@ -110,7 +123,8 @@ def _newest_tick(folder: Path):
 
 def test_the_exporter_serves_the_newest_tick_of_a_real_store(sim):
     at, cores, rows, limits = _newest_tick(sim)
-    server = Server("workspace", "exporter", "--workspace-dir", str(sim), "--port", "0")
+    server = Server("workspace", "exporter", "--workspace-dir", str(sim), "--port", "0",
+                    "--stale-after", SIM_LIVE)  # fmt: skip
     try:
         assert server.url.startswith("http://127.0.0.1:")  # this machine only, by default
         metrics = scrape(server.url)
@@ -150,7 +164,7 @@ def test_the_exporter_serves_the_newest_tick_of_a_real_store(sim):
 
 def test_the_exporter_reads_the_enforcement_state_file_at_each_scrape(sim):
     server = Server("workspace", "exporter", "--workspace-dir", str(sim), "--port", "0",
-                    "--host", "127.0.0.1")  # fmt: skip
+                    "--host", "127.0.0.1", "--stale-after", SIM_LIVE)  # fmt: skip
     try:
         before = scrape(server.url)
         (sim / STATE_FILE).write_text(json.dumps(state_fixture()))
@@ -258,15 +272,14 @@ def test_a_port_in_use_is_an_error(sim):
 
 def test_the_grafana_dashboard_queries_metrics_the_exporter_serves(sim):
     from devloop.config import load_workspace
-    from devloop.dashboard.snapshot import StoreSnapshots
-    from devloop.exporter import serve
+    from devloop.exporter import StoreReadings, serve
 
     dashboard = json.loads((ROOT / "contrib" / "grafana-devloop.json").read_text())
     exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
     exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
     used = {name for expr in exprs for name in re.findall(r"\bdevloop_[a-z_]+", expr)}
     (sim / STATE_FILE).write_text(json.dumps(state_fixture()))  # every family has samples
-    server = serve(StoreSnapshots(load_workspace(sim)), port=0)
+    server = serve(StoreReadings(load_workspace(sim)), port=0, stale_after=30 * 86400.0)
     try:
         served = {name for name, _ in scrape(server.url)}
     finally:
@@ -274,3 +287,270 @@ def test_the_grafana_dashboard_queries_metrics_the_exporter_serves(sim):
         (sim / STATE_FILE).unlink()
     assert len(used) >= 15
     assert used <= served, used - served
+
+
+# --- devloop_up: a live tick, a stale one ------------------------------------------------------
+
+S = 1_000_000  # microseconds
+T0 = 1_780_000_000 * S  # the first tick of the store below
+SPACING = 5  # seconds between its ticks: the stale bound is 3 x 5 s
+TICKS = 5
+NEWEST = (T0 + (TICKS - 1) * SPACING * S) / S  # unix seconds of the newest tick
+HOST_CORES = 4
+Labels = tuple[tuple[str, str], ...]
+Samples = dict[tuple[str, Labels], float]
+USAGE_PREFIXES = ("devloop_workspace_", "devloop_project_", "devloop_agent_")
+
+
+def _sample(
+    ts: int, project: str, agent: str, pid: int, cores: float, rss: int
+) -> tuple[object, ...]:
+    """A samples row (columns.SAMPLES order)."""
+    return (ts, "devbox", project, agent, pid, T0 - 60 * S, 1, "tool", cores, 1.0, rss, 6, 2,
+            0, 0, "running")  # fmt: skip
+
+
+def _write_tick(writer: StoreWriter, k: int) -> None:
+    """Tick ``k``: api/linter's two processes every tick; web/tests' one in all but the last."""
+    ts = T0 + k * SPACING * S
+    rows = [_sample(ts, "api", "linter", 10, 0.5, 100 * 2**20),
+            _sample(ts, "api", "linter", 11, 0.25, 50 * 2**20)]  # fmt: skip
+    if k < TICKS - 1:
+        rows.append(_sample(ts, "web", "tests", 20, 1.0, 300 * 2**20))
+    writer.append("samples", rows)
+    writer.append("system", [(ts, "devbox", HOST_CORES, 1.0, 16 * 2**30, 4 * 2**30, 12 * 2**30)])
+    writer.flush()
+
+
+def _workspace(tmp_path: Path) -> Path:
+    folder = tmp_path / ".devloop-workspace"
+    folder.mkdir()
+    (folder / "workspace.json").write_text(json.dumps({
+        "projects": [{"name": "api", "path": "api"}, {"name": "web", "path": "web"}],
+        "global": {"resourceLimits": {"checkInterval": 10, "maxCpu": 50, "maxMemory": "1GB"}},
+    }))  # fmt: skip
+    return folder
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> Iterator[tuple[Path, StoreWriter]]:
+    """A workspace whose store a collector (a StoreWriter of this process) is recording:
+    five ticks written, the writer lock held. Yields (workspace folder, writer)."""
+    folder = _workspace(tmp_path)
+    with StoreWriter(folder / "metrics") as writer:
+        for k in range(TICKS):
+            _write_tick(writer, k)
+        yield folder, writer
+
+
+def scrape_at(folder: Path, now: float, stale_after: float | None = None) -> Samples:
+    """Every sample one scrape of ``folder``'s store exports, the scrape's clock at ``now``."""
+    from devloop.config import load_workspace
+    from devloop.exporter import StoreReadings
+    from devloop.exporter.metrics import SnapshotCollector
+
+    collector = SnapshotCollector(
+        StoreReadings(load_workspace(folder)), stale_after=stale_after, clock=lambda: now
+    )
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in collector.collect()
+        for sample in family.samples
+    }
+
+
+def _usage_series(metrics: Samples) -> list[tuple[str, Labels]]:
+    return sorted(key for key in metrics if key[0].startswith(USAGE_PREFIXES))
+
+
+def _running(metrics: Samples) -> set[tuple[str, str]]:
+    return {
+        (dict(labels)["project"], dict(labels)["agent"])
+        for (name, labels), value in metrics.items()
+        if name == "devloop_agent_state" and dict(labels)["state"] == "running" and value == 1.0
+    }
+
+
+LINTER = (("agent", "linter"), ("project", "api"))
+
+
+def test_a_fresh_tick_of_a_running_collector_is_up_with_its_usage(recording):
+    folder, _ = recording
+    metrics = scrape_at(folder, NEWEST + 1.0)
+    assert metrics[("devloop_up", ())] == 1.0
+    assert metrics[("devloop_collector_running", ())] == 1.0
+    assert metrics[("devloop_tick_timestamp_seconds", ())] == NEWEST
+    assert metrics[("devloop_tick_age_seconds", ())] == 1.0
+    assert metrics[("devloop_stale_after_seconds", ())] == 3 * SPACING  # from the store's ticks
+    assert metrics[("devloop_agent_cpu_cores", LINTER)] == 0.75
+    assert metrics[("devloop_agent_cpu_percent", LINTER)] == 100 * 0.75 / HOST_CORES
+    assert metrics[("devloop_agent_memory_bytes", LINTER)] == 150 * 2**20
+    assert metrics[("devloop_agent_processes", LINTER)] == 2.0
+    assert metrics[("devloop_workspace_cpu_percent", ())] == 100 * 0.75 / HOST_CORES
+    assert metrics[("devloop_project_processes", (("project", "web"),))] == 0.0
+    # web/tests had a process at every tick but the newest: it is not running now
+    assert _running(metrics) == {("api", "linter")}
+
+
+def test_a_tick_a_minute_old_is_stale_up_0_and_no_usage(recording):
+    folder, _ = recording
+    metrics = scrape_at(folder, NEWEST + 60.0)
+    assert metrics[("devloop_up", ())] == 0.0
+    assert metrics[("devloop_tick_age_seconds", ())] == pytest.approx(60.0, abs=1e-6)
+    assert metrics[("devloop_tick_timestamp_seconds", ())] == NEWEST
+    assert metrics[("devloop_stale_after_seconds", ())] == 3 * SPACING
+    assert metrics[("devloop_collector_running", ())] == 1.0  # alive, but its tick is old
+    assert _usage_series(metrics) == []
+    assert _running(metrics) == set()
+    assert not any(name == "devloop_agent_state" for name, _ in metrics)
+    # the same tick 14 s old is within the bound: live
+    assert scrape_at(folder, NEWEST + 14.0)[("devloop_up", ())] == 1.0
+    assert scrape_at(folder, NEWEST + 16.0)[("devloop_up", ())] == 0.0
+
+
+def test_stale_after_replaces_the_bound(recording):
+    folder, _ = recording
+    metrics = scrape_at(folder, NEWEST + 60.0, stale_after=120.0)
+    assert metrics[("devloop_up", ())] == 1.0
+    assert metrics[("devloop_stale_after_seconds", ())] == 120.0
+    assert metrics[("devloop_agent_processes", LINTER)] == 2.0
+    assert scrape_at(folder, NEWEST + 2.0, stale_after=1.0)[("devloop_up", ())] == 0.0
+
+
+def test_a_fresh_tick_whose_collector_is_gone_is_not_up(recording):
+    folder, writer = recording
+    writer.close()  # the collector stops: its lock is released, the pid cleared
+    metrics = scrape_at(folder, NEWEST + 1.0)
+    assert metrics[("devloop_up", ())] == 0.0
+    assert metrics[("devloop_collector_running", ())] == 0.0
+    assert metrics[("devloop_tick_age_seconds", ())] == 1.0
+    assert _usage_series(metrics) == []
+
+
+def test_a_collector_killed_leaves_its_pid_and_is_seen_gone(recording):
+    folder, writer = recording
+    writer.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    (folder / "metrics" / ".lock").write_text(dead.stdout)  # what a SIGKILL leaves
+    metrics = scrape_at(folder, NEWEST + 1.0)
+    assert metrics[("devloop_collector_running", ())] == 0.0
+    assert metrics[("devloop_up", ())] == 0.0
+
+
+def test_a_store_without_lock_file_is_judged_by_its_age(tmp_path):
+    folder = _workspace(tmp_path)
+    with StoreWriter(folder / "metrics") as writer:
+        _write_tick(writer, 0)  # one tick: no spacing to read, checkInterval (10 s) it is
+    (folder / "metrics" / ".lock").unlink()  # as a simulation or a copied store has none
+    fresh = scrape_at(folder, T0 / S + 29.0)
+    assert ("devloop_collector_running", ()) not in fresh
+    assert fresh[("devloop_stale_after_seconds", ())] == 30.0
+    assert fresh[("devloop_up", ())] == 1.0
+    assert scrape_at(folder, T0 / S + 31.0)[("devloop_up", ())] == 0.0
+
+
+def test_an_agent_without_processes_at_the_tick_is_never_running(recording):
+    folder, _ = recording
+    state = state_fixture(ts=NEWEST)
+    state["agents"] = {
+        key: {"project": project, "agent": agent, "state": "running", "pids": [pid],
+              "cpu_percent": 10.0, "memory_bytes": 2**20, "fds": 1, "threads": 1,
+              "cpu_limit": None, "memory_limit_bytes": None, "pauses": 0, "resumes": 0}
+        for key, project, agent, pid in (("api/linter", "api", "linter", 10),
+                                         ("web/tests", "web", "tests", 20))
+    }  # fmt: skip
+    state["queue"], state["pauses_total"] = [], 0
+    # the enforcer's last check still saw web/tests; the newest tick has none of its processes
+    (folder / STATE_FILE).write_text(json.dumps(state))
+    metrics = scrape_at(folder, NEWEST + 1.0)
+    assert metrics[("devloop_enforcement_active", ())] == 1.0
+    tests = (("agent", "tests"), ("project", "web"))
+    assert metrics[("devloop_agent_state", (*tests, ("state", "running")))] == 0.0
+    assert metrics[("devloop_agent_state", (*tests, ("state", "idle")))] == 1.0
+    assert _running(metrics) == {("api", "linter")}
+
+
+def test_the_judgement_is_pure():
+    from devloop.exporter import judge, stale_bound
+
+    assert stale_bound(5.0) == 15.0
+    assert stale_bound(1.0) == 10.0  # the floor
+    assert stale_bound(None) == 10.0
+    assert stale_bound(5.0, 2.0) == 2.0  # --stale-after wins, floor or not
+    live = judge(100.0, now=115.0, stale_after=15.0, collector=None)
+    assert (live.up, live.age) == (True, 15.0)
+    assert not judge(100.0, now=115.5, stale_after=15.0, collector=True).up
+    assert not judge(100.0, now=101.0, stale_after=15.0, collector=False).up
+    assert judge(100.0, now=90.0, stale_after=15.0, collector=True).age == 0.0  # clock stepped back
+    empty = judge(None, now=100.0, stale_after=15.0, collector=True)
+    assert (empty.up, empty.age) == (False, None)
+
+
+def test_looking_never_writes(recording):
+    folder, writer = recording
+    writer.close()
+    (folder / STATE_FILE).write_text(json.dumps(state_fixture(ts=NEWEST)))
+    before = {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.rglob("*")
+    }
+    for now in (NEWEST + 1.0, NEWEST + 60.0):
+        scrape_at(folder, now)
+        scrape_at(folder, now, stale_after=3600.0)
+    after = {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.rglob("*")
+    }
+    assert after == before
+
+
+def test_the_exporter_serves_a_stale_store_as_down(sim):
+    at, _, rows, _ = _newest_tick(sim)
+    server = Server("workspace", "exporter", "--workspace-dir", str(sim), "--port", "0")
+    try:
+        metrics = scrape(server.url)
+        now = time.time()
+    finally:
+        assert server.stop() == 0, server.err
+    assert rows, "the newest tick has processes, which must not be exported as current"
+    assert metrics[("devloop_up", ())] == 0.0
+    assert metrics[("devloop_tick_timestamp_seconds", ())] == at.timestamp()
+    assert 0 <= now - at.timestamp() - metrics[("devloop_tick_age_seconds", ())] < 30
+    assert metrics[("devloop_stale_after_seconds", ())] == 15.0  # 3 x the simulated 5 s
+    assert _usage_series(metrics) == []
+    assert _running(metrics) == set()
+
+
+def test_servers_bind_this_machine_only_by_default(sim):
+    from devloop.cli.monitor import exporter
+    from devloop.config import load_workspace
+    from devloop.exporter import DEFAULT_HOST, StoreReadings, serve
+
+    assert DEFAULT_HOST == "127.0.0.1"
+    options = {param.name: param.default for param in exporter.params}
+    assert options["host"] == "127.0.0.1"
+    server = serve(StoreReadings(load_workspace(sim)), port=0)
+    try:
+        assert server._server.socket.getsockname()[0] == "127.0.0.1"
+        assert server.url == f"http://127.0.0.1:{server.port}/metrics"
+    finally:
+        server.close()
+
+
+def test_a_bad_staleness_bound_is_refused(sim):
+    from devloop.config import load_workspace
+    from devloop.exporter import StoreReadings, serve
+
+    result = CliRunner().invoke(
+        cli, ["workspace", "exporter", "--workspace-dir", str(sim), "--stale-after", "soon"]
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for --stale-after" in result.stderr
+    result = CliRunner().invoke(
+        cli, ["workspace", "exporter", "--workspace-dir", str(sim), "--stale-after", "0s"]
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for --stale-after: must be above 0, got '0s'" in result.stderr
+    with pytest.raises(UsageError, match="must be above 0 seconds, got 0"):
+        serve(StoreReadings(load_workspace(sim)), port=0, stale_after=0.0)

@@ -92,13 +92,20 @@ def dashboard(
     show_default=True,
     help="Address to bind (0.0.0.0 to let other machines scrape).",
 )
-def exporter(workspace_dir: Path | None, port: int, host: str) -> None:
+@click.option(
+    "--stale-after",
+    help="Age (30s, 2m) beyond which the newest tick is stale: devloop_up 0 and no usage "
+    "series. Default: 3 collector intervals, at least 10s.",
+)
+def exporter(workspace_dir: Path | None, port: int, host: str, stale_after: str | None) -> None:
     """Serve the workspace's newest tick to Prometheus (the exposition format, on /metrics).
 
     Per project and agent: CPU (percent of the machine and cores), memory, file handles,
     threads, their limits, agent states, pause counts and the queue length, read from the
-    store at every scrape (and from enforcement-state.json while an enforcement runs). Runs
-    until Ctrl-C or SIGTERM. contrib/grafana-devloop.json is a dashboard for these metrics.
+    store at every scrape (and from enforcement-state.json while an enforcement runs). Only
+    while the tick is live (devloop_up 1: fresh, and its collector runs); a stale tick exports
+    just devloop_up 0 and its age. Runs until Ctrl-C or SIGTERM. contrib/grafana-devloop.json
+    is a dashboard for these metrics.
 
     \b
     Example:
@@ -106,13 +113,13 @@ def exporter(workspace_dir: Path | None, port: int, host: str) -> None:
       curl -s http://127.0.0.1:9464/metrics | grep devloop_project_cpu_percent
     """
     from devloop.config import load_workspace
-    from devloop.dashboard.snapshot import StoreSnapshots
-    from devloop.exporter import serve
+    from devloop.exporter import StoreReadings, serve
 
+    bound = duration_value(stale_after, "--stale-after")
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
     with stop_on_signals() as stop:
-        server = serve(StoreSnapshots(loaded), host=host, port=port)
+        server = serve(StoreReadings(loaded), host=host, port=port, stale_after=bound)
         try:
             click.echo(f"Serving {loaded.metrics_dir} on {server.url} (Ctrl-C to stop)", err=True)
             while not stop.wait(1.0):
@@ -138,10 +145,10 @@ def prometheus_value(text: str | None) -> tuple[str, int] | None:
 def serve_ticks(recorder: Recorder, address: tuple[str, int]) -> Exporter:
     """Serve every tick ``recorder`` takes to Prometheus on ``address`` (``collect``)."""
     from devloop.dashboard.snapshot import LiveSnapshots, attach
-    from devloop.exporter import serve
+    from devloop.exporter import LiveReadings, serve
 
     source = LiveSnapshots(recorder.workspace)
     attach(recorder, source)
-    server = serve(source, host=address[0], port=address[1])
+    server = serve(LiveReadings(source, recorder.interval), host=address[0], port=address[1])
     click.echo(f"Serving each tick to Prometheus on {server.url}", err=True)
     return server

@@ -1,22 +1,40 @@
 """The Prometheus metrics of a :class:`~devloop.dashboard.snapshot.Snapshot`, built per scrape.
 
 :class:`SnapshotCollector` is a prometheus_client custom collector: on every scrape it asks its
-:class:`~devloop.dashboard.snapshot.SnapshotSource` for the newest snapshot (the store's newest
-tick, or the live tick of ``collect --prometheus``) and turns it into metric families with
+:class:`~devloop.exporter.sources.ReadingSource` for the newest reading (the store's newest
+tick, or the live tick of ``collect --prometheus``), judges how live it is
+(:mod:`devloop.exporter.liveness`) and turns both into metric families with
 :func:`metric_families`, a pure function. Names follow the Prometheus conventions (base units,
 ``_total`` for counters); every series of a project carries ``project``, of an agent
 ``project`` and ``agent``.
 
+Always exported:
+
 =====================================  =====================================================
-``devloop_up``                          1 when the snapshot was read, 0 when it failed
-``devloop_tick_timestamp_seconds``      unix time of the tick the values come from
+``devloop_up``                          1 when the tick is live: at most
+                                        ``devloop_stale_after_seconds`` old and its collector
+                                        runs; else 0 (also when the store cannot be read)
+``devloop_tick_timestamp_seconds``      unix time of the newest tick (once there is one)
+``devloop_tick_age_seconds``            seconds from that tick to the scrape
+``devloop_stale_after_seconds``         the age beyond which the tick is stale
+``devloop_collector_running``           1 while a collector holds the store, 0 when it is
+                                        gone (absent when the store cannot say)
 ``devloop_host_cores``                  the host's cores (CPU % is of all of them)
 ``devloop_enforcement_active``          1 while an enforcement writes its live state file
+=====================================  =====================================================
+
+Only while ``devloop_up`` is 1 (a stale tick is not the present: its series stop, and
+Prometheus marks them stale, as node_exporter and kube-state-metrics do with what they no
+longer see):
+
+=====================================  =====================================================
 ``devloop_{workspace,project,agent}_``  ``cpu_percent`` (of the machine), ``cpu_cores``,
                                         ``memory_bytes``, ``fds``, ``threads``, ``processes``,
                                         ``cpu_limit_percent``, ``memory_limit_bytes`` (limits
                                         only where one is in force)
-``devloop_agent_state``                 1 for the agent's state (label ``state``), 0 for others
+``devloop_agent_state``                 1 for the agent's state (label ``state``), 0 for others;
+                                        an agent without processes at the tick is never
+                                        ``running`` (``idle`` instead)
 ``devloop_{project,agent}_pauses_total``  pauses (state file: since its writer started; else
                                         the store's pause events)
 ``devloop_agent_resumes_total``         resumes (state file only)
@@ -30,15 +48,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from devloop.dashboard.snapshot import AGENT_STATES, Snapshot, SnapshotSource, Usage
+from devloop.dashboard.snapshot import AGENT_STATES, AgentStatus, Snapshot, Usage
 from devloop.errors import DevloopError
+from devloop.exporter.liveness import Liveness, judge, stale_bound
+from devloop.exporter.sources import ReadingSource
 
 logger = logging.getLogger(__name__)
+
+_UP_HELP = "1 when the newest tick is live (fresh, and its collector runs), else 0"
 
 _USAGE = (
     ("cpu_percent", "CPU used, percent of the whole machine"),
@@ -77,27 +99,48 @@ def _usage_families(
     return [*families.values(), cpu_limit, memory_limit]
 
 
-def metric_families(snapshot: Snapshot, *, now: float | None = None) -> list[Metric]:
-    """Every metric of ``snapshot`` (see the module's table)."""
-    up = GaugeMetricFamily("devloop_up", "1 when devloop read the workspace's newest tick")
-    up.add_metric([], 1.0 if snapshot.at is not None else 0.0)
-    out: list[Metric] = [up]
-    cores = GaugeMetricFamily("devloop_host_cores", "CPU cores of the host")
-    cores.add_metric([], float(snapshot.cores))
-    out.append(cores)
-    if snapshot.at is not None:
-        tick = GaugeMetricFamily(
-            "devloop_tick_timestamp_seconds", "Unix time of the collector tick exported"
-        )
-        tick.add_metric([], snapshot.at)
-        age = GaugeMetricFamily("devloop_tick_age_seconds", "Seconds since that tick")
-        age.add_metric([], max((time.time() if now is None else now) - snapshot.at, 0.0))
-        out += [tick, age]
-    active = GaugeMetricFamily(
-        "devloop_enforcement_active", "1 while an enforcement writes enforcement-state.json"
-    )
-    active.add_metric([], 1.0 if snapshot.enforcement else 0.0)
-    out.append(active)
+def agent_state(agent: AgentStatus) -> str:
+    """The state exported for ``agent``: its own, except that an agent with no process at the
+    tick is not running (a state file written at another moment may still say so)."""
+    if agent.state == "running" and agent.usage.processes == 0:
+        return "idle"
+    return agent.state
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation)
+    family.add_metric([], value)
+    return family
+
+
+def metric_families(snapshot: Snapshot, liveness: Liveness) -> list[Metric]:
+    """Every metric of ``snapshot`` judged ``liveness`` (see the module's tables)."""
+    out: list[Metric] = [
+        _gauge("devloop_up", _UP_HELP, 1.0 if liveness.up else 0.0),
+        _gauge("devloop_host_cores", "CPU cores of the host", float(snapshot.cores)),
+        _gauge(
+            "devloop_stale_after_seconds",
+            "Age beyond which the newest tick is stale (devloop_up 0)",
+            liveness.stale_after,
+        ),
+    ]
+    if liveness.collector is not None:
+        out.append(_gauge(
+            "devloop_collector_running", "1 while a collector holds the workspace's store",
+            1.0 if liveness.collector else 0.0,
+        ))  # fmt: skip
+    if snapshot.at is not None and liveness.age is not None:
+        out.append(_gauge(
+            "devloop_tick_timestamp_seconds", "Unix time of the newest collector tick",
+            snapshot.at,
+        ))  # fmt: skip
+        out.append(_gauge("devloop_tick_age_seconds", "Seconds since that tick", liveness.age))
+    out.append(_gauge(
+        "devloop_enforcement_active", "1 while an enforcement writes enforcement-state.json",
+        1.0 if snapshot.enforcement else 0.0,
+    ))  # fmt: skip
+    if not liveness.up:
+        return out
     out += _usage_families("workspace", [], [([], snapshot.workspace)])
     out += _usage_families("project", ["project"], [([p.name], p.usage) for p in snapshot.projects])
     out += _usage_families(
@@ -126,8 +169,9 @@ def metric_families(snapshot: Snapshot, *, now: float | None = None) -> list[Met
     )
     for agent in snapshot.agents:
         names = [agent.project, agent.agent]
-        for name in dict.fromkeys((*AGENT_STATES, agent.state)):
-            state.add_metric([*names, name], 1.0 if name == agent.state else 0.0)
+        current = agent_state(agent)
+        for name in dict.fromkeys((*AGENT_STATES, current)):
+            state.add_metric([*names, name], 1.0 if name == current else 0.0)
         pauses.add_metric(names, float(agent.pauses))
         resumes.add_metric(names, float(agent.resumes))
     total = CounterMetricFamily("devloop_pauses", "Pauses of every agent of the workspace")
@@ -138,25 +182,40 @@ def metric_families(snapshot: Snapshot, *, now: float | None = None) -> list[Met
 
 
 class SnapshotCollector(Collector):
-    """A prometheus_client collector that builds every family from a fresh snapshot per scrape.
+    """A prometheus_client collector that builds every family from a fresh reading per scrape.
 
-    A snapshot that cannot be read (a store being rewritten, a bad file) is logged and exported
-    as ``devloop_up 0``: a scrape never fails.
+    ``stale_after`` replaces the default staleness bound (see
+    :func:`~devloop.exporter.liveness.stale_bound`); ``clock`` gives the scrape's time. A
+    reading that fails (a store being rewritten, a bad file) is logged and exported as
+    ``devloop_up 0``: a scrape never fails.
     """
 
-    def __init__(self, source: SnapshotSource) -> None:
+    def __init__(
+        self,
+        source: ReadingSource,
+        *,
+        stale_after: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.source = source
+        self.stale_after = stale_after
+        self.clock = clock
 
     def collect(self) -> Iterator[Metric]:
+        now = self.clock()
         try:
-            snapshot = self.source.snapshot()
+            reading = self.source.read(now)
         except DevloopError as exc:
             logger.warning("scrape: %s", exc)
-            up = GaugeMetricFamily("devloop_up", "1 when devloop read the workspace's newest tick")
-            up.add_metric([], 0.0)
-            yield up
+            yield _gauge("devloop_up", _UP_HELP, 0.0)
             return
-        yield from metric_families(snapshot)
+        liveness = judge(
+            reading.snapshot.at,
+            now=now,
+            stale_after=stale_bound(reading.interval, self.stale_after),
+            collector=reading.collector,
+        )
+        yield from metric_families(reading.snapshot, liveness)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # families depend on the data: nothing to check at registration

@@ -6,8 +6,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from devloop.dashboard.snapshot import SnapshotSource
 from devloop.errors import UsageError
+from devloop.exporter.sources import ReadingSource
 
 #: The default listening address: this machine only, unless told otherwise.
 DEFAULT_HOST = "127.0.0.1"
@@ -37,19 +37,27 @@ class Exporter:
 
 
 def serve(
-    source: SnapshotSource, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    source: ReadingSource,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    stale_after: float | None = None,
 ) -> Exporter:
-    """Serve ``source``'s snapshots on ``host:port`` (port 0: any free one) in a thread.
+    """Serve ``source``'s readings on ``host:port`` (port 0: any free one) in a thread.
 
-    Raises UsageError when the address cannot be bound (in use, not this machine's).
+    ``stale_after`` (seconds) replaces the default staleness bound of ``devloop_up``
+    (:func:`~devloop.exporter.liveness.stale_bound`). Raises UsageError for a bound that is
+    not above 0, and when the address cannot be bound (in use, not this machine's).
     """
     from prometheus_client import start_http_server
     from prometheus_client.registry import CollectorRegistry
 
     from devloop.exporter.metrics import SnapshotCollector
 
+    if stale_after is not None and not stale_after > 0:
+        raise UsageError(f"the staleness bound must be above 0 seconds, got {stale_after:g}")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(source))
+    registry.register(SnapshotCollector(source, stale_after=stale_after))
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
