@@ -456,10 +456,11 @@ class Policy:
         warned = (scope, name or "", metric)
         action = self.rules.action_for(project)
         if value <= limit:
-            total_cpu, total_memory = self._scope_usage(usage, scope, name, running_only=False)
-            total = total_cpu if metric == "cpu" else float(total_memory)
-            if total < self.rules.threshold_for(project) * limit:
-                self.warned.discard(warned)
+            if warned in self.warned:  # only a warning given re-arms: no sum for the others
+                total_cpu, total_memory = self._scope_usage(usage, scope, name, running_only=False)
+                total = total_cpu if metric == "cpu" else float(total_memory)
+                if total < self.rules.threshold_for(project) * limit:
+                    self.warned.discard(warned)
             return []
         if action == "warn" or (limit <= 0 and scope != "agent"):
             if warned in self.warned:

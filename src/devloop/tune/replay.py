@@ -1,0 +1,941 @@
+"""Replay: recorded runs under a candidate configuration, through the runtime's own policy.
+
+:func:`replay` takes recorded demand (one :class:`RunDemand` per run: when it was triggered and
+what it used at each collector tick of its life) and a :class:`~devloop.config.models.Workspace`
+(pool, strategy, per-project and per-agent limits, profiles, enforcement action and
+``resumeThreshold``, ``maxConcurrentAgents``, the overflow queue, priorities), and returns every
+run's replayed start and end (:class:`ReplayedRun`). It decides nothing itself: each tick it
+builds a :class:`~devloop.core.policy.Usage`, asks :class:`~devloop.core.limits.LimitsInForce`
+for the limits in force (profiles, the ``dynamic`` rebalance) and
+:meth:`Policy.check <devloop.core.policy.Policy.check>` what to do, as the
+:class:`~devloop.core.resource_manager.ResourceManager` does, and admits runs with
+:meth:`Policy.can_run <devloop.core.policy.Policy.can_run>` in the order of the runner's
+overflow queue. What the replay predicts is what the runtime would do.
+
+The model, in discrete time (one step = the recorded tick interval = one check):
+
+* A run's demand is its recorded series: sample ``i`` is ``cores[i] x interval`` CPU-seconds of
+  work. Unconstrained, a run does one sample per step, so its replayed duration equals its
+  recorded one (``len(cores) x interval``).
+* Held at ``c`` cores (throttle) a sample wanting ``w > c`` cores goes at ``c / w`` of real time:
+  work-conserving, the run stretches, its CPU is unchanged. Paused, a run does not progress and
+  shows 0 cores and its memory. A sample wanting 0 cores passes in real time.
+* The check at a tick sees what the collector would measure there: each run's average cores over
+  the step just ended (after throttling or pausing) and its memory at the end of its last sample.
+  So a run starting between ticks runs free until the next tick, as it does live.
+* A run starts at its trigger when admitted then (with the usage of the last tick), else at the
+  tick its queue entry is admitted. Runs of one agent never overlap (``devloop watch`` runs an
+  agent once at a time): a run triggered while its agent's previous run still waits or runs
+  enters the queue at the first tick after that one ends.
+* Memory: a run whose recorded peak RSS alone exceeds the smallest memory limit it is under when
+  it starts (its agent's own, its project's, the pool) ``failed_memory``: no pause can make it fit
+  (a pause keeps memory). It is replayed until its memory crosses that limit and counted failed
+  there, freeing its slot (live, it would stay paused until someone killed it).
+* The shortcuts change how often the runtime's code is asked, never what it decides: time with
+  nothing in flight is skipped; stretches where every run runs free and no scope comes near a
+  limit are taken in bulk (numpy); a check is skipped where nobody is paused or throttled and
+  every scope is under its limits; a stall (every run in flight paused, nothing can change until
+  a trigger, a queue timeout or a profile switch) is jumped over; ``LimitsInForce.update`` is
+  asked only where it can change something, its history given every tick all the same. The
+  tests replay the same demand checking every tick and require the same result.
+
+docs/replay.md describes the model and its assumptions for users.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from devloop.config.models import Workspace
+from devloop.core.limits import LimitsInForce
+from devloop.core.policy import AgentUsage, Hold, Policy, Release, Rules, Usage
+from devloop.errors import UsageError
+
+if TYPE_CHECKING:
+    from devloop.config.allocation import Allocation
+
+__all__ = [
+    "OUTCOMES",
+    "Demand",
+    "Replay",
+    "ReplayedRun",
+    "RunDemand",
+    "SlowdownSummary",
+    "demand_from_store",
+    "replay",
+    "summarize",
+]
+
+#: How a replayed run ended: ``done``; ``failed-memory`` (see :attr:`ReplayedRun.failed_memory`);
+#: ``refused`` (it could not start and could not queue: overflow off, or the queue full);
+#: ``timed-out`` (it waited ``maxWaitTime`` in the queue); ``unfinished`` (still queued, paused
+#: or running at the horizon).
+OUTCOMES = ("done", "failed-memory", "refused", "timed-out", "unfinished")
+
+_EPS = 1e-12  # of a step: a remainder this small is done
+_MARGIN = 1e-9  # relative: a scope this close to its limit is left to the policy to judge
+
+
+@dataclass(frozen=True)
+class RunDemand:
+    """One recorded run: what was asked (``queued_at``, epoch seconds) and what it used.
+
+    ``cores[i]`` is the average cores the run used over its ``i``-th collector tick (1.0 = one
+    core) and ``rss_bytes[i]`` its memory at the end of that tick; both as long as the run."""
+
+    run_id: str
+    project: str
+    agent: str
+    queued_at: float
+    cores: Sequence[float]
+    rss_bytes: Sequence[int]
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Recorded demand as :func:`demand_from_store` reads it: the runs, the collector's tick
+    interval (seconds) and the machine's core count (the largest in the store's ``system``
+    rows; None when it has none)."""
+
+    runs: tuple[RunDemand, ...]
+    interval: float
+    cores: int | None
+
+
+@dataclass(frozen=True)
+class ReplayedRun:
+    """One run as the replay ran it (times in epoch seconds, durations in seconds).
+
+    ``start`` is None when the run never started (refused, timed out, or still queued at the
+    horizon); ``end`` is None when it did not end before the horizon. ``replayed_duration`` is
+    ``end - start`` (to the horizon when unfinished, 0 when never started) and ``slowdown`` is
+    ``replayed_duration / recorded_duration`` for a run that was ``done``, infinite for any other
+    outcome (it never did its work). ``paused_s`` and ``throttled_s`` are the time it spent
+    paused, and held by a throttle; ``waited_s`` the time it waited in the overflow queue (not
+    counted in its duration, as the ``runs`` table counts it apart). ``outcome`` is one of
+    :data:`OUTCOMES`."""
+
+    run_id: str
+    project: str
+    agent: str
+    queued_at: float
+    start: float | None
+    end: float | None
+    recorded_duration: float
+    replayed_duration: float
+    slowdown: float
+    paused_s: float
+    throttled_s: float
+    waited_s: float
+    failed_memory: bool
+    outcome: str
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What :func:`replay` returns: every run (in the order of the demand), the step, and the
+    ticks with something in flight (``steps``) and of those, the ticks where the runs in flight
+    wanted more than the pool in force (CPU or memory, at their recorded rates, paused and
+    throttled runs included)."""
+
+    runs: tuple[ReplayedRun, ...]
+    interval: float
+    cores: int
+    steps: int
+    over_pool_ticks: int
+
+
+@dataclass(frozen=True)
+class SlowdownSummary:
+    """The runs of one project (``agent`` None) or one agent, summarised.
+
+    ``p50``, ``p95`` and ``max`` are run slowdowns (linear between the closest ranks; a run that
+    was not ``done`` counts as infinitely slow); ``slowed_2x`` counts runs slowed more than
+    twice, ``failed_memory`` runs that failed on memory, ``not_run`` runs refused, timed out or
+    unfinished; ``wait_p95`` is the p95 of the seconds runs waited in the queue."""
+
+    project: str
+    agent: str | None
+    runs: int
+    p50: float
+    p95: float
+    max: float
+    slowed_2x: int
+    failed_memory: int
+    not_run: int
+    wait_p95: float
+
+
+# --- the replay ------------------------------------------------------------------------------
+
+
+def replay(
+    demand: Iterable[RunDemand],
+    workspace: Workspace,
+    *,
+    cores: int,
+    interval: float = 1.0,
+    profile: str | None = None,
+    min_pause: float | None = None,
+    horizon: float | None = None,
+) -> Replay:
+    """Replay ``demand`` under ``workspace``'s configuration on a machine of ``cores`` cores.
+
+    ``interval``: the step, seconds (the recorded tick interval; the policy checks every step).
+    ``profile``: a named profile in force throughout (as ``--profile``; default: the time-of-day
+    profiles, read in local time as the runtime reads them). ``min_pause``: the shortest pause
+    (default as the runtime's: ``max(3 x checkInterval, 5 s)``). ``horizon``: the replay stops
+    there (epoch seconds), leaving what is still queued or in flight ``unfinished``; default: the
+    last trigger plus a day plus ten times every recorded duration (only runs that would never
+    end, paused for good, get there: time where nothing can change is skipped).
+
+    Raises UsageError for a run of a project the configuration does not enable, a run without
+    samples, series of unequal lengths, or a bad argument.
+    """
+    runs = list(demand)
+    if cores < 1:
+        raise UsageError(f"the machine needs at least one core, not {cores}")
+    if not interval > 0:
+        raise UsageError(f"the interval must be positive, not {interval}")
+    enabled = {p.name for p in workspace.config.enabled_projects}
+    for run in runs:
+        if run.project not in enabled:
+            raise UsageError(
+                f"run {run.run_id}: project {run.project!r} is not an enabled project of the "
+                "configuration"
+            )
+        if not run.cores or len(run.cores) != len(run.rss_bytes):
+            raise UsageError(
+                f"run {run.run_id}: cores and rss_bytes must be as long as each other and not "
+                f"empty ({len(run.cores)} and {len(run.rss_bytes)} samples)"
+            )
+    return _Replayer(runs, workspace, cores, interval, profile, min_pause, horizon).run()
+
+
+@dataclass(eq=False)
+class _Run:
+    """A run's replay state (one per demand entry)."""
+
+    index: int
+    demand: RunDemand
+    cores: list[float]
+    rss: list[int]
+    peak: int
+    key: tuple[str, str]
+    priority: int
+    available: float  # when it may enter the queue (its trigger, or its agent's run before)
+    i: int = 0  # the sample being worked on
+    f: float = 0.0  # how much of it is done
+    used: float = 0.0  # average cores over the last step
+    hold: float | None = None  # cores it is throttled at
+    paused: bool = False
+    entered: float | None = None  # when it entered the queue
+    left: float | None = None  # when it left the queue without starting
+    start: float | None = None
+    end: float | None = None
+    fail_at: int | None = None  # memory it fails at (bytes), when its peak is over that
+    paused_s: float = 0.0
+    throttled_s: float = 0.0
+    outcome: str = "unfinished"
+    usage: AgentUsage = field(init=False)
+    _arrays: tuple[Any, Any] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        project, agent = self.key
+        self.usage = AgentUsage(project, agent, 0.0, 0, 0, 0, [(self.index + 1, 0, None)])
+
+    def arrays(self) -> tuple[Any, Any]:
+        """The series as numpy arrays (the cores with a 0 after the last tick)."""
+        if self._arrays is None:
+            import numpy as np
+
+            self._arrays = (
+                np.array([*self.cores, 0.0]),
+                np.array(self.rss, dtype=np.int64),
+            )
+        return self._arrays
+
+    def memory(self) -> int:
+        """Its memory as a tick sees it: at the end of the last sample it finished."""
+        if self.f == 0.0 and self.i > 0:
+            return self.rss[self.i - 1]
+        return self.rss[min(self.i, len(self.rss) - 1)]
+
+
+class _Replayer:
+    """One replay: the loop over the ticks and the state it keeps."""
+
+    def __init__(
+        self,
+        demand: list[RunDemand],
+        workspace: Workspace,
+        cores: int,
+        interval: float,
+        profile: str | None,
+        min_pause: float | None,
+        horizon: float | None,
+    ) -> None:
+        config = workspace.config
+        limits = config.global_.resource_limits
+        self.cores = cores
+        self.dt = interval
+        self.scale = 100.0 / cores  # cores -> percent of the machine
+        self.most = config.global_.max_concurrent_agents
+        self.overflow = limits.overflow
+        self.min_pause = min_pause if min_pause is not None else max(3 * limits.check_interval, 5.0)
+        self.limits = LimitsInForce(workspace, profile)
+        self.policy = Policy(self.limits.allocation, Rules.of(workspace, min_pause=self.min_pause))
+        self.dynamic = config.resource_sharing.strategy == "dynamic"
+        self.timed = profile is None and any(
+            p.times for p in config.resource_sharing.profiles.values()
+        )
+        self.adaptation = config.resource_sharing.adaptation
+        # the ticks a dynamic history holds (two windows)
+        self.warmup = math.ceil(2 * self.adaptation.adjustment_frequency / interval) + 1
+        # ticks the dynamic history has not been given yet: (step, agents' cores and memory)
+        self.missed: deque[tuple[int, list[tuple[str, str, float, int]]]] = deque(
+            maxlen=self.warmup
+        )
+        priorities = {p.name: p.priority for p in config.projects}
+        self.runs = [
+            _Run(index, d, [float(c) for c in d.cores], [int(m) for m in d.rss_bytes],
+                 max(int(m) for m in d.rss_bytes), (d.project, d.agent),
+                 priorities.get(d.project, 1 << 30), d.queued_at)
+            for index, d in enumerate(demand)
+        ]  # fmt: skip
+        self.pending = sorted(self.runs, key=lambda r: (r.demand.queued_at, r.index))
+        self.next_pending = 0
+        self.horizon = (
+            horizon
+            if horizon is not None
+            else max((r.demand.queued_at for r in self.runs), default=0.0)
+            + 86_400.0
+            + 10 * sum(len(r.cores) for r in self.runs) * interval
+        )
+        self.active: dict[tuple[str, str], _Run] = {}  # admitted, not ended: slots taken
+        self.waiters: list[_Run] = []  # in admission order
+        self.busy: set[tuple[str, str]] = set()  # agents with a run waiting or in flight
+        self.later: dict[tuple[str, str], deque[_Run]] = {}  # triggered while their agent busy
+        self.ready: list[_Run] = []  # may enter the queue now (their agent is free again)
+        self.minute: int | None = None
+        self.updated = -1  # the last step the limits were updated at
+        self.own: tuple[Allocation, dict[tuple[str, str], tuple[float, int] | None]] | None = None
+        self.steps = 0
+        self.over_pool = 0
+        self.still = 0  # ticks in a row where nothing moved (a dynamic history must settle)
+        self.failing = 0  # runs in flight that will fail on memory
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> Replay:
+        dt = self.dt
+        k = math.floor(self.pending[0].demand.queued_at / dt) if self.pending else 0
+        self._idle_until(k)
+        while True:
+            if not (self.active or self.waiters or self.ready):
+                if self.next_pending >= len(self.pending):
+                    break
+                k_next = math.floor(self.pending[self.next_pending].demand.queued_at / dt)
+                if k_next > k:
+                    self._idle_until(k_next)
+                    k = k_next
+            t = k * dt
+            if t >= self.horizon:
+                break
+            k = self._step(k, t)
+        return self._result()
+
+    def _idle_until(self, k: int) -> None:
+        """Bring the limits to step ``k`` across a stretch where nothing ran: the runtime checks
+        an empty usage every tick (a dynamic history holds zeros; a profile switch at a minute
+        resets a rebalance)."""
+        if not self.dynamic:
+            return  # the step itself brings a profile switch
+        dt = self.dt
+        first = max(self.updated + 1, k - self.warmup)
+        if self.timed and self.minute is not None:
+            boundary = math.ceil((self.minute + 1) * 60 / dt)
+            while boundary < first:
+                self._update(boundary, Usage(boundary * dt, self.cores, {}))
+                boundary = math.ceil((math.floor(boundary * dt / 60) + 1) * 60 / dt)
+        for j in range(first, k):
+            self._update(j, Usage(j * dt, self.cores, {}))
+
+    def _update(self, k: int, usage: Usage) -> bool:
+        """The limits at step ``k``, as the manager refreshes them before a check. True when
+        they changed.
+
+        ``LimitsInForce.update`` is not asked again where it provably changes nothing: between
+        minutes when only a time-of-day profile could change the limits (profile windows are
+        whole minutes); under ``dynamic``, at a tick where no project uses over
+        ``usageThreshold`` x its share (no rebalance can start there). Such ticks are kept and
+        given to it, in order, before the next question, so its history is the runtime's."""
+        t = k * self.dt
+        minute = math.floor(t / 60)
+        due = self.updated < 0 or (self.timed and minute != self.minute)
+        self.updated = k
+        if not due and (not self.dynamic or not self._may_rebalance(usage)):
+            if self.dynamic:
+                self.missed.append((k, [(a.project, a.agent, a.cores, a.memory_bytes)
+                                        for a in usage.agents.values()]))  # fmt: skip
+            return False
+        for j, agents in self.missed:
+            seen = {(p, a): AgentUsage(p, a, c, m) for p, a, c, m in agents}
+            self.limits.update(j * self.dt, Usage(j * self.dt, self.cores, seen))
+        self.missed.clear()
+        changed = bool(self.limits.update(t, usage).actions)
+        self.policy.allocation = self.limits.allocation
+        self.minute = minute
+        return changed
+
+    def _may_rebalance(self, usage: Usage) -> bool:
+        """Whether a project uses over ``usageThreshold`` x its share (or near it) now: the
+        dynamic rule moves nothing unless one did over its whole window, this tick included."""
+        adaptation = self.adaptation
+        if not adaptation.enabled:
+            return False
+        shares = self.limits.allocation.projects
+        sums: dict[str, list[float]] = {}
+        for agent in usage.agents.values():
+            found = sums.setdefault(agent.project, [0.0, 0.0])
+            found[0] += agent.cores
+            found[1] += agent.memory_bytes
+        bar = adaptation.usage_threshold * (1 - _MARGIN)
+        for name, (cores, memory) in sums.items():
+            share = shares.get(name)
+            if share is None:
+                continue
+            if share.cpu > 0 and cores * self.scale > bar * share.cpu:
+                return True
+            if share.memory_bytes > 0 and memory > bar * share.memory_bytes:
+                return True
+        return False
+
+    def _step(self, k: int, t: float) -> int:
+        """One tick at ``t``: observe, limits, check, admit, progress. Returns the next step."""
+        dt = self.dt
+        policy = self.policy
+        self.steps += 1
+        if self.failing:
+            for run in list(self.active.values()):
+                if run.fail_at is not None and run.memory() > run.fail_at:
+                    self._finish(run, t, "failed-memory")
+        usage = self._usage(t)
+        changed = self._update(k, usage)
+        decisions = []
+        if not self._quiet():
+            decisions = policy.check(usage, t)
+            for decision in decisions:
+                if isinstance(decision, Hold | Release):
+                    held = self.active.get((decision.project, decision.agent))
+                    if held is not None:
+                        held.hold = decision.cores if isinstance(decision, Hold) else None
+            for run in self.active.values():
+                run.paused = run.key in policy.paused
+        arrivals = self._arrivals(t + dt) if self.ready or self._due(t + dt) else []
+        admitted = self._queue(usage, t, arrivals) if arrivals or self.waiters else False
+        wanted, memory = 0.0, 0
+        for run in list(self.active.values()):
+            wanted += run.cores[min(run.i, len(run.cores) - 1)]
+            memory += run.memory()
+            self._progress(run, t)
+        pool = policy.allocation.pool
+        if wanted * self.scale > pool.cpu or memory > pool.memory_bytes:
+            self.over_pool += 1
+        if decisions or arrivals or admitted or changed:
+            self.still = 0
+            return self._coast(k)
+        target = self._stalled(k, t, usage)
+        return self._coast(k) if target == k + 1 else target
+
+    def _due(self, before: float) -> bool:
+        """Whether a trigger comes before ``before``."""
+        return (
+            self.next_pending < len(self.pending)
+            and self.pending[self.next_pending].demand.queued_at < before
+        )
+
+    def _usage(self, t: float) -> Usage:
+        agents = {}
+        for key, run in self.active.items():
+            found = run.usage
+            found.cores = run.used
+            found.memory_bytes = run.memory()
+            agents[key] = found
+        return Usage(t, self.cores, agents)
+
+    def _own_limits(self, key: tuple[str, str]) -> tuple[float, int] | None:
+        allocation = self.policy.allocation
+        if self.own is None or self.own[0] is not allocation:
+            self.own = (allocation, {})
+        cache = self.own[1]
+        if key not in cache:
+            cache[key] = self.policy.agent_limits(*key)
+        return cache[key]
+
+    def _quiet(self) -> bool:
+        """True when the check could change nothing a run feels: nobody paused or throttled and
+        every scope under its limits (what it would still do, re-arm warnings, no run sees).
+        Anything near a limit is left to the policy."""
+        policy = self.policy
+        if policy.paused or policy.throttled:
+            return False
+        allocation = policy.allocation
+        scale = self.scale
+        total_cpu, total_memory = 0.0, 0
+        projects: dict[str, list[float]] = {}
+        for key, run in self.active.items():
+            cpu, memory = run.used * scale, run.usage.memory_bytes
+            own = self._own_limits(key)
+            if own is not None and (cpu > own[0] * (1 - _MARGIN) or memory > own[1]):
+                return False
+            sums = projects.setdefault(key[0], [0.0, 0.0])
+            sums[0] += cpu
+            sums[1] += memory
+            total_cpu += cpu
+            total_memory += memory
+        for name, (project_cpu, project_memory) in projects.items():
+            share = allocation.projects[name]
+            if project_cpu > share.cpu * (1 - _MARGIN) or project_memory > share.memory_bytes:
+                return False
+        pool = allocation.pool
+        return total_cpu <= pool.cpu * (1 - _MARGIN) and total_memory <= pool.memory_bytes
+
+    # --- the queue (the runner's AdmissionQueue, step by step) -----------------------------
+
+    def _arrivals(self, before: float) -> list[tuple[float, _Run]]:
+        """Runs that ask to start before ``before``: those whose agent came free, then new
+        triggers; a trigger for a busy agent waits for it."""
+        arrivals = [(max(r.available, before - self.dt), r) for r in self.ready]
+        self.ready = []
+        while self.next_pending < len(self.pending):
+            run = self.pending[self.next_pending]
+            if run.demand.queued_at >= before:
+                break
+            self.next_pending += 1
+            if run.key in self.busy:
+                self.later.setdefault(run.key, deque()).append(run)
+            else:
+                self.busy.add(run.key)
+                arrivals.append((max(run.demand.queued_at, before - self.dt), run))
+        arrivals.sort(key=lambda a: (a[0], a[1].index))
+        return arrivals
+
+    def _queue(self, usage: Usage, t: float, arrivals: list[tuple[float, _Run]]) -> bool:
+        """Time out, recheck, then take the arrivals one by one (acquire). True when any run
+        started or left the queue."""
+        changed = False
+        for run in list(self.waiters):
+            assert run.entered is not None
+            if t - run.entered >= self.overflow.max_wait_time:
+                self.waiters.remove(run)
+                self._finish(run, t, "timed-out")
+                changed = True
+        changed |= self._admit(usage, t)
+        for at, run in arrivals:
+            run.entered = at
+            place = len(self.waiters)
+            while place > 0 and self.waiters[place - 1].priority > run.priority:
+                place -= 1
+            self.waiters.insert(place, run)
+            self._admit(usage, at)
+            if run.start is not None:
+                continue
+            overflow = self.overflow
+            queueing = overflow.enabled and overflow.queueing
+            if not queueing or len(self.waiters) > overflow.max_queue_size:
+                self.waiters.remove(run)
+                self._finish(run, at, "refused")
+        return changed or bool(arrivals)
+
+    def _admit(self, usage: Usage, at: float) -> bool:
+        admitted = False
+        for run in list(self.waiters):
+            if self.most is not None and len(self.active) >= self.most:
+                break
+            if not self.policy.can_run(usage, run.key[1], [run.key[0]]):
+                continue
+            self.waiters.remove(run)
+            self._start(run, at)
+            admitted = True
+        return admitted
+
+    def _start(self, run: _Run, at: float) -> None:
+        run.start = at
+        self.active[run.key] = run
+        policy = self.policy
+        allocation = policy.allocation
+        bound = min(allocation.pool.memory_bytes, allocation.projects[run.key[0]].memory_bytes)
+        own = policy.agent_limits(*run.key)
+        if own is not None:
+            bound = min(bound, own[1])
+        if run.peak > bound:
+            run.fail_at = bound
+            self.failing += 1
+
+    def _finish(self, run: _Run, at: float, outcome: str) -> None:
+        run.outcome = outcome
+        if run.start is not None:
+            run.end = at
+            self.active.pop(run.key, None)
+            if run.fail_at is not None:
+                self.failing -= 1
+        else:
+            run.left = at
+        queued = self.later.get(run.key)
+        if queued:
+            successor = queued.popleft()
+            successor.available = max(successor.available, at)
+            self.ready.append(successor)
+        else:
+            self.busy.discard(run.key)
+
+    # --- progress ------------------------------------------------------------------------
+
+    def _progress(self, run: _Run, t: float) -> None:
+        """Work ``run`` through the step from ``t`` (from its start, when that is later)."""
+        dt = self.dt
+        budget = 1.0
+        assert run.start is not None
+        if run.start > t:
+            budget = (t + dt - run.start) / dt
+        if run.paused:
+            run.paused_s += budget * dt
+            run.used = 0.0
+            return
+        hold, cores, n = run.hold, run.cores, len(run.cores)
+        i, f = run.i, run.f
+        if hold is None and f == 0.0 and budget == 1.0:
+            run.used = cores[i]
+            run.i = i + 1
+            if run.i >= n:
+                self._finish(run, t + dt, "done")
+            return
+        cpu, left = 0.0, budget
+        while left > _EPS and i < n:
+            w = cores[i]
+            rate = 1.0 if hold is None or w <= hold else hold / w
+            if rate <= 0.0:
+                break
+            need = (1.0 - f) / rate
+            if need <= left + _EPS:
+                cpu += (1.0 - f) * w
+                left -= need
+                i, f = i + 1, 0.0
+            else:
+                part = left * rate
+                cpu += part * w
+                f += part
+                left = 0.0
+        left = 0.0 if left < _EPS else left
+        if hold is not None:
+            run.throttled_s += (budget - left if i >= n else budget) * dt
+        run.i, run.f, run.used = i, f, cpu
+        if i >= n:
+            self._finish(run, t + (1.0 - left) * dt, "done")
+
+    def _stalled(self, k: int, t: float, usage: Usage) -> int:
+        """The next step worth taking. After a tick where no run in flight could progress
+        (paused at least the minimum pause, or held at 0 cores) and each showed 0 cores already,
+        the limits stayed, the check decided nothing and nobody entered or left the queue, the
+        next ticks are this one again until a trigger, a queue timeout or a profile switch
+        (under ``dynamic``, once its history holds nothing but this tick: then a rebalance that
+        did not happen will not)."""
+        if not self.active or len(self.active) < len(usage.agents):  # one ended this tick
+            return k + 1
+        policy = self.policy
+        for run in self.active.values():
+            if run.usage.cores != 0.0:
+                return k + 1
+            if run.paused:
+                paused = policy.paused.get(run.key)
+                if paused is None or t - paused.since < self.min_pause:
+                    return k + 1
+            elif run.hold is None or run.hold > 0 or run.cores[run.i] <= 0:
+                return k + 1
+        self.still += 1
+        if self.dynamic and self.still < self.warmup:
+            return k + 1
+        dt = self.dt
+        events = [self.horizon]
+        if self.next_pending < len(self.pending):
+            events.append(self.pending[self.next_pending].demand.queued_at)
+        events += [
+            (run.entered if run.entered is not None else t) + self.overflow.max_wait_time
+            for run in self.waiters
+        ]
+        if self.timed:
+            events.append((math.floor(t / 60) + 1) * 60.0)
+        target = max(k + 1, math.floor(min(events) / dt))
+        skipped = target - (k + 1)
+        if skipped <= 0:
+            return k + 1
+        for run in self.active.values():
+            if run.paused:
+                run.paused_s += skipped * dt
+            else:
+                run.throttled_s += skipped * dt
+        if self._over_pool_now():
+            self.over_pool += skipped
+        self.steps += skipped
+        if self.dynamic:  # the history the runtime would hold: this tick, again and again
+            for j in range(max(k + 1, target - self.warmup), target):
+                self._update(j, Usage(j * dt, self.cores, usage.agents))
+        self.updated = target - 1
+        return target
+
+    def _coast(self, k: int) -> int:
+        """The next step worth taking after step ``k`` when every run in flight runs free (no
+        pause, no throttle, nobody queued): the ticks until a run ends, a trigger or a profile
+        switch are computed at once, and taken in bulk up to the first one where a scope would
+        go over a limit (or a run over its memory), where the check must judge again (under
+        ``dynamic``, also up to where a project would use over ``usageThreshold`` x its share)."""
+        policy = self.policy
+        if policy.paused or policy.throttled or self.waiters or self.ready:
+            return k + 1
+        runs = list(self.active.values())
+        if not runs or any(run.hold is not None for run in runs):
+            return k + 1
+        dt = self.dt
+        m = min(len(run.cores) - run.i for run in runs)  # the last: a run ends in it
+        if self.next_pending < len(self.pending):
+            m = min(m, math.floor(self.pending[self.next_pending].demand.queued_at / dt) - k - 1)
+        if self.timed and self.minute is not None:
+            m = min(m, math.ceil((self.minute + 1) * 60 / dt) - k - 1)
+        m = min(m, math.ceil(self.horizon / dt) - k - 1)
+        if m < 2:
+            return k + 1
+        import numpy as np
+
+        allocation = policy.allocation
+        scale = self.scale
+        total_cpu = np.zeros(m)
+        total_memory = np.zeros(m, dtype=np.int64)
+        wanted = np.zeros(m)
+        projects: dict[str, list[Any]] = {}
+        bad = np.zeros(m, dtype=bool)
+        seen = []
+        for run in runs:
+            cores, rss = run.arrays()
+            i, f = run.i, run.f
+            used = np.empty(m)  # what each of ticks k+1 .. k+m sees of the run's last step
+            used[0] = run.used
+            used[1:] = (1.0 - f) * cores[i : i + m - 1] + f * cores[i + 1 : i + m]
+            memory = rss[i : i + m] if f > 0 else rss[max(i - 1, 0) : i + m - 1]
+            if f == 0 and i == 0:
+                memory = np.concatenate([rss[:1], rss[: m - 1]])
+            cpu = used * scale
+            own = self._own_limits(run.key)
+            if own is not None:
+                bad |= (cpu > own[0] * (1 - _MARGIN)) | (memory > own[1])
+            if run.fail_at is not None:
+                bad |= memory > run.fail_at
+            sums = projects.setdefault(run.key[0], [np.zeros(m), np.zeros(m, dtype=np.int64)])
+            sums[0] += cpu
+            sums[1] += memory
+            total_cpu += cpu
+            total_memory += memory
+            wanted += cores[i : i + m]
+            seen.append((run, cores, i, f, used, memory))
+        hungry = self.adaptation.usage_threshold * (1 - _MARGIN)
+        for name, (cpu, memory) in projects.items():
+            share = allocation.projects[name]
+            bad |= (cpu > share.cpu * (1 - _MARGIN)) | (memory > share.memory_bytes)
+            if self.dynamic and self.adaptation.enabled:
+                if share.cpu > 0:
+                    bad |= cpu > hungry * share.cpu
+                if share.memory_bytes > 0:
+                    bad |= memory > hungry * share.memory_bytes
+        pool = allocation.pool
+        bad |= (total_cpu > pool.cpu * (1 - _MARGIN)) | (total_memory > pool.memory_bytes)
+        if bad.any():
+            m = int(bad.argmax())
+            if m < 1:
+                return k + 1
+        over = (wanted[:m] * scale > pool.cpu) | (total_memory[:m] > pool.memory_bytes)
+        self.over_pool += int(over.sum())
+        self.steps += m
+        if self.dynamic:  # ticks the history must still be given, as _update keeps them
+            for step in range(max(0, m - self.warmup), m):
+                self.missed.append((k + 1 + step, [
+                    (run.key[0], run.key[1], float(used[step]), int(memory[step]))
+                    for run, _, _, _, used, memory in seen
+                ]))  # fmt: skip
+        self.updated = k + m
+        end = (k + m) * dt  # the start of the last tick taken
+        for run, cores, i, f, _, _ in seen:
+            run.i = i + m
+            run.used = float((1.0 - f) * cores[i + m - 1] + f * cores[i + m])
+            if run.i >= len(run.cores):
+                self._finish(run, end + (1.0 - f) * dt, "done")
+        return k + m + 1
+
+    def _over_pool_now(self) -> bool:
+        pool = self.policy.allocation.pool
+        wanted = sum(r.cores[min(r.i, len(r.cores) - 1)] for r in self.active.values())
+        memory = sum(r.memory() for r in self.active.values())
+        return wanted * self.scale > pool.cpu or memory > pool.memory_bytes
+
+    # --- the result ------------------------------------------------------------------------
+
+    def _result(self) -> Replay:
+        dt = self.dt
+        replayed = []
+        for run in self.runs:
+            recorded = len(run.cores) * dt
+            if run.start is not None and run.end is not None:
+                duration = run.end - run.start
+            elif run.start is not None:
+                duration = self.horizon - run.start
+            else:
+                duration = 0.0
+            slowdown = duration / recorded if run.outcome == "done" else math.inf
+            waited = 0.0
+            if run.entered is not None:
+                until = next(x for x in (run.start, run.left, self.horizon) if x is not None)
+                waited = until - run.entered
+            replayed.append(
+                ReplayedRun(
+                    run.demand.run_id,
+                    run.demand.project,
+                    run.demand.agent,
+                    run.demand.queued_at,
+                    run.start,
+                    run.end,
+                    recorded,
+                    duration,
+                    slowdown,
+                    run.paused_s,
+                    run.throttled_s,
+                    waited,
+                    run.fail_at is not None,
+                    run.outcome,
+                )
+            )
+        return Replay(tuple(replayed), dt, self.cores, self.steps, self.over_pool)
+
+
+# --- the summary -----------------------------------------------------------------------------
+
+
+def summarize(result: Replay) -> list[SlowdownSummary]:
+    """Per project, then per agent of it (sorted by name): the runs' slowdowns summarised."""
+    groups: dict[tuple[str, str | None], list[ReplayedRun]] = {}
+    for run in result.runs:
+        groups.setdefault((run.project, None), []).append(run)
+        groups.setdefault((run.project, run.agent), []).append(run)
+    summaries = []
+    for (project, agent), runs in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1] or "")):
+        slowdowns = sorted(run.slowdown for run in runs)
+        summaries.append(
+            SlowdownSummary(
+                project,
+                agent,
+                len(runs),
+                _quantile(slowdowns, 0.5),
+                _quantile(slowdowns, 0.95),
+                slowdowns[-1],
+                sum(1 for s in slowdowns if s > 2.0),
+                sum(1 for run in runs if run.failed_memory),
+                sum(1 for run in runs if run.outcome in ("refused", "timed-out", "unfinished")),
+                _quantile(sorted(run.waited_s for run in runs), 0.95),
+            )
+        )
+    return summaries
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear between the closest ranks (DuckDB's ``quantile_cont``), infinity kept."""
+    rank = q * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    weight = rank - low
+    if weight == 0.0 or ordered[low] == ordered[high]:
+        return ordered[low]
+    return ordered[low] + (ordered[high] - ordered[low]) * weight
+
+
+# --- demand from the store -------------------------------------------------------------------
+
+
+def demand_from_store(
+    workspace_dir: Path | str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> Demand:
+    """The runs of the ``runs`` table that started in ``[start, end)`` (an end not given: no
+    bound there) with their per-tick series, summed over the run's processes at each tick.
+
+    A run's trigger is its ``queued`` time. Ticks where every process of the run was stopped and
+    used nothing (paused by the enforcement while recorded) are left out: they were not demand.
+    A run the ticks saw for fewer intervals than it lasted (a short run falls between ticks) is
+    padded at its end to its duration in whole ticks (at least one), with the CPU the kernel
+    counted and the ticks did not, and its last memory (else its ``max_rss_bytes``).
+    """
+    from devloop.analytics import Store, TimeRange
+
+    with Store(workspace_dir) as store:
+        interval = store.select(TimeRange(start=start, end=end), require_samples=False).interval
+        conditions, params = ["ended IS NOT NULL"], []
+        if start is not None:  # a row is written when its run ends: never before its start
+            conditions += ["started >= ?", "ts >= ?", "date >= ?"]
+            params += [start, start, start.astimezone(UTC).date()]
+        if end is not None:
+            conditions.append("started < ?")
+            params.append(end)
+        found = store.rows(
+            f"""
+            SELECT run_id, project, agent, epoch_us(coalesce(queued, started)) / 1e6,
+                   started, ended,
+                   (epoch_us(ended) - epoch_us(started)) / 1e6 - coalesce(paused_seconds, 0),
+                   cpu_user_seconds + cpu_system_seconds, max_rss_bytes
+            FROM runs WHERE {" AND ".join(conditions)} ORDER BY 4, 1
+            """,
+            params,
+        )
+        series: dict[str, tuple[list[float], list[int]]] = {}
+        if found:
+            first = min(row[4] for row in found)
+            last = max(row[5] for row in found) + timedelta(seconds=2 * interval)
+            for run_id, cores, rss in store.rows(
+                """
+                WITH p AS (
+                    SELECT DISTINCT host, pid, start_time, run_id FROM processes
+                    WHERE list_contains(?::VARCHAR[], run_id)
+                ),
+                t AS (
+                    SELECT p.run_id, s.ts, sum(s.cpu_cores) AS cores, sum(s.rss_bytes) AS rss
+                    FROM samples s JOIN p
+                      ON s.host = p.host AND s.pid = p.pid AND s.start_time = p.start_time
+                    WHERE s.ts >= ? AND s.ts <= ? AND s.date >= ? AND s.date <= ?
+                    GROUP BY p.run_id, s.ts
+                    HAVING NOT (bool_and(coalesce(s.state = 'stopped', false))
+                                AND coalesce(sum(s.cpu_cores), 0) = 0)
+                )
+                SELECT run_id, list(cores ORDER BY ts), list(rss ORDER BY ts) FROM t
+                GROUP BY run_id
+                """,
+                [[row[0] for row in found], first, last, first.astimezone(UTC).date(),
+                 last.astimezone(UTC).date()],
+            ):  # fmt: skip
+                series[run_id] = ([float(c or 0.0) for c in cores],
+                                  [int(m or 0) for m in rss])  # fmt: skip
+        ((machine,),) = store.rows("SELECT max(cores) FROM system")
+    runs = []
+    for run_id, project, agent, queued, _, _, duration, cpu, max_rss in found:
+        cores, memory = series.get(run_id, ([], []))
+        wanted = max(1, round(max(duration, 0.0) / interval))
+        if len(cores) < wanted:
+            missing = wanted - len(cores)
+            unseen = max((cpu or 0.0) - sum(cores) * interval, 0.0)
+            last_memory = memory[-1] if memory else int(max_rss or 0)
+            cores = cores + [unseen / (missing * interval)] * missing
+            memory = memory + [last_memory] * missing
+        runs.append(RunDemand(run_id, project, agent, float(queued), cores, memory))
+    return Demand(tuple(runs), interval, int(machine) if machine is not None else None)
