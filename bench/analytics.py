@@ -58,8 +58,10 @@ def run_devloop(command: str, ws: Path) -> Any:
     if command == "cache-build":  # cold: the one-off cost, like compaction's
         import shutil
 
-        shutil.rmtree(ws / "metrics" / "_cache", ignore_errors=True)
-        built = a.warm_cache(ws / "metrics")
+        from devloop.store import write_rollups
+
+        shutil.rmtree(ws / "metrics" / "_rollups", ignore_errors=True)
+        built = write_rollups(ws / "metrics")
         with a.Store(ws) as store:  # the footer facts and the small tables' digests
             store.known()
         return built

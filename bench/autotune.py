@@ -11,8 +11,8 @@ Each timed run is a fresh subprocess (seconds for the call, imports excluded; it
 the fastest of ``--repeat`` runs counts (the machine is shared).
 The baseline is plain polars answering the simplest version of the question over the same
 files: per-tick sums per project and agent, then p95 CPU and max memory (no decay, no
-censoring, no backtest). The per-hour rollup cache is warmed first (what compaction does), and
-its one-off build time is printed too (``--keep-rollups`` reuses the rollups already there).
+censoring, no backtest). The per-hour rollups are written first (what compaction does), and
+their one-off build time is printed too (``--keep-rollups`` reuses the rollups already there).
 Autotune's own per-hour bins cache (``_cache/tune``) is deleted first: the first run builds it
 (printed as the cold run), the timed runs read it.
 
@@ -54,12 +54,12 @@ def child(kind: str, ws: str, percentile: float) -> None:
     if kind in ("cache", "cache-keep"):
         import shutil
 
-        from devloop.analytics import warm_cache
+        from devloop.store import write_rollups
 
         root = Path(ws) / "metrics"
         if kind == "cache":
-            shutil.rmtree(root / "_cache", ignore_errors=True)
-        warm_cache(root)
+            shutil.rmtree(root / "_rollups", ignore_errors=True)
+        write_rollups(root)
     elif kind == "autotune":
         from devloop.tune import TuneParameters, autotune
 

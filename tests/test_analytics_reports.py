@@ -469,21 +469,21 @@ def test_a_corrupt_file_is_skipped_with_a_warning(store: Path) -> None:
 
 
 def test_duckdb_and_polars_paths_agree(tmp_path: Path) -> None:
-    """peak-usage and efficiency compute their project and workspace rows in DuckDB when the
-    per-tick sums are the whole series (this store), else in polars: both give the same."""
+    """peak-usage and efficiency compute their project and workspace rows in DuckDB; the same
+    figures re-derived from the project series in plain polars agree."""
     import sys
 
     from polars.testing import assert_frame_equal
 
     from devloop.analytics._db import Store
+    from tests.helpers import reference
 
     peaks_module = sys.modules["devloop.analytics.peaks"]
     efficiency_module = sys.modules["devloop.analytics.efficiency"]
     with Store(build_store(tmp_path / ".devloop-workspace")) as store:
         selection = store.select()
         in_sql = peaks_module._series_peaks(store, selection)
-        assert in_sql is not None
-        in_polars = peaks_module._series_peaks_polars(store, selection)
+        in_polars = reference.series_peaks(store, selection)
         types = peaks_module._PEAK_TYPES()
         for got, want in zip(in_sql, in_polars, strict=True):
             columns = [c for c in peaks_module.PEAK_COLUMNS if c not in ("scope", "agent")]
@@ -492,9 +492,10 @@ def test_duckdb_and_polars_paths_agree(tmp_path: Path) -> None:
             assert_frame_equal(got, want, abs_tol=1e-9)
         sql_stats = efficiency_module._stats_sql(store, selection)
         assert sql_stats is not None
-        polars_stats = efficiency_module._stats_polars(store, selection)
-        assert sql_stats[2] == polars_stats[2]
-        for got, want in zip(sql_stats[:2], polars_stats[:2], strict=True):
-            got = got.select(want.columns).sort(want.columns[0])
-            want = want.sort(want.columns[0])
-            assert_frame_equal(got, want, check_dtypes=False, abs_tol=1e-9)
+        polars_stats = reference.efficiency_stats(store, selection)
+        for in_sql in (sql_stats, efficiency_module._stats_series(store, selection)):
+            assert in_sql[2] == polars_stats[2]
+            for got, want in zip(in_sql[:2], polars_stats[:2], strict=True):
+                got = got.select(want.columns).sort(want.columns[0])
+                want = want.sort(want.columns[0])
+                assert_frame_equal(got, want, check_dtypes=False, abs_tol=1e-9)

@@ -1,5 +1,6 @@
-"""The rollups by project, of the workspace and of CPU values (``analytics._cache``): exact
-percentiles from value counts, and peak-usage's rollup path equal to the series it replaces."""
+"""The rollups by project, of the workspace and of CPU values (``store.rollups``) as the reports
+read them: exact percentiles from value counts, and peak-usage's rollup path equal to the series
+it replaces."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_table
 from devloop.store.layout import iter_partitions
+from tests.helpers.reference import series_peaks
 from tests.test_analytics_reports import at, build_store
 
 QUANTILES = [0.0, 0.05, 0.5, 0.95, 0.99, 1.0]
@@ -73,7 +75,7 @@ def test_peak_rollups_equal_the_series_in_polars(simulated: Path, cut: bool) -> 
         fast = peaks._series_peaks_rollups(store, selection)
         assert fast is not None  # every project has a process at every tick
         assert store.sources(selection).cached["workspace"]  # closed hours were rolled up
-        reference = peaks._series_peaks_polars(store, selection)
+        reference = series_peaks(store, selection)
         types = peaks._PEAK_TYPES()
         columns = [c for c in peaks.PEAK_COLUMNS if c not in ("scope", "agent")]
         for got, want in zip(fast, reference, strict=True):
@@ -146,55 +148,3 @@ def test_a_project_idle_at_some_ticks_leaves_the_rollup_path(tmp_path: Path) -> 
     assert ticks > 1  # every tick of the range, not only the one it ran at
     assert batch["cpu_peak_percent"] == 50.0  # 2 cores of 4
     assert batch["cpu_avg_percent"] == pytest.approx(50.0 / ticks)
-
-
-def test_whole_days_are_read_from_one_file_with_the_same_rows(simulated: Path) -> None:
-    """A past day's hourly entries of one kind are read from one day file holding the same
-    rows (value counts: the same values, counts summed); a partial group is read as it is;
-    a changed hour makes a new day file and prune removes the old one."""
-    import pyarrow.parquet as pq
-
-    from devloop.analytics._cache import DAY_PREFIX, consolidated, prune, warm_cache
-
-    root = simulated / "metrics"
-    warm_cache(root)
-    connection = duckdb.connect()
-
-    def entries(kind: str) -> list[Path]:
-        return sorted((root / "_cache" / kind).glob("date=*/hour=*/*.parquet"))
-
-    for kind in ("agent", "agent_hour", "agent_rss"):
-        hourly = entries(kind)
-        assert len(hourly) == 5  # hours=5: one date
-        day = consolidated(hourly)
-        assert len(day) == 1 and day[0].name.startswith(DAY_PREFIX)
-        assert consolidated(hourly[1:]) == hourly[1:]  # not the whole day: as it is
-        assert consolidated(hourly, today="2000-01-01") == hourly  # a day not yet over
-        if kind == "agent_rss":
-            query = (
-                "SELECT project, agent, rss, sum(n) "
-                "FROM read_parquet({}, hive_partitioning = false) GROUP BY ALL"
-            )
-            assert pq.read_metadata(day[0]).num_rows < sum(
-                pq.read_metadata(p).num_rows for p in hourly
-            )
-        else:
-            query = "SELECT * FROM read_parquet({}, hive_partitioning = false)"
-        got = sorted(connection.sql(query.format([str(day[0])])).fetchall())
-        want = sorted(connection.sql(query.format([str(p) for p in hourly])).fetchall())
-        assert got == want
-    # A changed hour (a late file, a compaction) gets a new key: a report reads its hours as
-    # they are, the next warm_cache writes a new day file replacing the old one, and prune
-    # removes day files no hour set matches any more.
-    hourly = entries("agent")
-    old_day = consolidated(hourly)[0]
-    renamed = hourly[2].with_name("0" * 24 + ".parquet")
-    hourly[2].rename(renamed)
-    changed = [*hourly[:2], renamed, *hourly[3:]]
-    assert consolidated(changed) == changed and old_day.exists()  # a report writes nothing
-    new_day = consolidated(changed, write=True)[0]
-    assert new_day != old_day and new_day.is_file() and not old_day.exists()
-    renamed.rename(hourly[2])
-    assert prune(root) == 1  # the day file made with the renamed entry
-    assert not new_day.exists()
-    assert consolidated(hourly, write=True) == [old_day] and old_day.is_file()  # made again

@@ -34,11 +34,11 @@ from devloop.analytics import (
     peak_usage,
     workspace_metrics,
 )
-from devloop.analytics._cache import CACHE_DIR, warm_cache
 from devloop.analytics.timerange import TimeRange
-from devloop.store import StoreWriter, write_table
+from devloop.store import StoreWriter, write_rollups, write_table
 from devloop.store.layout import iter_partitions
 from devloop.store.query import connect
+from devloop.store.rollups import ROLLUPS_DIR
 from devloop.store.schema import TABLES
 from devloop.tune import TuneParameters
 from devloop.tune.history import read_history
@@ -181,10 +181,10 @@ def test_every_report_reads_the_spool_as_it_reads_parquet(
         # Reports write nothing into the store. The hours with rows in the spool are read raw
         # (files and spool), never rolled up from their files alone; a closed hour without
         # any is rolled up by the writer of whole hours.
-        assert not list((root / CACHE_DIR).rglob("*.parquet"))
-        warm_cache(root)
+        assert not list((root / ROLLUPS_DIR).rglob("*.parquet"))
+        write_rollups(root)
         whole = {"hour=10"} if spooled_from > T0 + HOUR else set()
-        found = (root / CACHE_DIR / "project").rglob("hour=*/*.parquet")
+        found = (root / ROLLUPS_DIR / "project").rglob("hour=*/*.parquet")
         assert {path.parent.name for path in found} == whole
         # A store opened before the spool is converted reads those rows once (from its
         # spool snapshot, not again from the Parquet written since).

@@ -19,12 +19,12 @@ import pyarrow.compute as pc
 import pytest
 
 from devloop.analytics import Store, bottlenecks
-from devloop.analytics._cache import CACHE_DIR, hours, warm_cache
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
-from devloop.store import live_files, write_table
+from devloop.store import live_files, write_rollups, write_table
 from devloop.store.files import conform, read_rows, scan_partition, unlink_files, write_atomic
 from devloop.store.layout import iter_partitions
+from devloop.store.rollups import ROLLUPS_DIR, hours
 from tests.helpers.stores import copy_without_cache, top_drivers
 
 pytestmark = pytest.mark.slow
@@ -80,16 +80,16 @@ def _intervals(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_every_way_of_reading_gives_the_raw_rows_report(store: Path) -> None:
     raw = _reports(store, use_cache=False)
-    series = store / "metrics" / CACHE_DIR / "agent_series"
+    series = store / "metrics" / ROLLUPS_DIR / "agent_series"
     assert not list(series.rglob("*.parquet"))
     cold = _reports(store, use_cache=True)  # no rollups: raw rows, and a report never writes
     assert not list(series.rglob("*.parquet"))
-    warm_cache(store / "metrics")  # what compaction does
+    write_rollups(store / "metrics")  # what compaction does
     entries = list(series.rglob("hour=*/*.parquet"))  # the hourly entries, not the day's file
     assert len(entries) == len([h for h in hours(store / "metrics") if h.closed]) > 0
     warm = _reports(store, use_cache=True)
     shutil.rmtree(series)
-    warm_cache(store / "metrics")
+    write_rollups(store / "metrics")
     rebuilt = _reports(store, use_cache=True)
     assert cold == raw
     assert warm == raw

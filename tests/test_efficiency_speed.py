@@ -19,11 +19,12 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from devloop.analytics import Store, efficiency
-from devloop.analytics._cache import CACHE_DIR, warm_cache
 from devloop.analytics._db import Selection
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
-from devloop.store import write_table
+from devloop.store import write_rollups, write_table
+from devloop.store.rollups import ROLLUPS_DIR
+from tests.helpers import reference
 from tests.helpers.stores import copy_without_cache
 from tests.test_analytics_reports import GB, MB, _series, at, build_store
 
@@ -80,17 +81,23 @@ def store_of() -> Iterator[Callable[[Path], Store]]:
         store.close()
 
 
-def _agree(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The DuckDB statistics, checked against the polars path's."""
-    in_sql = EFF._stats_sql(store, selection)
-    assert in_sql is not None
-    in_polars = EFF._stats_polars(store, selection)
+def _same(in_sql: Any, in_polars: Any) -> None:
     assert in_sql[2] == in_polars[2]
     for got, want in zip(in_sql[:2], in_polars[:2], strict=True):
         assert got.height == want.height > 0
         got = got.select(want.columns).sort(want.columns[0])
         want = want.sort(want.columns[0])
         assert_frame_equal(got, want, check_dtypes=False, rel_tol=1e-9, abs_tol=1e-6)
+
+
+def _agree(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The DuckDB statistics (the sums' path and the whole series' path), checked against the
+    same figures derived by hand in polars."""
+    in_sql = EFF._stats_sql(store, selection)
+    assert in_sql is not None
+    in_polars = reference.efficiency_stats(store, selection)
+    _same(in_sql, in_polars)
+    _same(EFF._stats_series(store, selection), in_polars)
     return in_sql[0], in_sql[1]
 
 
@@ -167,11 +174,11 @@ def test_cache_cold_warm_deleted_and_raw_identical(changing_copy: Path) -> None:
             return [json.dumps(efficiency(store, r).to_json(), sort_keys=True) for r in (None, CUT)]
 
     cold = report()
-    assert not (changing_copy / "metrics" / CACHE_DIR / "workspace").exists()  # only reads
-    warm_cache(changing_copy / "metrics")  # as compaction does
-    assert (changing_copy / "metrics" / CACHE_DIR / "workspace").is_dir()
+    assert not (changing_copy / "metrics" / ROLLUPS_DIR / "workspace").exists()  # only reads
+    write_rollups(changing_copy / "metrics")  # as compaction does
+    assert (changing_copy / "metrics" / ROLLUPS_DIR / "workspace").is_dir()
     assert report() == cold
-    shutil.rmtree(changing_copy / "metrics" / CACHE_DIR)
+    shutil.rmtree(changing_copy / "metrics" / ROLLUPS_DIR)
     assert report() == cold
     assert report(use_cache=False) == cold
 
@@ -232,6 +239,7 @@ def test_an_idle_tick_or_a_stray_sample_goes_to_polars(tmp_path: Path, store_of:
         store = store_of(folder)
         selection = store.select(TimeRange(start=at(0), end=at(11)))
         assert EFF._stats_sql(store, selection) is None
+        _same(EFF._stats_series(store, selection), reference.efficiency_stats(store, selection))
         report = efficiency(store, TimeRange(start=at(0), end=at(11)))
         assert report.projects["ticks"].to_list() == [ticks] * 3
         whole = report.to_json()["workspace"]
@@ -273,8 +281,8 @@ def test_cached_hours_and_the_open_hour_together(tmp_path: Path, store_of: Any) 
     simulate(
         ws, hours=1.5, projects=2, agents_per_project=2, seed=7, start=now - timedelta(hours=1.5)
     )
-    shutil.rmtree(ws / "metrics" / CACHE_DIR)  # simulate's rollups, made by the real clock
-    warm_cache(ws / "metrics", now=now)  # compaction at 12:30: hour 11 is closed
+    shutil.rmtree(ws / "metrics" / ROLLUPS_DIR)  # simulate's rollups, made by the real clock
+    write_rollups(ws / "metrics", now=now)  # compaction at 12:30: hour 11 is closed
     store = store_of(ws, now)
     first = store.select()
     assert store.sources(first).raw

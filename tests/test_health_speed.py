@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from devloop.analytics import Store, health, theil_sen
-from devloop.analytics._cache import CACHE_DIR, THINNED_EVERY, THINNED_TICK_US, warm_cache
-from devloop.analytics.health import theil_sen_rows
+from devloop.analytics.stats import theil_sen_rows
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
+from devloop.store import write_rollups
 from devloop.store.layout import Partition, iter_partitions
+from devloop.store.rollups import ROLLUPS_DIR, THINNED_EVERY, THINNED_TICK_US
 from tests.helpers.stores import copy_without_cache
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -99,12 +100,12 @@ def _cut(ws: Path) -> TimeRange:
     )
 
 
-def _reports(ws: Path, *, use_cache: bool) -> dict[str, Any]:
+def _reports(ws: Path, *, use_rollups: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, time_range in (("all", None), ("cut", _cut(ws))):
         for low in (False, True):
             with Store(ws) as store:
-                store.use_cache = use_cache
+                store.use_rollups = use_rollups
                 report = health(store, time_range, now=NOW, **(LOW if low else {}))
             out[f"{name} {low}"] = report.to_json()
             # the frames exactly, floats to the last bit (to_json rounds them)
@@ -116,15 +117,15 @@ def _reports(ws: Path, *, use_cache: bool) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_thinned_rollup_is_exact_cold_warm_and_deleted(store_copy: Path) -> None:
-    raw = _reports(store_copy, use_cache=False)
-    cold = _reports(store_copy, use_cache=True)
-    assert not (store_copy / "metrics" / CACHE_DIR).exists()  # a report only reads
-    warm_cache(store_copy / "metrics")  # as compaction does
-    thinned = sorted((store_copy / "metrics" / CACHE_DIR / "thinned").rglob("hour=*/*.parquet"))
+    raw = _reports(store_copy, use_rollups=False)
+    cold = _reports(store_copy, use_rollups=True)
+    assert not (store_copy / "metrics" / ROLLUPS_DIR).exists()  # a report only reads
+    write_rollups(store_copy / "metrics")  # as compaction does
+    thinned = sorted((store_copy / "metrics" / ROLLUPS_DIR / "thinned").rglob("hour=*/*.parquet"))
     assert len(thinned) == len(iter_partitions(store_copy / "metrics", "samples"))
-    warm = _reports(store_copy, use_cache=True)
-    shutil.rmtree(store_copy / "metrics" / CACHE_DIR)
-    deleted = _reports(store_copy, use_cache=True)
+    warm = _reports(store_copy, use_rollups=True)
+    shutil.rmtree(store_copy / "metrics" / ROLLUPS_DIR)
+    deleted = _reports(store_copy, use_rollups=True)
     assert cold == raw
     assert warm == raw
     assert deleted == raw
@@ -147,10 +148,10 @@ def test_the_thinned_rollup_is_what_is_read(store_copy: Path) -> None:
     the test above compares it with raw rows rather than raw rows with themselves)."""
     root = store_copy / "metrics"
     with Store(store_copy) as store:
-        store.use_cache = False
+        store.use_rollups = False
         before = health(store, now=NOW)
-    warm_cache(root)
-    entries = sorted((root / CACHE_DIR / "thinned").rglob("hour=*/*.parquet"))
+    write_rollups(root)
+    entries = sorted((root / ROLLUPS_DIR / "thinned").rglob("hour=*/*.parquet"))
     for entry in entries:
         table = pq.read_table(entry)
         grid = THINNED_TICK_US * THINNED_EVERY
@@ -172,16 +173,16 @@ def test_an_open_hour_reads_raw_rows(tmp_path: Path) -> None:
     ws = tmp_path / ".devloop-workspace"
     now = datetime(2026, 1, 5, 12, 30, tzinfo=UTC)  # a clock of our own: hour 12 is open
     simulate(ws, hours=2.5, projects=2, agents_per_project=4, start=now - timedelta(hours=2.5))
-    shutil.rmtree(ws / "metrics" / CACHE_DIR)  # simulate's rollups, made by the real clock
-    warm_cache(ws / "metrics", now=now)  # compaction at 12:30: hours 10 and 11 are closed
+    shutil.rmtree(ws / "metrics" / ROLLUPS_DIR)  # simulate's rollups, made by the real clock
+    write_rollups(ws / "metrics", now=now)  # compaction at 12:30: hours 10 and 11 are closed
     with Store(ws) as store:
-        store.use_cache = False
+        store.use_rollups = False
         raw = health(store, now=NOW, **LOW)
     cached = health(ws, now=NOW, **LOW)
     assert cached.to_json() == raw.to_json()
     assert cached.memory.rows() == raw.memory.rows() and cached.fds.rows() == raw.fds.rows()
     assert len(raw.memory) >= 2  # the daemons lived through
-    thinned = ws / "metrics" / CACHE_DIR / "thinned"
+    thinned = ws / "metrics" / ROLLUPS_DIR / "thinned"
     assert not list((thinned / Partition.of_datetime(now).relative_dir).glob("*.parquet"))
     earlier = Partition.of_datetime(now - timedelta(hours=1)).relative_dir
     assert list((thinned / earlier).glob("*.parquet"))

@@ -247,3 +247,16 @@ def test_private_names_stay_in_their_package() -> None:
         [f"{line} (private)" for line in crossing - KNOWN_PRIVATE]
         + [f"{line} (private: allowlisted but gone, drop it)" for line in KNOWN_PRIVATE - crossing],
     )
+
+
+def test_duckdb_errors_are_caught_in_the_store_only() -> None:
+    """DuckDB's errors are mapped to devloop's in one place (``devloop.store``): no module
+    above it names ``duckdb.Error`` (they ask through ``devloop.store.db``)."""
+    _fail(
+        "DuckDB errors caught outside devloop.store",
+        sorted(
+            f"{module}: catches duckdb.Error"
+            for module, path in MODULES.items()
+            if _package(module) != "store" and "duckdb.Error" in path.read_text()
+        ),
+    )

@@ -40,7 +40,11 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy = tmp_path_factory.mktemp("looking") / "sample_data"
-    shutil.copytree(ROOT / "sample_data", copy, ignore=shutil.ignore_patterns("_cache"))
+    shutil.copytree(
+        ROOT / "sample_data",
+        copy,
+        ignore=shutil.ignore_patterns("_cache", "_rollups", "_facts.json"),
+    )
     return copy
 
 

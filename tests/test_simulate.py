@@ -68,7 +68,7 @@ def test_row_counts_follow_the_model(small: SimulationSummary) -> None:
     per_tick = sql.execute("SELECT DISTINCT count(*) FROM samples GROUP BY ts").fetchall()
     assert per_tick == [(slots,)]
     assert small.files == sum(
-        1 for path in small.metrics_dir.rglob("*.parquet") if "_cache" not in path.parts
+        1 for path in small.metrics_dir.rglob("*.parquet") if "_rollups" not in path.parts
     )
 
 

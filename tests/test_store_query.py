@@ -114,7 +114,7 @@ def test_public_surface() -> None:
             "CompactReport", "DropReport", "DroppedPartition", "Partition", "RecoveryReport",
             "SegmentReport", "StoreInfo", "StoreWarning", "StoreWriter", "TableInfo", "compact",
             "connect", "create_views", "live_files", "recover", "retention", "store_info",
-            "write_table",
+            "write_rollups", "write_table",
         ]
     )  # fmt: skip
     for name in devloop.store.__all__:
@@ -162,9 +162,9 @@ def test_footer_facts_are_kept_for_the_next_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fresh process (an empty in-memory footer cache) reads no footer of an unchanged file:
-    they come from ``_cache/facts.json``, which compaction writes and connecting only reads; a
+    they come from ``_facts.json``, which compaction writes and connecting only reads; a
     file changed since is read again."""
-    from devloop.store import compact, files, query
+    from devloop.store import compact, facts, files
 
     root = tmp_path / "metrics"
     _store_with_one_tick(root)
@@ -172,9 +172,9 @@ def test_footer_facts_are_kept_for_the_next_process(
         writer.append("samples", tick_rows(T0 + 3600 * SECOND))
     with connect(root) as connection:
         want = connection.sql("SELECT count(*) FROM samples").fetchall()
-    assert not (root / query.FACTS_FILE).exists()  # looking never writes
+    assert not (root / facts.FACTS_FILE).exists()  # looking never writes
     compact(root, now=T0_DT)  # no closed hour: it only writes the facts
-    assert (root / query.FACTS_FILE).is_file()
+    assert (root / facts.FACTS_FILE).is_file()
     read: list[Path] = []
     original = files._read_facts_uncached
 

@@ -75,8 +75,13 @@ def read_samples(root: Path) -> list[tuple[Any, ...]]:
 
 
 def parquet_files(root: Path) -> list[Path]:
-    """Every visible Parquet file under ``root``."""
-    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith("."))
+    """Every visible Parquet file under ``root``: as for pyarrow.dataset and Spark, not under a
+    ``_`` folder (the rollups) nor named ``.``."""
+    return sorted(
+        path
+        for path in root.rglob("*.parquet")
+        if not any(part.startswith(("_", ".")) for part in path.relative_to(root).parts)
+    )
 
 
 def row_count(path: Path) -> int:

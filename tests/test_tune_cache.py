@@ -40,9 +40,9 @@ def _suggestions(ws: Path, name: str) -> str:
 
 @pytest.mark.slow
 def test_autotune_writes_nothing_and_is_the_same_run_after_run(ws: Path) -> None:
-    shutil.rmtree(ws / "metrics" / "_cache")  # only the rollups simulate wrote
+    shutil.rmtree(ws / "metrics" / "_rollups")  # the rollups simulate wrote
     first = _suggestions(ws, "first.json")
-    assert not (ws / "metrics" / "_cache").exists()  # looking never writes
+    assert not (ws / "metrics" / "_rollups").exists()  # looking never writes
     assert json.loads(first)["projects"]["proj-2"]["flags"]["censored_cpu"] is True
     assert _suggestions(ws, "second.json") == first
 
@@ -62,7 +62,7 @@ def test_a_late_file_changes_the_suggestions(ws: Path) -> None:
     write_table(ws / "metrics", "samples", pa.Table.from_pylist([late], schema=row.schema))
 
     after = _suggestions(ws, "after.json")
-    assert not (ws / "metrics" / "_cache" / "tune").exists()
+    assert not (ws / "metrics" / "_cache").exists()  # no cache of its own
 
     def cpu_max(text: str) -> float:
         return float(json.loads(text)["projects"]["proj-3"]["evidence"]["cpu_percent"]["max"])

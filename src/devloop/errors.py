@@ -10,6 +10,8 @@ psutil, OSError) are wrapped where they are raised, ``raise X(...) from exc``.
     ├── StoreError            the metrics store cannot be read or written
     │   ├── StoreLockedError  another collector holds the workspace's store
     │   ├── NoSamplesError    the store (or the asked range) holds no samples
+    │   ├── QueryError        DuckDB refused or failed a query over the store (mapped in
+    │   │                     devloop.store.db, the one place that catches DuckDB's errors)
     │   └── SpoolCorruptError a spool record passed its CRC check but does not decode
     ├── CollectorError        the collector cannot sample
     ├── EnforcementError      a signal could not be sent or a limit cannot be enforced
@@ -55,6 +57,10 @@ class StoreLockedError(StoreError):
 
 class NoSamplesError(StoreError):
     """The store, or the asked time range, holds no samples."""
+
+
+class QueryError(StoreError):
+    """DuckDB refused or failed a query over the store (see :mod:`devloop.store.db`)."""
 
 
 class SpoolCorruptError(StoreError):

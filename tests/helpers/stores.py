@@ -8,15 +8,15 @@ from pathlib import Path
 
 import polars as pl
 
-from devloop.analytics._cache import CACHE_DIR
+from devloop.store.rollups import ROLLUPS_DIR
 
 
 def copy_without_cache(workspace: Path, tmp_path: Path) -> Path:
     """A copy of ``workspace`` (a .devloop-workspace folder) in ``tmp_path``, without its
-    rollup cache: each test starts cold and may change the copy freely."""
+    rollups: each test starts cold and may change the copy freely."""
     target = tmp_path / ".devloop-workspace"
     shutil.copytree(workspace, target)
-    shutil.rmtree(target / "metrics" / CACHE_DIR, ignore_errors=True)
+    shutil.rmtree(target / "metrics" / ROLLUPS_DIR, ignore_errors=True)
     return target
 
 

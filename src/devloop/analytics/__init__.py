@@ -4,7 +4,9 @@ Each function takes a workspace folder (or an open :class:`Store`), a
 :class:`~devloop.analytics.timerange.TimeRange` and project/agent globs, and returns a frozen
 record holding polars DataFrames with documented columns and a ``to_json()`` (the documented
 JSON of the command). Definitions every report shares (CPU %, per-tick series, limits in
-force) are in :mod:`devloop.analytics._db`.
+force) are in :mod:`devloop.analytics._db`. The reports read the store's per-hour rollups
+(:mod:`devloop.store.rollups`, written by compaction) for closed hours and the views for the
+rest; they never write into the store.
 
     metrics.py       workspace_metrics   the live view (newest tick)
     export.py        export_metrics      one row per interval and project/agent
@@ -16,23 +18,22 @@ force) are in :mod:`devloop.analytics._db`.
     audit.py         audit_query         per-agent statistics of one metric
     runs.py          runs, run_summary   one row per agent run (launched or estimated), per agent
     sql.py           run_sql             SQL over the views
-    _cache.py        warm_cache          per-hour rollups the reports read (exact, disposable;
-                                         written by compaction and simulate, never by a report)
+    stats.py         theil_sen, ...      the statistics reports and autotune share
     timerange.py     parse_range, TimeRange   "2 hours ago", "yesterday 09:00", ISO 8601
 """
 
-from devloop.analytics._cache import warm_cache
 from devloop.analytics._db import Selection, Store, collected_warnings, iso, records
 from devloop.analytics.audit import Audit, audit_query
 from devloop.analytics.baseline import compare_summaries, read_summary, summarise
 from devloop.analytics.bottlenecks import Bottlenecks, bottlenecks
 from devloop.analytics.efficiency import Efficiency, efficiency
 from devloop.analytics.export import MetricsExport, export_metrics
-from devloop.analytics.health import Health, health, theil_sen
+from devloop.analytics.health import Health, health
 from devloop.analytics.metrics import WorkspaceMetrics, workspace_metrics
 from devloop.analytics.peaks import PeakUsage, peak_usage
 from devloop.analytics.runs import run_summary, runs
 from devloop.analytics.sql import run_sql
+from devloop.analytics.stats import theil_sen
 from devloop.analytics.timerange import TimeRange, format_moment, parse_moment, parse_range
 
 __all__ = [
@@ -65,6 +66,5 @@ __all__ = [
     "runs",
     "summarise",
     "theil_sen",
-    "warm_cache",
     "workspace_metrics",
 ]

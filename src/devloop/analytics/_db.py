@@ -31,9 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._cache import Progress, Sources
 from devloop.analytics.timerange import TimeRange, format_moment
-from devloop.errors import NoSamplesError, StoreError, UsageError
+from devloop.errors import NoSamplesError, UsageError
+from devloop.store.rollups import Sources
 
 if TYPE_CHECKING:
     import duckdb
@@ -110,28 +110,19 @@ class Store:
         :func:`devloop.store.connect`). ``now`` is the moment whose hour is still open (no
         rollup is read for it); default: the clock at each look.
         """
-        from devloop.store.query import connect_listed
+        from devloop.store.db import Database
 
         self.workspace_dir = Path(workspace_dir)
         self.now = now
         if not self.workspace_dir.is_dir():
             raise UsageError(f"workspace folder not found: {self.workspace_dir}")
         self.root = self.workspace_dir / "metrics"
-        self.connection: duckdb.DuckDBPyConnection
-        self.connection, self.listing = connect_listed(self.root)
-        self.execute(f"SET threads = {THREADS}")
-        import duckdb
-
-        try:
-            self.connection.execute("SET enable_progress_bar = false")
-        except duckdb.Error:
-            # in a Jupyter kernel DuckDB refuses to touch its progress bar without ipywidgets;
-            # there it never draws one either, so there is nothing to turn off
-            pass
-        #: Called as ``progress(done, total)`` while per-hour rollups are built (see _cache).
-        self.progress: Progress | None = None
-        #: Whether reports may use (and build) the per-hour rollups; False reads raw rows.
-        self.use_cache = True
+        #: The store's DuckDB door (errors mapped to QueryError there).
+        self.db = Database.open(self.root, threads=THREADS)
+        self.connection: duckdb.DuckDBPyConnection = self.db.connection
+        self.listing = self.db.listing
+        #: Whether reports read the per-hour rollups; False reads every hour's rows.
+        self.use_rollups = True
         self._sources: dict[tuple[datetime, datetime], Sources] = {}
         #: Per selection, whether every per-tick sum is at a collector tick (``system``) and
         #: every project has one at every tick (set by ``_series.project_series``).
@@ -144,31 +135,15 @@ class Store:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run a statement for its effect."""
-        import duckdb
-
-        try:
-            self.connection.execute(sql, list(params))
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {exc}") from exc
+        self.db.execute(sql, params)
 
     def frame(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
         """The result of ``sql`` as a polars DataFrame."""
-        import duckdb
-
-        try:
-            result: pl.DataFrame = self.connection.sql(sql, params=list(params)).pl()
-            return result
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {exc}") from exc
+        return self.db.frame(sql, params)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The result of ``sql`` as tuples."""
-        import duckdb
-
-        try:
-            return self.connection.sql(sql, params=list(params)).fetchall()
-        except duckdb.Error as exc:
-            raise StoreError(f"query failed: {exc}") from exc
+        return self.db.rows(sql, params)
 
     def close(self) -> None:
         """Close the DuckDB connection."""
@@ -209,9 +184,9 @@ class Store:
         return None, None
 
     def _digests(self) -> dict[str, list[list[Any]]]:
-        """The small tables' per-file digests (see :mod:`._digest`), read once."""
+        """The small tables' per-file digests (see :mod:`devloop.store.digests`), read once."""
         if self._digested is None:
-            from devloop.analytics._digest import digests
+            from devloop.store.digests import digests
 
             self._digested = digests(self.connection, self.root, self.listing)
         return self._digested
@@ -380,14 +355,14 @@ class Store:
 
     def sources(self, selection: Selection) -> Sources:
         """Where ``selection``'s samples come from: per-hour rollups for the closed hours
-        (built now when missing) and raw rows for the rest, files and spool (see
-        :mod:`._cache`)."""
-        from devloop.analytics import _cache
+        (as compaction wrote them) and raw rows for the rest, files and spool (see
+        :mod:`devloop.store.rollups`)."""
+        from devloop.store import rollups
 
         key = (selection.start, selection.end)
         found = self._sources.get(key)
         if found is None:
-            chosen = _cache.hours(
+            chosen = rollups.hours(
                 self.root,
                 selection.start,
                 selection.end,
@@ -395,11 +370,11 @@ class Store:
                 spooled=self.spooled_hours(),
                 listed=self.listing.files["samples"],
             )
-            if self.use_cache:
-                found = _cache.resolve(self.connection, self.root, chosen, self.progress)
+            if self.use_rollups:
+                found = rollups.resolve(self.root, chosen)
             else:
                 found = Sources(
-                    {kind: () for kind in _cache.KINDS},
+                    {kind: () for kind in rollups.KINDS},
                     (),
                     tuple(path for hour in chosen for path in hour.files),
                     {hour.partition: hour.files for hour in chosen},

@@ -11,7 +11,7 @@ from devloop.analytics._db import Selection, Store
 if TYPE_CHECKING:
     import polars as pl
 
-    from devloop.analytics._cache import Raw
+    from devloop.store.rollups import Raw
 
 #: The project series' columns, in order (see :func:`project_series`).
 PROJECT_SERIES_COLUMNS = (
@@ -41,8 +41,8 @@ def ticks_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
 def _read(paths: Sequence[Raw]) -> str:
     """A relation of the rows at ``paths``: cache entries (one kind: one schema), or the raw
     ``samples`` rows of some hours (store files, and the spool's rows of the hours named by
-    a :class:`~devloop.analytics._cache.SpoolHour`)."""
-    from devloop.analytics._cache import SpoolHour
+    a :class:`~devloop.store.rollups.SpoolHour`)."""
+    from devloop.store.rollups import SpoolHour
 
     files = [path for path in paths if isinstance(path, Path)]
     spooled = sorted({path.partition for path in paths if isinstance(path, SpoolHour)})
@@ -60,11 +60,11 @@ def _read(paths: Sequence[Raw]) -> str:
 def _read_files(paths: Sequence[Path]) -> str:
     """``read_parquet`` of ``paths``: cache entries (one kind: one schema) or store files.
     ``union_by_name`` (which reads every footer at every bind) only where schemas differ."""
-    from devloop.analytics._cache import CACHE_DIR, consolidated
     from devloop.store.query import one_schema
+    from devloop.store.rollups import ROLLUPS_DIR, consolidated
 
-    # <root>/_cache/<kind>/date=D/hour=H/<key>.parquet
-    entries = all(Path(path).parts[-5:-4] == (CACHE_DIR,) for path in paths)
+    # <root>/_rollups/<kind>/date=D/hour=H/<key>.parquet
+    entries = all(Path(path).parts[-5:-4] == (ROLLUPS_DIR,) for path in paths)
     if entries:
         paths = consolidated(paths)  # whole past days: one file each
     listing = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
@@ -95,7 +95,7 @@ def tick_sums_sql(store: Store, selection: Selection, *, by_agent: bool) -> tupl
     """A relation ``(host, ts, project[, agent], cpu, rss, fds, threads, processes)``: the
     selected samples summed per tick and project (and agent), only where a process was
     sampled; cpu is cores, rss bytes as a double. Read from the per-hour rollups where they
-    exist (:mod:`devloop.analytics._cache`), from raw rows elsewhere: the hours' files and
+    exist (:mod:`devloop.store.rollups`), from raw rows elsewhere: the hours' files and
     their rows still in the spool, so the newest tick counts."""
     if not by_agent and selection.agent_filter:
         # Only some agents: the project sums are the sums of those agents' sums.
@@ -107,7 +107,7 @@ def tick_sums_sql(store: Store, selection: Selection, *, by_agent: bool) -> tupl
             "GROUP BY host, ts, project)"
         )
         return sql, params
-    from devloop.analytics._cache import _BUILD_SQL
+    from devloop.store.rollups import BUILD_SQL
 
     sources = store.sources(selection)
     kind = "agent" if by_agent else "project"
@@ -123,7 +123,7 @@ def tick_sums_sql(store: Store, selection: Selection, *, by_agent: bool) -> tupl
         all_params += params
     if sources.raw:
         source = f"(SELECT * FROM {_read(sources.raw)} WHERE {where})"
-        parts.append(_BUILD_SQL[kind].format(source=source))
+        parts.append(BUILD_SQL[kind].format(source=source))
         all_params += params
     if not parts:
         names = ", CAST(NULL AS VARCHAR) AS agent" if by_agent else ""
@@ -140,7 +140,7 @@ def lives_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
     """A relation ``(host, project, agent, pid, start_time, first, last, rows)``: every
     process life with a selected sample in the range, its first and last sampled tick and
     its sample count within the range."""
-    from devloop.analytics._cache import _BUILD_SQL
+    from devloop.store.rollups import BUILD_SQL
 
     sources = store.sources(selection)
     where, params = _conditions(selection)
@@ -162,7 +162,7 @@ def lives_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
         all_params += name_params
     if raw:
         source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
-        parts.append(_BUILD_SQL["lives"].format(source=source))
+        parts.append(BUILD_SQL["lives"].format(source=source))
         all_params += params
     if not parts:
         return (
@@ -273,7 +273,8 @@ def project_series_sql(store: Store, selection: Selection) -> tuple[str, list[An
         used AS {used_sql},
         cores AS {store.cores_sql()}
         SELECT t.host, t.ts, n.project,
-               coalesce(100.0 * u.cpu / c.cores, 0.0) AS cpu_percent,
+               CASE WHEN u.host IS NULL THEN 0.0 ELSE 100.0 * u.cpu / c.cores END
+                   AS cpu_percent,
                CAST(coalesce(u.rss, 0) AS BIGINT) AS rss_bytes,
                CAST(coalesce(u.fds, 0) AS BIGINT) AS fds,
                CAST(coalesce(u.threads, 0) AS BIGINT) AS threads,
@@ -286,60 +287,16 @@ def project_series_sql(store: Store, selection: Selection) -> tuple[str, list[An
 
 
 def project_series(store: Store, selection: Selection, *, ordered: bool = True) -> pl.DataFrame:
-    """Every selected project at every tick, 0 where nothing of it ran.
+    """Every selected project at every tick, 0 where nothing of it ran (``project_series_sql``;
+    ``cpu_percent`` is null at a tick whose processes have no CPU reading yet, their first).
 
     Columns: host, ts (UTC), project, cpu_percent (of the machine), rss_bytes, fds, threads
     (sums over the project's processes), processes (how many were sampled). Sorted by
     project, host, ts (unless ``ordered`` is false: then in no particular order).
     """
-    import polars as pl
-
-    # The sums come from DuckDB (rollups); the idle ticks are filled in only when some
-    # (tick, project) has no sum, which is rare for a busy workspace and costs a large join.
-    ticks, tick_params = ticks_sql(store, selection)
-    sums, params = tick_sums_sql(store, selection, by_agent=False)
-    names = list(selection.projects)
-    ((total,),) = store.rows(f"SELECT count(*) FROM ({ticks})", tick_params)
-    values = (
-        "100.0 * s.cpu / c.cores AS cpu_percent, CAST(s.rss AS BIGINT) AS rss_bytes, "
-        "s.fds, s.threads, CAST(s.processes AS BIGINT) AS processes"
-    )
-    # One pass: the sums with, per row, whether it is at a tick of a selected project. When
-    # every row is, and there are as many as ticks x projects, the sums are the whole series.
-    series = store.frame(
-        f"SELECT s.host, s.ts, s.project, {values}, "
-        "(t.ts IS NOT NULL AND list_contains(?::VARCHAR[], s.project)) AS at_tick "
-        f"FROM {sums} s LEFT JOIN {store.cores_sql()} c ON c.host = s.host "
-        f"LEFT JOIN ({ticks}) t ON s.host = t.host AND s.ts = t.ts",
-        [names, *params, *tick_params],
-    )
-    store.aligned[selection] = series.height == total * len(names) and bool(series["at_tick"].all())
-    series = series.drop("at_tick")
-    if not store.aligned[selection]:
-        grid = store.frame(
-            f"SELECT t.host, t.ts, c.cores FROM ({ticks}) t JOIN {store.cores_sql()} c "
-            "ON c.host = t.host",
-            tick_params,
-        )
-        used = store.frame(f"SELECT * FROM {sums}", params)
-        frame = pl.DataFrame({"project": names}, schema={"project": pl.String})
-        dense = grid.join(frame, how="cross").join(
-            used, on=["host", "ts", "project"], how="left", nulls_equal=False
-        )
-        series = dense.select(
-            "host",
-            "ts",
-            "project",
-            pl.when(pl.col("cpu").is_null())
-            .then(0.0)
-            .otherwise(100.0 * pl.col("cpu") / pl.col("cores"))
-            .alias("cpu_percent"),
-            pl.col("rss").fill_null(0).cast(pl.Int64).alias("rss_bytes"),
-            pl.col("fds").fill_null(0).cast(pl.Int64).alias("fds"),
-            pl.col("threads").fill_null(0).cast(pl.Int64).alias("threads"),
-            pl.col("processes").fill_null(0).cast(pl.Int64).alias("processes"),
-        )
-    return series.sort("project", "host", "ts") if ordered else series
+    sql, params = project_series_sql(store, selection)
+    order = " ORDER BY project, host, ts" if ordered else ""
+    return store.frame(f"SELECT * FROM ({sql}){order}", params)
 
 
 def workspace_series(series: pl.DataFrame) -> pl.DataFrame:
@@ -446,7 +403,7 @@ def _rollup_sql(
     wholly inside the range, and of the ``rollup`` aggregation of the other ticks' ``ticks``
     columns (from the ``per_tick`` entries of the hours the range cuts and from the raw rows
     of the hours without entries); None when the range has no hour."""
-    from devloop.analytics._cache import _BUILD_SQL
+    from devloop.store.rollups import BUILD_SQL
 
     whole, cut, raw = _split(store, selection, rollup, per_tick)
     names, name_params = _conditions(selection, times=False)
@@ -462,11 +419,11 @@ def _rollup_sql(
         all_params += params
     if raw:
         source = f"(SELECT * FROM {_read(raw)} WHERE {where})"
-        rest.append(f"SELECT {ticks} FROM (" + _BUILD_SQL[per_tick].format(source=source) + ")")
+        rest.append(f"SELECT {ticks} FROM (" + BUILD_SQL[per_tick].format(source=source) + ")")
         all_params += params
     if rest:
         source = "(" + " UNION ALL ".join(rest) + ")"
-        parts.append(f"SELECT {columns} FROM (" + _BUILD_SQL[rollup].format(source=source) + ")")
+        parts.append(f"SELECT {columns} FROM (" + BUILD_SQL[rollup].format(source=source) + ")")
     if not parts:
         return None
     return "(" + " UNION ALL ".join(parts) + ")", all_params
@@ -565,10 +522,10 @@ def project_sums_sql(store: Store, selection: Selection) -> tuple[str, list[Any]
     use ``ts`` then does not read it."""
     if selection.agent_filter:
         return tick_sums_sql(store, selection, by_agent=False)
-    from devloop.analytics._cache import _BUILD_SQL
+    from devloop.store.rollups import BUILD_SQL
 
     columns = "host, ts, project, cpu, rss, fds, threads, processes"
-    parts, params = _entries_sql(store, selection, "project", columns, _BUILD_SQL["project"])
+    parts, params = _entries_sql(store, selection, "project", columns, BUILD_SQL["project"])
     if not parts:
         return tick_sums_sql(store, selection, by_agent=False)
     return "(" + " UNION ALL ".join(parts) + ")", params
@@ -582,9 +539,9 @@ def workspace_sums_sql(store: Store, selection: Selection) -> tuple[str, list[An
     (the rollups sum them all)."""
     if selection.project_filter or selection.agent_filter:
         return None
-    from devloop.analytics._cache import _BUILD_SQL
+    from devloop.store.rollups import BUILD_SQL
 
-    raw = _BUILD_SQL["workspace"].format(source="(" + _BUILD_SQL["project"] + ")")
+    raw = BUILD_SQL["workspace"].format(source="(" + BUILD_SQL["project"] + ")")
     columns = "host, ts, cpu, rss, fds, threads, projects"
     parts, params = _entries_sql(store, selection, "workspace", columns, raw)
     if not parts:

@@ -19,7 +19,7 @@ from devloop.analytics._db import Selection, Store, open_store, records
 from devloop.analytics._series import (
     HOUR_US,
     limits_relation,
-    project_series_with_limits,
+    project_series_sql,
     project_sums_sql,
     workspace_sums_sql,
 )
@@ -100,11 +100,8 @@ def efficiency(
 
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    in_sql = _stats_sql(store, selection)
-    if in_sql is not None:
-        per_project, workspace_row, note = in_sql
-    else:
-        per_project, workspace_row, note = _stats_polars(store, selection)
+    stats = _stats_sql(store, selection) or _stats_series(store, selection)
+    per_project, workspace_row, note = stats
     per_project, workspace_row = (
         _derived(frame).with_columns(pl.col("ticks").cast(pl.Int64))
         for frame in (per_project, workspace_row)
@@ -141,49 +138,42 @@ def efficiency(
     return Efficiency(selection, table, tuple(notes))
 
 
-def _stats_polars(
+def _stats_series(
     store: Store, selection: Selection
 ) -> tuple[pl.DataFrame, pl.DataFrame, str | None]:
-    """Per-project and workspace statistics (before the derived columns) in polars."""
+    """Per-project and workspace statistics (before the derived columns) over the whole
+    project series (``project_series_sql``: every project at every tick, 0 where idle) with
+    the limits in force at each tick (an ASOF join with ``limits_relation``)."""
+    series, params = project_series_sql(store, selection)
+    limits, limit_params, note = limits_relation(store)
+    aggregates = _aggregates(selection.interval)
+    frame = store.frame(
+        f"""
+        WITH s AS MATERIALIZED (
+            SELECT s.host, s.ts, s.project, s.cpu_percent AS cpu_used,
+                   CAST(s.rss_bytes AS DOUBLE) AS memory_used,
+                   CAST(l.cpu_limit_percent AS DOUBLE) AS cpu_limit,
+                   CAST(CAST(l.memory_limit_bytes AS BIGINT) AS DOUBLE) AS memory_limit
+            FROM ({series}) s ASOF LEFT JOIN {limits} l
+              ON l.host = s.host AND l.project = s.project AND s.ts >= l.ts
+        ),
+        w AS (
+            SELECT host, ts, sum(cpu_used) AS cpu_used, sum(memory_used) AS memory_used,
+                   CASE WHEN count(cpu_limit) = count(*) THEN sum(cpu_limit) END AS cpu_limit,
+                   CASE WHEN count(memory_limit) = count(*) THEN sum(memory_limit) END
+                       AS memory_limit
+            FROM s GROUP BY host, ts
+        )
+        SELECT project, count(*) AS ticks, {aggregates} FROM s GROUP BY project
+        UNION ALL
+        SELECT NULL AS project, count(*) AS ticks, {aggregates} FROM w
+        """,
+        [*params, *limit_params],
+    )
     import polars as pl
 
-    series, note = project_series_with_limits(store, selection, ordered=False)
-    series = series.with_columns(
-        pl.col("rss_bytes").cast(pl.Float64), pl.col("memory_limit_bytes").cast(pl.Float64)
-    )
-    whole = series.group_by("host", "ts").agg(
-        pl.col("cpu_percent", "rss_bytes").sum(),
-        pl.when(pl.col("cpu_limit_percent").null_count() == 0).then(
-            pl.col("cpu_limit_percent").sum()
-        ),
-        pl.when(pl.col("memory_limit_bytes").null_count() == 0).then(
-            pl.col("memory_limit_bytes").sum()
-        ),
-    )
-    interval = selection.interval
-
-    def stats(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-        aggs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("ticks")]
-        for name, used, limit in (
-            ("cpu", "cpu_percent", "cpu_limit_percent"),
-            ("memory", "rss_bytes", "memory_limit_bytes"),
-        ):
-            unit = "percent" if name == "cpu" else "bytes"
-            aggs += [
-                pl.col(limit).mean().alias(f"{name}_allocated_{unit}"),
-                pl.col(used).mean().alias(f"{name}_used_avg_{unit}"),
-                pl.col(used)
-                .quantile(0.95, interpolation="linear")
-                .alias(f"{name}_used_p95_{unit}"),
-                pl.col(used).max().alias(f"{name}_used_peak_{unit}"),
-                ((pl.col(used) > pl.col(limit) * _TOLERANCE).sum() * interval)
-                .cast(pl.Float64)
-                .alias(f"{name}_over_limit_seconds"),
-            ]
-        grouped = frame.group_by(keys).agg(aggs) if keys else frame.select(aggs)
-        return grouped
-
-    return stats(series, ["project"]), stats(whole, []), note
+    per_project = frame.filter(pl.col("project").is_not_null())
+    return per_project, frame.filter(pl.col("project").is_null()).drop("project"), note
 
 
 def _derived(grouped: pl.DataFrame) -> pl.DataFrame:
@@ -208,7 +198,7 @@ def _stats_sql(
 ) -> tuple[pl.DataFrame, pl.DataFrame, str | None] | None:
     """Per-project and workspace statistics (before the derived columns) in DuckDB from the
     per-tick sums, when those are the whole project series (see ``project_series``); None
-    otherwise (then :func:`_stats_polars` builds the series).
+    otherwise (then :func:`_stats_series` reads the whole series).
 
     The limits in force at each tick come from a hash join with a small table of the spans
     over which they are constant (:class:`_Limits`), not from an ASOF join; the workspace

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import project_series, series_aligned, tick_sums_sql, ticks_sql
+from devloop.analytics._series import project_series_sql, series_aligned, tick_sums_sql
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -80,15 +80,6 @@ def export_metrics(
     bucket_us = max(1, round(interval * 1e6))
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    aggs = [
-        pl.len().cast(pl.Int64).alias("ticks"),
-        pl.col("cpu_percent").mean().alias("cpu_avg_percent"),
-        pl.col("cpu_percent").max().alias("cpu_max_percent"),
-        pl.col("rss_bytes").max().cast(pl.Int64).alias("memory_max_bytes"),
-        pl.col("fds").max().cast(pl.Int64).alias("fds_max"),
-        pl.col("threads").max().cast(pl.Int64).alias("threads_max"),
-    ]
-    rows: pl.DataFrame | None = None
     if detailed:
         sums, params = tick_sums_sql(store, selection, by_agent=True)
         frame = store.frame(
@@ -112,77 +103,40 @@ def export_metrics(
         rows = frame.select(EXPORT_COLUMNS).sort("interval_start", "project", "agent")
     else:
         rows = _project_rows(store, selection, bucket_us)
-    if rows is None:
-        series = project_series(store, selection, ordered=False).with_columns(
-            pl.from_epoch((pl.col("ts").dt.epoch("us") // bucket_us) * bucket_us, time_unit="us")
-            .dt.replace_time_zone("UTC")
-            .alias("interval_start")
-        )
-        rows = (
-            series.group_by("interval_start", "project")
-            .agg(aggs)
-            .sort("interval_start", "project")
-            .select([c for c in EXPORT_COLUMNS if c != "agent"])
-        )
     rows = rows.with_columns(
         pl.col("ticks", "memory_max_bytes", "fds_max", "threads_max").cast(pl.Int64)
     )
     return MetricsExport(selection, bucket_us / 1e6, detailed, rows)
 
 
-def _project_rows(store: Store, selection: Selection, bucket_us: int) -> pl.DataFrame | None:
-    """The per-project rows computed in DuckDB from the per-tick sums, when those are the whole
-    series (a sum at every tick for every project, see ``project_series``); None otherwise."""
+def _project_rows(store: Store, selection: Selection, bucket_us: int) -> pl.DataFrame:
+    """The per-project rows over the whole project series: the per-tick sums when they are
+    the whole series (a sum at every tick for every project, read from the rollups), else the
+    series with its idle ticks (``project_series_sql``)."""
     import polars as pl
 
-    sums, params = tick_sums_sql(store, selection, by_agent=False)
-    if series_aligned(store, selection):  # known whole: no per-row check against the ticks
-        frame = store.frame(
-            f"""
-            SELECT make_timestamptz(bucket * {bucket_us}) AS interval_start, * EXCLUDE (bucket)
-            FROM (
-                SELECT epoch_us(s.ts) // {bucket_us} AS bucket, s.project, count(*) AS ticks,
-                       avg(100.0 * s.cpu / c.cores) AS cpu_avg_percent,
-                       max(100.0 * s.cpu / c.cores) AS cpu_max_percent,
-                       max(CAST(s.rss AS BIGINT)) AS memory_max_bytes, max(s.fds) AS fds_max,
-                       max(s.threads) AS threads_max
-                FROM {sums} s JOIN {store.cores_sql()} c ON c.host = s.host
-                GROUP BY bucket, s.project
-            )
-            """,
-            params,
+    if series_aligned(store, selection):  # known whole: no idle tick to fill in
+        sums, params = tick_sums_sql(store, selection, by_agent=False)
+        series = (
+            "SELECT s.ts, s.project, 100.0 * s.cpu / c.cores AS cpu_percent, "
+            "CAST(s.rss AS BIGINT) AS rss_bytes, s.fds, s.threads "
+            f"FROM {sums} s JOIN {store.cores_sql()} c ON c.host = s.host"
         )
-        return (
-            frame.with_columns(pl.col("interval_start").dt.convert_time_zone("UTC"))
-            .sort("interval_start", "project")
-            .select([c for c in EXPORT_COLUMNS if c != "agent"])
-        )
-    ticks, tick_params = ticks_sql(store, selection)
-    names = list(selection.projects)
+    else:
+        series, params = project_series_sql(store, selection)
     frame = store.frame(
         f"""
-        WITH s AS (
-            SELECT s.ts, s.project, 100.0 * s.cpu / c.cores AS cpu_percent,
-                   CAST(s.rss AS BIGINT) AS rss_bytes, s.fds, s.threads,
-                   (t.ts IS NOT NULL AND c.cores IS NOT NULL
-                    AND list_contains(?::VARCHAR[], s.project)) AS at_tick
-            FROM {sums} s LEFT JOIN {store.cores_sql()} c ON c.host = s.host
-            LEFT JOIN ({ticks}) t ON s.host = t.host AND s.ts = t.ts
-        )
         SELECT make_timestamptz(bucket * {bucket_us}) AS interval_start, * EXCLUDE (bucket)
         FROM (
             SELECT epoch_us(ts) // {bucket_us} AS bucket, project, count(*) AS ticks,
                    avg(cpu_percent) AS cpu_avg_percent, max(cpu_percent) AS cpu_max_percent,
                    max(rss_bytes) AS memory_max_bytes, max(fds) AS fds_max,
-                   max(threads) AS threads_max, bool_and(at_tick) AS at_tick
-            FROM s GROUP BY bucket, project
+                   max(threads) AS threads_max
+            FROM ({series}) GROUP BY bucket, project
         )
         """,
-        [names, *params, *tick_params],
+        params,
     )
-    ((total,),) = store.rows(f"SELECT count(*) FROM ({ticks})", tick_params)
-    if frame["ticks"].sum() != total * len(names) or not frame["at_tick"].all():
-        return None
     return (
         frame.with_columns(pl.col("interval_start").dt.convert_time_zone("UTC"))
         .sort("interval_start", "project")

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, iso, open_store, records
 from devloop.analytics._series import lives_sql
+from devloop.analytics.stats import theil_sen_rows
 from devloop.analytics.timerange import TimeRange
 from devloop.units import MIB
 
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import polars as pl
 
-    from devloop.analytics._cache import Raw
     from devloop.store.layout import Partition
+    from devloop.store.rollups import Raw
 
 #: Points per life the trend is fitted on.
 MAX_POINTS = 100
@@ -214,8 +215,8 @@ def _trends(
     import numpy as np
     import polars as pl
 
-    from devloop.analytics._cache import THINNED_EVERY, THINNED_TICK_US
     from devloop.store.layout import Partition
+    from devloop.store.rollups import THINNED_EVERY, THINNED_TICK_US
 
     interval_us = max(1, round(selection.interval * 1e6))
     # Thin in SQL first (every k-th tick, so a life of min_life keeps about MAX_POINTS), then
@@ -254,11 +255,11 @@ def _trends(
             for end in ("first", "last")
         ]
     ).unique()
-    store.connection.register(
-        "devloop_lives", lives.select("life", "host", "pid", "start_time").to_arrow()
-    )
-    store.connection.register("devloop_ends", ends.to_arrow())
-    try:
+    registered = {
+        "devloop_lives": lives.select("life", "host", "pid", "start_time").to_arrow(),
+        "devloop_ends": ends.to_arrow(),
+    }
+    with store.db.registered(registered):
         points = store.frame(
             f"""
             SELECT l.life, epoch_us(p.ts) AS ts, coalesce(p.rss_bytes, 0) AS rss,
@@ -269,9 +270,6 @@ def _trends(
             """,
             params,
         )
-    finally:
-        store.connection.unregister("devloop_lives")
-        store.connection.unregister("devloop_ends")
     life = points["life"].to_numpy()
     ts = points["ts"].to_numpy()
     rss = points["rss"].to_numpy().astype(np.float64)
@@ -369,7 +367,7 @@ def _points_sql(
         parts.append(f"SELECT * FROM ({spans_sql}) WHERE {thinned}")
         params += [*spans_params, interval_us, every]
     if rollup and cached:
-        from devloop.analytics._cache import THINNED_EVERY, THINNED_TICK_US
+        from devloop.store.rollups import THINNED_EVERY, THINNED_TICK_US
 
         # the rollup's own thinning needs no further filter, a whole hour no time condition
         same = (interval_us, every) == (THINNED_TICK_US, THINNED_EVERY)
@@ -468,70 +466,6 @@ def _read(paths: Sequence[Raw]) -> str:
     return _series._read(paths)
 
 
-def theil_sen(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]) -> tuple[float, float]:
-    """The Theil-Sen slope of ``y`` on ``x`` and Kendall's tau-a of the pair (0, 0 for < 2
-    distinct x)."""
-    import numpy as np
-
-    i, j = np.triu_indices(len(x), k=1)
-    dx = x[j] - x[i]
-    dy = y[j] - y[i]
-    keep = dx != 0
-    if not keep.any():
-        return 0.0, 0.0
-    slope = float(np.median(dy[keep] / dx[keep]))
-    signs = np.sign(dx[keep]) * np.sign(dy[keep])
-    tau = float(signs.sum() / keep.sum())
-    return slope, tau
-
-
-#: Rows :func:`theil_sen_rows` fits at once (few, so the pairwise slopes stay in the CPU's
-#: caches).
-_BATCH = 16
-
-
-def theil_sen_rows(
-    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """:func:`theil_sen` of each row of the 2-D ``x`` against the same row of each series in
-    ``y`` (shape ``(..., rows, points)``, e.g. ``(2, rows, points)`` for two series per row):
-    the slopes and the taus, each of shape ``y.shape[:-1]``, exactly what :func:`theil_sen`
-    gives row by row."""
-    import numpy as np
-
-    count, width = x.shape
-    series = y.reshape(int(np.prod(y.shape[:-2])), count, width)
-    slopes = np.zeros(series.shape[:2])
-    taus = np.zeros(series.shape[:2])
-    i, j = np.triu_indices(width, k=1)
-    pairs = len(i)
-    half = pairs // 2
-    for lo in range(0, count if pairs else 0, _BATCH):
-        hi = min(lo + _BATCH, count)
-        dx = x[lo:hi, j] - x[lo:hi, i]
-        rising = bool((dx > 0).all())
-        if not rising and not (dx != 0).all():
-            # equal x somewhere: those pairs are left out, row by row
-            for k in range(lo, hi):
-                for s in range(len(series)):
-                    slopes[s, k], taus[s, k] = theil_sen(x[k], series[s, k])
-            continue
-        for s in range(len(series)):
-            rows = series[s, lo:hi]
-            dy = rows[:, j] - rows[:, i]
-            ratios = dy / dx
-            if pairs % 2 or np.isnan(ratios).any():
-                slopes[s, lo:hi] = np.median(ratios, axis=1)
-            else:
-                # np.median's (a + b) / 2 of the middle two, with one partition instead of two
-                part = np.partition(ratios, half, axis=1)
-                slopes[s, lo:hi] = (part[:, :half].max(axis=1) + part[:, half]) / 2
-            signs = np.sign(dy) if rising else np.sign(dx) * np.sign(dy)
-            taus[s, lo:hi] = signs.sum(axis=1) / pairs
-    shape = y.shape[:-1]
-    return slopes.reshape(shape), taus.reshape(shape)
-
-
 def _flag(trends: pl.DataFrame, threshold: float, min_tau: float) -> pl.DataFrame:
     import polars as pl
 
@@ -585,8 +519,7 @@ def _stopped(
         store, selection, set(sources.partitions), "host, pid, start_time, ts AS last"
     )
     if rest and not stopped.is_empty():
-        store.connection.register("devloop_stopped", stopped.select(keys).to_arrow())
-        try:
+        with store.db.registered({"devloop_stopped": stopped.select(keys).to_arrow()}):
             newest = store.frame(
                 f"""
                 SELECT r.host, r.pid, r.start_time, max(r.last) AS last
@@ -596,8 +529,6 @@ def _stopped(
                 """,
                 rest_params,
             )
-        finally:
-            store.connection.unregister("devloop_stopped")
         seen.append(newest.cast(seen[0].schema))
     last_seen = pl.concat(seen).group_by(keys).agg(pl.col("last").max())
     frame = stopped.join(last_seen, on=keys).select(

@@ -16,13 +16,11 @@ from devloop.analytics._series import (
     agent_hours_sql,
     arg_max_ts,
     project_hours_sql,
-    project_series,
+    project_series_sql,
     quantiles_from_counts_sql,
     series_aligned,
     tick_sums_sql,
-    ticks_sql,
     top_at,
-    workspace_series,
     workspace_sums_sql,
 )
 from devloop.analytics.timerange import TimeRange
@@ -83,13 +81,8 @@ def peak_usage(
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
     agent_rows = _agent_peaks(store, selection).with_columns(pl.lit("agent").alias("scope"))
-    in_sql = _series_peaks_rollups(store, selection)
-    if in_sql is None:
-        in_sql = _series_peaks(store, selection)
-    if in_sql is not None:
-        workspace_row, project_rows = in_sql
-    else:
-        workspace_row, project_rows = _series_peaks_polars(store, selection)
+    rolled_up = _series_peaks_rollups(store, selection)
+    workspace_row, project_rows = rolled_up or _series_peaks(store, selection)
     frames = [
         frame.select(PEAK_COLUMNS).cast(_PEAK_TYPES())
         for frame in (workspace_row, project_rows, agent_rows)
@@ -158,95 +151,39 @@ def _series_peaks_rollups(
     return workspace.with_columns(utc), projects.with_columns(utc)
 
 
-def _series_peaks(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """The workspace row and the project rows computed in DuckDB from the per-tick sums, when
-    those are the whole project series (see ``project_series``); None otherwise."""
+def _series_peaks(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The workspace row and the project rows over the whole project series (every selected
+    project at every collector tick, 0 where nothing of it ran: ``project_series_sql``)."""
     import polars as pl
 
-    ticks, tick_params = ticks_sql(store, selection)
-    sums, params = tick_sums_sql(store, selection, by_agent=False)
-    names = list(selection.projects)
-
-    def at(column: str) -> str:  # the earliest tick at the maximum, as polars' filter/min
-        return f"{arg_max_ts(column)} FILTER (WHERE {column} IS NOT NULL)"
-
+    series, params = project_series_sql(store, selection)
     aggs = f"""
         count(*) AS ticks, max(cpu_percent) AS cpu_peak_percent,
-        {at("cpu_percent")} AS cpu_peak_at,
+        {arg_max_ts("cpu_percent")} AS cpu_peak_at,
         quantile_cont(cpu_percent, 0.95) AS cpu_p95_percent,
         avg(cpu_percent) AS cpu_avg_percent, max(rss_bytes) AS memory_peak_bytes,
-        {at("rss_bytes")} AS memory_peak_at, max(fds) AS fds_peak, max(threads) AS threads_peak
+        {arg_max_ts("rss_bytes")} AS memory_peak_at, max(fds) AS fds_peak,
+        max(threads) AS threads_peak
     """
     frame = store.frame(
         f"""
-        WITH s AS MATERIALIZED (
-            SELECT s.host, s.ts, s.project, 100.0 * s.cpu / c.cores AS cpu_percent,
-                   CAST(s.rss AS BIGINT) AS rss_bytes, s.fds, s.threads,
-                   (t.ts IS NOT NULL AND c.cores IS NOT NULL
-                    AND list_contains(?::VARCHAR[], s.project)) AS at_tick
-            FROM {sums} s LEFT JOIN {store.cores_sql()} c ON c.host = s.host
-            LEFT JOIN ({ticks}) t ON s.host = t.host AND s.ts = t.ts
-        ),
+        WITH s AS MATERIALIZED ({series}),
         w AS (
-            SELECT host, ts, coalesce(sum(cpu_percent), 0.0) AS cpu_percent,
-                   CAST(coalesce(sum(rss_bytes), 0) AS BIGINT) AS rss_bytes,
-                   CAST(coalesce(sum(fds), 0) AS BIGINT) AS fds,
-                   CAST(coalesce(sum(threads), 0) AS BIGINT) AS threads
+            SELECT host, ts, sum(cpu_percent) AS cpu_percent,
+                   CAST(sum(rss_bytes) AS BIGINT) AS rss_bytes,
+                   CAST(sum(fds) AS BIGINT) AS fds, CAST(sum(threads) AS BIGINT) AS threads
             FROM s GROUP BY host, ts
         )
-        SELECT 'project' AS scope, project, {aggs}, bool_and(at_tick) AS at_tick
-        FROM s GROUP BY project
+        SELECT 'project' AS scope, project, {aggs} FROM s GROUP BY project
         UNION ALL
-        SELECT 'workspace' AS scope, NULL AS project, {aggs}, true AS at_tick FROM w
+        SELECT 'workspace' AS scope, NULL AS project, {aggs} FROM w
         """,
-        [names, *params, *tick_params],
-    )
-    ((total,),) = store.rows(f"SELECT count(*) FROM ({ticks})", tick_params)
-    projects = frame.filter(pl.col("scope") == "project")
-    if projects["ticks"].sum() != total * len(names) or not projects["at_tick"].all():
-        return None
-    frame = frame.with_columns(
+        params,
+    ).with_columns(
         pl.col("cpu_peak_at", "memory_peak_at").dt.convert_time_zone("UTC"),
         pl.lit(None, dtype=pl.String).alias("agent"),
     )
     return frame.filter(pl.col("scope") == "workspace"), frame.filter(pl.col("scope") == "project")
-
-
-def _series_peaks_polars(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The workspace row and the project rows from the project series in polars."""
-    import polars as pl
-
-    series = project_series(store, selection, ordered=False)
-    whole = workspace_series(series)
-
-    def stats(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-        def at(column: str) -> pl.Expr:
-            return pl.col("ts").filter(pl.col(column) == pl.col(column).max()).min()
-
-        aggs = [
-            pl.len().alias("ticks"),
-            pl.col("cpu_percent").max().alias("cpu_peak_percent"),
-            at("cpu_percent").alias("cpu_peak_at"),
-            pl.col("cpu_percent").quantile(0.95, interpolation="linear").alias("cpu_p95_percent"),
-            pl.col("cpu_percent").mean().alias("cpu_avg_percent"),
-            pl.col("rss_bytes").max().alias("memory_peak_bytes"),
-            at("rss_bytes").alias("memory_peak_at"),
-            pl.col("fds").max().alias("fds_peak"),
-            pl.col("threads").max().alias("threads_peak"),
-        ]
-        if keys:
-            return frame.group_by(keys).agg(aggs)
-        return frame.select(aggs)
-
-    workspace_row = stats(whole, []).with_columns(
-        pl.lit("workspace").alias("scope"),
-        pl.lit(None, dtype=pl.String).alias("project"),
-        pl.lit(None, dtype=pl.String).alias("agent"),
-    )
-    project_rows = stats(series, ["project"]).with_columns(
-        pl.lit("project").alias("scope"), pl.lit(None, dtype=pl.String).alias("agent")
-    )
-    return workspace_row, project_rows
 
 
 def _hour_stats(keys: str) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from devloop.analytics._db import Store, open_store
 from devloop.analytics.timerange import TimeRange
-from devloop.errors import UsageError
+from devloop.errors import QueryError, UsageError
 from devloop.store.schema import TABLES
 
 if TYPE_CHECKING:
@@ -32,8 +32,6 @@ def run_sql(
 
     A DuckDB error in the statement is a UsageError quoting DuckDB's message.
     """
-    import duckdb
-
     if not sql.strip():
         raise UsageError("empty SQL statement")
     store = open_store(workspace_dir)
@@ -57,10 +55,9 @@ def run_sql(
                 f"WHERE {' AND '.join(conditions)}"
             )
     try:
-        result: pl.DataFrame = store.connection.sql(sql).pl()
-        return result
-    except duckdb.Error as exc:
-        raise UsageError(f"SQL error: {exc}") from exc
+        return store.frame(sql)
+    except QueryError as exc:
+        raise UsageError(f"SQL error: {exc.__cause__}") from exc
     except AttributeError as exc:  # a statement that returns nothing (SET, CREATE ...)
         raise UsageError("the statement returned no rows to show") from exc
 

@@ -31,7 +31,8 @@ from devloop.cli._options import (
 def compact(
     workspace_dir: Path | None, retention: str | None, max_size: str | None, all_hours: bool
 ) -> None:
-    """Compact every closed hour into one sorted zstd file per table; apply retention.
+    """Compact every closed hour into one sorted zstd file per table, with its rollups; apply
+    retention.
 
     \b
     Example:
@@ -51,6 +52,8 @@ def compact(
         f"{report.rows} rows, {format_size(report.bytes_in)} -> {format_size(report.bytes_out)}"
         + (f"; repaired {report.repaired} leftover files" if report.repaired else "")
     )
+    if report.rolled_up:
+        click.echo(f"Rolled up {report.rolled_up} closed hours")
     if max_age is not None or max_bytes is not None:
         dropped = apply_retention(root, max_age_seconds=max_age, max_bytes=max_bytes)
         if dropped.dropped:
@@ -60,11 +63,6 @@ def compact(
             )
         else:
             click.echo("Retention: nothing to drop")
-    from devloop.analytics import warm_cache
-
-    built = warm_cache(root)
-    if built:
-        click.echo(f"Report cache: rolled up {built} closed hours")
 
 
 @click.command("store-info")

@@ -129,15 +129,13 @@ def load(
     it per project, the newest ``events`` enforcement events and the ``runs`` newest runs."""
     import time
 
-    import duckdb
-
-    from devloop.errors import StoreError
+    from devloop.store.db import mapped
 
     name = workspace.config.workspace_name or workspace.dir.parent.name
     now = time.time() if now is None else now
     snapshot = read_snapshot(connection, workspace, now=now)
     history: dict[str, History] = {}
-    try:
+    with mapped(f"cannot read {workspace.metrics_dir}"):
         if snapshot.at is not None:
             end_us = int(snapshot.at * 1e6)
             start_us = end_us - int(window * 1e6)
@@ -176,8 +174,6 @@ def load(
             "epoch_us(ended) FROM runs ORDER BY coalesce(started, ts) DESC, run_id DESC LIMIT ?",
             [runs],
         ).fetchall()
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot read {workspace.metrics_dir}: {exc}") from exc
     return DashboardData(
         name=name,
         snapshot=snapshot,

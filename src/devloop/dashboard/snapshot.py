@@ -479,11 +479,9 @@ def read_snapshot(
     connection: duckdb.DuckDBPyConnection, workspace: Workspace, *, now: float | None = None
 ) -> Snapshot:
     """The snapshot of the newest tick on ``connection`` (views of :mod:`devloop.store.query`)."""
-    import duckdb
+    from devloop.store.db import mapped
 
-    from devloop.errors import StoreError
-
-    try:
+    with mapped(f"cannot read the newest tick of {workspace.metrics_dir}"):
         newest = connection.execute(
             "SELECT epoch_us(max(ts)), max(cores) FROM system "
             "WHERE ts = (SELECT max(ts) FROM system)"
@@ -520,8 +518,6 @@ def read_snapshot(
                 "AND project IS NOT NULL AND agent IS NOT NULL GROUP BY project, agent"
             ).fetchall()
         }
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot read the newest tick of {workspace.metrics_dir}: {exc}") from exc
     limits = _store_limits(limit_rows) if limit_rows else configured_limits(workspace)
     state, note = read_state(workspace.dir, now=now)
     return build_snapshot(

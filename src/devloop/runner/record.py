@@ -371,9 +371,8 @@ class Recorder:
             limits.append(f"max-age={self.retention}")
         if self.max_bytes is not None:
             limits.append(f"max-bytes={self.max_bytes}")
-        # compaction and retention, then the closed hours' rollups (reports only read them)
-        self._compactor = ChildJob("compact", self.workspace.metrics_dir, limits,
-                                   module="devloop.runner.maintain")  # fmt: skip
+        # compaction with the closed hours' rollups, then retention (reports only read them)
+        self._compactor = ChildJob("compact", self.workspace.metrics_dir, limits)
 
     def _reap_compactor(self) -> None:
         compactor, self._compactor = self._compactor, None

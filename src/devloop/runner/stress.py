@@ -483,43 +483,42 @@ def _iso(t: float) -> str:
 
 def stress_report(run: StressRun) -> dict[str, Any]:
     """The report of a finished run, computed from the store and the enforcement log."""
-    import duckdb
-
-    from devloop.errors import StoreError
+    from devloop.store.db import mapped
     from devloop.store.query import connect
 
     workspace = run.workspace
     interval = run.options.interval
     db = connect(workspace.metrics_dir)
     try:
-        window = (datetime.fromtimestamp(run.started, UTC), datetime.fromtimestamp(run.ended, UTC))
-        ticks = db.execute(
-            "SELECT ts, max(cores) FROM system WHERE host = ? AND ts BETWEEN ? AND ? "
-            "GROUP BY ts ORDER BY ts",
-            [run.host, *window],
-        ).fetchall()
-        ts = [row[0].timestamp() for row in ticks]
-        cores = {row[0].timestamp(): int(row[1]) for row in ticks}
-        usage: dict[tuple[str, float], tuple[float, int]] = {}
-        for project, t, cpu_cores, rss in db.execute(
-            "SELECT project, ts, sum(cpu_cores), sum(rss_bytes) FROM samples "
-            "WHERE host = ? AND ts BETWEEN ? AND ? GROUP BY project, ts",
-            [run.host, *window],
-        ).fetchall():
-            usage[(project, t.timestamp())] = (float(cpu_cores or 0.0), int(rss or 0))
-        limit_rows = db.execute(
-            "SELECT ts, project, cpu_limit_percent, memory_limit_bytes FROM limits "
-            "WHERE host = ? AND agent = '' AND ts BETWEEN ? AND ? ORDER BY ts",
-            [run.host, *window],
-        ).fetchall()
-        events = db.execute(
-            'SELECT ts, action, scope, project, agent, metric, value, "limit" FROM events '
-            "WHERE host = ? AND ts BETWEEN ? AND ? ORDER BY ts",
-            [run.host, *window],
-        ).fetchall()
-    except duckdb.Error as exc:
-        raise StoreError(f"cannot read the stress test's rows from {workspace.metrics_dir}: "
-                         f"{exc}") from exc  # fmt: skip
+        with mapped(f"cannot read the stress test's rows from {workspace.metrics_dir}"):
+            window = (
+                datetime.fromtimestamp(run.started, UTC),
+                datetime.fromtimestamp(run.ended, UTC),
+            )
+            ticks = db.execute(
+                "SELECT ts, max(cores) FROM system WHERE host = ? AND ts BETWEEN ? AND ? "
+                "GROUP BY ts ORDER BY ts",
+                [run.host, *window],
+            ).fetchall()
+            ts = [row[0].timestamp() for row in ticks]
+            cores = {row[0].timestamp(): int(row[1]) for row in ticks}
+            usage: dict[tuple[str, float], tuple[float, int]] = {}
+            for project, t, cpu_cores, rss in db.execute(
+                "SELECT project, ts, sum(cpu_cores), sum(rss_bytes) FROM samples "
+                "WHERE host = ? AND ts BETWEEN ? AND ? GROUP BY project, ts",
+                [run.host, *window],
+            ).fetchall():
+                usage[(project, t.timestamp())] = (float(cpu_cores or 0.0), int(rss or 0))
+            limit_rows = db.execute(
+                "SELECT ts, project, cpu_limit_percent, memory_limit_bytes FROM limits "
+                "WHERE host = ? AND agent = '' AND ts BETWEEN ? AND ? ORDER BY ts",
+                [run.host, *window],
+            ).fetchall()
+            events = db.execute(
+                'SELECT ts, action, scope, project, agent, metric, value, "limit" FROM events '
+                "WHERE host = ? AND ts BETWEEN ? AND ? ORDER BY ts",
+                [run.host, *window],
+            ).fetchall()
     finally:
         db.close()
 

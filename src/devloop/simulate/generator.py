@@ -29,7 +29,7 @@ from devloop.simulate.model import (
 )
 from devloop.simulate.plan import Plan, make_plan
 from devloop.simulate.workspace import write_workspace
-from devloop.store import write_table
+from devloop.store import write_rollups, write_table
 from devloop.store.schema import EVENTS, LIMITS
 from devloop.units import MIB
 
@@ -91,16 +91,6 @@ class SimulationSummary:
     def rows_per_second(self) -> float:
         """Throughput of the whole run (all tables, writing included)."""
         return self.total_rows / self.seconds if self.seconds > 0 else math.inf
-
-
-def _write_rollups(metrics: Path) -> None:
-    """What a writer of whole hours writes with them (DESIGN.md, "Storage contract"): the
-    closed hours' rollups and the footer facts, so the first report only reads."""
-    from devloop.analytics import warm_cache
-    from devloop.store.query import save_facts
-
-    warm_cache(metrics)
-    save_facts(metrics)
 
 
 def simulate(
@@ -167,7 +157,9 @@ def simulate(
         write("processes", chunk.processes)
         if progress is not None:
             progress(stop, plan.ticks, sum(rows.values()))
-    _write_rollups(metrics)
+    # A writer of whole hours writes their rollups (DESIGN.md, "Storage contract"), with the
+    # files' facts and digests, so the first report only reads.
+    write_rollups(metrics)
 
     return SimulationSummary(
         out=out,

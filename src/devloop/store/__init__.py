@@ -5,12 +5,15 @@ Pipeline, one module per stage::
     spool.py      append-only, checksummed segment files (what a tick is written to first)
     writer.py     StoreWriter (spool -> Parquet on roll-over)
     recovery.py   leftover segments -> Parquet, exactly once
-    compact.py    one sorted zstd file per closed hour
-    retention.py  drop the oldest hours by age or size
+    compact.py    one sorted zstd file per closed hour, and its rollups in the same pass
+    rollups.py    per-hour rollups of samples (what reports read for closed hours): build, read
+    retention.py  drop the oldest hours (and their rollups) by age or size
     query.py      DuckDB views samples, processes, system, events, limits
+    facts.py      _facts.json: the live files' footer facts and digests (digests.py)
     info.py       store_info: rows, bytes, spans per table
     files.py      Parquet files: write_table (bulk writes), conforming, atomic writes, footers
-    lock.py, layout.py, schema.py   locks, paths, the table contract
+    lock.py, layout.py   locks, paths
+    columns.py, schema.py   the tables' and rollups' contract, and its Arrow form
 
 Nothing heavy is imported with the package: each name below is loaded from its module on first
 use (PEP 562), so the collector can import ``devloop.store.writer`` without pulling in pyarrow
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from devloop.store.query import connect, create_views, live_files
     from devloop.store.recovery import RecoveryReport, SegmentReport, recover
     from devloop.store.retention import DroppedPartition, DropReport, retention
+    from devloop.store.rollups import write_rollups
     from devloop.store.writer import StoreWriter
 
 #: Where each public name lives.
@@ -54,6 +58,7 @@ _MODULES: dict[str, str] = {
     "DroppedPartition": "retention",
     "DropReport": "retention",
     "retention": "retention",
+    "write_rollups": "rollups",
     "StoreWriter": "writer",
     "write_table": "files",
 }
@@ -76,6 +81,7 @@ __all__ = [
     "recover",
     "retention",
     "store_info",
+    "write_rollups",
     "write_table",
 ]
 

@@ -14,13 +14,24 @@ Kinds and their Parquet / Arrow types::
     ts        timestamp[us, tz=UTC]       i8, i16, i32, i64   int8 ... int64
     str       string (UTF-8)              f32, f64            float32, float64
     list_i32  list<int32>
+
+and, in rollups only (sums and maxima as DuckDB computes them)::
+
+    i128      decimal128(38, 0)           (a sum of int64 values: DuckDB's HUGEINT)
+    top_f64   struct<v: float64, n: int64>    a value and minus the epoch microseconds of
+    top_i64   struct<v: int64, n: int64>      its first tick (the largest is the earliest peak)
+
+The rollups (:mod:`devloop.store.rollups`) are declared here too, one schema per kind
+(:data:`ROLLUP_COLUMNS`) with its version (:data:`ROLLUP_VERSIONS`).
 """
 
 from __future__ import annotations
 
 from typing import Final, Literal, NamedTuple
 
-Kind = Literal["ts", "str", "i8", "i16", "i32", "i64", "f32", "f64", "list_i32"]
+Kind = Literal[
+    "ts", "str", "i8", "i16", "i32", "i64", "f32", "f64", "list_i32", "i128", "top_f64", "top_i64"
+]
 
 SCHEMA_VERSION_KEY: Final = b"devloop.schema_version"
 TABLE_KEY: Final = b"devloop.table"
@@ -174,3 +185,137 @@ SORT_KEYS: Final[dict[str, list[str]]] = {
     "limits": ["host", "project", "agent", "ts"],
     "runs": ["host", "started", "run_id"],
 }
+
+
+# --- rollups ----------------------------------------------------------------------------------
+#
+# Per closed hour of ``samples``, what compaction writes beside the hour's sorted file and the
+# reports read instead of its rows (devloop.store.rollups says how each is built). ``cpu`` and
+# ``rss`` are sums over processes (cores; bytes, as doubles), ``fds`` and ``threads`` sums too.
+
+#: Footer keys of a rollup file: its kind and the samples files it was built from (its version
+#: is under SCHEMA_VERSION_KEY, as a table's).
+ROLLUP_KEY: Final = b"devloop.rollup"
+ROLLUP_SOURCES_KEY: Final = b"devloop.rollup_sources"
+
+#: Per-tick sums: host, ts, the keys, then the values.
+_TICK_VALUES: Final = (
+    Column("cpu", "f64"),
+    Column("rss", "f64"),
+    Column("fds", "i64"),
+    Column("threads", "i64"),
+)
+
+
+def _hourly(*keys: str) -> tuple[Column, ...]:
+    """An hour's per-tick sums aggregated per ``keys``: first and last tick, ticks, and per
+    value its sum, count (of non-null ticks), min, max and ``top`` (the max with its tick)."""
+    columns = [
+        *(Column(key, "str", nullable=False) for key in keys),
+        Column("first", "ts", nullable=False),
+        Column("last", "ts", nullable=False),
+        Column("ticks", "i64", nullable=False),
+    ]
+    values: tuple[tuple[str, Kind, Kind, Kind], ...] = (
+        ("cpu", "f64", "f64", "top_f64"),
+        ("rss", "f64", "f64", "top_f64"),
+        ("fds", "i64", "i128", "top_i64"),
+        ("threads", "i64", "i128", "top_i64"),
+    )
+    for value, kind, total, top in values:
+        columns += [
+            Column(f"{value}_sum", total),
+            Column(f"{value}_n", "i64", nullable=False),
+            Column(f"{value}_min", kind),
+            Column(f"{value}_max", kind),
+            Column(f"{value}_top", top),
+        ]
+    return tuple(columns)
+
+
+#: The samples of some ticks of one hour, as they are (``edges`` and ``thinned``).
+_POINTS: Final = (
+    Column("host", "str", nullable=False),
+    Column("project", "str", nullable=False),
+    Column("agent", "str", nullable=False),
+    Column("pid", "i32", nullable=False),
+    Column("start_time", "ts", nullable=False),
+    Column("ts", "ts", nullable=False),
+    Column("rss_bytes", "i64"),
+    Column("fds", "i32"),
+)
+
+#: Per kind, in the order compaction builds them (``agent_hour`` is built from ``agent``).
+ROLLUP_COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
+    # samples summed per tick and project (processes: the rows summed)
+    "project": (
+        Column("host", "str", nullable=False),
+        Column("ts", "ts", nullable=False),
+        Column("project", "str", nullable=False),
+        *_TICK_VALUES,
+        Column("processes", "i64", nullable=False),
+    ),
+    # the same per tick, project and agent
+    "agent": (
+        Column("host", "str", nullable=False),
+        Column("ts", "ts", nullable=False),
+        Column("project", "str", nullable=False),
+        Column("agent", "str", nullable=False),
+        *_TICK_VALUES,
+        Column("processes", "i64", nullable=False),
+    ),
+    # one row per process life seen in the hour: its first and last tick, its rows
+    "lives": (
+        Column("host", "str", nullable=False),
+        Column("project", "str", nullable=False),
+        Column("agent", "str", nullable=False),
+        Column("pid", "i32", nullable=False),
+        Column("start_time", "ts", nullable=False),
+        Column("first", "ts", nullable=False),
+        Column("last", "ts", nullable=False),
+        Column("rows", "i64", nullable=False),
+    ),
+    "agent_hour": _hourly("host", "project", "agent"),
+    # the samples at each process life's first and last tick in the hour
+    "edges": _POINTS,
+    # the samples at the ticks whose epoch second is a multiple of rollups.THINNED_EVERY
+    "thinned": _POINTS,
+    "project_hour": _hourly("host", "project"),
+    # the project sums summed per tick over all projects (projects: how many had a sum)
+    "workspace": (
+        Column("host", "str", nullable=False),
+        Column("ts", "ts", nullable=False),
+        *_TICK_VALUES,
+        Column("projects", "i64", nullable=False),
+    ),
+    # how many ticks of the hour each agent's CPU sum had each value
+    "agent_cpu": (
+        Column("host", "str", nullable=False),
+        Column("project", "str", nullable=False),
+        Column("agent", "str", nullable=False),
+        Column("cpu", "f64", nullable=False),
+        Column("n", "i64", nullable=False),
+    ),
+    # the agent sums ordered by host, project, agent, ts
+    "agent_series": (
+        Column("host", "str", nullable=False),
+        Column("project", "str", nullable=False),
+        Column("agent", "str", nullable=False),
+        Column("ts", "ts", nullable=False),
+        Column("cpu", "f64"),
+        Column("rss", "f64"),
+    ),
+    # as agent_cpu, for memory
+    "agent_rss": (
+        Column("host", "str", nullable=False),
+        Column("project", "str", nullable=False),
+        Column("agent", "str", nullable=False),
+        Column("rss", "f64", nullable=False),
+        Column("n", "i64", nullable=False),
+    ),
+}
+
+#: Bumped when what a kind holds changes: the hour's rollups are keyed on every kind's version
+#: (with the hour's files), so the next compaction rebuilds them and readers meanwhile read the
+#: hour's rows.
+ROLLUP_VERSIONS: Final[dict[str, int]] = dict.fromkeys(ROLLUP_COLUMNS, 1)

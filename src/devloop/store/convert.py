@@ -9,7 +9,8 @@ compaction, to a child::
     python -m devloop.store.convert compact ROOT PARENT_PID
 
 which imports pyarrow, does the work with the same functions as in-process callers
-(:func:`~devloop.store.recovery.convert_segment`, :func:`~devloop.store.compact.compact`),
+(:func:`~devloop.store.recovery.convert_segment`; :func:`~devloop.store.compact.compact`, which
+writes the closed hours' rollups in the same pass, then retention when asked),
 writes one JSON object per line on stdout (``{"segment": ...}`` per converted segment,
 ``{"warning": ...}``, ``{"compacted": ...}``, ``{"error": ...}`` before exiting 1) and exits.
 
@@ -56,6 +57,8 @@ def report_to_json(report: SegmentReport) -> dict[str, Any]:
         "files_written": [str(path) for path in report.files_written],
         "torn_bytes": report.torn_bytes,
         "quarantined": report.quarantined,
+        "skipped_bytes": report.skipped_bytes,
+        "skipped_records": report.skipped_records,
     }
 
 
@@ -67,6 +70,8 @@ def report_from_json(data: dict[str, Any]) -> SegmentReport:
         files_written=tuple(Path(path) for path in data["files_written"]),
         torn_bytes=int(data["torn_bytes"]),
         quarantined=bool(data["quarantined"]),
+        skipped_bytes=int(data.get("skipped_bytes", 0)),
+        skipped_records=int(data.get("skipped_records", 0)),
     )
 
 
@@ -91,18 +96,15 @@ class ChildJob:
         segments: Sequence[Path | str] = (),
         *,
         keep_fds: Sequence[int] = (),
-        module: str = _MODULE,
     ) -> None:
         """Start ``python -m devloop.store.convert command root <our pid> segments...``.
 
         ``keep_fds`` are handed down (the writer lock's descriptor); everything else is closed.
-        ``module`` is another entry point speaking the same protocol (a higher layer's, such
-        as ``devloop.runner.maintain``, which compacts and then rolls up). Raises StoreError
-        when the child cannot be started.
+        Raises StoreError when the child cannot be started.
         """
         self.command = command
         env = _child_environment()
-        argv = [sys.executable, "-m", module, command, str(root), str(os.getpid())]
+        argv = [sys.executable, "-m", _MODULE, command, str(root), str(os.getpid())]
         try:
             self.process = subprocess.Popen(
                 [*argv, *map(str, segments)],

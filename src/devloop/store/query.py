@@ -18,23 +18,18 @@ Parquet or lack devloop's footer metadata, and files of another table. Files alr
 a compacted file (a compaction that died before deleting its inputs) are skipped silently.
 The connection's time zone is UTC.
 
-What each file's footer says (:class:`~devloop.store.files.FileFacts`) may be kept in
-``<root>/_cache/facts.json``, keyed by path, size and modification time, so a new process
-connects with one ``stat`` per unchanged file instead of reading every footer. Connecting only
-reads it: the writers of whole hours (compaction, ``simulate``) write it with
-:func:`save_facts`, so looking at the store never writes into it. The file is derived data: a
-missing, stale or unreadable one only costs reading the footers it lacks.
+What each file's footer says (:class:`~devloop.store.files.FileFacts`) is read from
+``<root>/_facts.json`` where it is kept for the file as it is (:mod:`devloop.store.facts`), so
+a new process connects with one ``stat`` per unchanged file instead of reading every footer.
+Connecting only reads it: the writers of whole hours write it.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -42,6 +37,7 @@ import pyarrow as pa
 from devloop.errors import StoreError
 from devloop.store import files as _files
 from devloop.store.columns import PAST_COLUMNS, SCHEMA_VERSIONS
+from devloop.store.facts import load_facts
 from devloop.store.files import (
     STORED_AS,
     FileFacts,
@@ -53,10 +49,6 @@ from devloop.store.layout import SEGMENT_SUFFIX, StoreWarning, iter_partitions
 from devloop.store.recovery import segment_paths
 from devloop.store.schema import TABLES
 from devloop.store.spool import read_segment
-
-#: Where the footer facts of the store's files are kept (see module doc).
-FACTS_FILE = Path("_cache") / "facts.json"
-_FACTS_VERSION = 1
 
 #: The partition columns DuckDB adds (see module doc).
 PARTITION_COLUMNS: tuple[tuple[str, str], ...] = (("date", "DATE"), ("hour", "BIGINT"))
@@ -101,7 +93,7 @@ def connect_listed(
 def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> Listing:
     """(Re)create the five views on ``connection`` from the files now in ``root``."""
     root = Path(root)
-    _load_facts(root)
+    load_facts(root)
     files = {table: _live_facts(root, table) for table in TABLES}
     converted = {
         name for facts in files.values() for fact in facts
@@ -118,75 +110,6 @@ def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> Lis
         except duckdb.Error as exc:
             raise StoreError(f"cannot create the {table} view over {root}: {exc}") from exc
     return Listing(files, frozenset(pending))
-
-
-def _load_facts(root: Path) -> dict[str, Any]:
-    """Seed the footer cache of :mod:`devloop.store.files` from ``FACTS_FILE``; return the
-    entries read (by path)."""
-    try:
-        data = json.loads((root / FACTS_FILE).read_text())
-        if data.get("version") != _FACTS_VERSION:
-            return {}
-        entries: dict[str, Any] = {entry["path"]: entry for entry in data["files"]}
-        for key, entry in entries.items():
-            if key in _files._facts_cache:
-                continue
-            facts = FileFacts(
-                Path(key),
-                str(entry["table"]),
-                int(entry["schema_version"]),
-                int(entry["rows"]),
-                int(entry["bytes"]),
-                entry["ts_min_us"],
-                entry["ts_max_us"],
-                frozenset(entry["sources"]),
-            )
-            _files._facts_cache[key] = (int(entry["size"]), int(entry["mtime_ns"]), facts)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-    return entries
-
-
-def save_facts(root: Path | str) -> None:
-    """Write ``FACTS_FILE`` for the live files of every table now in the store at ``root``
-    (when it differs from the one there); a store that cannot be written keeps none. Called by
-    the writers of whole hours, never by a reader."""
-    root = Path(root)
-    known = _load_facts(root)
-    facts = [
-        fact
-        for table in TABLES
-        for _, directory in iter_partitions(root, table)
-        for fact in scan_partition(directory, table).live
-    ]
-    entries: dict[str, Any] = {}
-    for fact in facts:
-        key = str(fact.path)
-        cached = _files._facts_cache.get(key)
-        if cached is None or cached[2] != fact:
-            continue
-        entries[key] = {
-            "path": key,
-            "size": cached[0],
-            "mtime_ns": cached[1],
-            "table": fact.table,
-            "schema_version": fact.schema_version,
-            "rows": fact.rows,
-            "bytes": fact.bytes,
-            "ts_min_us": fact.ts_min_us,
-            "ts_max_us": fact.ts_max_us,
-            "sources": sorted(fact.sources),
-        }
-    if entries == known:
-        return
-    target = root / FACTS_FILE
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({"version": _FACTS_VERSION, "files": list(entries.values())}))
-        os.replace(tmp, target)
-    except OSError:
-        tmp.unlink(missing_ok=True)
 
 
 def one_schema(paths: Sequence[Path | str]) -> bool:

@@ -1,10 +1,11 @@
 """Retention: drop whole oldest hours when the store is too old or too big.
 
 An hour is dropped in every table at once (samples without their system rows would skew
-reports). Each partition folder is first renamed to a dot name (atomic: readers see all of the
-hour or none of it), then deleted; a crash in between leaves a dot folder that the next run
-deletes. The current hour is never dropped. Every drop is logged and recorded as an ``events``
-row with action ``drop``.
+reports), and its rollups with it (:func:`devloop.store.rollups.drop_hour`). Each partition
+folder is first renamed to a dot name (atomic: readers see all of the hour or none of it), then
+deleted; a crash in between leaves a dot folder that the next run deletes (and rollups of an
+hour without files, which no reader uses and the next compaction removes). The current hour is
+never dropped. Every drop is logged and recorded as an ``events`` row with action ``drop``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from devloop.errors import StoreError
 from devloop.store.files import read_facts, write_table
 from devloop.store.layout import Partition, data_files, fsync_dir, iter_partitions, new_id
 from devloop.store.lock import maintenance_lock
+from devloop.store.rollups import drop_hour
 from devloop.store.schema import TABLES
 
 logger = logging.getLogger("devloop.store")
@@ -153,6 +155,7 @@ def _drop(root: Path, partition: Partition, size: tuple[int, int, int]) -> Dropp
         except OSError as exc:
             raise StoreError(f"cannot drop {directory}: {exc}") from exc
         tables.append(table)
+    drop_hour(root, partition)
     return DroppedPartition(partition, tuple(tables), size[1], size[0], size[2])
 
 

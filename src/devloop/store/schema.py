@@ -1,4 +1,5 @@
-"""The tables of the metrics store as pyarrow schemas, built from :mod:`devloop.store.columns`.
+"""The tables and rollups of the metrics store as pyarrow schemas, built from
+:mod:`devloop.store.columns`.
 
 ``columns.py`` is the contract (names, kinds, nullability, units, versions, sort keys); this
 module is its Arrow form, for everything that reads or writes Parquet. The collector's process
@@ -13,6 +14,7 @@ from typing import Final
 import pyarrow as pa
 
 from devloop.store.columns import (
+    ROLLUP_COLUMNS,
     SCHEMA_VERSION_KEY,
     SCHEMA_VERSIONS,
     SORT_KEYS,
@@ -26,6 +28,7 @@ __all__ = [
     "EVENTS",
     "LIMITS",
     "PROCESSES",
+    "ROLLUPS",
     "RUNS",
     "SAMPLES",
     "SCHEMA_VERSIONS",
@@ -47,6 +50,9 @@ _ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
     "f32": pa.float32(),
     "f64": pa.float64(),
     "list_i32": pa.list_(pa.int32()),
+    "i128": pa.decimal128(38, 0),
+    "top_f64": pa.struct([("v", pa.float64()), ("n", pa.int64())]),
+    "top_i64": pa.struct([("v", pa.int64()), ("n", pa.int64())]),
 }
 
 
@@ -61,6 +67,11 @@ def _schema(columns: tuple[Column, ...]) -> pa.Schema:
 
 TABLES: Final[dict[str, pa.Schema]] = {
     name: _schema(columns) for name, columns in TABLE_COLUMNS.items()
+}
+
+#: The rollups' schemas, per kind (``columns.ROLLUP_COLUMNS``).
+ROLLUPS: Final[dict[str, pa.Schema]] = {
+    kind: _schema(columns) for kind, columns in ROLLUP_COLUMNS.items()
 }
 
 #: One row per attributed process per tick.

@@ -78,18 +78,10 @@ def weighted_percentile(
     """The percentile ``q`` (0-100) of binned CPU values, as the bin's upper edge."""
     import numpy as np
 
-    keep = counts > 0
-    if not keep.any():
-        return None
-    bins, counts = bins[keep], counts[keep]
-    order = np.argsort(bins, kind="stable")
-    unique, first = np.unique(bins[order], return_index=True)
-    totals = np.add.reduceat(counts[order], first)
-    cumulative = np.cumsum(totals)
-    target = q / 100.0 * cumulative[-1]
-    index = int(np.searchsorted(cumulative, target * (1 - 1e-12), side="left"))
-    index = min(index, len(unique) - 1)
-    return float(bin_upper(unique[index : index + 1])[0])
+    from devloop.analytics.stats import weighted_percentile as percentile
+
+    found = percentile(bins, counts, q)
+    return None if found is None else float(bin_upper(np.array([found], dtype=np.int64))[0])
 
 
 def window_peaks(
@@ -118,7 +110,7 @@ def find_leak(
     """A leak in the masked hours, or None (see the module doc)."""
     import numpy as np
 
-    from devloop.analytics import theil_sen
+    from devloop.analytics.stats import theil_sen
 
     floor = entity.stats["rss_min"]
     hours = np.nonzero(mask & (entity.stats["ticks"] > 0) & ~np.isnan(floor))[0]

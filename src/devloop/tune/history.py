@@ -148,7 +148,7 @@ def bin_upper(bins: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
 def _register(store: Store, name: str, rows: list[dict[str, Any]], schema: Any) -> None:
     import pyarrow as pa
 
-    store.connection.register(name, pa.Table.from_pylist(rows, schema=schema))
+    store.db.register(name, pa.Table.from_pylist(rows, schema=schema))
 
 
 _FAR = datetime(9999, 1, 1, tzinfo=UTC)

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from devloop.errors import StoreError
-
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -21,12 +19,7 @@ if TYPE_CHECKING:
 
 def arrow(store: Store, sql: str, params: Sequence[Any] = (), batch: int = 1 << 17) -> pa.Table:
     """The rows of ``sql`` as an Arrow table; a DuckDB error as a StoreError."""
-    import duckdb
-
-    try:
-        return store.connection.sql(sql, params=list(params)).to_arrow_table(batch)
-    except duckdb.Error as exc:
-        raise StoreError(f"query failed: {exc}") from exc
+    return store.db.arrow(sql, params, batch)
 
 
 def ints(column: pa.ChunkedArray | pa.Array) -> Ints:

@@ -284,13 +284,13 @@ def _raw_part(
     import numpy as np
     import pyarrow.compute as pc
 
-    from devloop.analytics._cache import _BUILD_SQL
     from devloop.analytics._series import _conditions, _read
     from devloop.store.layout import Partition
+    from devloop.store.rollups import BUILD_SQL
 
     files = store.sources(selection).files[Partition.of_hour_index(begin // HOUR_US)]
     where, params = _conditions(selection)
-    per_tick = _BUILD_SQL["agent"].format(source=f"(SELECT * FROM {_read(files)} WHERE {where})")
+    per_tick = BUILD_SQL["agent"].format(source=f"(SELECT * FROM {_read(files)} WHERE {where})")
     table = arrow(
         store,
         f"SELECT host, project, agent, epoch_us(ts) AS ts, cpu, rss FROM ({per_tick}) "
@@ -469,8 +469,7 @@ def used_by_tick(store: Store, selection: Selection, grid: Grid, intervals: pl.D
         ]
     )
     sums, params = tick_sums_sql(store, selection, by_agent=True)
-    store.connection.register("devloop_ticks", ticks.to_arrow())
-    try:
+    with store.db.registered({"devloop_ticks": ticks.to_arrow()}):
         used = store.frame(
             f"""
             SELECT f.row, s.project, s.agent,
@@ -482,8 +481,6 @@ def used_by_tick(store: Store, selection: Selection, grid: Grid, intervals: pl.D
             """,
             [*params, ticks["ts"].min(), ticks["ts"].max()],
         )
-    finally:
-        store.connection.unregister("devloop_ticks")
     pairs = list(zip(used["project"].to_list(), used["agent"].to_list(), strict=True))
     ids: dict[tuple[str, str], int] = {}
     agent = np.array([ids.setdefault(pair, len(ids)) for pair in pairs], dtype=np.int64)

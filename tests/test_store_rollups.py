@@ -1,5 +1,7 @@
-"""The per-hour rollups (``analytics._cache``): every report gives the same JSON with the cache
-cold, warm, deleted, stale or corrupt as from raw rows, and an open hour is never cached."""
+"""The per-hour rollups (``store.rollups``): every report gives the same JSON with them missing,
+written, deleted, stale or corrupt as from raw rows, an open hour is never rolled up, and a past
+day is read from one file. How compaction and retention write and drop them:
+``test_store_compact_rollups.py``."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from devloop.analytics import (
@@ -22,12 +26,12 @@ from devloop.analytics import (
     peak_usage,
     workspace_metrics,
 )
-from devloop.analytics._cache import CACHE_DIR, KINDS, hours, warm_cache
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
-from devloop.store import write_table
+from devloop.store import write_rollups, write_table
 from devloop.store.files import conform, read_rows, scan_partition, unlink_files, write_atomic
 from devloop.store.layout import Partition, iter_partitions
+from devloop.store.rollups import DAY_PREFIX, KINDS, ROLLUPS_DIR, consolidated, hours, prune
 from tests.helpers.stores import copy_without_cache
 
 pytestmark = pytest.mark.slow
@@ -88,7 +92,7 @@ def _all(ws: Path, *, use_cache: bool, names: tuple[str, ...] = tuple(REPORTS)) 
 
 def _entries(ws: Path) -> list[Path]:
     """The hourly entries (not the whole-day files made from them)."""
-    return sorted((ws / "metrics" / CACHE_DIR).rglob("hour=*/*.parquet"))
+    return sorted((ws / "metrics" / ROLLUPS_DIR).rglob("hour=*/*.parquet"))
 
 
 def test_reports_identical_cold_warm_and_deleted(store_copy: Path) -> None:
@@ -97,10 +101,10 @@ def test_reports_identical_cold_warm_and_deleted(store_copy: Path) -> None:
     cold = _all(store_copy, use_cache=True)
     assert _entries(store_copy) == []  # a report only reads
     hour_count = len(hours(store_copy / "metrics"))
-    assert warm_cache(store_copy / "metrics") == hour_count  # as compaction does
+    assert write_rollups(store_copy / "metrics") == hour_count  # as compaction does
     assert len(_entries(store_copy)) == hour_count * len(KINDS)
     warm = _all(store_copy, use_cache=True)
-    shutil.rmtree(store_copy / "metrics" / CACHE_DIR)
+    shutil.rmtree(store_copy / "metrics" / ROLLUPS_DIR)
     deleted = _all(store_copy, use_cache=True)
     assert cold == raw
     assert warm == raw
@@ -109,7 +113,7 @@ def test_reports_identical_cold_warm_and_deleted(store_copy: Path) -> None:
 
 def test_a_changed_hour_is_rebuilt(store_copy: Path) -> None:
     root = store_copy / "metrics"
-    assert warm_cache(root) == len(hours(root))
+    assert write_rollups(root) == len(hours(root))
     before = set(_entries(store_copy))
     partition, directory = iter_partitions(root, "samples")[3]
     (old,) = scan_partition(directory, "samples").live
@@ -124,19 +128,19 @@ def test_a_changed_hour_is_rebuilt(store_copy: Path) -> None:
     raw = _all(store_copy, use_cache=False, names=FEW)
     assert _all(store_copy, use_cache=True, names=FEW) == raw  # the changed hour read raw
     assert set(_entries(store_copy)) == before  # a report only reads
-    assert warm_cache(root) == 1
+    assert write_rollups(root) == 1
     assert _all(store_copy, use_cache=True, names=FEW) == raw
     after = set(_entries(store_copy))
     rebuilt = {p for p in after - before}
     assert len(rebuilt) == len(KINDS)
     assert all(partition.relative_dir in str(p) for p in rebuilt)
     assert not any(partition.relative_dir in str(p) for p in after & before)  # stale ones gone
-    assert warm_cache(root) == 0
+    assert write_rollups(root) == 0
 
 
 def test_a_corrupt_entry_is_rebuilt(store_copy: Path) -> None:
     root = store_copy / "metrics"
-    warm_cache(root)
+    write_rollups(root)
     raw = _all(store_copy, use_cache=False, names=FEW)
     broken = _entries(store_copy)[:3]
     broken[0].write_bytes(b"not parquet at all")
@@ -144,27 +148,27 @@ def test_a_corrupt_entry_is_rebuilt(store_copy: Path) -> None:
     broken[2].write_bytes(b"")
     assert _all(store_copy, use_cache=True, names=FEW) == raw
     assert broken[0].read_bytes() == b"not parquet at all"  # a report only reads
-    assert warm_cache(root) == 3
+    assert write_rollups(root) == 3
     for path in broken:
         assert path.read_bytes()[:4] == b"PAR1"
 
 
-def test_a_read_only_cache_falls_back_to_raw_rows(
+def test_unwritable_rollups_leave_the_hours_read_raw(
     store_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devloop.analytics import _cache
+    from devloop.store import rollups
 
     def refuse(*args: object) -> None:
         raise OSError("read-only file system")
 
-    monkeypatch.setattr(_cache, "write_entry", refuse)
-    warm_cache(store_copy / "metrics")
+    monkeypatch.setattr(rollups, "write_entry", refuse)
+    write_rollups(store_copy / "metrics")
     raw = _all(store_copy, use_cache=False, names=FEW)
     assert _all(store_copy, use_cache=True, names=FEW) == raw
     assert _entries(store_copy) == []
 
 
-def test_the_open_hour_is_never_cached(tmp_path: Path) -> None:
+def test_the_open_hour_is_never_rolled_up(tmp_path: Path) -> None:
     ws = tmp_path / ".devloop-workspace"
     root = ws / "metrics"
     now = datetime.now(UTC)
@@ -199,12 +203,60 @@ def test_the_open_hour_is_never_cached(tmp_path: Path) -> None:
         ),
     )
     result = peak_usage(ws)
-    warm_cache(root, now=now)  # the clock passed in: the hour turning meanwhile changes nothing
-    cached = {p.parent.relative_to(root / CACHE_DIR / p.parent.parent.parent.name) for p in
+    write_rollups(root, now=now)  # the clock passed in: the hour turning meanwhile changes nothing
+    cached = {p.parent.relative_to(root / ROLLUPS_DIR / p.parent.parent.parent.name) for p in
               _entries(ws)}  # fmt: skip
     open_hour = Path(Partition.of_datetime(now).relative_dir)
     closed_hour = Path(Partition.of_datetime(ticks[0]).relative_dir)
     assert open_hour not in cached
     assert closed_hour in cached
     assert result.peaks["ticks"].to_list() == [0, 4]  # no project known, one agent
-    assert warm_cache(root, now=ticks[0]) == 0  # "now" in the older hour: nothing is closed
+    assert write_rollups(root, now=ticks[0]) == 0  # "now" in the older hour: nothing is closed
+
+
+def test_whole_days_are_read_from_one_file_with_the_same_rows(store_copy: Path) -> None:
+    """A past day's hourly entries of one kind are read from one day file holding the same
+    rows (value counts: the same values, counts summed); a partial group is read as it is;
+    a changed hour makes a new day file and prune removes the old one."""
+    root = store_copy / "metrics"
+    write_rollups(root)
+    connection = duckdb.connect()
+
+    def entries(kind: str) -> list[Path]:
+        return sorted((root / ROLLUPS_DIR / kind).glob("date=*/hour=*/*.parquet"))
+
+    for kind in ("agent", "agent_hour", "agent_rss"):
+        hourly = entries(kind)
+        assert len(hourly) == 24  # days=1: one date
+        day = consolidated(hourly)
+        assert len(day) == 1 and day[0].name.startswith(DAY_PREFIX)
+        assert consolidated(hourly[1:]) == hourly[1:]  # not the whole day: as it is
+        assert consolidated(hourly, today="2000-01-01") == hourly  # a day not yet over
+        if kind == "agent_rss":
+            query = (
+                "SELECT project, agent, rss, sum(n) "
+                "FROM read_parquet({}, hive_partitioning = false) GROUP BY ALL"
+            )
+            assert pq.read_metadata(day[0]).num_rows < sum(
+                pq.read_metadata(p).num_rows for p in hourly
+            )
+        else:
+            query = "SELECT * FROM read_parquet({}, hive_partitioning = false)"
+        got = sorted(connection.sql(query.format([str(day[0])])).fetchall())
+        want = sorted(connection.sql(query.format([str(p) for p in hourly])).fetchall())
+        assert got == want
+    # A changed hour (a late file, a compaction) gets a new key: a report reads its hours as
+    # they are, the next compaction writes a new day file replacing the old one, and prune
+    # removes day files no hour set matches any more.
+    hourly = entries("agent")
+    old_day = consolidated(hourly)[0]
+    renamed = hourly[2].with_name("0" * 24 + ".parquet")
+    hourly[2].rename(renamed)
+    changed = [*hourly[:2], renamed, *hourly[3:]]
+    assert consolidated(changed) == changed and old_day.exists()  # a report writes nothing
+    new_day = consolidated(changed, write=True)[0]
+    assert new_day != old_day and new_day.is_file() and not old_day.exists()
+    renamed.rename(hourly[2])
+    assert prune(root) == 1  # the day file made with the renamed entry
+    assert not new_day.exists()
+    assert consolidated(hourly, write=True) == [old_day] and old_day.is_file()  # made again

@@ -1,6 +1,6 @@
-"""The per-file digests (``analytics._digest``): the names, core counts and span a report starts
-from equal a scan of the views, from Parquet files and the spool tail, and follow new and
-rewritten files."""
+"""The per-file digests (``store.digests``, kept in ``_facts.json`` with the footer facts): the
+names, core counts and span a report starts from equal a scan of the views, from Parquet files
+and the spool tail, and follow new and rewritten files."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from devloop.analytics import Store, warm_cache
-from devloop.analytics._digest import DIGESTS_FILE
-from devloop.store import StoreWriter
+from devloop.analytics import Store
+from devloop.store import StoreWriter, write_rollups
+from devloop.store.facts import FACTS_FILE, FACTS_VERSION
 from tests.test_store_support import HOUR, SECOND, T0, T0_DT, tick_rows
 
 
@@ -59,11 +59,12 @@ def test_digests_equal_the_scans_and_follow_new_files_and_the_spool(tmp_path: Pa
     )
     assert _scanned(ws) == want
     assert _digested(ws) == want
-    assert not (root / DIGESTS_FILE).exists()  # a report only reads
-    warm_cache(root)  # as compaction does
-    saved = json.loads((root / DIGESTS_FILE).read_text())
-    assert len(saved["files"]) == 2  # the processes file and the system file
-    assert _digested(ws) == want  # now from digests.json
+    assert not (root / FACTS_FILE).exists()  # a report only reads
+    write_rollups(root)  # as compaction does
+    saved = json.loads((root / FACTS_FILE).read_text())
+    digested = {Path(entry["path"]).parts[-4] for entry in saved["files"] if "digest" in entry}
+    assert digested == {"processes", "system"}  # not samples: its rollups are its digest
+    assert _digested(ws) == want  # now from _facts.json
 
     # A later hour: a new file of each table, another host.
     later = T0 + HOUR
@@ -105,19 +106,19 @@ def test_a_rewritten_file_is_digested_again(tmp_path: Path) -> None:
         writer.append("processes", [_process(T0, "alpha", "linter", 100)])
         writer.append("system", [_system(T0)])
     assert _digested(ws)[0] == {("alpha", "linter")}
-    warm_cache(root)  # as compaction does
+    write_rollups(root)  # as compaction does
     # A stale entry (as if the file had been replaced since): its stat no longer matches.
-    path = root / DIGESTS_FILE
+    path = root / FACTS_FILE
     saved = json.loads(path.read_text())
-    for key, entry in saved["files"].items():
-        if "/processes/" in key:
-            entry["rows"] = [["stale", "entry"]]
-            entry["stat"][0] += 1
+    for entry in saved["files"]:
+        if "/processes/" in entry["path"]:
+            entry["digest"] = [["stale", "entry"]]
+            entry["size"] += 1
     path.write_text(json.dumps(saved))
     assert _digested(ws)[0] == {("alpha", "linter")}
-    # A corrupt digests file is ignored by the reports and rewritten by the next compaction.
+    # A corrupt facts file is ignored by the reports and rewritten by the next compaction.
     path.write_text("{not json")
     assert _digested(ws) == _scanned(ws)
     assert path.read_text() == "{not json"
-    warm_cache(root)
-    assert json.loads(path.read_text())["version"] == 1
+    write_rollups(root)
+    assert json.loads(path.read_text())["version"] == FACTS_VERSION

@@ -1,7 +1,10 @@
-"""Per-hour rollups of ``samples``: an exact, disposable cache the reports read instead of raw rows.
+"""Per-hour rollups of ``samples``: what the reports read instead of a closed hour's rows.
 
-For every closed UTC hour of ``samples`` (before the current hour), three Parquet files hold the
-hour's rows summed per tick, built once from the hour's live files:
+The rollups are part of the store. When compaction writes a closed hour's sorted ``samples``
+file it writes that hour's rollups in the same pass (:class:`HourWriter`), and retention drops
+them with their hour (:func:`drop_hour`). Each kind is a Parquet file per hour whose schema and
+version are declared in :mod:`devloop.store.columns` (``ROLLUP_COLUMNS``, ``ROLLUP_VERSIONS``),
+built by the query :data:`BUILD_SQL` gives for it and checked against that schema when written:
 
 * ``project``: host, ts, project, cpu (sum of cpu_cores), rss (sum of rss_bytes), fds, threads,
   processes (rows summed), one row per tick and project with a process;
@@ -9,8 +12,7 @@ hour's rows summed per tick, built once from the hour's live files:
 * ``lives``: host, project, agent, pid, start_time, first, last (ts), rows: one row per process
   life seen in the hour;
 * ``agent_hour``: the ``agent`` rows of the hour aggregated per host, project and agent (first,
-  last, ticks;
-  per value cpu, rss, fds, threads: sum, count, min, max, and ``top``, the largest
+  last, ticks; per value cpu, rss, fds, threads: sum, count, min, max, and ``top``, the largest
   ``{v: value, n: -epoch_us(ts)}``, whose ``n`` is the first tick at the maximum), built from the
   hour's ``agent`` entry. Reports combine these for the hours wholly inside their range;
 * ``edges``: host, project, agent, pid, start_time, ts, rss_bytes, fds: the samples at each
@@ -34,24 +36,28 @@ hour's rows summed per tick, built once from the hour's live files:
 
 ::
 
-    <root>/_cache/<kind>/date=YYYY-MM-DD/hour=H/<key>.parquet
+    <root>/_rollups/<kind>/date=YYYY-MM-DD/hour=H/<key>.parquet    one closed hour
+    <root>/_rollups/<kind>/date=YYYY-MM-DD/day-<key>.parquet       a past day, in one file
 
-``key`` is a hash of the cache format and the names and sizes of the hour's live ``samples``
-files, so a late file, a compaction or a deletion changes it: the entry no longer matches, and
-the hour is read raw until the next :func:`warm_cache` rebuilds it and removes the stale file.
-The footer names the source files (``devloop.cache.sources``). Files are written to a temp
-name, fsynced and renamed, so a reader sees a whole file or none. The current hour (still being
-written) is never cached: reports read its raw rows, and those of any hour whose entry is
-missing or unreadable.
+``key`` is a hash of every kind's version and the names and sizes of the hour's live
+``samples`` files, so a late file, a compaction, a deletion or a new version changes it: the
+entry no longer matches, and the hour is read raw until the next compaction rebuilds it and
+removes the stale file. The footer names the kind, its version and the source files
+(``devloop.rollup``, ``devloop.schema_version``, ``devloop.rollup_sources``). Files are
+written to a temp name, fsynced and renamed, so a reader sees a whole file or none.
 
-Only the writers of whole hours build entries (:func:`warm_cache`: ``devloop workspace
-compact`` and ``simulate``); reports only read them, and read raw rows for an hour without
-them, so looking at the store never writes into it. The cache is derived data: deleting
-``_cache`` changes no result, only the time of the reports until the next compaction.
+Only the writers of whole hours write rollups, holding the maintenance lock: compaction (the
+collector's hourly child, ``devloop workspace compact``), and :func:`write_rollups` for hours
+written whole without compaction (``simulate``) or compacted by an older devloop. Reports only
+read them (:func:`hours`, :func:`resolve`), and read an hour's rows where its rollups are
+missing, stale or unreadable, so looking at the store never writes into it and deleting
+``_rollups`` changes no result, only the time of the reports until the next compaction. (The
+``_cache`` folder of older devloops is ignored, and removed by the next compaction.)
 
-An hour that still has rows in the spool (a running collector's newest ticks, a segment that
-spans the turn of the hour, a segment left by a killed collector) is never cached either: its
-rows are its files' plus the spool's (:class:`SpoolHour`), read raw, so the newest tick counts.
+The current hour (still being written) is never rolled up, nor is an hour that still has rows
+in the spool (a running collector's newest ticks, a segment that spans the turn of the hour, a
+segment left by a killed collector): its rows are its files' plus the spool's
+(:class:`SpoolHour`), read raw, so the newest tick counts.
 """
 
 from __future__ import annotations
@@ -59,45 +65,46 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Collection, Sequence
+import shutil
+import warnings
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
+
+from devloop.errors import StoreError
+from devloop.store.columns import (
+    ROLLUP_COLUMNS,
+    ROLLUP_KEY,
+    ROLLUP_SOURCES_KEY,
+    ROLLUP_VERSIONS,
+    SCHEMA_VERSION_KEY,
+)
+from devloop.store.layout import Partition, fsync_dir
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
     from devloop.store.files import FileFacts
-    from devloop.store.layout import Partition
 
-CACHE_DIR: Final = "_cache"
+ROLLUPS_DIR: Final = "_rollups"
+#: Where devloop kept its rollups and file facts before they were part of the store.
+LEGACY_CACHE_DIR: Final = "_cache"
 #: Built in this order (``agent_hour`` is read from the ``agent`` entry).
-KINDS: Final = (
-    "project",
-    "agent",
-    "lives",
-    "agent_hour",
-    "edges",
-    "thinned",
-    "project_hour",
-    "workspace",
-    "agent_cpu",
-    "agent_series",
-    "agent_rss",
-)
+KINDS: Final = tuple(ROLLUP_COLUMNS)
 
 #: ``thinned`` holds the samples at ts with ``(epoch_us(ts) // THINNED_TICK_US) %
 #: THINNED_EVERY = 0``.
 THINNED_TICK_US: Final = 1_000_000
 THINNED_EVERY: Final = 36
 
-#: Bumped whenever what a cache file holds changes, so old files stop matching.
-FORMAT: Final = "1"
-SOURCES_KEY: Final = b"devloop.cache.sources"
-KIND_KEY: Final = b"devloop.cache.kind"
+#: Every kind's version, in the key of each hour's entries: a bump makes them all stale.
+_FORMAT: Final = ";".join(f"{kind}={version}" for kind, version in ROLLUP_VERSIONS.items())
 
-#: ``progress(done, total)`` while entries are being built.
+#: ``progress(done, total)`` while :func:`write_rollups` builds hours.
 Progress = Callable[[int, int], None]
 
 _VALUES = (
@@ -120,7 +127,10 @@ def _hourly(keys: str) -> str:
     )
 
 
-_BUILD_SQL = {
+#: Per kind, the query building it from ``{source}``: an hour's ``samples`` rows, or for the
+#: kinds of ``_BUILT_FROM`` the hour's entry of another kind. Reports run the same queries over
+#: the rows of the hours without rollups, so both ways give the same numbers.
+BUILD_SQL: Final = {
     "project": f"SELECT host, ts, project, {_VALUES} FROM {{source}} GROUP BY host, ts, project",
     "agent": (
         f"SELECT host, ts, project, agent, {_VALUES} FROM {{source}} "
@@ -193,7 +203,7 @@ Raw = Path | SpoolHour
 @dataclass(frozen=True)
 class Hour:
     """One hour of ``samples``: its live files (and spool rows) and, when closed, where its
-    entries live."""
+    rollups live."""
 
     partition: Partition
     files: tuple[Raw, ...]
@@ -201,32 +211,32 @@ class Hour:
     closed: bool
 
     def entry(self, root: Path, kind: str) -> Path:
-        """The cache file of ``kind`` for this hour's current sources."""
+        """The rollup file of ``kind`` for this hour's current sources."""
         # One string, one Path: a week's resolve makes thousands of these.
         rel = self.partition.relative_dir
-        return Path(f"{root}/{CACHE_DIR}/{kind}/{rel}/{self.key}.parquet")
+        return Path(f"{root}/{ROLLUPS_DIR}/{kind}/{rel}/{self.key}.parquet")
 
 
 @dataclass(frozen=True)
 class Sources:
-    """Where the rows of a range come from: per kind, cache files; and raw files of the hours
-    without an entry (the current hour, an hour with rows in the spool, or an entry that
-    could not be built), with the spool's rows of those hours."""
+    """Where the rows of a range come from: per kind, rollup files; and raw files of the hours
+    without whole rollups (the current hour, an hour with rows in the spool, an hour not yet
+    rolled up), with the spool's rows of those hours."""
 
     cached: dict[str, tuple[Path, ...]]
-    partitions: tuple[Partition, ...]  # the hour of each cached file, in the same order
+    partitions: tuple[Partition, ...]  # the hour of each rollup file, in the same order
     raw: tuple[Raw, ...]
     files: dict[Partition, tuple[Raw, ...]]  # every hour's live samples files and spool rows
 
 
 def hour_dir(root: Path, kind: str, partition: Partition) -> Path:
-    """``<root>/_cache/<kind>/date=YYYY-MM-DD/hour=H``."""
-    return root / CACHE_DIR / kind / partition.relative_dir
+    """``<root>/_rollups/<kind>/date=YYYY-MM-DD/hour=H``."""
+    return root / ROLLUPS_DIR / kind / partition.relative_dir
 
 
 def source_key(facts: Sequence[FileFacts]) -> str:
     """The key of an hour whose live files are ``facts``."""
-    text = "\n".join([FORMAT, *sorted(f"{f.path.name}:{f.bytes}" for f in facts)])
+    text = "\n".join([_FORMAT, *sorted(f"{f.path.name}:{f.bytes}" for f in facts)])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -246,7 +256,7 @@ def hours(
     rows read at the same moment, hold every row once), instead of a new scan of the folders:
     a segment converted since is then counted once, from the spool."""
     from devloop.store.files import scan_partition
-    from devloop.store.layout import Partition, iter_partitions
+    from devloop.store.layout import iter_partitions
 
     current = Partition.of_datetime(now or datetime.now(UTC))
     spool = set(spooled)
@@ -305,38 +315,19 @@ def whole_parquet(path: Path) -> bool:
         os.close(fd)
 
 
-def resolve(
-    connection: duckdb.DuckDBPyConnection,
-    root: Path,
-    chosen: Sequence[Hour],
-    progress: Progress | None = None,
-    *,
-    build_missing: bool = False,
-) -> Sources:
-    """The cache files and raw files covering ``chosen``: an hour without whole entries is
-    read raw, or, with ``build_missing`` (the writers of whole hours only), built first."""
+def resolve(root: Path, chosen: Sequence[Hour]) -> Sources:
+    """The rollup files and raw files covering ``chosen``: a closed hour with every kind's
+    entry whole is read from them, any other hour raw. Writes nothing."""
     entries = {
         hour.partition: {kind: hour.entry(root, kind) for kind in KINDS}
         for hour in chosen
         if hour.closed
     }
-    missing = [
-        hour
-        for hour in chosen
-        if hour.closed and not all(whole_parquet(path) for path in entries[hour.partition].values())
-    ]
-    built: set[Partition] = set()
-    for done, hour in enumerate(missing if build_missing else [], start=1):
-        if build(connection, root, hour):
-            built.add(hour.partition)
-        if progress is not None:
-            progress(done, len(missing))
-    failed = {hour.partition for hour in missing} - built
     cached: dict[str, list[Path]] = {kind: [] for kind in KINDS}
     partitions: list[Partition] = []
     raw: list[tuple[Partition, tuple[Raw, ...]]] = []
     for hour in chosen:
-        if hour.closed and hour.partition not in failed:
+        if hour.closed and all(whole_parquet(path) for path in entries[hour.partition].values()):
             partitions.append(hour.partition)
             for kind in KINDS:
                 cached[kind].append(entries[hour.partition][kind])
@@ -350,9 +341,35 @@ def resolve(
     )
 
 
+def conform(kind: str, table: pa.Table) -> pa.Table:
+    """``table`` (a rollup of ``kind`` as DuckDB built it) in the declared schema of ``kind``
+    (``columns.ROLLUP_COLUMNS``), with its footer metadata. StoreError when it has other
+    columns, a value that does not fit its type or a null where none is allowed: the build
+    query and the declaration disagree, which is a bug to hear about, not a slow report."""
+    import pyarrow as pa
+
+    from devloop.store.schema import ROLLUPS
+
+    schema = ROLLUPS[kind]
+    if table.column_names != schema.names:
+        raise StoreError(f"rollup {kind}: columns {table.column_names}, declared {schema.names}")
+    columns = []
+    for field, column in zip(schema, table.columns, strict=True):
+        try:
+            column = column.cast(field.type) if column.type != field.type else column
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise StoreError(f"rollup {kind}.{field.name}: {exc}") from exc
+        if not field.nullable and column.null_count:
+            raise StoreError(f"rollup {kind}.{field.name}: {column.null_count} null values")
+        columns.append(column)
+    metadata = {ROLLUP_KEY: kind.encode(), SCHEMA_VERSION_KEY: str(ROLLUP_VERSIONS[kind]).encode()}
+    return pa.Table.from_arrays(columns, schema=schema.with_metadata(metadata))
+
+
 def build(connection: duckdb.DuckDBPyConnection, root: Path, hour: Hour) -> bool:
-    """Write every entry of ``hour`` and remove its stale ones; False when it cannot be
-    written (a read-only store, a full disk): the reports then read the hour raw."""
+    """Write every missing entry of the closed ``hour`` and remove its stale ones; False when
+    they cannot be written (a read-only store, a full disk): the reports then read the hour
+    raw."""
     import duckdb
     import pyarrow as pa
 
@@ -368,23 +385,21 @@ def build(connection: duckdb.DuckDBPyConnection, root: Path, hour: Hour) -> bool
             origin = _BUILT_FROM.get(kind)
             if origin is not None:
                 entry = "'" + str(hour.entry(root, origin)).replace("'", "''") + "'"
-                sql = _BUILD_SQL[kind].format(source=f"read_parquet([{entry}])")
+                sql = BUILD_SQL[kind].format(source=f"read_parquet([{entry}])")
             else:
-                sql = _BUILD_SQL[kind].format(source=source)
-            table = connection.sql(sql).to_arrow_table()
-            metadata = {SOURCES_KEY: sources, KIND_KEY: kind.encode()}
+                sql = BUILD_SQL[kind].format(source=source)
+            table = conform(kind, connection.sql(sql).to_arrow_table())
+            metadata = {**table.schema.metadata, ROLLUP_SOURCES_KEY: sources}
             write_entry(table.replace_schema_metadata(metadata), final)
     except (OSError, duckdb.Error, pa.ArrowException):
         return False
     return True
 
 
-def write_entry(table: Any, final: Path) -> None:
-    """Write the Arrow ``table`` to the cache entry ``final`` atomically (temp, fsync, rename)
-    and remove the other, stale entries of its folder (the tune cache's entries too)."""
+def write_entry(table: pa.Table, final: Path) -> None:
+    """Write the Arrow ``table`` to the rollup file ``final`` atomically (temp, fsync, rename)
+    and remove the other, stale files of its folder."""
     import pyarrow.parquet as pq
-
-    from devloop.store.layout import fsync_dir
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -422,8 +437,8 @@ def consolidated(
     of its ``date=D`` folder), they are read from ``<kind>/date=D/day-<key>.parquet`` instead:
     the same rows (the entries concatenated; for value counts the same values with their
     counts summed over the day), ``key`` a hash of the entries' names, so a rebuilt hour makes
-    a new one. Reports only use a day file that exists; ``write`` (:func:`warm_cache`) writes
-    the missing ones. Anything else is read as it is.
+    a new one. Reports only use a day file that exists; ``write`` (the writers of whole hours,
+    :meth:`HourWriter.finish`) writes the missing ones. Anything else is read as it is.
     """
     today = today or datetime.now(UTC).strftime("%Y-%m-%d")
     groups: dict[Path, list[Path]] = {}
@@ -456,25 +471,26 @@ def _concatenate(group: Sequence[Path], day: Path) -> bool:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from devloop.store.layout import fsync_dir
-
+    kind = day.parent.parent.name
     tmp = day.with_name(f".{day.name}.{os.getpid()}.tmp")
-    counted = _COUNTED.get(day.parent.parent.name)
+    counted = _COUNTED.get(kind)
     if counted is not None:
         try:
             table = pa.concat_tables([pq.read_table(path) for path in group])
             summed = table.group_by(list(counted)).aggregate([("n", "sum")])
             summed = summed.rename_columns([*counted, "n"]).select(table.column_names)
-            write_entry(summed, day)
+            write_entry(conform(kind, summed), day)
         except (OSError, pa.ArrowException):
             return False
         return True
+    # The day's footer names its kind and version; the sources are its hours' entries.
+    metadata = {ROLLUP_KEY: kind.encode(), SCHEMA_VERSION_KEY: str(ROLLUP_VERSIONS[kind]).encode()}
     try:
-        first = pq.read_table(group[0]).replace_schema_metadata(None)
+        first = pq.read_table(group[0]).replace_schema_metadata(metadata)
         with pq.ParquetWriter(tmp, first.schema, compression="zstd", compression_level=3) as writer:
             writer.write_table(first)
             for path in group[1:]:  # one entry in memory at a time
-                table = pq.read_table(path).replace_schema_metadata(None)
+                table = pq.read_table(path).replace_schema_metadata(metadata)
                 if not table.schema.equals(first.schema):
                     raise pa.ArrowInvalid(f"{path}: another schema")
                 writer.write_table(table)
@@ -492,13 +508,11 @@ def _concatenate(group: Sequence[Path], day: Path) -> bool:
 
 
 def prune(root: Path) -> int:
-    """Delete cache entries whose hour no longer has the sources they were built from (data
-    compacted, dropped by retention); return how many were removed."""
-    from devloop.store.layout import Partition
-
+    """Delete rollup files whose hour no longer has the sources they were built from (data
+    compacted, dropped by retention, another version); return how many were removed."""
     current = {hour.partition: hour.key for hour in hours(root)}
     removed = 0
-    base = root / CACHE_DIR
+    base = root / ROLLUPS_DIR
     for kind_dir in base.iterdir() if base.is_dir() else []:
         for path in kind_dir.glob("date=*/hour=*/*"):
             date = path.parent.parent.name.removeprefix("date=")
@@ -523,44 +537,143 @@ def prune(root: Path) -> int:
     return removed
 
 
-def warm_cache(
-    root: Path | str, progress: Progress | None = None, now: datetime | None = None
+def drop_hour(root: Path, partition: Partition) -> None:
+    """Delete the rollups of ``partition`` (retention dropped the hour) and the whole-day
+    files of its day (no longer whole). The caller holds the maintenance lock."""
+    base = root / ROLLUPS_DIR
+    try:
+        kind_dirs = [entry.path for entry in os.scandir(base) if entry.is_dir()]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot list {base}: {exc}") from exc
+    for kind_dir in map(Path, kind_dirs):
+        date_dir = kind_dir / f"date={partition.date}"
+        try:
+            shutil.rmtree(date_dir / f"hour={partition.hour}", ignore_errors=False)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreError(f"cannot drop the rollups of {partition}: {exc}") from exc
+        try:
+            for day in date_dir.glob(f"{DAY_PREFIX}*.parquet"):
+                day.unlink(missing_ok=True)
+            if date_dir.is_dir() and not any(date_dir.iterdir()):
+                date_dir.rmdir()
+        except OSError as exc:
+            raise StoreError(f"cannot drop the rollups of {partition}: {exc}") from exc
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No StoreWarning for a skipped file: the writer's caller warns once for each."""
+    from devloop.store.layout import StoreWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StoreWarning)
+        yield
+
+
+class HourWriter:
+    """Writes the rollups of closed hours one at a time, for a writer of whole hours that
+    holds the maintenance lock (compaction, :func:`write_rollups`); then :meth:`finish` once,
+    and :meth:`close`.
+
+    An hour with rows still in the spool (seen when the writer is made) is never rolled up:
+    its files do not hold all of its rows.
+    """
+
+    def __init__(self, root: Path, now: datetime | None = None) -> None:
+        from devloop.store.query import connect_listed
+
+        self.root = root
+        self.now = now
+        self.built = 0  # hours whose rollups were written
+        with _quiet():
+            self.connection, listing = connect_listed(root)
+        self.spooled = self._spooled_hours(listing.spooled)
+
+    def _spooled_hours(self, tables: Collection[str]) -> frozenset[Partition]:
+        import duckdb
+
+        if "samples" not in tables:
+            return frozenset()
+        try:
+            found = self.connection.sql(
+                "SELECT DISTINCT epoch_us(ts) // 3600000000 FROM _spool_samples"
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot read the spool of {self.root}: {exc}") from exc
+        return frozenset(Partition.of_hour_index(int(hour)) for (hour,) in found)
+
+    def write(self, partition: Partition, live: Sequence[FileFacts]) -> bool:
+        """Write the rollups of the closed hour ``partition``, whose live ``samples`` files
+        are ``live``, unless it has rows in the spool or whole rollups already (or they cannot
+        be written); True when written."""
+        if partition in self.spooled or not live:
+            return False
+        hour = Hour(partition, tuple(fact.path for fact in live), source_key(live), True)
+        if all(whole_parquet(hour.entry(self.root, kind)) for kind in KINDS):
+            return False
+        if not build(self.connection, self.root, hour):
+            return False
+        self.built += 1
+        return True
+
+    def finish(self) -> None:
+        """After the hours: the whole-day files of past days (see :func:`consolidated`), stale
+        rollups removed, the files' facts and the small tables' digests saved
+        (:mod:`devloop.store.facts`), the ``_cache`` folder of an older devloop removed."""
+        from devloop.store.digests import save_digests
+        from devloop.store.query import create_views
+
+        with _quiet():
+            listing = create_views(self.connection, self.root)  # the files as they are now
+        chosen = hours(
+            self.root, now=self.now, spooled=self.spooled, listed=listing.files["samples"]
+        )
+        sources = resolve(self.root, [hour for hour in chosen if hour.closed])
+        today = (self.now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
+        for kind in KINDS:
+            consolidated(sources.cached[kind], today=today, write=True)
+        prune(self.root)
+        save_digests(self.connection, self.root, listing)
+        shutil.rmtree(self.root / LEGACY_CACHE_DIR, ignore_errors=True)
+
+    def close(self) -> None:
+        """Close the DuckDB connection."""
+        self.connection.close()
+
+
+def write_rollups(
+    root: Path | str, now: datetime | None = None, progress: Progress | None = None
 ) -> int:
-    """Build every missing entry of the closed hours of the store at ``root`` (``metrics``),
-    the whole-day files of past days (see :func:`consolidated`) and the small tables' digests
-    (:mod:`._digest`), and remove stale ones; return how many hours were built. Run by the
-    writers of whole hours (compaction, ``simulate``), never by a report; results of the
-    reports never depend on it."""
-    from devloop.analytics._digest import digests
-    from devloop.store.layout import Partition
-    from devloop.store.query import connect_listed
+    """Write the missing rollups of every closed hour (before the hour of ``now``) of the store
+    at ``root`` without compacting it, as compaction would; return how many hours were rolled
+    up. For the writers of whole hours that do not compact them (``simulate``), and for hours
+    compacted by an older devloop. Raises StoreLockedError when a compaction or retention is
+    running on ``root``."""
+    from devloop.store.files import scan_partition, warn_invalid
+    from devloop.store.layout import iter_partitions
+    from devloop.store.lock import maintenance_lock
 
     root = Path(root)
-    connection, listing = connect_listed(root)
-    try:
-        # An hour with rows still in the spool is not whole in its files: never rolled up.
-        spooled = (
-            {
-                Partition.of_hour_index(int(hour))
-                for (hour,) in connection.sql(
-                    "SELECT DISTINCT epoch_us(ts) // 3600000000 FROM _spool_samples"
-                ).fetchall()
-            }
-            if "samples" in listing.spooled
-            else set()
-        )
-        chosen = hours(root, now=now, spooled=spooled)
-        missing = [
-            hour
-            for hour in chosen
-            if hour.closed and not all(whole_parquet(hour.entry(root, kind)) for kind in KINDS)
-        ]
-        sources = resolve(connection, root, chosen, progress, build_missing=True)
-        digests(connection, root, listing, save=True)
-    finally:
-        connection.close()
-    today = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
-    for kind in KINDS:
-        consolidated(sources.cached[kind], today=today, write=True)
-    prune(root)
-    return len(missing)
+    current = Partition.of_datetime(now or datetime.now(UTC))
+    with maintenance_lock(root):
+        writer = HourWriter(root, now)
+        try:
+            closed = [
+                (partition, directory)
+                for partition, directory in iter_partitions(root, "samples")
+                if partition < current
+            ]
+            for done, (partition, directory) in enumerate(closed, start=1):
+                scan = scan_partition(directory, "samples")
+                warn_invalid(scan.invalid)
+                writer.write(partition, scan.live)
+                if progress is not None:
+                    progress(done, len(closed))
+            writer.finish()
+        finally:
+            writer.close()
+    return writer.built

@@ -1,0 +1,87 @@
+"""How many devloop modules a report passes through between its function and the Parquet files.
+
+    python bench/report_path.py [--dir /tmp/devloop-bench-13] [--days 7]
+
+Issue 13's readability goal: "a report's path reads top-down: report -> store (views and
+rollups) -> files, at most 5 devloop modules from the report function to the Parquet files,
+none visited twice". Measured, not reviewed: every call made while a report runs is traced
+(``sys.setprofile``), and each call from one devloop module into another is an edge. Printed
+per report:
+
+* ``modules``: the devloop modules the report's calls reach (the report's own included);
+* ``revisits``: calls into a module the path had already entered from another one and left
+  (a return to the caller is not a call, so it does not count), the "comes back" of the issue;
+* the path itself, modules in the order first entered.
+
+The store is the one ``bench/report_vs_duckdb.py`` simulates (rollups written with the hours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+
+def trace(report: Callable[[], Any]) -> tuple[list[str], int]:
+    """The devloop modules ``report`` enters, in order, and how often it re-enters one."""
+    order: list[str] = []
+    revisits = 0
+    stack: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal revisits
+        if event == "call":
+            module = frame.f_globals.get("__name__", "")
+            caller = stack[-1] if stack else ""
+            stack.append(module)
+            if not module.startswith("devloop") or module == caller:
+                return
+            if module not in order:
+                order.append(module)
+            elif module not in stack[:-1] and caller.startswith("devloop"):
+                revisits += 1
+        elif event == "return" and stack:
+            stack.pop()
+
+    sys.setprofile(profile)
+    try:
+        report()
+    finally:
+        sys.setprofile(None)
+    return order, revisits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/devloop-bench-13"))
+    parser.add_argument("--days", type=float, default=7)
+    args = parser.parse_args()
+    ws = args.dir / f"sim-{args.days:g}d" / ".devloop-workspace"
+    if not ws.exists():
+        sys.exit(f"no store at {ws}: run bench/report_vs_duckdb.py first (it simulates one)")
+
+    import devloop.analytics as analytics
+
+    reports: dict[str, Callable[[], Any]] = {
+        "peak-usage": lambda: analytics.peak_usage(ws),
+        "metrics --interval 1m": lambda: analytics.export_metrics(ws, interval="1m"),
+        "efficiency": lambda: analytics.efficiency(ws),
+        "health": lambda: analytics.health(ws),
+        "bottlenecks": lambda: analytics.bottlenecks(ws),
+    }
+    for report in reports.values():
+        report()  # imports done, so the trace sees the report, not the importer
+    print("| report | devloop modules | revisits | path |")
+    print("|---|---|---|---|")
+    for name, report in reports.items():
+        order, revisits = trace(report)
+        shown = " -> ".join(module.removeprefix("devloop.") for module in order)
+        print(f"| {name} | {len(order)} | {revisits} | {shown} |")
+
+
+if __name__ == "__main__":
+    main()
