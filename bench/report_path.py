@@ -9,8 +9,8 @@ none visited twice". Measured, not reviewed: every call made while a report runs
 per report:
 
 * ``modules``: the devloop modules the report's calls reach (the report's own included);
-* ``revisits``: calls into a module the path had already entered from another one and left
-  (a return to the caller is not a call, so it does not count), the "comes back" of the issue;
+* the distinct calls back up the path: a module calling one the path had reached before it
+  (a return to the caller is not a call), the "comes back" of the issue;
 * the path itself, modules in the order first entered.
 
 The store is the one ``bench/report_vs_duckdb.py`` simulates (rollups written with the hours).
@@ -26,24 +26,24 @@ from types import FrameType
 from typing import Any
 
 
-def trace(report: Callable[[], Any]) -> tuple[list[str], int]:
-    """The devloop modules ``report`` enters, in order, and how often it re-enters one."""
+def trace(report: Callable[[], Any]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The devloop modules ``report`` enters, in the order first entered, and the distinct
+    calls that go back up that order (a module calling one the path had reached before it)."""
     order: list[str] = []
-    revisits = 0
+    edges: set[tuple[str, str]] = set()
     stack: list[str] = []
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
-        nonlocal revisits
         if event == "call":
             module = frame.f_globals.get("__name__", "")
-            caller = stack[-1] if stack else ""
+            caller = next((m for m in reversed(stack) if m.startswith("devloop")), "")
             stack.append(module)
             if not module.startswith("devloop") or module == caller:
                 return
             if module not in order:
                 order.append(module)
-            elif module not in stack[:-1] and caller.startswith("devloop"):
-                revisits += 1
+            if caller:
+                edges.add((caller, module))
         elif event == "return" and stack:
             stack.pop()
 
@@ -52,7 +52,11 @@ def trace(report: Callable[[], Any]) -> tuple[list[str], int]:
         report()
     finally:
         sys.setprofile(None)
-    return order, revisits
+    rank = {module: i for i, module in enumerate(order)}
+    back = sorted(
+        (caller, callee) for caller, callee in edges if rank.get(caller, 0) > rank[callee]
+    )
+    return order, back
 
 
 def main() -> None:
@@ -68,19 +72,24 @@ def main() -> None:
 
     reports: dict[str, Callable[[], Any]] = {
         "peak-usage": lambda: analytics.peak_usage(ws),
-        "metrics --interval 1m": lambda: analytics.export_metrics(ws, interval="1m"),
+        "metrics --interval 1m": lambda: analytics.export_metrics(ws, interval=60.0),
         "efficiency": lambda: analytics.efficiency(ws),
         "health": lambda: analytics.health(ws),
         "bottlenecks": lambda: analytics.bottlenecks(ws),
     }
     for report in reports.values():
         report()  # imports done, so the trace sees the report, not the importer
-    print("| report | devloop modules | revisits | path |")
+
+    def short(module: str) -> str:
+        return module.removeprefix("devloop.")
+
+    print("| report | devloop modules | calls back up the path | path |")
     print("|---|---|---|---|")
     for name, report in reports.items():
-        order, revisits = trace(report)
-        shown = " -> ".join(module.removeprefix("devloop.") for module in order)
-        print(f"| {name} | {len(order)} | {revisits} | {shown} |")
+        order, back = trace(report)
+        shown = " -> ".join(short(module) for module in order)
+        upward = ", ".join(f"{short(a)} -> {short(b)}" for a, b in back) or "none"
+        print(f"| {name} | {len(order)} | {len(back)}: {upward} | {shown} |")
 
 
 if __name__ == "__main__":
