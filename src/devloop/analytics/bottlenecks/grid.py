@@ -5,7 +5,7 @@ project and one column per collector tick (the values of ``_series.project_serie
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._series import limits_relation, tick_sums_sql
 from devloop.analytics.bottlenecks.arrays import arrow, floats, ints
@@ -88,29 +88,42 @@ def project_grid(store: Store, selection: Selection) -> Grid:
     limit_memory = floats(limits["memory"], np.nan)
 
     tick_host, tick_ts = ints(ticks["h"]), ints(ticks["t"])
-    sum_host, sum_project, sum_ts = (ints(sums[c]) for c in ("h", "p", "t"))
-    sum_cpu, sum_rss = floats(sums["cpu"]), floats(sums["rss"])
+    columns: dict[str, Any] = {c: ints(sums[c]) for c in ("h", "p", "t")}
+    columns |= {c: floats(sums[c]) for c in ("cpu", "rss")}
+    # The columns are copies (cast, or joined from chunks) unless a column was one chunk of the
+    # right type: drop the tables now, and each array once used, so that a 30M-row store's
+    # grid is not built while every copy is still held (its peak memory).
+    del ticks, sums
     at_ticks = True
     grids: list[Host] = []
     for number, host in enumerate(hosts):
-        mine, project, ts, cpu_used, rss_used = tick_ts, sum_project, sum_ts, sum_cpu, sum_rss
         if len(hosts) > 1:
             mine = tick_ts[tick_host == number]
-            rows = sum_host == number
-            project, ts, cpu_used, rss_used = (a[rows] for a in (project, ts, cpu_used, rss_used))
+            rows = columns["h"] == number
+            project, ts, cpu_used, rss_used = (columns[c][rows] for c in ("p", "t", "cpu", "rss"))
+            del rows
+        else:
+            mine = tick_ts
+            project, ts, cpu_used, rss_used = (columns.pop(c) for c in ("p", "t", "cpu", "rss"))
+            columns.clear()
         mine = _distinct(mine)
         count = len(mine)
         at = _positions(mine, ts)
         hit = mine[at] == ts
+        del ts
         if not hit.all():  # sums between ticks: not part of the series
             at_ticks = False
             project, at, cpu_used, rss_used = (a[hit] for a in (project, at, cpu_used, rss_used))
-        cpu = np.zeros((len(names), count))
-        memory = np.zeros((len(names), count))
+        del hit
         cell = project * count + at
+        del project, at
+        cpu = np.zeros((len(names), count))
         # the same arithmetic as the SQL: 100.0 * cpu / cores
         cpu.ravel()[cell] = 100.0 * cpu_used / float(cores[host])
+        del cpu_used
+        memory = np.zeros((len(names), count))
         memory.ravel()[cell] = rss_used
+        del rss_used, cell
         cpu_limit = np.full((len(names), count), np.nan)
         memory_limit = np.full((len(names), count), np.nan)
         for row, name in enumerate(names):
