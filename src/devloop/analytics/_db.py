@@ -466,9 +466,31 @@ def open_store(workspace_dir: Path | str | Store) -> Store:
 def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts: datetimes as ISO 8601 UTC strings, floats rounded to 6 places
     (CPU is stored as float32: more digits are noise), nested lists and structs likewise."""
-    return [
-        {key: _plain(value) for key, value in row.items()} for row in frame.iter_rows(named=True)
+    import polars as pl
+
+    names = frame.columns
+    # One converter per column, chosen by its type once, not by each value's.
+    plain: list[Any] = [
+        _round6
+        if dtype in (pl.Float64, pl.Float32)
+        else None
+        if dtype.is_integer() or dtype in (pl.String, pl.Boolean, pl.Null)
+        else _plain
+        for dtype in frame.dtypes
     ]
+    if not any(plain):
+        return [dict(zip(names, row, strict=True)) for row in frame.iter_rows()]
+    return [
+        {
+            name: value if convert is None or value is None else convert(value)
+            for name, convert, value in zip(names, plain, row, strict=True)
+        }
+        for row in frame.iter_rows()
+    ]
+
+
+def _round6(value: float) -> float | None:
+    return round(value, 6) + 0.0 if math.isfinite(value) else None
 
 
 def _plain(value: Any) -> Any:

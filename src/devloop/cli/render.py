@@ -7,7 +7,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 #: Decimals a JSON number keeps, by the unit its key names (``cpu_avg_percent``,
@@ -18,8 +18,93 @@ _RESOURCE_UNITS = {"cpu": "percent", "memory": "bytes"}
 
 
 def to_json(data: Any, *, rounded: bool = False) -> str:
-    """Stable, indented JSON; ``rounded``: the numbers as :func:`round_to_units` gives them."""
-    return json.dumps(round_to_units(data) if rounded else data, indent=2, sort_keys=False) + "\n"
+    """Stable, indented JSON; ``rounded``: the numbers as :func:`round_to_units` gives them.
+
+    The text is ``json.dumps(data, indent=2)``'s, byte for byte, written in one pass that
+    rounds as it goes: the standard encoder is pure Python once indented, and a report of 40,000
+    rows spent a second in it and in rounding a copy first."""
+    parts: list[str] = []
+    _write(data, None, rounded, 0, parts)
+    parts.append("\n")
+    return "".join(parts)
+
+
+def _write(data: Any, unit: str | None, rounded: bool, depth: int, out: list[str]) -> None:
+    """Append ``data`` as ``json.dumps(indent=2)`` writes it at ``depth`` (see to_json)."""
+    if isinstance(data, dict):
+        if not data:
+            out.append("{}")
+            return
+        inside = (_row_unit(data) or unit) if rounded else None
+        pad = "\n" + "  " * (depth + 1)
+        out.append("{")
+        first = True
+        for key, value in data.items():
+            out.append(pad if first else "," + pad)
+            first = False
+            out.append(_key(key))
+            out.append(": ")
+            _write(value, (_unit(key) or inside) if rounded else None, rounded, depth + 1, out)
+        out.append("\n" + "  " * depth + "}")
+    elif isinstance(data, list | tuple):
+        if not data:
+            out.append("[]")
+            return
+        pad = "\n" + "  " * (depth + 1)
+        out.append("[")
+        first = True
+        for item in data:
+            out.append(pad if first else "," + pad)
+            first = False
+            _write(item, unit, rounded, depth + 1, out)
+        out.append("\n" + "  " * depth + "]")
+    elif rounded and isinstance(data, float) and unit is not None and math.isfinite(data):
+        decimals = UNIT_DECIMALS[unit]
+        value = round(data) if decimals == 0 else round(data, decimals) + 0.0  # no -0.0
+        out.append(_scalar(value))
+    else:
+        out.append(_scalar(data))
+
+
+def _scalar(value: Any) -> str:
+    """One scalar as json.dumps writes it (strings escaped to ASCII, floats by repr, NaN as
+    NaN); the common types without the encoder's dispatch."""
+    kind = type(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is str:
+        return _ASCII(value)
+    return _SCALAR(value)
+
+
+#: Keys already escaped (a report repeats a few keys on every row).
+_KEYS: dict[str, str] = {}
+
+#: The standard encoder, for the rest (None, booleans, NaN, subclasses; TypeError as json's).
+_SCALAR = json.JSONEncoder(indent=None).encode
+_ASCII: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _key(key: Any) -> str:
+    """A dict key as json.dumps writes it (keys that are not strings become strings)."""
+    if type(key) is str:
+        found = _KEYS.get(key)
+        if found is None:
+            found = _ASCII(key)
+            if len(_KEYS) < 4096:
+                _KEYS[key] = found
+        return found
+    if isinstance(key, str):
+        return _ASCII(key)
+    if isinstance(key, bool):
+        return '"true"' if key else '"false"'
+    if key is None:
+        return '"null"'
+    if isinstance(key, float):
+        return '"' + _SCALAR(key) + '"'
+    return '"' + str(int(key)) + '"'
 
 
 def round_to_units(data: Any, unit: str | None = None) -> Any:
@@ -42,10 +127,20 @@ def round_to_units(data: Any, unit: str | None = None) -> Any:
 
 
 def _unit(name: object) -> str | None:
-    """The first unit a name such as ``peak_percent_of_limit`` names."""
+    """The first unit a name such as ``peak_percent_of_limit`` names (remembered per name: a
+    report repeats a few keys on every row)."""
     if not isinstance(name, str):
         return None
-    return next((word for word in name.split("_") if word in UNIT_DECIMALS), None)
+    try:
+        return _UNITS[name]
+    except KeyError:
+        found = next((word for word in name.split("_") if word in UNIT_DECIMALS), None)
+        if len(_UNITS) < 4096:
+            _UNITS[name] = found
+        return found
+
+
+_UNITS: dict[str, str | None] = {}
 
 
 def _row_unit(row: dict[Any, Any]) -> str | None:
