@@ -260,3 +260,20 @@ def test_whole_days_are_read_from_one_file_with_the_same_rows(store_copy: Path) 
     assert prune(root) == 1  # the day file made with the renamed entry
     assert not new_day.exists()
     assert consolidated(hourly, write=True) == [old_day] and old_day.is_file()  # made again
+
+
+def test_prune_removes_a_killed_writers_temporary_rollups(store_copy: Path) -> None:
+    """A compaction killed while writing leaves ``.<name>.<pid>.tmp`` files (hourly entries and
+    day files); the next one (prune, under the maintenance lock) removes them and nothing else."""
+    root = store_copy / "metrics"
+    write_rollups(root)
+    hourly = sorted((root / ROLLUPS_DIR / "agent").glob("date=*/hour=*/*.parquet"))
+    kept = sorted(p for p in (root / ROLLUPS_DIR).rglob("*") if p.is_file())
+    left = [
+        hourly[0].with_name(f".{hourly[0].name}.4242.tmp"),
+        hourly[0].parent.parent / f".{DAY_PREFIX}abc.parquet.4242.tmp",
+    ]
+    for path in left:
+        path.write_bytes(b"half a file")
+    assert prune(root) == 2
+    assert sorted(p for p in (root / ROLLUPS_DIR).rglob("*") if p.is_file()) == kept

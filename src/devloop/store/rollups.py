@@ -534,6 +534,11 @@ def prune(root: Path) -> int:
             if not day or path.name != f"{DAY_PREFIX}{_day_key(day)}.parquet":
                 path.unlink(missing_ok=True)
                 removed += 1
+        # A killed writer's temporary day files (hourly ones are caught above: their stem is
+        # no key); the caller holds the maintenance lock, so no writer is using them.
+        for path in kind_dir.glob("date=*/.*.tmp"):
+            path.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 
