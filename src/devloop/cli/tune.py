@@ -78,12 +78,15 @@ def _summary(suggestions: Suggestions) -> str:
     def pct(value: float | None) -> str:
         return "" if value is None else f"{value:.1f}%"
 
+    def x(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}x"
+
     rows = []
     for entry in [*suggestions.projects.values(), *suggestions.agents.values()]:
-        flags = entry.to_json()["flags"]
-        marks = [name for name in ("censored", "leak", "scaled_to_pool") if flags[name]]
-        bt = entry.backtest
-        pause = "" if bt is None else bt.suggested.to_json()["would_pause_percent"]
+        data = entry.to_json()
+        marks = [name for name in ("censored", "leak", "scaled_to_pool") if data["flags"][name]]
+        bt = data["backtest"] or {}
+        now, then = bt.get("current") or {}, bt.get("suggested") or {}
         rows.append(
             [
                 entry.name,
@@ -91,9 +94,11 @@ def _summary(suggestions: Suggestions) -> str:
                 pct(entry.cpu),
                 mb(entry.current_memory),
                 mb(entry.memory_bytes),
+                str((data["objective"] or {}).get("runs", "")),
+                x(now.get("p95")),
+                x(then.get("p95")),
                 entry.confidence,
                 ", ".join(marks),
-                "" if pause in ("", None) else f"{pause:.2f}%",
             ]
         )
     text = table(
@@ -103,14 +108,17 @@ def _summary(suggestions: Suggestions) -> str:
             "cpu suggested",
             "memory now",
             "memory suggested",
+            "runs",
+            "p95 now",
+            "p95 suggested",
             "confidence",
             "flags",
-            "would pause",
         ],
         rows,
         title="Suggested limits",
-        right=(1, 2, 3, 4, 7),
+        right=(1, 2, 3, 4, 5, 6, 7),
     )
+    text += f"(p95: backtested run slowdown; target {suggestions.params.max_slowdown:g}x)\n"
     totals = suggestions.to_json()["backtest"]["totals"]
     lines = []
     for side in ("current", "suggested"):
@@ -118,28 +126,23 @@ def _summary(suggestions: Suggestions) -> str:
         lines.append(
             [
                 side,
-                f"{t['would_pause_percent']}%" if t["would_pause_percent"] is not None else "",
-                f"{t['cpu_slack_percent']}%" if t["cpu_slack_percent"] is not None else "",
-                f"{t['cpu_slack_avg_percent']}" if t["cpu_slack_avg_percent"] is not None else "",
-                f"{t['memory_slack_percent']}%" if t["memory_slack_percent"] is not None else "",
-                mb(t["memory_slack_avg_bytes"]),
-                str(t["changes_per_day"] or 0),
+                str(t["runs"]),
+                x(t["p50"]),
+                x(t["p95"]),
+                x(t["max"]),
+                str(t["slowed_2x"]),
+                str(t["failed_memory"]),
+                pct(t["reserved_cpu_percent"]),
+                mb(t["reserved_memory_bytes"]),
             ]
         )
     text += "\n" + table(
-        [
-            "limits",
-            "would pause",
-            "cpu slack",
-            "cpu slack avg (points)",
-            "memory slack",
-            "memory slack avg",
-            "changes/day",
-        ],
+        ["limits", "runs", "p50", "p95", "max", "slowed >2x", "failed memory", "pool cpu",
+         "pool memory"],
         lines,
-        title="Backtest, all projects",
-        right=(1, 2, 3, 4, 5, 6),
-    )
+        title="Backtest, all projects (every run together, in-sample)",
+        right=(1, 2, 3, 4, 5, 6, 7, 8),
+    )  # fmt: skip
     for note in suggestions.notes:
         text += f"Note: {note}\n"
     return text
@@ -233,6 +236,20 @@ def _summary(suggestions: Suggestions) -> str:
     help="MB per hour of steady growth that makes a leak.",
 )
 @click.option(
+    "--max-slowdown",
+    type=click.FloatRange(1.0),
+    default=1.10,
+    show_default=True,
+    help="Target: p95 of the runs' replayed slowdown (replayed / recorded duration).",
+)
+@click.option(
+    "--max-pool",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=90.0,
+    show_default=True,
+    help="Largest pool a patch may set (CPU % of the machine; leave some for yourself).",
+)
+@click.option(
     "--min-samples",
     type=click.IntRange(1),
     default=100,
@@ -261,14 +278,17 @@ def autotune(
     censor_at: str,
     censor_raise: str,
     leak_threshold: float,
+    max_slowdown: float,
+    max_pool: float,
     min_samples: int,
 ) -> None:
     """Suggest CPU and memory limits per project and agent from the recorded history.
 
-    CPU: a time-decayed percentile of the per-tick use plus a margin; memory: a high
-    percentile of hourly peaks plus a margin, never below a peak seen. Censored demand (paused,
-    throttled, at the limit) raises a suggestion; a leak is flagged, not granted. A
-    walk-forward backtest compares current and suggested limits. docs/autotune.md has it all.
+    CPU: the smallest limit under which the recorded runs, replayed, are slowed at most
+    --max-slowdown at p95 (agents without runs: a decayed percentile of the per-tick use);
+    memory: never below a peak seen, plus a margin. The pool is raised to hold the projects'
+    limits, up to --max-pool. A walk-forward backtest replays the runs under the current and
+    the suggested limits; a limit that would do worse is not suggested. docs/autotune.md.
 
     \b
     Example:
@@ -308,6 +328,8 @@ def autotune(
         censor_at=percent_value(censor_at, "--censor-at") or 0.0,
         censor_raise=percent_value(censor_raise, "--censor-raise") or 0.0,
         leak_mb_per_hour=leak_threshold,
+        max_slowdown=max_slowdown,
+        max_pool=max_pool,
     )
     time_range = _range(start, end, period)
     seconds = duration_value(duration, "--duration")

@@ -1,106 +1,124 @@
-"""Walk-forward backtest: fit on blocks 1..k, replay block k+1, for k = 1..n-1.
+"""Walk-forward backtest in run terms: fit on blocks 1..k, replay the runs of block k+1.
 
 Blocks are UTC-hour-aligned days from the start of the history (hours when it spans under two
-days). For each replayed block, the limits fitted on the blocks before it (the suggested side)
-and the limits that were in force (the current side, from the store's ``limits``) are compared
-with what was used, tick by tick:
-
-* would pause: ticks where CPU was over the CPU limit or rss over the memory limit;
-* slack: allocated minus used, as a share of the allocation (``100 x (sum(limit) - sum(used))
-  / sum(limit)`` over the ticks), and as the average amount;
-* changes per day: how often the limits changed (the store's limit changes; for the suggested
-  side, folds whose fitted limits differ from the previous fold's).
-
-Only folds where the entity had a fit count, for both sides, so both cover the same ticks.
+days). For each replayed block, the runs triggered in it are replayed (:mod:`.replay`) under the
+limit fitted on the blocks before it (the suggested side) and under the limit in force now (the
+current side), each entity's runs alone under its own limit (:func:`~.objective.alone`). Both
+sides cover the same runs: only folds where the entity had a fit count.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from devloop.tune.history import Key
-from devloop.tune.params import CPU_BIN, MEMORY_BIN
+from devloop.tune.objective import SLOWDOWN_TOLERANCE, SlowdownStats, slowdowns
 
 if TYPE_CHECKING:
     from devloop.tune.history import History
+    from devloop.tune.replay import ReplayedRun
 
 
 @dataclass
 class Side:
-    """One side of the backtest (current or suggested limits) over the replayed ticks."""
+    """One side of the backtest (current or suggested limits): the replayed runs, and the CPU
+    and memory reserved (the limits, averaged over the replayed hours)."""
 
-    ticks: float = 0.0
-    would_pause: float = 0.0
-    cpu_over: float = 0.0
-    memory_over: float = 0.0
-    cpu_used: float = 0.0
-    cpu_allocated: float = 0.0
-    memory_used: float = 0.0
-    memory_allocated: float = 0.0
-    changes: int = 0
-    days: float = 0.0
+    runs: list[ReplayedRun] = field(default_factory=list)
+    cpu_hours: float = 0.0
+    memory_hours: float = 0.0
+    hours: float = 0.0
 
-    def add(self, other: Side) -> None:
-        for name in (
-            "ticks",
-            "would_pause",
-            "cpu_over",
-            "memory_over",
-            "cpu_used",
-            "cpu_allocated",
-            "memory_used",
-            "memory_allocated",
-            "changes",
-            "days",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+    def add(
+        self, runs: list[ReplayedRun], cpu: float | None, memory: int | None, hours: float
+    ) -> None:
+        self.runs.extend(runs)
+        self.hours += hours
+        self.cpu_hours += (cpu if cpu is not None else math.nan) * hours
+        self.memory_hours += (memory if memory is not None else math.nan) * hours
+
+    @property
+    def stats(self) -> SlowdownStats | None:
+        return slowdowns(self.runs)
 
     def to_json(self) -> dict[str, Any]:
-        def share(part: float, whole: float) -> float | None:
-            return round(100.0 * part / whole, 4) if whole > 0 else None
-
-        ticks = self.ticks
-        return {
-            "ticks": int(ticks),
-            "would_pause_ticks": int(self.would_pause),
-            "would_pause_percent": share(self.would_pause, ticks),
-            "cpu_over_percent": share(self.cpu_over, ticks),
-            "memory_over_percent": share(self.memory_over, ticks),
-            "cpu_slack_percent": share(self.cpu_allocated - self.cpu_used, self.cpu_allocated),
-            "cpu_slack_avg_percent": round((self.cpu_allocated - self.cpu_used) / ticks, 4)
-            if ticks
-            else None,
-            "memory_slack_percent": share(
-                self.memory_allocated - self.memory_used, self.memory_allocated
-            ),
-            "memory_slack_avg_bytes": round((self.memory_allocated - self.memory_used) / ticks)
-            if ticks
-            else None,
-            "changes_per_day": round(self.changes / self.days, 4) if self.days else None,
-        }
+        stats = self.stats
+        found: dict[str, Any] = (
+            stats.to_json()
+            if stats is not None
+            else {"runs": 0, "p50": None, "p95": None, "max": None, "slowed_2x": 0,
+                  "failed_memory": 0}
+        )  # fmt: skip
+        cpu = self.cpu_hours / self.hours if self.hours else None
+        memory = self.memory_hours / self.hours if self.hours else None
+        found["reserved_cpu_percent"] = None if cpu is None or math.isnan(cpu) else round(cpu, 2)
+        found["reserved_memory_bytes"] = (
+            None if memory is None or math.isnan(memory) else round(memory)
+        )
+        return found
 
 
 @dataclass
 class Fold:
-    """One replayed block: the limits fitted before it and how they fared."""
+    """One replayed block: the limits fitted before it and the runs triggered in it."""
 
     start_hour: int
     hours: int
     cpu: float
     memory_bytes: int
-    side: Side = field(default_factory=Side)
+    runs: int
 
 
 @dataclass
 class EntityBacktest:
-    """The backtest of one project or agent."""
+    """The backtest of one project or agent; ``reason`` says why it has no folds."""
 
     current: Side
     suggested: Side
     folds: list[Fold]
+    reason: str | None = None
+
+    def worse(self, max_slowdown: float) -> str | None:
+        """Why the suggested side does worse than the current one, None when it does not:
+        more runs failing on memory, or a p95 slowdown over both the current one and the
+        target (a suggestion within the target is not worse for being slower than a limit
+        that never binds)."""
+        now, then = self.current.stats, self.suggested.stats
+        if now is None or then is None:
+            return None
+        if then.failed_memory > now.failed_memory:
+            return (
+                f"{then.failed_memory} runs would fail on memory under the suggestion against "
+                f"{now.failed_memory} under the current limit"
+            )
+        if then.p95 > max(now.p95, max_slowdown) + SLOWDOWN_TOLERANCE:
+            return (
+                f"its backtested p95 slowdown would be {_x(then.p95)} against {_x(now.p95)} "
+                "under the current limit"
+            )
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "current": self.current.to_json(),
+            "suggested": self.suggested.to_json(),
+            "folds": [
+                {
+                    "start_hour": f.start_hour,
+                    "hours": f.hours,
+                    "cpu_percent": f.cpu,
+                    "memory_bytes": f.memory_bytes,
+                    "runs": f.runs,
+                }
+                for f in self.folds
+            ],  # fmt: skip
+            "reason": self.reason,
+        }
+
+
+def _x(value: float) -> str:
+    return "never finishing" if math.isinf(value) else f"{value:.2f}x"
 
 
 def blocks(history: History) -> tuple[int, int]:
@@ -109,65 +127,4 @@ def blocks(history: History) -> tuple[int, int]:
     return unit, max(1, math.ceil(history.n_hours / unit))
 
 
-def replay(history: History, folds: dict[Key, list[Fold]]) -> None:
-    """Fill each fold's suggested side from the ticks of its block: over-limit counts from the
-    joint CPU/memory bins (exact, the fitted limits being on the bins' grid), use from the
-    hourly sums."""
-    for key, entity_folds in folds.items():
-        entity = history.entities[key]
-        stats = entity.stats
-        for fold in entity_folds:
-            hours = slice(fold.start_hour, fold.start_hour + fold.hours)
-            inside = (entity.joint_hour >= fold.start_hour) & (
-                entity.joint_hour < fold.start_hour + fold.hours
-            )
-            cpu_over = entity.joint_cpu[inside] > round(fold.cpu / CPU_BIN)
-            memory_over = entity.joint_memory[inside] > fold.memory_bytes // MEMORY_BIN
-            counts = entity.joint_count[inside]
-            side = fold.side
-            side.ticks = float(stats["ticks"][hours].sum())
-            side.cpu_over = float(counts[cpu_over].sum())
-            side.memory_over = float(counts[memory_over].sum())
-            side.would_pause = float(counts[cpu_over | memory_over].sum())
-            side.cpu_used = float(stats["cpu_sum"][hours].sum())
-            side.memory_used = float(stats["rss_sum"][hours].sum())
-            side.cpu_allocated = fold.cpu * side.ticks
-            side.memory_allocated = fold.memory_bytes * side.ticks
-
-
-def current_side(history: History, key: Key, entity_folds: list[Fold]) -> Side:
-    """What the limits in force did over the same blocks (from the hourly figures)."""
-    stats = history.entities[key].stats
-    side = Side()
-    for fold in entity_folds:
-        hours = slice(fold.start_hour, fold.start_hour + fold.hours)
-        side.ticks += float(stats["ticks"][hours].sum())
-        side.would_pause += float(stats["any_over"][hours].sum())
-        side.cpu_over += float(stats["cpu_over"][hours].sum())
-        side.memory_over += float(stats["mem_over"][hours].sum())
-        side.cpu_used += float(stats["cpu_sum"][hours].sum())
-        side.memory_used += float(stats["rss_sum"][hours].sum())
-        side.cpu_allocated += float(stats["cpu_limit_sum"][hours].sum())
-        side.memory_allocated += float(stats["mem_limit_sum"][hours].sum())
-        side.days += fold.hours / 24
-        begin = history.hour_start(fold.start_hour)
-        end = begin + timedelta(hours=fold.hours)
-        side.changes += sum(1 for ts in history.entities[key].limit_changes if begin <= ts < end)
-    return side
-
-
-def suggested_side(entity_folds: list[Fold]) -> Side:
-    """The folds' suggested sides summed, with changes between consecutive folds."""
-    side = Side()
-    previous: tuple[float, int] | None = None
-    for fold in entity_folds:
-        side.add(fold.side)
-        side.days += fold.hours / 24
-        limits = (round(fold.cpu, 1), fold.memory_bytes // (1024 * 1024))
-        if previous is not None and limits != previous:
-            side.changes += 1
-        previous = limits
-    return side
-
-
-__all__ = ["EntityBacktest", "Fold", "Side", "blocks", "current_side", "replay", "suggested_side"]
+__all__ = ["EntityBacktest", "Fold", "Side", "blocks"]

@@ -146,6 +146,7 @@ def fit(
     params: TuneParameters,
     *,
     current_memory: float | None = None,
+    held_seconds: float = 0.0,
 ) -> Fit:
     """Suggested limits from the masked hours of ``entity``, decayed from ``reference``."""
     import numpy as np
@@ -153,7 +154,7 @@ def fit(
     stats = entity.stats
     ticks = int(stats["ticks"][mask].sum())
     seconds = ticks * history.interval
-    censored_cpu, censored_memory = _censored(entity, mask, params)
+    censored_cpu, censored_memory = _censored(entity, mask, params, held_seconds)
     if seconds < params.min_history or ticks < params.min_samples:
         reason = (
             f"too little history: {ticks} samples over {seconds / 3600:.2g} h (needs "
@@ -183,17 +184,24 @@ def fit(
 
 
 def _censored(
-    entity: EntityHistory, mask: npt.NDArray[np.bool_], params: TuneParameters
+    entity: EntityHistory,
+    mask: npt.NDArray[np.bool_],
+    params: TuneParameters,
+    held_seconds: float = 0.0,
 ) -> tuple[bool, bool]:
+    """Demand hidden by the enforcement: a pause or throttle recorded (events over the entity,
+    or seconds its runs were held), or ticks at a limit while one was enforced. Ticks near a
+    limit when nothing was ever paused or throttled are not censoring: nothing held them."""
     stats = entity.stats
     ticks = stats["ticks"][mask].sum()
     if ticks <= 0:
         return False, False
+    enforced = stats["paused"][mask].sum() > 0 or held_seconds > 0
+    if not enforced:
+        return False, False
     share = 100.0 / ticks
-    paused = stats["paused"][mask].sum() > 0
-    cpu = paused or stats["cens_cpu"][mask].sum() * share >= params.censor_flag_share
     memory = stats["cens_mem"][mask].sum() * share >= params.censor_flag_share
-    return bool(cpu), bool(memory)
+    return True, bool(memory)
 
 
 def confidence(seconds: float, ticks: int, params: TuneParameters) -> str:

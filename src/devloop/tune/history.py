@@ -560,3 +560,18 @@ def _fill_project_idle(
             entity.joint_memory = np.concatenate([entity.joint_memory, zeros])
             entity.joint_count = np.concatenate([entity.joint_count, idle[hours]])
         stats["cpu_limit_sum"], stats["mem_limit_sum"], stats["limit_ticks"] = sums[key]
+
+
+def held_seconds(store: Store, selection: Selection) -> dict[Key, float]:
+    """Per project (agent "") and agent, the seconds its runs that started in ``selection``
+    were recorded paused or throttled by the enforcement (the ``runs`` table)."""
+    rows = store.rows(
+        "SELECT project, agent, sum(coalesce(paused_seconds, 0) + coalesce(throttled_seconds, 0))"
+        " FROM runs WHERE started >= ? AND started < ? GROUP BY ALL",
+        [selection.start, selection.end],
+    )
+    held: dict[Key, float] = {}
+    for project, agent, seconds in rows:
+        held[(project, agent)] = float(seconds or 0.0)
+        held[(project, "")] = held.get((project, ""), 0.0) + float(seconds or 0.0)
+    return held

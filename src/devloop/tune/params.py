@@ -42,6 +42,11 @@ class TuneParameters:
     leak_min_tau: float = 0.5
     #: Share of the machine's memory a suggested pool may take.
     machine_memory_share: float = 0.75
+    #: The target: the decayed p95 of a project's or agent's replayed run slowdowns.
+    max_slowdown: float = 1.10
+    #: The largest pool (CPU % of the machine) a patch may set: the machine less a headroom
+    #: for the person at the keyboard.
+    max_pool: float = 90.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -65,6 +70,8 @@ class TuneParameters:
             ("censor_raise", self.censor_raise >= 0, "at least 0"),
             ("leak_mb_per_hour", self.leak_mb_per_hour > 0, "above 0"),
             ("machine_memory_share", 0 < self.machine_memory_share <= 1, "from 0 to 1"),
+            ("max_slowdown", self.max_slowdown >= 1, "at least 1"),
+            ("max_pool", 0 < self.max_pool <= 100, "from 0 (excluded) to 100"),
         ]
         for name, ok, what in checks:
             if not ok:

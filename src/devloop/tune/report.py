@@ -130,20 +130,52 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def _backtest_rows(name: str, data: dict[str, Any] | None) -> str:
-    if not data:
-        return f"<tr><td>{html.escape(name)}</td><td colspan=10>no backtest</td></tr>"
+def _backtest_rows(name: str, data: dict[str, Any] | None, why: str | None = None) -> str:
+    if not data or not data.get("folds") and "folds" in data:
+        reason = (data or {}).get("reason") or why or "no runs recorded"
+        return f"<tr><td>{html.escape(name)}</td><td colspan=14>{html.escape(reason)}</td></tr>"
     cells = []
     for side in ("current", "suggested"):
         s = data[side]
         cells += [
-            _fmt(s["would_pause_percent"], "%"),
-            _fmt(s["cpu_slack_percent"], "%"),
-            _fmt(s["memory_slack_percent"], "%"),
-            _fmt(s["changes_per_day"]),
+            _fmt(s["runs"]),
+            _fmt(s["p50"], "x"),
+            _fmt(s["p95"], "x"),
+            _fmt(s["max"], "x"),
+            _fmt(s["slowed_2x"]),
+            _fmt(s["failed_memory"]),
+            _fmt(s["reserved_cpu_percent"], "%"),
         ]
     return (
         "<tr><td>" + html.escape(name) + "</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+    )
+
+
+def _slowdown_plot(name: str, backtest: dict[str, Any] | None) -> str:
+    """p50 / p95 / max run slowdown, current (red) and suggested (green), on a log scale from
+    1x to 100x (a run that never finished drawn at the top)."""
+    import math
+
+    if not backtest or not backtest.get("folds"):
+        return ""
+    width, height, left = 360, 90, 50
+    bars = []
+    for row, label in enumerate(("p50", "p95", "max")):
+        for column, (side, colour) in enumerate((("current", "#c33"), ("suggested", "#2a2"))):
+            value = backtest[side][label]
+            length = 1.0 if value is None else min(math.log10(max(value, 1.0)) / 2, 1.0)
+            y = 8 + row * 26 + column * 10
+            text = "never" if value is None else f"{value:.2f}x"
+            bars.append(
+                f'<rect x="{left}" y="{y}" width="{max(length * (width - left - 60), 1):.1f}" '
+                f'height="8" fill="{colour}"/><text x="{width - 55}" y="{y + 8}" '
+                f'font-size="9">{text}</text>'
+            )
+        bars.append(f'<text x="4" y="{20 + row * 26}" font-size="10">{label}</text>')
+    return (
+        f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+        f"<title>{html.escape(name)}: run slowdown, current red, suggested green (log, 1x to "
+        f"100x)</title>{''.join(bars)}</svg>"
     )
 
 
@@ -216,18 +248,34 @@ def html_report(suggestions: Suggestions) -> str:
                 span,
             )
         )
+        entry_json = data["projects"][entry.name]
+        objective = entry_json["objective"] or {}
+        peak = objective.get("runs_peak_memory_bytes")
+        parts.append(
+            f"<p>Run slowdown in the backtest (current red, suggested green); memory: runs' "
+            f"peak {_fmt(peak, 'MB')} against the suggested limit "
+            f"{_fmt(entry.memory_bytes, 'MB')}.</p>"
+            + _slowdown_plot(entry.name, entry_json["backtest"])
+        )
         parts.append(_distribution(entry, suggestions))
-    parts.append(
-        "<h2>Backtest</h2><p>Walk-forward: fit on blocks 1..k, replay block k+1 "
-        f"({data['backtest']['block_hours']} h blocks, {data['backtest']['folds']} folds).</p>"
-        "<table><tr><th rowspan=2>scope</th><th colspan=4>current limits</th>"
-        "<th colspan=4>suggested limits</th></tr><tr>"
-        + "<th>would pause</th><th>CPU slack</th><th>memory slack</th><th>changes/day</th>" * 2
-        + "</tr>"
+    header = (
+        "<th>runs</th><th>p50</th><th>p95</th><th>max</th><th>slowed &gt;2x</th>"
+        "<th>failed memory</th><th>reserved CPU</th>"
     )
-    parts.append(_backtest_rows("total (projects)", data["backtest"]["totals"]))
+    parts.append(
+        "<h2>Backtest</h2><p>Walk-forward: fit on blocks 1..k, replay the runs of block k+1, "
+        "each project or agent alone under its limit "
+        f"({data['backtest']['block_hours']} h blocks, {data['backtest']['folds']} folds). The "
+        "total: every run together, under the current configuration and the suggested one (pool "
+        "included), in-sample.</p>"
+        "<table><tr><th rowspan=2>scope</th><th colspan=7>current limits</th>"
+        "<th colspan=7>suggested limits</th></tr><tr>" + header * 2 + "</tr>"
+    )
+    totals = data["backtest"]["totals"]
+    parts.append(_backtest_rows("total (projects)", {**totals, "folds": [1]}))
     for group in ("projects", "agents"):
         for name, entry_json in data[group].items():
-            parts.append(_backtest_rows(name, entry_json["backtest"]))
+            why = (entry_json["objective"] or {}).get("why")
+            parts.append(_backtest_rows(name, entry_json["backtest"], why))
     parts.append("</table></body></html>\n")
     return "".join(parts)

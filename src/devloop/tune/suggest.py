@@ -13,17 +13,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.tune.backtest import (
-    EntityBacktest,
-    Fold,
-    Side,
-    blocks,
-    current_side,
-    replay,
-    suggested_side,
-)
+from devloop.tune.backtest import EntityBacktest, Fold, Side, blocks
 from devloop.tune.fit import Fit, confidence, find_leak, fit, weighted_percentile, window_peaks
-from devloop.tune.history import History, Key, read_history
+from devloop.tune.history import History, Key, held_seconds, read_history
+from devloop.tune.objective import (
+    Search,
+    alone,
+    decay_weights,
+    peak_demand,
+    slowdowns,
+    smallest_cpu,
+)
 from devloop.tune.params import TuneParameters
 from devloop.tune.suggestions import EntitySuggestion, PoolFit, Suggestions, sha256_file
 from devloop.units import MIB, format_size
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from devloop.analytics import Store, TimeRange
     from devloop.config import Workspace
     from devloop.config.allocation import Allocation
+    from devloop.tune.replay import Demand, RunDemand
 
 
 def round_cpu(value: float) -> float:
@@ -57,6 +58,7 @@ def autotune(
     from devloop.config import WORKSPACE_FILE, load_workspace
     from devloop.config.allocation import allocate
     from devloop.tune.patch import build_patches
+    from devloop.tune.replay import demand_from_store
 
     params = params or TuneParameters()
     store = open_store(workspace_dir)
@@ -71,50 +73,61 @@ def autotune(
     allocation = allocate(workspace)
     selection = store.select(time_range)
     history = read_history(store, selection, workspace, params)
+    held = held_seconds(store, selection)
+    demand = demand_from_store(store.workspace_dir, selection.start, selection.end)
     notes = [history.limits_note] if history.limits_note else []
     priorities = {p.name: p.priority for p in workspace.config.projects}
+    runs = _runs_by_entity(demand, history)
+    cores = demand.cores or max(int(history.cores), 1)
+    objective = _Objective(workspace, allocation, params, demand, cores, runs)
 
-    entities = _fit_all(history, allocation, params, history.end, range(history.n_hours))
-    pool = _fit_pool(entities, workspace, allocation, history, params, priorities)
-    if pool.note:
-        notes.append(pool.note)
+    end = history.end.timestamp()
+    entities = _fit_all(history, allocation, params, history.end, range(history.n_hours), held)
+    searches: dict[Key, Search] = {}
+    for key, (result, leak) in list(entities.items()):
+        found = objective.fit(key, result, end, float("inf"))
+        if found is not None:
+            entities[key] = (found[0], leak)
+            searches[key] = found[1]
     _cap_agents(entities)
 
     unit, count = blocks(history)
-    folds: dict[Key, list[Fold]] = {key: [] for key in history.entities}
-    for k in range(1, count):
-        fitted = _fit_all(
-            history, allocation, params, history.hour_start(k * unit), range(k * unit)
-        )
-        _fit_pool(fitted, workspace, allocation, history, params, priorities)
-        _cap_agents(fitted)
-        hours = min(unit, history.n_hours - k * unit)
-        for key, (result, _) in fitted.items():
-            if result.cpu is not None and result.memory_bytes is not None:
-                folds[key].append(Fold(k * unit, hours, result.cpu, result.memory_bytes))
-    replay(history, folds)
+    backtests = {key: objective.backtest(key, history, held, unit, count) for key in entities}
 
     suggestions: dict[Key, EntitySuggestion] = {}
-    totals = {"current": Side(), "suggested": Side()}
     for key, (result, leak) in entities.items():
-        entity_folds = folds[key]
-        backtest = None
-        if entity_folds:
-            backtest = EntityBacktest(
-                current_side(history, key, entity_folds),
-                suggested_side(entity_folds),
-                entity_folds,
+        backtest = backtests[key]
+        kept = backtest.worse(params.max_slowdown) if backtest is not None else None
+        if kept is not None:
+            current_cpu, current_memory = _current(allocation, key)
+            result = Fit(
+                current_cpu,
+                current_memory,
+                result.ticks,
+                result.seconds,
+                result.censored_cpu,
+                result.censored_memory,
+                result.leak,
             )
-            if not key[1]:
-                totals["current"].add(backtest.current)
-                totals["suggested"].add(backtest.suggested)
         suggestions[key] = _suggestion(
             history, key, result, leak, allocation, params, backtest, priorities
         )
-    for name in pool.scaled:
-        suggestions[(name, "")].scaled = True
+        suggestions[key].objective = objective.describe(key, searches.get(key), kept)
+        suggestions[key].rationale = _why(suggestions[key], params)
+    pool = _fit_pool(suggestions, workspace, allocation, history, params, priorities)
+    if pool.note:
+        notes.append(pool.note)
+    totals = objective.totals(suggestions, pool, workspace, unit, history)
+    for entry in suggestions.values():
+        if entry.scaled:
+            entry.rationale = _why(entry, params)
     if count < 2:
         notes.append("history too short for a backtest (it needs two hours)")
+    if not demand.runs:
+        notes.append(
+            "no runs recorded: every limit comes from the per-tick percentile (record with "
+            "devloop run or devloop watch for limits by run slowdown)"
+        )
     result_record = Suggestions(
         generated_at=now or datetime.now(UTC),
         selection=selection,
@@ -132,7 +145,258 @@ def autotune(
         notes=notes,
     )
     build_patches(result_record, workspace)
+    _pool_patch(result_record, workspace)
     return result_record
+
+
+def _runs_by_entity(demand: Demand, history: History) -> dict[Key, list[RunDemand]]:
+    found: dict[Key, list[RunDemand]] = {key: [] for key in history.entities}
+    for run in demand.runs:
+        for key in ((run.project, ""), (run.project, run.agent)):
+            if key in found:
+                found[key].append(run)
+    return found
+
+
+class _Objective:
+    """The run-slowdown objective over one workspace's recorded demand."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        allocation: Allocation,
+        params: TuneParameters,
+        demand: Demand,
+        cores: int,
+        runs: dict[Key, list[RunDemand]],
+    ) -> None:
+        self.workspace = workspace
+        self.allocation = allocation
+        self.params = params
+        self.demand = demand
+        self.cores = cores
+        self.runs = runs
+
+    def fit(
+        self, key: Key, result: Fit, reference: float, before: float
+    ) -> tuple[Fit, Search] | None:
+        """``result`` with its CPU from the runs triggered before ``before`` (the smallest
+        limit meeting the slowdown target, weighted from ``reference``) and its memory at
+        least their peak plus the memory margin; None without such runs or without a fit."""
+        runs = [run for run in self.runs.get(key, []) if run.queued_at < before]
+        if not runs or result.cpu is None or result.memory_bytes is None:
+            return None
+        params = self.params
+        search = smallest_cpu(
+            runs,
+            self.workspace,
+            *key,
+            cores=self.cores,
+            interval=self.demand.interval,
+            max_slowdown=params.max_slowdown,
+            weights=decay_weights(runs, reference, params.half_life),
+            floor=params.min_cpu,
+        )
+        peak = peak_demand(runs, self.demand.interval)[1]
+        memory = result.memory_bytes
+        if not result.leak:
+            memory = max(memory, round_memory(peak * (1 + params.memory_margin)))
+        fitted = Fit(
+            search.cpu,
+            memory,
+            result.ticks,
+            result.seconds,
+            result.censored_cpu,
+            result.censored_memory,
+            result.leak,
+        )
+        return fitted, search
+
+    def backtest(
+        self, key: Key, history: History, held: dict[Key, float], unit: int, count: int
+    ) -> EntityBacktest | None:
+        """Walk-forward: for each block k+1, the limits fitted on blocks 1..k and the limit in
+        force now, each replayed on the runs of block k+1 (the entity's runs alone)."""
+        from devloop.tune.replay import replay
+
+        runs = self.runs.get(key, [])
+        if not runs:
+            return None
+        current_cpu, current_memory = _current(self.allocation, key)
+        bt = EntityBacktest(Side(), Side(), [])
+        for k in range(1, count):
+            start = history.hour_start(k * unit).timestamp()
+            hours = min(unit, history.n_hours - k * unit)
+            stop = history.hour_start(k * unit + hours).timestamp()
+            block = [run for run in runs if start <= run.queued_at < stop]
+            if not block:
+                continue
+            mask = _mask(history, range(k * unit))
+            entity = history.entities[key]
+            base = fit(history, entity, mask, history.hour_start(k * unit), self.params,
+                       current_memory=current_memory, held_seconds=held.get(key, 0.0))  # fmt: skip
+            if base.memory_bytes is not None:
+                base = Fit(round_cpu(base.cpu or 0.0), round_memory(base.memory_bytes),
+                           base.ticks, base.seconds, base.censored_cpu, base.censored_memory,
+                           base.leak)  # fmt: skip
+            found = self.fit(key, base, start, start)
+            if found is None:
+                continue
+            fitted = found[0]
+            assert fitted.cpu is not None and fitted.memory_bytes is not None
+            for side, cpu, memory in (
+                (bt.suggested, fitted.cpu, fitted.memory_bytes),
+                (bt.current, current_cpu, current_memory),
+            ):
+                config = alone(self.workspace, *key, cpu, memory)
+                replayed = replay(block, config, cores=self.cores, interval=self.demand.interval)
+                side.add(list(replayed.runs), cpu, memory, hours)
+            bt.folds.append(Fold(k * unit, hours, fitted.cpu, fitted.memory_bytes, len(block)))
+        if not bt.folds:
+            bt.reason = (
+                "too little history for a backtest: no block after the first with runs and a "
+                "fit before it"
+                if count > 1
+                else "too little history for a backtest (it needs two blocks)"
+            )
+        return bt
+
+    def describe(self, key: Key, search: Search | None, kept: str | None) -> dict[str, Any]:
+        """The objective's record for one entity (suggestions.json ``objective``)."""
+        runs = self.runs.get(key, [])
+        peak_cores, peak_memory = peak_demand(runs, self.demand.interval)
+        return {
+            "method": "replay" if search is not None else "percentile",
+            "max_slowdown": self.params.max_slowdown,
+            "runs": len(runs),
+            "needed_cpu_percent": None if search is None else search.cpu,
+            "p95_at_needed": None if search is None else round(search.p95, 4),
+            "replays": None if search is None else search.replays,
+            "runs_peak_cpu_percent": round(100.0 * peak_cores / self.cores, 2) if runs else None,
+            "runs_peak_memory_bytes": peak_memory if runs else None,
+            "kept_current": kept,
+            "why": None if runs else "no runs recorded",
+        }
+
+    def totals(
+        self,
+        suggestions: dict[Key, EntitySuggestion],
+        pool: PoolFit,
+        workspace: Workspace,
+        unit: int,
+        history: History,
+    ) -> dict[str, Side]:
+        """Every run replayed with all the others under the current configuration and under
+        the suggested one (the pool included): what the pool does to them. In-sample (the
+        final suggestion over the whole history), unlike the entities' walk-forward."""
+        from devloop.tune.replay import replay
+
+        totals = {"current": Side(), "suggested": Side()}
+        runs = list(self.demand.runs)
+        if not runs:
+            return totals
+        hours = float(history.n_hours)
+        suggested = suggested_workspace(workspace, suggestions, pool)
+        for name, config in (("current", workspace), ("suggested", suggested)):
+            replayed = replay(runs, config, cores=self.cores, interval=self.demand.interval)
+            cpu = pool.cpu if name == "current" else (pool.suggested_cpu or pool.cpu)
+            memory = (
+                pool.memory_bytes
+                if name == "current"
+                else (pool.suggested_memory or pool.memory_bytes)
+            )
+            totals[name].add(list(replayed.runs), cpu, memory, hours)
+        for key, entry in suggestions.items():
+            if not key[1]:
+                mine = [r for r in totals["suggested"].runs if r.project == key[0]]
+                stats = slowdowns(mine)
+                entry.at_pool = None if stats is None else stats.to_json()
+        return totals
+
+
+def suggested_workspace(
+    workspace: Workspace, suggestions: dict[Key, EntitySuggestion], pool: PoolFit
+) -> Workspace:
+    """``workspace`` with the suggestions in force: the pool, ``custom`` project limits, the
+    agents' own limits."""
+    from dataclasses import replace
+
+    from devloop.config.models import Limit
+
+    config = workspace.config
+    sharing = config.resource_sharing
+    per_project = dict(sharing.per_project_limits)
+    for (project, agent), entry in suggestions.items():
+        if not agent and entry.cpu is not None and entry.memory_bytes is not None:
+            per_project[project] = Limit(entry.cpu, entry.memory_bytes)
+    limits = config.global_.resource_limits
+    pool_cpu = pool.suggested_cpu or pool.cpu
+    pool_memory = pool.suggested_memory or pool.memory_bytes
+    new = replace(
+        config,
+        global_=replace(
+            config.global_,
+            resource_limits=replace(limits, max_cpu=pool_cpu, max_memory_bytes=pool_memory),
+        ),
+        resource_sharing=replace(
+            sharing,
+            strategy="custom",
+            cpu_limit=None,
+            memory_limit_bytes=None,
+            per_project_limits=per_project,
+        ),
+    )
+    agents = {}
+    for project, found in workspace.agents.items():
+        changed = dict(found.agents)
+        for agent_name, definition in found.agents.items():
+            wanted = suggestions.get((project, agent_name))
+            if wanted is not None and wanted.cpu is not None and wanted.memory_bytes is not None:
+                changed[agent_name] = replace(
+                    definition,
+                    limits=replace(
+                        definition.limits,
+                        max_cpu=wanted.cpu,
+                        max_memory_bytes=wanted.memory_bytes,
+                    ),
+                )
+        agents[project] = replace(found, agents=changed)
+    return replace(workspace, config=new, agents=agents)
+
+
+def _mask(history: History, hours: range) -> Any:
+    import numpy as np
+
+    mask = np.zeros(history.n_hours, dtype=bool)
+    mask[list(hours)] = True
+    return mask
+
+
+def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
+    """Raise the pool in the patch when the suggested projects need more than it holds."""
+    pool = suggestions.pool
+    if pool.suggested_cpu is None or pool.suggested_memory is None:
+        return
+    raised: dict[str, Any] = {}
+    if pool.suggested_cpu > pool.cpu + 1e-9:
+        raised["maxCpu"] = (
+            int(pool.suggested_cpu) if pool.suggested_cpu.is_integer() else (pool.suggested_cpu)
+        )
+    if pool.suggested_memory > pool.memory_bytes:
+        raised["maxMemory"] = f"{pool.suggested_memory // MIB}MB"
+    if not raised:
+        return
+    # The pool is resource_sharing's cpuLimit/memoryLimit where given (never above the global
+    # maxima), else the global maxima: raise both.
+    suggestions.patch.setdefault("global", {})["resourceLimits"] = raised
+    sharing = workspace.config.resource_sharing
+    body = suggestions.patch.setdefault("resource_sharing", {})
+    if sharing.cpu_limit is not None and "maxCpu" in raised:
+        body["cpuLimit"] = raised["maxCpu"]
+    if sharing.memory_limit_bytes is not None and "maxMemory" in raised:
+        body["memoryLimit"] = raised["maxMemory"]
+    if not body:
+        del suggestions.patch["resource_sharing"]
 
 
 def _fit_all(
@@ -141,6 +405,7 @@ def _fit_all(
     params: TuneParameters,
     reference: datetime,
     hours: range,
+    held: dict[Key, float],
 ) -> dict[Key, tuple[Fit, Any]]:
     import numpy as np
 
@@ -156,6 +421,7 @@ def _fit_all(
             reference,
             params,
             current_memory=float(current) if current is not None else None,
+            held_seconds=held.get(key, 0.0),
         )
         if result.cpu is not None and result.memory_bytes is not None:
             result = Fit(
@@ -233,83 +499,80 @@ def _grant(
 
 
 def _fit_pool(
-    entities: dict[Key, tuple[Fit, Any]],
+    suggestions: dict[Key, EntitySuggestion],
     workspace: Workspace,
     allocation: Allocation,
     history: History,
     params: TuneParameters,
     priorities: dict[str, int],
 ) -> PoolFit:
+    """The pool the projects' suggestions need. When the pool in force cannot hold them, the
+    pool is raised to what they need, up to ``max_pool`` CPU; beyond that the CPU limits are fit
+    into ``max_pool`` by priority (flagged ``scaled_to_pool``; the report shows the slowdown
+    that leaves). Memory is never scaled under a suggestion (which is never under a peak): the
+    pool is raised to hold it, and a note says when that is more than the machine should give."""
     from devloop.config.allocation import Pool
 
-    # The base pool: custom limits are checked against it (a profile's pool scales them).
     base = workspace.config.pool
     pool = Pool(
         base.cpu if base.cpu is not None else allocation.pool.cpu,
         base.memory_bytes if base.memory_bytes is not None else allocation.pool.memory_bytes,
     )
     fitted = {
-        key[0]: result
-        for key, (result, _) in entities.items()
-        if not key[1] and result.cpu is not None and result.memory_bytes is not None
+        key[0]: entry
+        for key, entry in suggestions.items()
+        if not key[1] and entry.cpu is not None and entry.memory_bytes is not None
     }
     # Projects without a suggestion keep their current share inside the pool.
     reserved_cpu = sum(p.cpu for name, p in allocation.projects.items() if name not in fitted)
     reserved_mem = sum(
         p.memory_bytes for name, p in allocation.projects.items() if name not in fitted
     )
-    cpu_want = {n: float(r.cpu or 0.0) for n, r in fitted.items()}
-    mem_want = {n: float(r.memory_bytes or 0) for n, r in fitted.items()}
+    cpu_want = {n: float(e.cpu or 0.0) for n, e in fitted.items()}
     needed_cpu = sum(cpu_want.values()) + reserved_cpu
-    needed_mem = int(sum(mem_want.values()) + reserved_mem)
+    needed_mem = int(sum(e.memory_bytes or 0 for e in fitted.values()) + reserved_mem)
     fits = needed_cpu <= pool.cpu + 1e-9 and needed_mem <= pool.memory_bytes
     result = PoolFit(pool.cpu, pool.memory_bytes, needed_cpu, needed_mem, fits)
     if fits:
         return result
-    cpu = _grant(
-        cpu_want, {n: params.min_cpu for n in cpu_want}, pool.cpu - reserved_cpu, priorities
-    )
-    mem = _grant(
-        mem_want,
-        {n: float(params.min_memory) for n in mem_want},
-        float(pool.memory_bytes - reserved_mem),
-        priorities,
-    )
-    for name, original in fitted.items():
-        new_cpu = math.floor(cpu[name] * 10 + 1e-9) / 10
-        new_mem = math.floor(mem[name] / MIB + 1e-9) * MIB
-        if new_cpu < (original.cpu or 0) or new_mem < (original.memory_bytes or 0):
-            result.scaled.append(name)
-        entities[(name, "")] = (
-            Fit(
-                min(new_cpu, original.cpu or 0),
-                min(new_mem, original.memory_bytes or 0),
-                original.ticks,
-                original.seconds,
-                original.censored_cpu,
-                original.censored_memory,
-                original.leak,
-            ),
-            entities[(name, "")][1],
-        )
-    machine_cpu = 100.0
-    machine_mem = int(history.memory_total * params.machine_memory_share)
-    result.suggested_cpu = round_cpu(min(max(needed_cpu, pool.cpu), machine_cpu))
-    result.suggested_memory = min(round_memory(max(needed_mem, pool.memory_bytes)), machine_mem)
-    short = []
+    top = max(params.max_pool, pool.cpu)
+    result.suggested_cpu = round_cpu(min(max(needed_cpu, pool.cpu), top))
+    result.suggested_memory = round_memory(max(needed_mem, pool.memory_bytes))
+    parts = []
     if needed_cpu > pool.cpu + 1e-9:
-        short.append(f"CPU {needed_cpu:.1f}% against a pool of {pool.cpu:g}%")
+        parts.append(f"CPU {needed_cpu:.1f}% against a pool of {pool.cpu:g}%")
     if needed_mem > pool.memory_bytes:
-        short.append(f"memory {format_size(needed_mem)} against {format_size(pool.memory_bytes)}")
-    fit_machine = needed_cpu <= machine_cpu and needed_mem <= machine_mem
-    result.note = (
-        "the pool itself is too small: the projects' suggested limits need "
-        + " and ".join(short)
-        + "; they were scaled down to fit it, by priority. Suggested pool: "
-        f"{result.suggested_cpu:g}% CPU and {format_size(result.suggested_memory)} "
-        "(global.resourceLimits maxCpu/maxMemory)"
-        + ("" if fit_machine else ", as much as this machine allows, which is still short")
+        parts.append(f"memory {format_size(needed_mem)} against {format_size(pool.memory_bytes)}")
+    note = (
+        "the pool is too small for the limits the runs need ("
+        + " and ".join(parts)
+        + f"): the patch raises it to {result.suggested_cpu:g}% CPU and "
+        f"{format_size(result.suggested_memory)}"
     )
+    if needed_cpu > top + 1e-9:
+        granted = _grant(
+            cpu_want, {n: params.min_cpu for n in cpu_want}, top - reserved_cpu, priorities
+        )
+        for name, entry in fitted.items():
+            new_cpu = math.floor(granted[name] * 10 + 1e-9) / 10
+            if new_cpu < (entry.cpu or 0.0):
+                entry.needed_cpu = entry.cpu
+                entry.cpu = new_cpu
+                entry.scaled = True
+                result.scaled.append(name)
+        note += (
+            f", the largest allowed (--max-pool {top:g}%); even so the projects' CPU limits "
+            "were fit into it by priority, and the runs are slower than the target: see "
+            "each project's slowdown at the pool"
+        )
+    machine_mem = int(history.memory_total * params.machine_memory_share)
+    if machine_mem and result.suggested_memory > machine_mem:
+        note += (
+            f"; memory {format_size(result.suggested_memory)} is more than "
+            f"{params.machine_memory_share:.0%} of this machine's memory, but no limit is set "
+            "under a peak its runs reached"
+        )
+    result.note = note
     return result
 
 
@@ -420,6 +683,34 @@ def _rationale(
             "raised to feed it"
         )
     return text + "."
+
+
+def _why(entry: EntitySuggestion, params: TuneParameters) -> str:
+    """One sentence of why, for an entity whose runs were replayed (else the percentile's)."""
+    found = entry.objective or {}
+    if found.get("method") != "replay" or entry.cpu is None or entry.memory_bytes is None:
+        if found.get("why") and entry.cpu is not None:
+            return f"No runs recorded: {entry.rationale}"
+        return entry.rationale
+    target = f"{params.max_slowdown:g}x"
+    peak = found.get("runs_peak_memory_bytes")
+    memory = f"memory {format_size(entry.memory_bytes)} holds the runs' peak of " + (
+        format_size(peak) if peak else "0B"
+    )
+    if found.get("kept_current"):
+        return f"Keeps its current limit: {found['kept_current']}."
+    if entry.scaled and entry.needed_cpu is not None:
+        at_pool = entry.at_pool or {}
+        return (
+            f"Its {found['runs']} runs need {entry.needed_cpu:g}% CPU for a p95 slowdown of "
+            f"{target}, but the largest allowed pool grants {entry.cpu:g}% by priority: p95 "
+            f"slowdown {at_pool.get('p95')}x with every project at once; {memory}."
+        )
+    return (
+        f"{entry.cpu:g}% CPU is the smallest limit under which the replayed p95 slowdown of its "
+        f"{found['runs']} runs is at most {target} (their peak: "
+        f"{found.get('runs_peak_cpu_percent')}%); {memory}."
+    )
 
 
 def _hl(seconds: float) -> str:

@@ -26,6 +26,9 @@ KIND = "devloop-autotune-suggestions"
 #: Version 2 names projects, never paths. Version 1 named each file by its absolute path (so a
 #: copy of the workspace was tuned through the original's files); apply-tuning refuses it.
 VERSION = 2
+#: Additions that keep version 2 readable: 1 = limits by run slowdown (``objective``,
+#: ``at_pool``, run-based ``backtest``).
+MINOR = 1
 
 
 def sha256_file(path: Path) -> str | None:
@@ -86,29 +89,19 @@ class EntitySuggestion:
     rationale: str
     scaled: bool = False
     priority: int | None = None
+    #: How the CPU limit was found (see docs/autotune.md, suggestions.json).
+    objective: dict[str, Any] | None = None
+    #: The project's runs replayed with every project at once under the suggested pool.
+    at_pool: dict[str, Any] | None = None
+    #: What the runs need when the pool could not hold it (``cpu`` is what it grants).
+    needed_cpu: float | None = None
 
     @property
     def name(self) -> str:
         return f"{self.project}/{self.agent}" if self.agent else self.project
 
     def to_json(self) -> dict[str, Any]:
-        backtest = None
-        if self.backtest is not None:
-            backtest = {
-                "current": self.backtest.current.to_json(),
-                "suggested": self.backtest.suggested.to_json(),
-                "folds": [
-                    {
-                        "start_hour": f.start_hour,
-                        "hours": f.hours,
-                        "cpu_percent": f.cpu,
-                        "memory_bytes": f.memory_bytes,
-                        "ticks": int(f.side.ticks),
-                        "would_pause_ticks": int(f.side.would_pause),
-                    }
-                    for f in self.backtest.folds
-                ],
-            }
+        backtest = None if self.backtest is None else self.backtest.to_json()
         suggested = (
             None
             if self.cpu is None or self.memory_bytes is None
@@ -136,6 +129,9 @@ class EntitySuggestion:
             },
             "censoring": self.censoring,
             "leak": self.leak,
+            "objective": self.objective,
+            "at_pool": self.at_pool,
+            "needed_cpu_percent": self.needed_cpu,
             "backtest": backtest,
             "rationale": self.rationale,
         }
@@ -210,6 +206,7 @@ class Suggestions:
         return {
             "kind": KIND,
             "version": VERSION,
+            "minor": MINOR,
             "generated_at": iso(self.generated_at),
             "period": {
                 "start": iso(self.selection.start),
@@ -237,6 +234,8 @@ class Suggestions:
                 "block_hours": self.block_hours,
                 "folds": max(0, blocks(self.history)[1] - 1),
                 "totals": {side: total.to_json() for side, total in self.totals.items()},
+                "totals_note": "every run replayed with all the others under the current "
+                "configuration and under the suggested one (pool included), in-sample",
             },
             "notes": list(self.notes),
             "patch": self.patch,

@@ -1,0 +1,172 @@
+"""Autotune by run slowdown, on real stores built by hand: a 4-core machine, a tick a second, runs
+recorded in the ``runs`` table with their processes' ticks in ``samples``."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from devloop.store import write_table
+from devloop.store.columns import PROCESSES, RUNS, SAMPLES
+from devloop.tune import TuneParameters, autotune
+
+MB = 1 << 20
+GB = 1 << 30
+T0 = datetime(2026, 1, 5, 8, 0, 0, tzinfo=UTC)
+PARAMS = TuneParameters(min_history=60, min_samples=10, half_life=1e9, min_memory=0)
+
+
+def row(columns: Any, **values: Any) -> dict[str, Any]:
+    return {column.name: values.get(column.name) for column in columns}
+
+
+def build(
+    folder: Path,
+    runs: list[tuple[str, str, int, list[float], list[int]]],
+    *,
+    limits: dict[str, Any],
+    per_project: dict[str, Any] | None = None,
+    projects: list[tuple[str, int]] = (("api", 2),),  # type: ignore[assignment]
+) -> Path:
+    """A workspace whose ``runs`` are (project, agent, start second, cores per tick, rss per
+    tick), each one process sampled at every tick of its life."""
+    folder.mkdir(parents=True)
+    sharing: dict[str, Any] = {"strategy": "custom" if per_project else "equal"}
+    if per_project:
+        sharing["perProjectLimits"] = per_project
+    (folder / "workspace.json").write_text(json.dumps({
+        "workspace_name": "bursty",
+        "projects": [{"name": n, "path": n, "priority": p} for n, p in projects],
+        "global": {"resourceLimits": limits},
+        "resource_sharing": sharing,
+    }))  # fmt: skip
+    root = folder / "metrics"
+    end = max(start + len(cores) for _, _, start, cores, _ in runs) + 5
+    at = [T0 + timedelta(seconds=s) for s in range(end)]
+    write_table(root, "system", pa.Table.from_pylist(
+        [{"ts": ts, "host": "h", "cores": 4, "cpu_busy_cores": 1.0, "mem_total_bytes": 16 * GB,
+          "mem_used_bytes": 4 * GB} for ts in at]))  # fmt: skip
+    run_rows, process_rows, sample_rows = [], [], []
+    for n, (project, agent, start, cores, rss) in enumerate(runs):
+        begin, stop = T0 + timedelta(seconds=start), T0 + timedelta(seconds=start + len(cores))
+        run_id, pid = f"r{n}", 1000 + n
+        run_rows.append(row(
+            RUNS, ts=stop, host="h", run_id=run_id, project=project, agent=agent,
+            trigger="watch", status="complete", queued=begin, started=begin, ended=stop,
+            paused_seconds=0.0, throttled_seconds=0.0, cpu_user_seconds=float(sum(cores)),
+            cpu_system_seconds=0.0, max_rss_bytes=max(rss)))  # fmt: skip
+        process_rows.append(row(
+            PROCESSES, ts=begin + timedelta(seconds=1), host="h", pid=pid, start_time=begin,
+            project=project, agent=agent, run_id=run_id))  # fmt: skip
+        for i, (c, m) in enumerate(zip(cores, rss, strict=True)):
+            sample_rows.append(row(
+                SAMPLES, ts=begin + timedelta(seconds=i + 1), host="h", project=project,
+                agent=agent, pid=pid, start_time=begin, cpu_cores=c, rss_bytes=m,
+                state="running"))  # fmt: skip
+    write_table(root, "runs", pa.Table.from_pylist(run_rows))
+    write_table(root, "processes", pa.Table.from_pylist(process_rows))
+    write_table(root, "samples", pa.Table.from_pylist(sample_rows))
+    return folder
+
+
+def bursts(count: int, *, cores: float = 3.0, gap: int = 100, rss: int = 100 * MB,
+           project: str = "api", agent: str = "tests", offset: int = 0):  # fmt: skip
+    """``count`` runs of 10 ticks at ``cores`` (3 cores = 75 % of 4), one every ``gap``."""
+    return [(project, agent, offset + i * gap, [cores] * 10, [rss] * 10) for i in range(count)]
+
+
+THROTTLE = {"maxCpu": 100, "maxMemory": "8GB", "enforcementAction": "throttle"}
+PAUSE = {"maxCpu": 100, "maxMemory": "8GB", "enforcementAction": "pause"}
+
+
+def test_a_bursty_agent_is_suggested_what_keeps_its_runs_within_the_target(tmp_path):
+    # 80 runs of 10 ticks at 75 % of the machine, idle 90 s between (cores exact in float32).
+    ws = build(tmp_path / "ws", bursts(80), limits=THROTTLE)
+    result = autotune(ws, params=PARAMS)
+    for name, entry in (("api", result.projects["api"]), ("api/tests", result.agents["api/tests"])):
+        # Throttled at c %, a run's first tick runs free (the check sees it a tick later) and
+        # the 9 others take 75 / c ticks each: (1 + 9 x 75 / c) / 10 <= 1.10 gives c >= 67.5,
+        # on the 0.1 grid exactly.
+        assert entry.cpu == 67.5, name
+        assert entry.objective is not None and entry.objective["method"] == "replay"
+        assert entry.objective["p95_at_needed"] == 1.1
+        # Never below the burst level less what the free first tick and the target allow:
+        # 75 x 9 / (10 x 1.10 - 1) = 67.5.
+        assert entry.cpu >= 75 * 9 / (10 * 1.10 - 1) - 1e-9
+        assert "smallest limit under which the replayed p95 slowdown" in entry.rationale
+
+    # Under pause, a run over its limit stops for the minimum pause: only the burst level fits.
+    ws = build(tmp_path / "pause", bursts(80), limits=PAUSE)
+    assert autotune(ws, params=PARAMS).agents["api/tests"].cpu == 75.0
+
+
+def test_a_current_limit_that_does_better_is_kept_with_the_reason(tmp_path):
+    # Day 1 (the fit): small runs at 25 %. Day 2 (the replay): bursts at 75 %. The fit on day
+    # 1 gives 22.5 %, which slows day 2's runs; the current 100 % limit slows none: kept.
+    runs = bursts(30, cores=1.0) + bursts(30, offset=86_400)
+    ws = build(tmp_path / "ws", runs, limits=THROTTLE, per_project={"api": {"maxCpu": 100,
+               "maxMemory": "4GB"}})  # fmt: skip
+    result = autotune(ws, params=PARAMS)
+    entry = result.projects["api"]
+    data = result.to_json()["projects"]["api"]
+    assert data["backtest"]["folds"][0]["cpu_percent"] == 22.5
+    assert data["backtest"]["current"]["p95"] == 1.0
+    # day 2 under 22.5 %: (1 + 9 x 75 / 22.5) / 10 = 3.1
+    assert data["backtest"]["suggested"]["p95"] == 3.1
+    assert (entry.cpu, entry.memory_bytes) == (100.0, 4 * GB)
+    assert entry.objective is not None
+    assert entry.objective["kept_current"] == (
+        "its backtested p95 slowdown would be 3.10x against 1.00x under the current limit"
+    )
+    assert entry.rationale.startswith("Keeps its current limit: its backtested p95")
+
+
+def test_memory_is_never_under_a_run_peak_and_a_run_over_it_fails(tmp_path):
+    # 20 runs of 100 MB, then one of 300 MB on day 2: fitted on day 1, the limit (100 MB +
+    # 15 %) is under that run's peak, so the backtest counts it failed; the current 1 GB does
+    # not: never worse keeps 1 GB. The final suggestion itself is never under 300 MB.
+    runs = bursts(20, cores=0.4) + bursts(1, cores=0.4, rss=300 * MB, offset=86_400)
+    ws = build(tmp_path / "ws", runs, limits=THROTTLE, per_project={"api": {"maxCpu": 100,
+               "maxMemory": "1GB"}})  # fmt: skip
+    result = autotune(ws, params=PARAMS)
+    data = result.to_json()["projects"]["api"]
+    assert data["backtest"]["folds"][0]["memory_bytes"] == 115 * MB
+    assert data["backtest"]["suggested"]["failed_memory"] == 1
+    assert data["backtest"]["current"]["failed_memory"] == 0
+    assert data["objective"]["kept_current"].startswith("1 runs would fail on memory")
+    assert result.projects["api"].memory_bytes == GB
+    # the agent's own fit over the whole history holds the 300 MB peak plus 15 %
+    ws2 = build(tmp_path / "ws2", runs[-1:] + bursts(20, cores=0.4, offset=100_000),
+                limits=THROTTLE)  # fmt: skip
+    agent = autotune(ws2, params=PARAMS).agents["api/tests"]
+    assert agent.memory_bytes == 345 * MB  # ceil(300 MB x 1.15) in whole MiB
+
+
+def test_limits_the_pool_cannot_hold_raise_it_up_to_max_pool(tmp_path):
+    # Two projects, each bursting at 75 % by turns: each needs 75 % alone (pause), 150 % in all.
+    runs = bursts(20, project="a", agent="t") + bursts(20, project="b", agent="t", offset=50)
+    limits = {**PAUSE, "maxCpu": 60}
+    ws = build(tmp_path / "ws", runs, limits=limits, projects=[("a", 0), ("b", 3)])
+    result = autotune(ws, params=PARAMS)
+    pool = result.to_json()["pool"]
+    assert pool["fits"] is False
+    assert pool["needed"]["cpu_percent"] == 150.0
+    assert pool["suggested"]["cpu_percent"] == 90.0  # the default --max-pool
+    assert result.patch["global"] == {"resourceLimits": {"maxCpu": 90}}
+    # fit into 90 % by priority (a: priority 0 weighs 4, b: 1), each keeping the 1 % floor
+    a, b = result.projects["a"], result.projects["b"]
+    assert (a.needed_cpu, b.needed_cpu) == (75.0, 75.0)
+    assert a.scaled and b.scaled and a.cpu is not None and b.cpu is not None
+    assert a.cpu > b.cpu and a.cpu + b.cpu <= 90.0
+    # the report shows the slowdown that leaves: b's runs are paused at its share
+    assert b.at_pool is not None and b.at_pool["p95"] is None or b.at_pool["p95"] > 1.10
+    assert "the largest allowed pool grants" in b.rationale
+    # raised within max_pool when it is enough
+    ws = build(tmp_path / "ws2", runs, limits=limits, projects=[("a", 0), ("b", 3)])
+    result = autotune(ws, params=TuneParameters(**{**PARAMS.__dict__, "max_pool": 100}))
+    assert result.to_json()["pool"]["suggested"]["cpu_percent"] == 100.0
+    assert not result.projects["a"].scaled
