@@ -175,6 +175,11 @@ def test_a_sigkilled_devloop_leaves_a_paused_agent_that_the_next_start_resumes(
         try:
             wait_until(lambda: proc_state(burner.pid) == "T")
             wait_until(lambda: (folder / ".paused-processes.json").exists())
+            # The watchdog would continue the agent the moment its enforcer dies (see
+            # test_watchdog.py): stop it first, to test the next start's own recovery.
+            watchdog = folder / ".watchdog.lock"
+            wait_until(lambda: watchdog.exists() and watchdog.read_text().strip() != "")
+            os.kill(int(watchdog.read_text()), signal.SIGKILL)
         finally:
             collector.kill()
             collector.wait()

@@ -55,6 +55,7 @@ from devloop.core.policy import (
     Usage,
 )
 from devloop.core.signals import PauseJournal, ProcessRef
+from devloop.core.watchdog import Guard
 from devloop.errors import UsageError
 
 if TYPE_CHECKING:
@@ -131,7 +132,8 @@ class ResourceManager:
         folder = self.workspace.dir
         self.log_path = folder / LOG_NAME
         self.state_path = folder / state.STATE_NAME
-        self.journal = PauseJournal(folder / JOURNAL_NAME)
+        self.guard = Guard(folder / JOURNAL_NAME, self.log_path)
+        self.journal = PauseJournal(folder / JOURNAL_NAME, arm=self._arm, disarm=self.guard.disarm)
 
     # --- limits ----------------------------------------------------------------------------
 
@@ -452,10 +454,25 @@ class ResourceManager:
                 resumed.append((action.project or "", action.agent or ""))
             return resumed
 
+    def _arm(self) -> None:
+        """Before the journal lists a process to stop: hold the enforcer lock, and make sure a
+        watchdog continues what we stop should we die (:mod:`devloop.core.watchdog`)."""
+        try:
+            self.guard.arm()
+        except OSError as exc:  # the journal is still written: the next start recovers it
+            logger.warning("no watchdog for %s: %s", self.workspace.dir, exc)
+
     def recover(self) -> list[signals.JournalEntry]:
-        """Continue what a previous devloop, killed with SIGKILL, left stopped."""
+        """Continue what a previous devloop, killed with SIGKILL, left stopped, unless its
+        watchdog does it or an enforcer alive owns the journal (then it is not left over).
+
+        What is continued runs unenforced from then on unless this devloop enforces: said on
+        stderr, since the alternative, an agent stopped for good, is worse."""
         with self._lock:
-            entries = self.journal.recover()
+            if not self.journal.path.exists():
+                return []  # nothing to recover: touch no lock
+            with self.guard.alone() as alone:
+                entries = self.journal.recover() if alone else []
             now = time.time()
             by_agent: dict[AgentKey, list[int]] = {}
             for entry in entries:
@@ -464,6 +481,11 @@ class ResourceManager:
                 self._record(Action("recover", "agent", project, agent, tuple(pids),
                                     message="left stopped by a devloop that was killed; "
                                             "continued"), now)  # fmt: skip
+                logger.warning(
+                    "continued %s/%s (pids %s), left stopped by a devloop that was killed; "
+                    "its limits are enforced only while a devloop enforces the workspace",
+                    project, agent, " ".join(map(str, pids)),
+                )  # fmt: skip
             return entries
 
     def close(self) -> None:
@@ -482,6 +504,8 @@ class ResourceManager:
                 for action in self._carry_out(decisions, Usage(now, 1, {})):
                     self._record(action, now)
             finally:
+                # whatever is still journaled now, the watchdog continues once we let go
+                self.guard.disarm()
                 if self.enforce:
                     state.remove(self.workspace.dir)
                 if self._fed:

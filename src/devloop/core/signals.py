@@ -8,8 +8,8 @@ and that it is devloop's: tagged with the project's ``DEVLOOP_PROJECT`` (childre
 tag) or started by this devloop process.
 
 Stopped trees are written to a :class:`PauseJournal` *before* the first SIGSTOP, so that a devloop
-killed with SIGKILL leaves a record the next start reads to SIGCONT them
-(:meth:`PauseJournal.recover`).
+killed with SIGKILL leaves a record that its watchdog (:mod:`devloop.core.watchdog`), or else the
+next start, reads to SIGCONT them (:meth:`PauseJournal.recover`).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from devloop._atomic import atomic_write_text
-from devloop.collector.model import TAG_PROJECT
+from devloop.tags import TAG_PROJECT
 
 _PROC = "/proc"
 _LINUX = sys.platform.startswith("linux") and os.path.exists(f"{_PROC}/self/stat")
@@ -301,11 +301,22 @@ class PauseJournal:
 
     VERSION = 1
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        arm: Callable[[], None] | None = None,
+        disarm: Callable[[], None] | None = None,
+    ) -> None:
+        """``arm`` is called before new entries are written (so before their processes are
+        stopped), ``disarm`` once the journal is empty again: the enforcer's hold on its
+        watchdog (:class:`devloop.core.watchdog.Guard`)."""
         self.path = Path(path)
         self._boot = boot_id()
         self._entries: dict[ProcessRef, JournalEntry] = {}
         self._lock = threading.RLock()  # the throttler's thread writes it too
+        self._arm = arm
+        self._disarm = disarm
 
     def add(self, project: str, agent: str, processes: Iterable[ProcessRef]) -> None:
         with self._lock:
@@ -313,15 +324,14 @@ class PauseJournal:
 
     def _add(self, project: str, agent: str, processes: Iterable[ProcessRef]) -> None:
         now = time.time()
-        changed = False
-        for process in processes:
-            if process not in self._entries:
-                self._entries[process] = JournalEntry(
-                    process.pid, process.start, project, agent, now
-                )
-                changed = True
-        if changed:
-            self._write()
+        new = [p for p in dict.fromkeys(processes) if p not in self._entries]
+        if not new:
+            return
+        if self._arm is not None:
+            self._arm()
+        for process in new:
+            self._entries[process] = JournalEntry(process.pid, process.start, project, agent, now)
+        self._write()
 
     def remove(self, processes: Iterable[ProcessRef]) -> None:
         with self._lock:
@@ -338,6 +348,8 @@ class PauseJournal:
     def _write(self) -> None:
         if not self._entries:
             self.path.unlink(missing_ok=True)
+            if self._disarm is not None:
+                self._disarm()
             return
         data = {
             "version": self.VERSION,
