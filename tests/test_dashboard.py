@@ -1,4 +1,5 @@
-"""The live dashboard: snapshots, the screen as a pure function, and the real command in a pty."""
+"""The live dashboard: snapshots, the screen as a pure function, viewing that never writes,
+recording that enforces, and the real command in a pty."""
 
 from __future__ import annotations
 
@@ -7,19 +8,26 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 from rich.console import Console
 
 from devloop.config import load_workspace
+from devloop.config.models import Workspace
+from devloop.dashboard.app import ANOTHER, NOT_RECORDING, RECORDING, run_dashboard, who_records
 from devloop.dashboard.data import DashboardData, Event, History, Run, bucket, load
 from devloop.dashboard.screen import bar, build_screen, layout, resample, sparkline
 from devloop.dashboard.snapshot import (
@@ -34,11 +42,16 @@ from devloop.dashboard.snapshot import (
 from devloop.simulate import simulate
 from devloop.store import write_table
 from devloop.store.columns import RUNS
+from devloop.store.lock import writer_lock
 from devloop.store.query import connect
-from tests.helpers.procs import helpers
+from tests.helpers.procs import helpers, proc_state, wait_until
 
 DEADLINE = 60.0  # generous: a loaded 2-core machine may take long to start Python and DuckDB
 GIB = 1024**3
+RUN = uuid.uuid4().hex[:8]
+#: Projects of the recording tests: unique, so that no other suite's tagged process is enforced.
+BUSY = f"busy-{RUN}"
+CALM = f"calm-{RUN}"
 
 
 def state_fixture(pid: int | None = None, ts: float | None = None) -> dict:
@@ -286,8 +299,120 @@ def test_the_last_runs_panel_shows_exit_and_duration(sim, tmp_path):
         "Latest events"
     ) in text
     # a store without runs shows no panel
-    quiet = load(connect(sim / "metrics"), load_workspace(sim))
+    quiet = load(connect(tmp_path / "quiet"), load_workspace(sim))
     assert quiet.runs == () and "Last runs" not in _render(quiet, 100)
+
+
+# --- viewing never writes; recording records and enforces -----------------------------------
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder``: its size and modification time, by relative path."""
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def copy_of(sim: Path, tmp_path: Path) -> Path:
+    """A copy of the simulated workspace, free to change."""
+    target = tmp_path / "copy" / ".devloop-workspace"
+    shutil.copytree(sim, target)
+    return target
+
+
+def recording_workspace(folder: Path, check_interval: float = 0.5) -> Workspace:
+    """A fresh workspace whose BUSY project may use 10 % of the machine (pause beyond)."""
+    folder.mkdir(parents=True)
+    data = {
+        "workspace_name": "recording",
+        "projects": [{"name": BUSY, "path": "busy"}, {"name": CALM, "path": "calm"}],
+        "global": {"resourceLimits": {
+            "maxCpu": 60, "maxMemory": "2GB", "checkInterval": check_interval,
+            "enforcementAction": "pause", "resumeThreshold": 0.8,
+        }},
+        "resource_sharing": {"strategy": "custom", "perProjectLimits": {
+            BUSY: {"maxCpu": 10, "maxMemory": "1GB"}, CALM: {"maxCpu": 20, "maxMemory": "1GB"},
+        }},
+    }  # fmt: skip
+    (folder / "workspace.json").write_text(json.dumps(data))
+    return load_workspace(folder)
+
+
+Until = Callable[[str], bool]
+
+
+class Screen(io.StringIO):
+    """What rich draws for a terminal; sets ``stop`` (quits the dashboard) once ``until()``."""
+
+    def __init__(self, stop: threading.Event, until: Until) -> None:
+        super().__init__()
+        self.stop, self.until = stop, until
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.until(ANSI.sub("", self.getvalue())):
+            self.stop.set()
+        return written
+
+
+def headless(workspace: Workspace, until: Until, **options: Any) -> str:
+    """Run the dashboard in this process, without a terminal, until ``until(screen text)``
+    (or DEADLINE); returns the screen's text."""
+    stop = threading.Event()
+    screen = Screen(stop, until)
+    console = Console(file=screen, width=140, height=60, force_terminal=True, color_system=None)
+    timer = threading.Timer(DEADLINE, stop.set)
+    timer.start()
+    try:
+        run_dashboard(workspace, refresh=0.1, keys=io.StringIO(), console=console, stop=stop,
+                      **options)  # fmt: skip
+    finally:
+        timer.cancel()
+    text = ANSI.sub("", screen.getvalue())
+    assert until(text), f"the screen never showed what was awaited:\n{text[-3000:]}"
+    return text
+
+
+def test_viewing_leaves_every_file_of_the_workspace_unchanged(sim, tmp_path):
+    folder = copy_of(sim, tmp_path)
+    before = tree(folder.parent)
+    text = headless(load_workspace(folder),
+                    lambda t: f"collector: {NOT_RECORDING}" in t and "proj-3" in t)  # fmt: skip
+    assert "DevLoop" in text and "Workspace" in text
+    assert tree(folder.parent) == before  # names, sizes and modification times
+
+
+def test_the_status_line_says_who_records(sim, tmp_path):
+    folder = copy_of(sim, tmp_path)
+    workspace = load_workspace(folder)
+    assert who_records(workspace, None) == NOT_RECORDING  # no lock file: never recorded
+    collector = writer_lock(folder / "metrics")  # as a running collector holds it
+    try:
+        assert who_records(workspace, None) == ANOTHER
+        before = tree(folder.parent)
+        text = headless(workspace, lambda t: f"collector: {ANOTHER}" in t, record=True)
+        assert tree(folder.parent) == before  # asked to record, it leaves that to the collector
+        assert RECORDING not in text
+    finally:
+        collector.release()
+    assert who_records(workspace, None) == NOT_RECORDING
+
+
+def test_recording_records_enforces_and_stops_cleanly(tmp_path):
+    folder = tmp_path / ".devloop-workspace"
+    workspace = recording_workspace(folder)
+    text = headless(workspace, lambda t: "enforcement pause" in t and "tick " in t, record=True)
+    # the live state only an enforcer writes was on the screen, with this dashboard as collector
+    assert f"collector: {RECORDING}" in text
+    db = connect(folder / "metrics")
+    assert db.execute("SELECT count(*) FROM system").fetchall()[0][0] >= 1
+    actions = [r[0] for r in db.execute("SELECT action FROM events ORDER BY ts").fetchall()]
+    assert actions[0] == "start" and actions[-1] == "stop"
+    assert not list((folder / "metrics" / "_spool").glob("*.seg"))  # every tick in Parquet
+    assert not (folder / STATE_FILE).exists()  # the enforcement ended
+    assert who_records(workspace, None) == NOT_RECORDING  # and released the store
 
 
 # --- the real command in a pseudo-terminal ---------------------------------------------------
@@ -363,57 +488,96 @@ class Terminal:
         os.close(self.master)
 
 
+def dashboard_argv(folder: Path, *options: str) -> list[str]:
+    return [sys.executable, "-m", "devloop", "workspace", "dashboard", "--workspace-dir",
+            str(folder), "--refresh", "1s", *options]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_the_dashboard_in_a_terminal_shows_projects_limits_and_the_paused_agent(sim):
-    (sim / STATE_FILE).write_text(json.dumps(state_fixture()))
+def test_the_dashboard_in_a_terminal_shows_projects_limits_and_the_paused_agent(sim, tmp_path):
+    folder = copy_of(sim, tmp_path)
+    (folder / STATE_FILE).write_text(json.dumps(state_fixture()))
+    before = tree(folder.parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVLOOP_")}
     env["NO_COLOR"] = "1"
-    argv = [sys.executable, "-m", "devloop", "workspace", "dashboard", "--workspace-dir",
-            str(sim), "--refresh", "1s", "--metrics", "cpu,memory,agents"]  # fmt: skip
-    with helpers() as start:
-        # a real agent process of proj-3, not in the state file: the dashboard's own
-        # recorder sees it and shows it running
-        agent = start("sleep", tags=("proj-3", "live-agent"))
-        terminal = Terminal(argv, columns=100, lines=40, env=env)
-        try:
-            screen = terminal.read_until(
-                "collector: this dashboard", "proj-3/live-agent", "q quits", "/ 30%", "/ 1GB"
-            )
-            assert "proj-1" in screen and "proj-2" in screen
-            assert "enforcement pause" in screen
-            assert re.search(r"proj-1/linter\s+paused", screen)
-            assert re.search(r"proj-3/live-agent\s+running", screen)
-            terminal.send(b"q")
-            assert terminal.wait() == 0
-        finally:
-            terminal.close()
-            (sim / STATE_FILE).unlink()
-        assert agent.proc.poll() is None
+    argv = dashboard_argv(folder, "--metrics", "cpu,memory,agents")
+    terminal = Terminal(argv, columns=100, lines=40, env=env)
+    try:
+        screen = terminal.read_until("collector: none running", "q quits", "/ 30%", "/ 1GB")
+        assert "proj-1" in screen and "proj-2" in screen
+        assert "enforcement pause" in screen
+        assert re.search(r"proj-1/linter\s+paused", screen)
+        terminal.send(b"q")
+        assert terminal.wait() == 0
+    finally:
+        terminal.close()
     raw = terminal.raw.decode("utf-8", "replace")
     assert not COLOUR.search(raw), "NO_COLOR is set, yet colours were sent"
-    # the dashboard recorded the workspace while it ran, and released the store
-    db = connect(sim / "metrics")
-    seen = db.execute("SELECT count(*) FROM samples WHERE project = 'proj-3' "
-                      "AND agent = 'live-agent' AND pid = ?", [agent.pid]).fetchone()  # fmt: skip
-    assert seen is not None and seen[0] >= 1
-    actions = [r[0] for r in db.execute("SELECT action FROM events ORDER BY ts").fetchall()]
-    assert actions[-2:] == ["start", "stop"]
+    # viewing wrote nothing: no lock, no spool, no new hour, no event
+    assert tree(folder.parent) == before
+
+
+def _last_tick(screen: str) -> str:
+    """The newest tick time the screen showed (HH:MM:SS)."""
+    found: list[str] = re.findall(r"tick (\d\d:\d\d:\d\d) UTC", screen)
+    assert found, screen[-3000:]
+    return found[-1]
 
 
 @pytest.mark.slow
-def test_ctrl_c_quits_cleanly_and_colour_is_on_without_no_color(sim):
+def test_with_record_it_records_enforces_and_stores_its_last_ticks_on_q(tmp_path):
+    folder = tmp_path / ".devloop-workspace"
+    recording_workspace(folder, check_interval=1.0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVLOOP_")}
+    env["NO_COLOR"] = "1"
+    with helpers() as start:
+        calm = start("sleep", tags=(CALM, "watcher"))
+        terminal = Terminal(dashboard_argv(folder, "--record"), columns=120, lines=40, env=env)
+        try:
+            terminal.read_until(f"collector: {RECORDING}", f"{CALM}/watcher", "q quits")
+            # an agent started while the dashboard records is held to its limits
+            burner = start("busy", tags=(BUSY, "burner"))
+            wait_until(lambda: proc_state(burner.pid) == "T", timeout=DEADLINE)
+            screen = terminal.read_until(f"{BUSY}/burner")
+            terminal.send(b"q")
+            assert terminal.wait() == 0
+            screen = terminal.text()
+        finally:
+            terminal.close()
+        # quitting resumed what it paused, and left the other agent alone throughout
+        wait_until(lambda: proc_state(burner.pid) != "T")
+        assert proc_state(calm.pid) != "T"
+    db = connect(folder / "metrics")
+    pauses = db.execute("SELECT project, agent FROM events WHERE action = 'pause'").fetchall()
+    assert (BUSY, "burner") in pauses
+    seen = db.execute("SELECT count(*) FROM samples WHERE pid = ?", [burner.pid]).fetchone()
+    assert seen is not None and seen[0] >= 1
+    actions = [r[0] for r in db.execute("SELECT action FROM events ORDER BY ts").fetchall()]
+    assert actions[0] == "start" and actions[-1] == "stop"
+    # its last ticks reached the store: at least up to the newest one on the screen, all in
+    # Parquet, and the store is free for the next collector
+    newest = db.execute("SELECT strftime(max(ts), '%H:%M:%S') FROM system").fetchone()
+    assert newest is not None and newest[0] >= _last_tick(screen)
+    assert not list((folder / "metrics" / "_spool").glob("*.seg"))
+    assert not (folder / STATE_FILE).exists()
+    assert who_records(load_workspace(folder), None) == NOT_RECORDING
+
+
+@pytest.mark.slow
+def test_ctrl_c_quits_cleanly_and_colour_is_on_without_no_color(sim, tmp_path):
+    folder = copy_of(sim, tmp_path)
+    before = tree(folder.parent)
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "DEVLOOP_PROJECT")}
-    argv = [sys.executable, "-m", "devloop", "workspace", "dashboard", "--workspace-dir",
-            str(sim), "--refresh", "1s", "--no-record"]  # fmt: skip
-    terminal = Terminal(argv, columns=80, lines=30, env=env)
+    terminal = Terminal(dashboard_argv(folder, "--no-record"), columns=80, lines=30, env=env)
     try:
-        screen = terminal.read_until("not started (--no-record)", "q quits", "proj-3")
+        screen = terminal.read_until("collector: none running", "q quits", "proj-3")
         assert "Workspace" in screen
         terminal.send(b"\x03")  # Ctrl-C, through the terminal's line discipline
         assert terminal.wait() == 0
     finally:
         terminal.close()
     assert COLOUR.search(terminal.raw.decode("utf-8", "replace"))
+    assert tree(folder.parent) == before
 
 
 def test_bad_options_are_refused_before_anything_runs(sim):
@@ -430,3 +594,6 @@ def test_bad_options_are_refused_before_anything_runs(sim):
     result = CliRunner().invoke(cli, [*base, "--refresh", "0s"])
     assert result.exit_code == 2
     assert "Invalid value for --refresh: must be above 0, got '0s'" in result.stderr
+    result = CliRunner().invoke(cli, [*base, "--profile", "dev"])
+    assert result.exit_code == 2
+    assert "Error: --profile is the profile to enforce: it needs --record" in result.stderr

@@ -543,7 +543,9 @@ def sql(
 ) -> None:
     """Run a SQL STATEMENT over the views samples, processes, system, events, limits, runs.
 
-    --start/--end/--period and --project/--agent narrow every view first.
+    --start/--end/--period and --project/--agent narrow every view first. Read-only: one
+    query (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN of a query) runs;
+    writes, COPY, ATTACH, INSTALL/LOAD, SET, PRAGMA and files outside the store are refused.
 
     \b
     Example:

@@ -50,36 +50,51 @@ def metrics_value(text: str) -> tuple[str, ...]:
     "--window", default="5m", show_default=True, help="The span of the projects' sparklines."
 )
 @click.option(
-    "--no-record",
-    is_flag=True,
-    help="Only read the store; do not record the workspace when no collector runs.",
+    "--record/--no-record",
+    default=False,
+    show_default=True,
+    help="Also record and enforce the workspace while no collector runs, as `devloop "
+    "workspace collect --enforce` does. Without it the dashboard only reads the store.",
 )
+@click.option("--profile", help="With --record: the resource profile to enforce (default: "
+              "DEVLOOP_RESOURCE_PROFILE or the time windows).")  # fmt: skip
 def dashboard(
-    workspace_dir: Path | None, refresh: str, metrics_text: str, window: str, no_record: bool
+    workspace_dir: Path | None,
+    refresh: str,
+    metrics_text: str,
+    window: str,
+    record: bool,
+    profile: str | None,
 ) -> None:
     """A live terminal dashboard of the workspace's usage against its limits.
 
     Workspace CPU and memory bars against the pool, one row per project with bars and a
     sparkline of the last minutes, the agents with their state (running, paused, throttled,
-    queued, idle) and the latest enforcement events. It records the workspace itself unless a
-    collector already does (then it reads that collector's ticks). q or Ctrl-C quits.
-    Honours NO_COLOR.
+    queued, idle) and the latest enforcement events. It only reads the store and never
+    changes it; the status line says when no collector runs. With --record it is the
+    collector and enforcer itself while no other collector runs, and on quitting it stores
+    its last ticks and resumes the agents it paused. q or Ctrl-C quits. Honours NO_COLOR.
 
     \b
     Example:
       devloop workspace dashboard --workspace-dir .devloop-workspace --refresh 5s \\
           --metrics cpu,memory,agents
+      devloop workspace dashboard --record
     """
     from devloop.config import load_workspace
     from devloop.dashboard.app import run_dashboard
 
+    if profile is not None and not record:
+        raise click.UsageError("--profile is the profile to enforce: it needs --record")
     every = duration_value(refresh, "--refresh")
     span = duration_value(window, "--window")
     assert every is not None and span is not None  # both have defaults
     metrics = metrics_value(metrics_text)
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
-    run_dashboard(loaded, refresh=every, metrics=metrics, window=span, record=not no_record)
+    run_dashboard(
+        loaded, refresh=every, metrics=metrics, window=span, record=record, profile=profile
+    )
 
 
 @click.command()

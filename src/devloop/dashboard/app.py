@@ -1,10 +1,13 @@
 """The live dashboard: read a frame, draw it, wait for a key or the next refresh.
 
-:func:`run_dashboard` records the workspace itself (a :class:`~devloop.runner.record.Recorder`
-ticking in a background thread) unless a collector already holds the store, in which case it
-only reads what that collector writes. Keys are read from the terminal in cbreak mode (no Enter
-needed, Ctrl-C still interrupts): ``q`` quits. Ctrl-C and SIGTERM quit too, cleanly: the
-recorder flushes and releases the store and the terminal is restored.
+Viewing never writes: :func:`run_dashboard` only reads the store, whoever records it, and its
+status line says when nobody does (and how to start a collector). With ``record`` it is the
+workspace's collector and enforcer itself, as ``devloop workspace collect --enforce`` is (a
+:class:`~devloop.runner.record.Recorder` ticking in a background thread), unless a collector
+already holds the store, in which case it reads what that collector writes. Keys are read from
+the terminal in cbreak mode (no Enter needed, Ctrl-C still interrupts): ``q`` quits. Ctrl-C and
+SIGTERM quit too, cleanly: the recorder takes its last tick's rows to the store, resumes every
+agent it paused and releases the store, and the terminal is restored.
 """
 
 from __future__ import annotations
@@ -69,16 +72,27 @@ def wait_for_key(fd: int | None, timeout: float, stop: threading.Event) -> bool:
     return not data or any(byte in QUIT_KEYS for byte in data)
 
 
-def start_recorder(
-    workspace: Workspace, interval: float, stop: threading.Event, failures: list[str]
-) -> tuple[Recorder | None, threading.Thread | None]:
-    """Start recording in a thread; (None, None) when another collector holds the store.
+#: The status line's "collector:" when nobody records the store.
+NOT_RECORDING = "none running (start one: devloop workspace collect, or dashboard --record)"
+#: ... when this dashboard does.
+RECORDING = "this dashboard (recording, enforcing)"
+#: ... when another process does.
+ANOTHER = "another collector"
 
-    An error that stops the recorder is appended to ``failures`` (the screen shows it)."""
+
+def start_recorder(
+    workspace: Workspace, stop: threading.Event, failures: list[str], profile: str | None = None
+) -> tuple[Recorder | None, threading.Thread | None]:
+    """Record and enforce in a thread; (None, None) when another collector holds the store.
+
+    The recorder is the one ``devloop workspace collect --enforce`` runs: every
+    ``checkInterval`` it records a tick and enforces the limits in force (``profile`` as
+    ``--profile``), so an agent started while the dashboard records is held to them. An error
+    that stops it is appended to ``failures`` (the screen shows it)."""
     from devloop.runner.record import Recorder
 
     try:
-        recorder = Recorder(workspace, interval=interval)
+        recorder = Recorder(workspace, enforce=True, profile=profile)
     except StoreLockedError:
         return None, None
 
@@ -93,6 +107,16 @@ def start_recorder(
     return recorder, thread
 
 
+def who_records(workspace: Workspace, recorder: Recorder | None) -> str:
+    """The status line's "collector:": this dashboard, another collector, or nobody (with how
+    to start one). Asked at every frame: a collector may start or stop while one looks."""
+    from devloop.runner.launch import recorder_alive
+
+    if recorder is not None:
+        return RECORDING
+    return ANOTHER if recorder_alive(workspace.metrics_dir) else NOT_RECORDING
+
+
 def _empty() -> Snapshot:
     return Snapshot(at=None, cores=os.cpu_count() or 1, workspace=Usage(), projects=(), agents=())
 
@@ -103,36 +127,41 @@ def run_dashboard(
     refresh: float = 2.0,
     metrics: Collection[str] = SECTIONS,
     window: float = 300.0,
-    record: bool = True,
+    record: bool = False,
     keys: TextIO | None = None,
     console: Any = None,
+    stop: threading.Event | None = None,
+    profile: str | None = None,
 ) -> None:
-    """Show the live dashboard until ``q``, Ctrl-C or SIGTERM."""
+    """Show the live dashboard until ``q``, Ctrl-C, SIGTERM or ``stop`` is set.
+
+    Without ``record`` it never writes: not into the store, not anywhere in the workspace.
+    With ``record`` it records and enforces (:func:`start_recorder`, ``profile`` as
+    ``--profile``) unless a collector already runs, and on the way out it stops its recorder
+    as ``collect`` does: the last ticks reach the store, no agent stays paused, the store is
+    released."""
     from rich.console import Console
     from rich.live import Live
 
     from devloop.store.query import connect
 
     console = console or Console()
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
     recorder: Recorder | None = None
     thread: threading.Thread | None = None
     failures: list[str] = []
-    if record:
-        check = workspace.config.global_.resource_limits.check_interval
-        recorder, thread = start_recorder(workspace, min(check, refresh), stop, failures)
-    who = "this dashboard" if recorder is not None else (
-        "another collector" if record else "not started (--no-record)"
-    )  # fmt: skip
     previous: dict[int, Any] = {}
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    if threading.current_thread() is threading.main_thread():
+    main = threading.current_thread() is threading.main_thread()
+    if main:
         previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
     connection = None
     try:
+        if record:
+            recorder, thread = start_recorder(workspace, stop, failures, profile)
         connection = connect(workspace.metrics_dir)
         with cbreak(keys or sys.stdin) as fd, Live(
             console=console, auto_refresh=False, screen=True, transient=False,
@@ -140,7 +169,7 @@ def run_dashboard(
         ) as live:  # fmt: skip
             while not stop.is_set():
                 began = time.monotonic()
-                data = _frame(connection, workspace, window, who)
+                data = _frame(connection, workspace, window, who_records(workspace, recorder))
                 if failures and data.error is None:
                     data = replace(data, error=failures[-1])
                 live.update(
@@ -154,14 +183,18 @@ def run_dashboard(
         pass  # Ctrl-C quits, as q does
     finally:
         stop.set()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if connection is not None:
-            connection.close()
-        if thread is not None:
-            thread.join()
-        if recorder is not None:
-            recorder.close()
+        if main:  # a second Ctrl-C must not cut the recorder's shutdown short
+            previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_term)
+        try:
+            if connection is not None:
+                connection.close()
+            if thread is not None:
+                thread.join()
+            if recorder is not None:
+                recorder.close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _frame(connection: Any, workspace: Workspace, window: float, who: str) -> DashboardData:

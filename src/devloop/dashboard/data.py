@@ -78,8 +78,9 @@ class History:
 class DashboardData:
     """Everything one frame shows.
 
-    ``collector`` says who records: "this dashboard", "another collector" or "nobody"
-    (reading a recording); ``window`` is the sparkline span in seconds.
+    ``collector`` says who records (the status line's "collector:", see
+    :func:`devloop.dashboard.app.who_records`; "nobody" for a recording read as it is);
+    ``window`` is the sparkline span in seconds.
     """
 
     name: str
