@@ -11,7 +11,8 @@ psutil, OSError) are wrapped where they are raised, ``raise X(...) from exc``.
     │   ├── StoreLockedError  another collector holds the workspace's store
     │   ├── NoSamplesError    the store (or the asked range) holds no samples
     │   ├── QueryError        DuckDB refused or failed a query over the store (mapped in
-    │   │                     devloop.store.db, the one place that catches DuckDB's errors)
+    │   │   │                 devloop.store.db, the one place that catches DuckDB's errors)
+    │   │   └── QueryRefused  DuckDB's permission error (a read-only connection's refusal)
     │   └── SpoolCorruptError a spool record passed its CRC check but does not decode
     ├── CollectorError        the collector cannot sample
     ├── EnforcementError      a signal could not be sent or a limit cannot be enforced
@@ -61,6 +62,10 @@ class NoSamplesError(StoreError):
 
 class QueryError(StoreError):
     """DuckDB refused or failed a query over the store (see :mod:`devloop.store.db`)."""
+
+
+class QueryRefused(QueryError):
+    """DuckDB refused a query for lack of permission (``workspace sql``'s read-only settings)."""
 
 
 class SpoolCorruptError(StoreError):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from devloop.analytics._db import Store
 from devloop.analytics.timerange import TimeRange
-from devloop.errors import QueryError, UsageError
+from devloop.errors import QueryError, QueryRefused, UsageError
 from devloop.store.schema import TABLES
 
 if TYPE_CHECKING:
@@ -158,11 +158,9 @@ def _lock_down(store: Store) -> None:
 
 def _refusal(exc: QueryError) -> UsageError:
     """The UsageError of a query DuckDB failed: a permission refusal is the read-only one."""
-    import duckdb
-
     cause = exc.__cause__
     first = str(cause).splitlines()[0] if cause is not None else str(exc)
-    if isinstance(cause, duckdb.PermissionException):
+    if isinstance(exc, QueryRefused):
         return UsageError(f"{READ_ONLY}: {first.removeprefix('Permission Error: ')}")
     return UsageError(f"SQL error: {cause}")
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.errors import QueryError, StoreError
+from devloop.errors import QueryError, QueryRefused, StoreError
 
 if TYPE_CHECKING:
     import duckdb
@@ -34,6 +34,8 @@ def mapped(what: str = "query failed") -> Iterator[None]:
 
     try:
         yield
+    except duckdb.PermissionException as exc:
+        raise QueryRefused(f"{what}: {exc}") from exc
     except duckdb.Error as exc:
         raise QueryError(f"{what}: {exc}") from exc
 
@@ -126,4 +128,4 @@ class Database:
         self.close()
 
 
-__all__ = ["Database", "QueryError", "StoreError", "mapped"]
+__all__ = ["Database", "QueryError", "QueryRefused", "StoreError", "mapped"]
