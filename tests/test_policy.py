@@ -179,6 +179,34 @@ def test_throttle_holds_agents_at_their_limits_and_pauses_for_memory():
     assert policy.throttled == set()
 
 
+def test_a_hold_is_raised_when_the_limit_allows_more():
+    """A throttled agent is held at its share; when the share grows (the other agent's run
+    ends, or the limit itself rises: a profile, the dynamic strategy), the hold is raised on
+    the next check, never past another scope's cap, and never lowered while under the limit."""
+    policy = Policy(
+        allocation({"p": (40, 2)}, agents={"p/b": 30}), Rules(action="throttle", min_pause=0)
+    )
+    assert policy.check(usage(0, p_a=1.2, p_b=1.2), now=0.0) == [
+        Hold("p", "a", pytest.approx(0.8)),  # 20 % each of the project's 40 %
+        Hold("p", "b", pytest.approx(0.8)),
+    ]
+    # held at their caps: under the limit, nothing to raise (the share is still 20 %)
+    assert policy.check(usage(1, p_a=0.8, p_b=0.8), now=1.0) == []
+    # a's run ends: b alone may have the project's 40 %, but its own limit is 30 %
+    assert policy.check(usage(2, p_b=0.8), now=2.0) == [
+        Release("p", "a"),
+        Hold("p", "b", pytest.approx(1.2)),
+    ]
+    assert policy.hold_targets[("p", "b")] == {("project", "p"): 30.0}
+    # the project's limit rises (a profile switch): a new agent held at the old share gets more
+    policy.check(usage(3, p_b=1.2, p_c=1.2), now=3.0)  # 60 % of 40 %: 20 % each again
+    policy.allocation = allocation({"p": (80, 2)}, agents={"p/b": 30})
+    assert policy.check(usage(4, p_b=0.8, p_c=0.8), now=4.0) == [
+        Hold("p", "b", pytest.approx(1.2)),  # min(40 %, its own 30 %)
+        Hold("p", "c", pytest.approx(1.6)),  # 40 % of 4 cores
+    ]
+
+
 def test_admission_follows_the_limits_and_the_pauses():
     policy = Policy(allocation({"p": (40, 2), "q": (40, 2)}, agents={"p/lint": 15}), Rules())
     calm = usage(0, p_lint=0.4, q_test=0.4)  # 10 % each

@@ -214,6 +214,9 @@ class Policy:
         self.rules = rules
         self.paused: dict[AgentKey, Paused] = {}
         self.throttled: set[AgentKey] = set()
+        #: Per throttled agent, the cap (CPU % of the machine) each scope that holds it gave;
+        #: the agent is held at the smallest.
+        self.hold_targets: dict[AgentKey, dict[tuple[str, str | None], float]] = {}
         self.warned: set[tuple[str, str, str]] = set()  # (scope, name, metric)
         self.counts: dict[AgentKey, list[int]] = {}  # pauses, resumes
 
@@ -320,6 +323,7 @@ class Policy:
         """Stop throttling everyone."""
         released = [Release(*key) for key in sorted(self.throttled)]
         self.throttled.clear()
+        self.hold_targets.clear()
         return released
 
     def cancel_pause(self, key: AgentKey) -> None:
@@ -337,6 +341,7 @@ class Policy:
         for key in sorted(self.throttled):
             if key not in usage.agents:
                 self.throttled.discard(key)
+                self.hold_targets.pop(key, None)
                 decisions.append(Release(*key))
         return decisions
 
@@ -461,6 +466,8 @@ class Policy:
                 total = total_cpu if metric == "cpu" else float(total_memory)
                 if total < self.rules.threshold_for(project) * limit:
                     self.warned.discard(warned)
+            if action == "throttle" and metric == "cpu" and scope != "workspace":
+                return list(self._raise_holds(usage, scope, name, limit))
             return []
         if action == "warn" or (limit <= 0 and scope != "agent"):
             if warned in self.warned:
@@ -477,15 +484,46 @@ class Policy:
                    if a.key not in self.paused and a.processes]  # fmt: skip
         if not members:
             return []
-        share = limit / len(members)  # a project's agents share its limit evenly
         holds = []
+        for member, target in self._hold_targets(members, scope, limit):
+            self.throttled.add(member.key)
+            self.hold_targets.setdefault(member.key, {})[(scope, name)] = target
+            holds.append(Hold(member.project, member.agent, target / 100 * usage.cores))
+        return holds
+
+    def _hold_targets(
+        self, members: list[AgentUsage], scope: str, limit: float
+    ) -> list[tuple[AgentUsage, float]]:
+        """Each member's cap (CPU % of the machine) under ``limit``: a project's agents share
+        it evenly, none above its own limit; an agent's own scope is its own limit."""
+        share = limit / len(members)
+        targets = []
         for member in members:
             target = share
             own = self.agent_limits(member.project, member.agent)
             if own is not None:
                 target = min(target, own[0]) if scope == "project" else own[0]
-            self.throttled.add(member.key)
-            holds.append(Hold(member.project, member.agent, target / 100 * usage.cores))
+            targets.append((member, target))
+        return targets
+
+    def _raise_holds(self, usage: Usage, scope: str, name: str | None, limit: float) -> list[Hold]:
+        """Holds this scope gave that its limit now allows higher (the limit rose: a profile,
+        the ``dynamic`` strategy; or fewer agents share it): raised, as far as the agents'
+        other holds allow. A cap is never lowered here: a scope over its limit does that."""
+        members = [a for a in self._members(usage, scope, name)
+                   if a.key not in self.paused and a.processes]  # fmt: skip
+        holds = []
+        for member, target in self._hold_targets(members, scope, limit) if members else []:
+            targets = self.hold_targets.get(member.key)
+            if targets is None or (scope, name) not in targets:
+                continue
+            if target <= targets[(scope, name)]:
+                continue
+            before = min(targets.values())
+            targets[(scope, name)] = target
+            after = min(targets.values())
+            if after > before:
+                holds.append(Hold(member.project, member.agent, after / 100 * usage.cores))
         return holds
 
     def _pause_until_under(
@@ -517,6 +555,7 @@ class Policy:
                 continue  # nothing of it that devloop may signal: try the next one
             if victim.key in self.throttled:
                 self.throttled.discard(victim.key)
+                self.hold_targets.pop(victim.key, None)
                 decisions.append(Release(*victim.key))
             self.paused[victim.key] = Paused(victim.project, victim.agent, scope, metric, now)
             self.counts.setdefault(victim.key, [0, 0])[0] += 1
