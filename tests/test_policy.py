@@ -207,6 +207,23 @@ def test_a_hold_is_raised_when_the_limit_allows_more():
     ]
 
 
+def test_a_hold_counts_at_its_cap_so_a_broader_scope_does_not_pause_it():
+    """A project whose share is the whole pool: its agent over the share is held at it, and
+    the workspace, checked after the project in the same check, counts the agent at its cap,
+    so it does not pause it for what the hold already removes (it did, and the agent then
+    flapped between paused and resumed every minimum pause)."""
+    policy = Policy(allocation({"p": (50, 2)}, pool=50), Rules(action="throttle", min_pause=0))
+    assert policy.check(usage(0, p_a=3.2), now=0.0) == [Hold("p", "a", pytest.approx(2.0))]
+    assert policy.paused == {}
+    # the throttler lags a little: measured over the cap, the agent is still not paused
+    assert policy.check(usage(1, p_a=2.2), now=1.0) == []
+    # over the pool with another project's agent: the workspace pauses, counting a at its cap
+    policy.allocation = allocation({"p": (50, 2), "q": (50, 3)}, pool=50)
+    assert kinds(policy.check(usage(2, p_a=2.0, q_b=0.4), now=2.0)) == [
+        ("pause", "workspace", "q", "b"),
+    ]
+
+
 def test_admission_follows_the_limits_and_the_pauses():
     policy = Policy(allocation({"p": (40, 2), "q": (40, 2)}, agents={"p/lint": 15}), Rules())
     calm = usage(0, p_lint=0.4, q_test=0.4)  # 10 % each

@@ -361,6 +361,10 @@ class Policy:
     def _scope_usage(
         self, usage: Usage, scope: str, name: str | None, *, running_only: bool
     ) -> tuple[float, int]:
+        """The scope's CPU (% of the machine) and memory. ``running_only``: as enforcement
+        sees it, paused agents left out and held ones counted at most at their cap (a hold
+        given this check by a narrower scope already brings them there: a broader scope must
+        not pause them for what the hold removes)."""
         if scope == "agent":
             assert name is not None
             project, agent = name.split("/", 1)
@@ -369,8 +373,26 @@ class Policy:
             found = usage.agents.get((project, agent))
             if found is None:
                 return 0.0, 0
-            return found.cores / usage.cores * 100, found.memory_bytes
-        return self.totals(usage, name if scope == "project" else None, running_only=running_only)
+            cores = self._held(found, usage) if running_only else found.cores
+            return cores / usage.cores * 100, found.memory_bytes
+        if not running_only or not self.hold_targets:
+            return self.totals(
+                usage, name if scope == "project" else None, running_only=running_only
+            )
+        cores, memory = 0.0, 0
+        for key, found in usage.agents.items():
+            if (scope == "project" and found.project != name) or key in self.paused:
+                continue
+            cores += self._held(found, usage)
+            memory += found.memory_bytes
+        return cores / usage.cores * 100, memory
+
+    def _held(self, agent: AgentUsage, usage: Usage) -> float:
+        """The agent's cores, at most the cap it is held at."""
+        targets = self.hold_targets.get(agent.key)
+        if not targets:
+            return agent.cores
+        return min(agent.cores, min(targets.values()) / 100 * usage.cores)
 
     def _resume(self, usage: Usage, now: float) -> list[Action]:
         actions: list[Action] = []
