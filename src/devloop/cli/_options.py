@@ -105,17 +105,21 @@ def duration_value(text: str | None, option: str) -> float | None:
     return seconds
 
 
-def size_value(text: str | None, option: str) -> int | None:
-    """Bytes in a size option (512MB, 2GB)."""
+def size_value(text: str | None, option: str, *, positive: bool = False) -> int | None:
+    """Bytes in a size option (512MB, 2GB); with ``positive``, 0 is refused too (a store
+    capped at 0 bytes would drop every hour it holds)."""
     from devloop.errors import UsageError
     from devloop.units import parse_size
 
     if text is None:
         return None
     try:
-        return parse_size(text)
+        size = parse_size(text)
     except UsageError as exc:
         raise click.BadParameter(str(exc), param_hint=option) from exc
+    if positive and size <= 0:
+        raise click.BadParameter(f"must be above 0, got {text!r}", param_hint=option)
+    return size
 
 
 @contextlib.contextmanager

@@ -521,7 +521,12 @@ def health(
             min_life=life,
         )
 
-    emit(render_health(report, fmt, detailed=detailed, memory_analysis=memory_analysis), output)
+    emit(
+        render_health(
+            report, fmt, detailed=detailed, memory_analysis=memory_analysis, min_life=min_life
+        ),
+        output,
+    )
 
 
 # --- workspace sql, audit query -------------------------------------------------------------

@@ -7,12 +7,37 @@ so ``devloop --help`` stays instant.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import click
 
 from devloop import __version__
 from devloop.errors import DevloopError
+
+#: DuckDB's pointer under a quoted query line: ``LINE 1: SELEC 1`` then ``        ^^^^^``.
+_QUERY_LINE = re.compile(r"^LINE (\d+): ")
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line, as every ``Error:`` is: its lines joined by a space, DuckDB's
+    quoted query line and the ``^^^`` under it turned into ``(at line L, column C)``."""
+    lines = message.splitlines()
+    parts: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        quoted = _QUERY_LINE.match(line)
+        below = lines[index + 1] if index + 1 < len(lines) else ""
+        if quoted and below.strip() and set(below.strip()) == {"^"}:
+            column = len(below) - len(below.lstrip()) - quoted.end() + 1
+            parts.append(f"(at line {quoted[1]}, column {column})")
+            index += 2
+            continue
+        if line.strip():
+            parts.append(line.strip())
+        index += 1
+    return " ".join(parts)
 
 
 class DevloopGroup(click.Group):
@@ -22,7 +47,7 @@ class DevloopGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DevloopError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(one_line(str(exc))) from exc
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)

@@ -87,7 +87,7 @@ def collect(
     seconds = duration_value(duration, "--duration")
     every = duration_value(interval, "--interval")
     max_age = duration_value(retention, "--retention")
-    max_bytes = size_value(max_size, "--max-size")
+    max_bytes = size_value(max_size, "--max-size", positive=True)
     address = prometheus_value(prometheus)
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)

@@ -49,7 +49,14 @@ def _driver(item: Any) -> str:
 
 
 def _mb(value: float | None) -> str:
-    return "" if value is None else f"{value / MIB:.0f}MB"
+    """Whole MB, or under 1 MB in KB or B (``0MB`` said nothing about a small process)."""
+    if value is None:
+        return ""
+    if abs(value) < MIB:
+        from devloop.units import format_size
+
+        return format_size(value)
+    return f"{value / MIB:.0f}MB"
 
 
 def _pct(value: float | None) -> str:
@@ -141,7 +148,7 @@ def _metrics_text(view: WorkspaceMetrics) -> str:
         "═" * 25,
         f"CPU:        {view.cpu_percent:.1f}%"
         + limit(cpu_limit, f"{cpu_limit:g}%" if cpu_limit is not None else ""),
-        f"Memory:     {view.memory_bytes / MIB:.0f}MB" + limit(memory_limit, _mb(memory_limit)),
+        f"Memory:     {_mb(view.memory_bytes)}" + limit(memory_limit, _mb(memory_limit)),
         "",
         "Per-Project:",
     ]
@@ -154,7 +161,7 @@ def _metrics_text(view: WorkspaceMetrics) -> str:
             if row["cpu_limit_percent"] is not None
             else ""
         )
-        mem = f"{row['memory_bytes'] / MIB:.0f}MB"
+        mem = _mb(row["memory_bytes"])
         mem_lim = (
             f" / {_mb(row['memory_limit_bytes'])}" if row["memory_limit_bytes"] is not None else ""
         )
@@ -173,6 +180,7 @@ def _metrics_text(view: WorkspaceMetrics) -> str:
                 "cpu_limit_percent": _pct,
                 "memory_bytes": _mb,
                 "memory_limit_bytes": _mb,
+                "state": _state,
             },
             title="Agents",
         )
@@ -192,6 +200,12 @@ def _metrics_text(view: WorkspaceMetrics) -> str:
             title=f"Configured vs actual ({view.selection.label})",
         )
     return text + _notes(view.notes)
+
+
+def _state(value: str | None) -> str:
+    """An agent's state in the words of the docs and the dashboard: one without a process at
+    the tick is ``idle``, as one whose processes sleep."""
+    return "idle" if value == "not running" else _cell(value)
 
 
 def _age(seconds: float) -> str:
@@ -342,8 +356,35 @@ def _efficiency_text(report: Efficiency) -> str:
         + _table(cpu, pct, title="CPU (% of the machine)")
         + "\n"
         + _table(memory, mem, title="Memory")
-        + _notes(report.notes)
+        + _notes([*report.notes, *_efficiency_explained(frame)])
     )
+
+
+def _efficiency_explained(frame: pl.DataFrame) -> list[str]:
+    """What a table reader would stop at: a negative idle allocation, a p95 under the mean."""
+    notes = []
+    scopes = [name or "workspace" for name in frame["project"].to_list()]
+    for resource, unit in (("cpu", "percent"), ("memory", "bytes")):
+        idle = frame[f"{resource}_idle_allocation_{unit}"].to_list()
+        over = [scope for scope, v in zip(scopes, idle, strict=True) if v is not None and v < 0]
+        if over:
+            notes.append(
+                f"{resource}_idle_allocation is negative for {', '.join(over)}: on average it "
+                "used more than it was allocated"
+            )
+        avg = frame[f"{resource}_used_avg_{unit}"].to_list()
+        p95 = frame[f"{resource}_used_p95_{unit}"].to_list()
+        bursty = [
+            scope
+            for scope, a, p in zip(scopes, avg, p95, strict=True)
+            if a is not None and p is not None and p < a
+        ]
+        if bursty:
+            notes.append(
+                f"{resource} p95 is below the average for {', '.join(bursty)}: mostly idle, "
+                "with short bursts that lift the average above 95% of the ticks"
+            )
+    return notes
 
 
 def render_runs(frame: pl.DataFrame, fmt: str, *, summary: bool) -> str:
@@ -397,18 +438,25 @@ def _seconds(value: float | None) -> str:
     return f"{value:.1f}s" if value < 60 else _age(value)
 
 
-def render_health(report: Health, fmt: str, *, detailed: bool, memory_analysis: bool) -> str:
-    """``workspace health``: the problems found, and the trends and checks asked for."""
+def render_health(
+    report: Health, fmt: str, *, detailed: bool, memory_analysis: bool, min_life: str = "1h"
+) -> str:
+    """``workspace health``: the problems found, and the trends and checks asked for
+    (``min_life``: the --min-life text, named when no process lived that long)."""
     frame = report.memory if memory_analysis else report.fds if detailed else report.memory
     return _render(
         report,
         fmt,
         frame,
-        lambda: _health_text(report, detailed=detailed, memory_analysis=memory_analysis),
+        lambda: _health_text(
+            report, detailed=detailed, memory_analysis=memory_analysis, min_life=min_life
+        ),
     )
 
 
-def _health_text(report: Health, *, detailed: bool, memory_analysis: bool) -> str:
+def _health_text(
+    report: Health, *, detailed: bool, memory_analysis: bool, min_life: str = "1h"
+) -> str:
     import polars as pl
 
     lines = [_range_line(report).rstrip("\n")]
@@ -447,6 +495,11 @@ def _health_text(report: Health, *, detailed: bool, memory_analysis: bool) -> st
             .with_columns(pl.col("start_mb", "end_mb") / MIB)
         )
         out += "\n" + _table(memory, {"tau": trend["tau"]}, title="Memory trends")
+        if memory.is_empty():
+            out += _notes(
+                [f"no process lived at least {min_life} (--min-life) in the range: shorter "
+                 "lives are not checked for leaks; a smaller --min-life includes them"]
+            )  # fmt: skip
     if detailed:
         fds = report.fds.select(columns).rename({"slope_per_hour": "fds_per_hour"})
         out += "\n" + _table(fds, {"tau": trend["tau"]}, title="File-handle trends")

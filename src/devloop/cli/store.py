@@ -43,7 +43,7 @@ def compact(
     from devloop.units import format_size
 
     max_age = duration_value(retention, "--retention")
-    max_bytes = size_value(max_size, "--max-size")
+    max_bytes = size_value(max_size, "--max-size", positive=True)
     root = resolve_workspace_dir(workspace_dir) / "metrics"
     now = datetime.now(UTC) + timedelta(hours=1) if all_hours else None
     report = compact_store(root, now=now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,9 @@ from devloop.cli._options import (
     resolve_workspace_dir,
     workspace_dir_option,
 )
+
+if TYPE_CHECKING:
+    from devloop.config.allocation import AgentAllocation
 
 
 @click.group()
@@ -190,13 +194,20 @@ def limits(
             ["agent", "cpu", "memory", "file handles", "threads", "from"],
             [
                 (key, f"{a.cpu:.4g}%", format_size(a.memory_bytes),
-                 a.max_file_handles or "-", a.max_threads or "-", a.source)
+                 a.max_file_handles or "-", a.max_threads or "-", _limit_source(a))
                 for key, a in allocation.agents.items()
             ],
             right=(1, 2, 3, 4),
         )  # fmt: skip
     notes = "".join(f"\nNote: {n}" for n in allocation.notes)
     emit(head + projects + agents + notes, output)
+
+
+def _limit_source(agent: AgentAllocation) -> str:
+    """Whose limit is in force, per resource when the agent's CPU and memory differ."""
+    if agent.cpu_source == agent.memory_source:
+        return agent.cpu_source
+    return f"cpu: {agent.cpu_source}, memory: {agent.memory_source}"
 
 
 @workspace.command()

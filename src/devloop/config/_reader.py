@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,27 @@ def load_json(path: Path, display: str) -> Any:
     except OSError as exc:
         raise ConfigError(display, "", f"cannot read: {exc.strerror}") from exc
     try:
-        return json.loads(strip_comments(text))
+        return json.loads(strip_comments(text), object_pairs_hook=_object)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             display, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}"
         ) from exc
+
+
+class _Duplicated(dict[str, Any]):
+    """A JSON object that spelled a key twice (json keeps the last): refused by
+    :meth:`Node.obj`, which knows the object's path, as ambiguous."""
+
+    duplicates: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    twice = [key for key, count in Counter(key for key, _ in pairs).items() if count > 1]
+    if not twice:
+        return dict(pairs)
+    duplicated = _Duplicated(pairs)
+    duplicated.duplicates = tuple(twice)
+    return duplicated
 
 
 def _type_name(value: Any) -> str:
@@ -112,6 +129,11 @@ class Node:
     def obj(self) -> Node:
         if not isinstance(self.value, dict):
             raise self.error(f"must be an object, got {_type_name(self.value)}")
+        if isinstance(self.value, _Duplicated):
+            key = self.value.duplicates[0]
+            raise Node(None, self.file, self.child_path(key), self.warnings).error(
+                f"duplicate key {key!r} (JSON keeps only the last; give it once)"
+            )
         return self
 
     def get(self, *spellings: str) -> Node | None:

@@ -73,6 +73,10 @@ class AgentAllocation:
     max_file_handles: int | None = None
     max_threads: int | None = None
     source: str = "project"  # "agent" where agents.json set a limit of its own
+    #: Where each limit in force comes from: "agent" where the agent's own limit is the one
+    #: that binds, "project" where there is none or the project's share is lower.
+    cpu_source: str = "project"
+    memory_source: str = "project"
 
 
 @dataclass(frozen=True)
@@ -521,4 +525,13 @@ def _agent_allocation(project: ProjectAllocation, agent: Agent) -> AgentAllocati
         max_file_handles=limits.max_file_handles,
         max_threads=limits.max_threads,
         source="agent" if own else "project",
+        cpu_source=(
+            "agent" if limits.max_cpu is not None and limits.max_cpu <= project.cpu else "project"
+        ),
+        memory_source=(
+            "agent"
+            if limits.max_memory_bytes is not None
+            and limits.max_memory_bytes <= project.memory_bytes
+            else "project"
+        ),
     )
