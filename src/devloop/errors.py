@@ -13,6 +13,8 @@ psutil, OSError) are wrapped where they are raised, ``raise X(...) from exc``.
     │   ├── QueryError        DuckDB refused or failed a query over the store (mapped in
     │   │   │                 devloop.store.db, the one place that catches DuckDB's errors)
     │   │   └── QueryRefused  DuckDB's permission error (a read-only connection's refusal)
+    │   ├── DiskFullError     the disk holding the spool is full (the collector holds ticks)
+    │   ├── CorruptFileError  a store file failed its page checksums (quarantined)
     │   └── SpoolCorruptError a spool record passed its CRC check but does not decode
     ├── CollectorError        the collector cannot sample
     ├── EnforcementError      a signal could not be sent or a limit cannot be enforced
@@ -66,6 +68,14 @@ class QueryError(StoreError):
 
 class QueryRefused(QueryError):
     """DuckDB refused a query for lack of permission (``workspace sql``'s read-only settings)."""
+
+
+class DiskFullError(StoreError):
+    """The disk (or quota) holding the spool is full: the record was not written."""
+
+
+class CorruptFileError(StoreError):
+    """A store file failed its page checksums or could not be decoded."""
 
 
 class SpoolCorruptError(StoreError):

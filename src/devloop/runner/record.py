@@ -10,6 +10,13 @@ processes (``devloop.store.convert``) that the tick loop starts and reaps withou
 Segments are five minutes long: a conversion child costs ~0.4 s of CPU (mostly importing
 pyarrow), 0.15 % of a core at that rate; readers still see the latest ticks, because the store's
 views read the spool tail too.
+
+A full disk does not stop the recorder: the writer holds the ticks the spool refuses in memory,
+up to :data:`BACKLOG_SECONDS` of ticks (or ``BACKLOG_BYTES``, see ``devloop.store.writer``),
+dropping the oldest beyond that, and retries them, in order, before each new tick. The recorder
+says so once on stderr, naming the store and the step that failed, and when the spool takes
+everything again it writes a ``disk-full`` event with how long it lasted and how many ticks were
+held and dropped.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ if TYPE_CHECKING:
     from devloop.store.runs import PendingRun
 
 logger = logging.getLogger(__name__)
+
+#: How much time of ticks the recorder holds in memory while the disk is full.
+BACKLOG_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,10 @@ class Recorder:
         )  # fmt: skip
         self.enforcing = enforce
         self.writer = StoreWriter(
-            workspace.metrics_dir, segment_seconds=segment_seconds, convert_in_child=True
-        )
+            workspace.metrics_dir, segment_seconds=segment_seconds, convert_in_child=True,
+            backlog_ticks=max(1, math.ceil(BACKLOG_SECONDS / self.interval)),
+        )  # fmt: skip
+        self._warned_full = False
         try:
             self.collector = Collector(
                 rules_for(workspace), all_processes=all_processes, source=source,
@@ -134,6 +146,7 @@ class Recorder:
         self._held: dict[str, list[float]] = {}  # run id -> [paused, throttled] seconds
         self._write_limits("start")
         self.event("start", message=f"collector started, interval {self.interval:g}s")
+        self._check_disk()
         if self.manager is not None:
             self.manager.recover()
 
@@ -207,10 +220,31 @@ class Recorder:
         with self._write_lock:
             if not self._closed:
                 self.writer.flush()
+        self._check_disk()
         self.record_runs(tick.ts_us)
         self._ticks += 1
         self._rows += len(samples)
         self._processes = len(samples)
+
+    def _check_disk(self) -> None:
+        """Warn once when the disk fills up; record each outage once the spool takes it all."""
+        with self._write_lock:
+            full = self.writer.disk_full
+            ended = self.writer.pop_outages()
+        if full is not None and not self._warned_full:
+            self._warned_full = True
+            sys.stderr.write(
+                f"devloop: disk full, recording into {self.workspace.metrics_dir} continues in "
+                f"memory (at most {BACKLOG_SECONDS / 60:g} minutes of ticks) until space "
+                f"returns: {full.error}\n"
+            )
+        for outage in ended:
+            self._warned_full = full is not None
+            self.event("disk-full", message=(
+                f"spool append failed for {outage.seconds or 0.0:.1f}s (disk full): "
+                f"{outage.held_ticks} tick(s) held in memory, {outage.dropped_ticks} dropped "
+                f"({outage.dropped_rows} rows, the oldest); {outage.error}"
+            ))  # fmt: skip
 
     # --- runs ----------------------------------------------------------------------------
 
@@ -231,8 +265,11 @@ class Recorder:
 
         Called after every tick; ``ts_us`` stamps the tail rows (default: now).
         """
+        from devloop.errors import DiskFullError
         from devloop.store import runs as journal
 
+        if self.writer.disk_full is not None:
+            return 0  # runs stay in their journals until the spool can take them
         found, unreadable = journal.pending(self.workspace.metrics_dir)
         now_us = time.time_ns() // 1000
         for path in unreadable:  # a launcher killed before it wrote its start
@@ -248,7 +285,10 @@ class Recorder:
             with self._write_lock:
                 if self._closed:
                     break
-                self.writer.publish(journal.segment_id(run.start.run_id), records)
+                try:
+                    self.writer.publish(journal.segment_id(run.start.run_id), records)
+                except DiskFullError:
+                    break  # the run stays in its journal: the next tick tries again
             journal.forget(run)
             done += 1
         return done

@@ -18,11 +18,21 @@ In the same pass, each closed hour of ``samples`` gets its rollups (:mod:`devloo
 built from the hour's sorted file right after it is written (or from the hour as it is, when it
 was compacted before but lacks them), except an hour with rows still in the spool. Then the
 whole-day rollup files, and the files' facts and digests (:mod:`devloop.store.facts`).
+
+Compaction is where the store's files are verified: every page of every input is checked
+against the CRC written with it (``write_page_checksum``), and a file that fails is
+*quarantined*, renamed ``<name>.corrupt`` (no reader lists it), with a StoreWarning naming it and
+an ``events`` row (action ``quarantine``), instead of being merged into good data. DuckDB does
+not verify Parquet page checksums, so reports trust a file until compaction has checked it
+(closed hours are compacted hourly by the collector, or by ``devloop workspace compact``).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +40,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from devloop.errors import StoreError
+from devloop.errors import CorruptFileError, StoreError
 from devloop.store.files import (
     COMPACT_ZSTD_LEVEL,
     FileFacts,
@@ -40,11 +50,22 @@ from devloop.store.files import (
     unlink_files,
     warn_invalid,
     write_atomic,
+    write_table,
 )
-from devloop.store.layout import Partition, iter_partitions, new_id, temp_files
+from devloop.store.layout import (
+    Partition,
+    StoreWarning,
+    fsync_dir,
+    iter_partitions,
+    new_id,
+    temp_files,
+)
 from devloop.store.lock import maintenance_lock
 from devloop.store.rollups import HourWriter
 from devloop.store.schema import TABLES
+
+#: The suffix a file failing verification is renamed with (readers list ``*.parquet`` only).
+CORRUPT_SUFFIX = ".corrupt"
 
 #: A temp file of another writer (s-/w-) this old belongs to a dead process.
 _STALE_TEMP_SECONDS = 3600.0
@@ -62,6 +83,7 @@ class CompactReport:
     repaired: int  # redundant files deleted (left by a crash between rename and delete)
     temps_removed: int  # stale temporary files deleted
     rolled_up: int = 0  # closed hours of samples whose rollups were written
+    quarantined: tuple[Path, ...] = ()  # files that failed verification, as renamed
 
 
 def compact(root: Path | str, now: datetime | None = None) -> CompactReport:
@@ -74,6 +96,7 @@ def compact(root: Path | str, now: datetime | None = None) -> CompactReport:
     current = Partition.of_datetime(now or datetime.now(UTC))
     totals = {"partitions": 0, "files_in": 0, "rows": 0, "bytes_in": 0, "bytes_out": 0}
     repaired = temps_removed = 0
+    quarantined: list[Path] = []
     with maintenance_lock(root):
         rollups = HourWriter(root, now)
         try:
@@ -87,7 +110,7 @@ def compact(root: Path | str, now: datetime | None = None) -> CompactReport:
                     repaired += unlink_files(fact.path for fact in scan.redundant)
                     live = scan.live
                     if live and not (len(live) == 1 and live[0].path.name.startswith("c-")):
-                        stats = _compact_partition(table, directory, live)
+                        stats = _compact_partition(table, directory, live, quarantined)
                         for name, value in stats.items():
                             totals[name] += value
                         live = scan_partition(directory, table).live
@@ -96,14 +119,31 @@ def compact(root: Path | str, now: datetime | None = None) -> CompactReport:
             rollups.finish()
         finally:
             rollups.close()
+        if quarantined:
+            _record_quarantine(root, quarantined)
     return CompactReport(
-        **totals, repaired=repaired, temps_removed=temps_removed, rolled_up=rollups.built
-    )
+        **totals, repaired=repaired, temps_removed=temps_removed, rolled_up=rollups.built,
+        quarantined=tuple(quarantined),
+    )  # fmt: skip
 
 
-def _compact_partition(table: str, directory: Path, live: Sequence[FileFacts]) -> dict[str, int]:
-    """Replace the ``live`` files of one partition by one sorted file; what it did."""
-    parts = [read_rows(fact.path, table) for fact in live]
+def _compact_partition(
+    table: str, directory: Path, live: Sequence[FileFacts], quarantined: list[Path]
+) -> dict[str, int]:
+    """Replace the ``live`` files of one partition by one sorted file; what it did. A file
+    failing verification is quarantined (its path as renamed added to ``quarantined``)."""
+    parts: list[pa.Table] = []
+    good: list[FileFacts] = []
+    for fact in live:
+        try:
+            parts.append(read_rows(fact.path, table))
+        except CorruptFileError as exc:
+            quarantined.append(_quarantine(fact.path, exc))
+            continue
+        good.append(fact)
+    live = good
+    if not live:
+        return {}
     try:
         merged = pa.concat_tables(parts, promote_options="permissive")
     except pa.ArrowException as exc:
@@ -125,6 +165,36 @@ def _compact_partition(table: str, directory: Path, live: Sequence[FileFacts]) -
         "bytes_in": sum(fact.bytes for fact in live),
         "bytes_out": size,
     }
+
+
+def _quarantine(path: Path, exc: CorruptFileError) -> Path:
+    """Rename a file that failed verification out of every reader's sight; warn, naming it."""
+    target = path.with_name(path.name + CORRUPT_SUFFIX)
+    try:
+        os.replace(path, target)
+        fsync_dir(path.parent)
+    except OSError as rename_exc:
+        raise StoreError(f"cannot quarantine {path}: {rename_exc}") from rename_exc
+    warnings.warn(
+        f"quarantined {path} as {target.name}: {exc.__cause__ or exc}", StoreWarning, stacklevel=4
+    )
+    return target
+
+
+def _record_quarantine(root: Path, quarantined: Sequence[Path]) -> None:
+    """One ``events`` row per quarantined file (in the current hour: not compacted yet)."""
+    moment = datetime.now(UTC)
+    row = {
+        "ts": pa.array([moment] * len(quarantined), pa.timestamp("us", tz="UTC")),
+        "host": [socket.gethostname()] * len(quarantined),
+        "action": ["quarantine"] * len(quarantined),
+        "scope": ["workspace"] * len(quarantined),
+        "message": [
+            f"{path.relative_to(root)} failed its page checksums: moved aside, not compacted"
+            for path in quarantined
+        ],
+    }
+    write_table(root, "events", pa.table(row))
 
 
 def _remove_stale_temps(directory: Path) -> int:

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from devloop.errors import StoreError
+from devloop.errors import CorruptFileError, StoreError
 from devloop.store.layout import (
     HOUR_US,
     Partition,
@@ -215,6 +215,7 @@ def write_atomic(
                 compression="zstd",
                 compression_level=zstd_level,
                 write_statistics=True,
+                write_page_checksum=True,  # a flipped byte fails the read, not a silent row
                 store_decimal_as_integer=True,
                 **_write_options(table.schema),
             )
@@ -341,11 +342,19 @@ def warn_invalid(invalid: Sequence[tuple[Path, str]]) -> None:
 
 
 def read_rows(path: Path, table_name: str) -> pa.Table:
-    """The rows of one store file, cast to the current schema of ``table_name``."""
+    """The rows of one store file, cast to the current schema of ``table_name``, each page
+    checked against its checksum (files written before checksums are read unchecked).
+
+    Raises CorruptFileError when the file's bytes are damaged, StoreError when it cannot be
+    read at all (missing, no permission, an I/O error of the disk).
+    """
     try:
-        data = pq.ParquetFile(path).read()
+        data = pq.ParquetFile(path, page_checksum_verification=True).read()
     except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from exc
+        # Errors of the system carry an errno; pyarrow's own decoding errors (a failed CRC,
+        # an undecodable page header) do not.
+        kind = StoreError if getattr(exc, "errno", None) is not None else CorruptFileError
+        raise kind(f"cannot read {path}: {exc}") from exc
     return from_disk(data.replace_schema_metadata(None), table_name)
 
 

@@ -1,6 +1,7 @@
 """Exclusive locks on a store root: one writer at a time, one maintenance job at a time.
 
-``fcntl.flock`` on a lock file that holds the holder's pid. The kernel drops the lock when the
+``fcntl.flock`` on a lock file that holds the holder's pid (written best effort: on a full disk
+the lock is taken all the same, see :func:`_write_pid`). The kernel drops the lock when the
 holder's file descriptor closes, including on SIGKILL, so a dead collector never blocks the next.
 The file itself is never deleted: deleting a lock file races with a process that just opened it.
 
@@ -50,12 +51,7 @@ class StoreLock:
         except OSError as exc:
             os.close(fd)
             raise StoreError(f"cannot lock {self.path}: {exc}") from exc
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError as exc:
-            os.close(fd)
-            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+        _write_pid(fd)
         self._fd: int | None = fd
 
     @property
@@ -106,6 +102,23 @@ def _flock_or_wait_for_orphan(fd: int) -> None:
             if pid is None or pid_alive(pid) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def _write_pid(fd: int) -> None:
+    """Put our pid in the held lock file, best effort: the flock is the lock, the pid only
+    words errors and tells a dead holder's child apart. On a full disk the write may fail
+    (a file emptied by its last release has no block left to write into); the lock holds
+    all the same, and a second writer is told "pid unknown"."""
+    text = f"{os.getpid()}\n".encode()
+    try:
+        # Overwrite first, then cut: the file keeps its block, so a full disk rarely refuses.
+        os.pwrite(fd, text, 0)
+        os.ftruncate(fd, len(text))
+    except OSError:
+        try:
+            os.ftruncate(fd, 0)  # no other process's pid left behind
+        except OSError:
+            pass
 
 
 def _read_pid(fd: int) -> int | None:

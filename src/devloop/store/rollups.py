@@ -405,7 +405,9 @@ def write_entry(table: pa.Table, final: Path) -> None:
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as sink:
-            pq.write_table(table, sink, compression="zstd", compression_level=3)
+            pq.write_table(
+                table, sink, compression="zstd", compression_level=3, write_page_checksum=True
+            )
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(tmp, final)
@@ -487,7 +489,9 @@ def _concatenate(group: Sequence[Path], day: Path) -> bool:
     metadata = {ROLLUP_KEY: kind.encode(), SCHEMA_VERSION_KEY: str(ROLLUP_VERSIONS[kind]).encode()}
     try:
         first = pq.read_table(group[0]).replace_schema_metadata(metadata)
-        with pq.ParquetWriter(tmp, first.schema, compression="zstd", compression_level=3) as writer:
+        with pq.ParquetWriter(
+            tmp, first.schema, compression="zstd", compression_level=3, write_page_checksum=True
+        ) as writer:
             writer.write_table(first)
             for path in group[1:]:  # one entry in memory at a time
                 table = pq.read_table(path).replace_schema_metadata(metadata)

@@ -33,6 +33,7 @@ No pickle or marshal: the payload is plain numbers and bytes, checked before it 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -45,7 +46,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from devloop.errors import SpoolCorruptError, StoreError
+from devloop.errors import DiskFullError, SpoolCorruptError, StoreError
 from devloop.store.columns import PAST_COLUMNS, SCHEMA_VERSIONS, TABLE_COLUMNS, Column, Kind
 
 if TYPE_CHECKING:
@@ -472,6 +473,15 @@ def read_segment(path: Path) -> SegmentContents:
 
 # -- writing ----------------------------------------------------------------------------------
 
+#: The errors that mean "no room": the disk (ENOSPC) or the user's quota (EDQUOT) is full.
+DISK_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _spool_error(message: str, exc: OSError) -> StoreError:
+    """``message`` as a DiskFullError when ``exc`` says the disk is full, else a StoreError."""
+    kind = DiskFullError if exc.errno in DISK_FULL_ERRNOS else StoreError
+    return kind(f"{message}: {exc}")
+
 
 class SegmentWriter:
     """An open segment: ``append`` writes one record with one ``write`` call (in the page cache,
@@ -484,17 +494,30 @@ class SegmentWriter:
                 path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644
             )
         except OSError as exc:
-            raise StoreError(f"cannot create spool segment {path}: {exc}") from exc
+            raise _spool_error(f"cannot create spool segment {path}", exc) from exc
         self.size = 0
         self.rows = 0
         self._synced_once = False
-        self._write(MAGIC)
+        try:
+            self._write(MAGIC)
+        except StoreError:
+            # An empty or torn file is harmless (recovery drops it), but not an fd leak.
+            os.close(self._fd)
+            self._fd = None
+            raise
 
     def append(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
         """Append one record of ``rows`` of ``table``."""
         if rows:
-            self._write(encode_record(table, rows))
-            self.rows += len(rows)
+            self.append_record(encode_record(table, rows), len(rows))
+
+    def append_record(self, record: bytes, rows: int) -> None:
+        """Append one record already encoded by :func:`encode_record` (of ``rows`` rows).
+
+        Raises DiskFullError (nothing of the record is left in the file) when the disk is full.
+        """
+        self._write(record)
+        self.rows += rows
 
     def _write(self, record: bytes) -> None:
         fd = self._require_open()
@@ -509,7 +532,7 @@ class SegmentWriter:
                 os.ftruncate(fd, self.size)
             except OSError:
                 pass
-            raise StoreError(f"cannot append to spool segment {self.path}: {exc}") from exc
+            raise _spool_error(f"cannot append to spool segment {self.path}", exc) from exc
         self.size += len(record)
 
     def sync(self) -> None:
@@ -525,19 +548,23 @@ class SegmentWriter:
                     os.close(dir_fd)
                 self._synced_once = True
         except OSError as exc:
-            raise StoreError(f"cannot sync spool segment {self.path}: {exc}") from exc
+            raise _spool_error(f"cannot sync spool segment {self.path}", exc) from exc
 
     def close(self) -> None:
         """Sync and close; the segment is then immutable and ready for conversion."""
         if self._fd is None:
             return
-        self.sync()
         try:
-            os.close(self._fd)
+            self.sync()
+        finally:
+            fd, self._fd = self._fd, None
+            self._close_fd(fd)
+
+    def _close_fd(self, fd: int) -> None:
+        try:
+            os.close(fd)
         except OSError as exc:
             raise StoreError(f"cannot close spool segment {self.path}: {exc}") from exc
-        finally:
-            self._fd = None
 
     def _require_open(self) -> int:
         if self._fd is None:

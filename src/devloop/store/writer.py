@@ -19,12 +19,23 @@ starts the child and returns, later flushes reap it, at most one runs at a time,
 closed meanwhile go to the next one. ``close()`` waits for the conversions. Otherwise
 conversions run in-process, which is simpler for tests and short-lived writers.
 
+A full disk (ENOSPC, or EDQUOT) does not stop the writer. A record the spool cannot take is
+held in memory, with every record after it (so the store stays in order), and each flush first
+retries the held records, oldest first; when they are all written the outage ends. The backlog
+is bounded by ``backlog_ticks`` ticks (flushes) and ``backlog_bytes`` encoded bytes, by default
+:data:`BACKLOG_TICKS` and :data:`BACKLOG_BYTES`; beyond either the oldest ticks are dropped and
+counted. :attr:`StoreWriter.disk_full` is the outage in progress and
+:meth:`StoreWriter.pop_outages` the ones that ended, for the caller to warn and to record.
+A conversion that fails for want of space leaves its segments in the spool for the next
+roll-over or start, as any failed conversion does.
+
 This module imports nothing heavy. Not thread-safe: one thread appends. Bulk writes straight to
 Parquet are :func:`devloop.store.files.write_table`.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -32,11 +43,12 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from devloop.errors import StoreError
+from devloop.errors import DiskFullError, StoreError
 from devloop.store.layout import (
     SEGMENT_SUFFIX,
     StoreWarning,
@@ -53,12 +65,105 @@ from devloop.store.recovery import (
     recover_locked,
     segment_paths,
 )
-from devloop.store.spool import SegmentWriter
+from devloop.store.spool import SegmentWriter, encode_record
 
 if TYPE_CHECKING:
     from devloop.store.convert import ChildJob
 
 logger = logging.getLogger("devloop.store")
+
+#: Ticks held in memory at most while the disk is full: ten minutes at one tick a second (the
+#: Recorder sizes it from its interval to ten minutes of ticks).
+BACKLOG_TICKS: Final = 600
+#: Encoded bytes held in memory at most while the disk is full (a tick of 200 processes is
+#: about 20 kB, so the tick bound is normally the one reached first).
+BACKLOG_BYTES: Final = 16 * 1024 * 1024
+
+#: How a conversion child reports a full disk (the text of the OSError it met).
+_FULL_TEXTS: Final = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
+
+
+@dataclass(frozen=True)
+class DiskFull:
+    """One stretch of time during which the spool could not be written (disk or quota full)."""
+
+    error: str  # the first failure: the step (spool append, create or sync) and the segment
+    started: float  # on the writer's clock
+    ended: float | None  # None while it lasts
+    held_ticks: int  # the most ticks held in memory at once
+    dropped_ticks: int  # the oldest ticks dropped beyond the bound: lost
+    dropped_rows: int
+
+    @property
+    def seconds(self) -> float | None:
+        """How long it lasted (None while it lasts)."""
+        return None if self.ended is None else self.ended - self.started
+
+
+class Backlog:
+    """Records the spool could not take, oldest first, grouped by tick, within a bound.
+
+    Pure bookkeeping, no I/O: the writer holds records here and takes them back in order."""
+
+    def __init__(self, max_ticks: int, max_bytes: int) -> None:
+        if max_ticks < 1 or max_bytes < 1:
+            raise StoreError(f"backlog bounds must be positive, not {max_ticks}, {max_bytes}")
+        self.max_ticks = max_ticks
+        self.max_bytes = max_bytes
+        self._ticks: deque[deque[tuple[bytes, int]]] = deque()  # closed ticks, oldest first
+        self._open: deque[tuple[bytes, int]] = deque()  # records since the last end_tick
+        self.bytes = 0
+        self.most_ticks = 0
+        self.dropped_ticks = 0
+        self.dropped_rows = 0
+
+    def __len__(self) -> int:
+        """Records held."""
+        return sum(len(tick) for tick in self._ticks) + len(self._open)
+
+    @property
+    def ticks(self) -> int:
+        """Ticks held, the one being appended included."""
+        return len(self._ticks) + (1 if self._open else 0)
+
+    def hold(self, record: bytes, rows: int) -> None:
+        """Hold one record of the current tick."""
+        self._open.append((record, rows))
+        self.bytes += len(record)
+
+    def end_tick(self) -> None:
+        """Close the current tick, then drop the oldest ticks beyond the bound."""
+        if self._open:
+            self._ticks.append(self._open)
+            self._open = deque()
+        while len(self._ticks) > self.max_ticks or (
+            self.bytes > self.max_bytes and len(self._ticks) > 1
+        ):
+            dropped = self._ticks.popleft()
+            self.bytes -= sum(len(record) for record, _rows in dropped)
+            self.dropped_ticks += 1
+            self.dropped_rows += sum(rows for _record, rows in dropped)
+        self.most_ticks = max(self.most_ticks, len(self._ticks))
+
+    def first(self) -> tuple[bytes, int] | None:
+        """The oldest record held, or None."""
+        while self._ticks and not self._ticks[0]:
+            self._ticks.popleft()
+        if self._ticks:
+            return self._ticks[0][0]
+        return self._open[0] if self._open else None
+
+    def pop_first(self) -> None:
+        """Forget the oldest record (it was written)."""
+        tick = self._ticks[0] if self._ticks and self._ticks[0] else self._open
+        record, _rows = tick.popleft()
+        self.bytes -= len(record)
+        if self._ticks and not self._ticks[0]:
+            self._ticks.popleft()
+
+    def reset_counts(self) -> None:
+        """Start counting a new outage."""
+        self.most_ticks = self.dropped_ticks = self.dropped_rows = 0
 
 
 class StoreWriter:
@@ -72,12 +177,15 @@ class StoreWriter:
         segment_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         convert_in_child: bool = False,
+        backlog_ticks: int = BACKLOG_TICKS,
+        backlog_bytes: int = BACKLOG_BYTES,
     ) -> None:
         """Take the store's lock and convert segments a previous run left behind.
 
         ``host`` names this machine (default: its host name) for callers that need it;
         ``clock`` is injectable so tests can roll segments without waiting;
-        ``convert_in_child`` keeps pyarrow out of this process (see the module doc).
+        ``convert_in_child`` keeps pyarrow out of this process (see the module doc);
+        ``backlog_ticks`` and ``backlog_bytes`` bound what a full disk holds in memory.
         Raises StoreLockedError if another writer holds ``root``.
         """
         if segment_seconds <= 0:
@@ -96,6 +204,9 @@ class StoreWriter:
         self._rolled_bytes = 0
         self._child: ChildJob | None = None
         self._waiting = False  # closed segments wait for a conversion child
+        self._backlog = Backlog(backlog_ticks, backlog_bytes)
+        self._full: tuple[str, float] | None = None  # the outage in progress: (error, since)
+        self._ended: list[DiskFull] = []  # outages over, not yet popped
         self._lock = writer_lock(self.root)
         try:
             try:
@@ -169,11 +280,32 @@ class StoreWriter:
             return
         self._check_open()
         check_table(table)
-        self._maybe_roll()
-        if self._segment is None:
-            self._segment = SegmentWriter(spool_dir(self.root) / f"{new_id()}{SEGMENT_SUFFIX}")
-            self._opened_at = self._clock()
-        self._segment.append(table, rows)
+        record = encode_record(table, rows)
+        if len(self._backlog):  # the disk is full: behind what is already held, in order
+            self._backlog.hold(record, len(rows))
+            return
+        try:
+            self._write(record, len(rows))
+        except DiskFullError as exc:
+            self._disk_full(exc)
+            self._backlog.hold(record, len(rows))
+
+    @property
+    def disk_full(self) -> DiskFull | None:
+        """The disk-full outage in progress (the spool cannot be written), or None."""
+        if self._full is None:
+            return None
+        return self._outage(ended=None)
+
+    @property
+    def held_ticks(self) -> int:
+        """Ticks held in memory because the disk is full."""
+        return self._backlog.ticks
+
+    def pop_outages(self) -> list[DiskFull]:
+        """The disk-full outages that ended since the last call, oldest first."""
+        ended, self._ended = self._ended, []
+        return ended
 
     def flush(self) -> None:
         """Make everything appended so far durable (fdatasync); call it once per tick.
@@ -181,8 +313,16 @@ class StoreWriter:
         In child mode this is also where a finished conversion child is reaped and the next
         one started."""
         self._check_open()
+        self._write_backlog()  # before bounding it: this tick may be the one the disk takes
+        self._backlog.end_tick()
         if self._segment is not None:
-            self._segment.sync()
+            try:
+                self._segment.sync()
+            except DiskFullError as exc:
+                self._disk_full(exc)
+        if self._full is not None and not len(self._backlog):
+            self._ended.append(self._outage(ended=self._clock()))
+            self._full = None
         self._maybe_roll()
         if self.convert_in_child:
             self._service_child()
@@ -214,8 +354,9 @@ class StoreWriter:
     def wait_for_conversions(self) -> None:
         """Child mode: block until every closed segment is converted (the open one stays open).
 
-        A failed child's segments are retried once here; raises StoreError if that fails too
-        (they stay in the spool for the next roll-over, close() or start).
+        A failed child's segments are retried once here; raises StoreError if that fails too,
+        unless the disk is full (they stay in the spool for the next roll-over, close() or
+        start either way).
         """
         self._check_open()
         if self._child is not None:
@@ -226,13 +367,19 @@ class StoreWriter:
             exclude = self._segment.path if self._segment is not None else None
             paths = [path for path in segment_paths(self.root) if path != exclude]
             if paths:
-                self._reap(self._start_child(paths), wait=True, raise_failure=True)
+                self._reap_unless_full(self._start_child(paths))
 
     def close(self) -> None:
         """Convert the open segment to Parquet and free the lock (idempotent)."""
         if self.closed:
             return
         try:
+            self._write_backlog()
+            if len(self._backlog):
+                logger.warning(
+                    "%s: %d tick(s) held in memory are lost: %s",
+                    self.root, self._backlog.ticks, self._full[0] if self._full else "disk full",
+                )  # fmt: skip
             if self.convert_in_child:
                 self._close_segment()
                 self._waiting = True  # also retries what a failed child left behind
@@ -245,20 +392,70 @@ class StoreWriter:
 
     # -- internals --------------------------------------------------------------------------
 
+    def _write(self, record: bytes, rows: int) -> None:
+        """Append one encoded record to the open segment (opening one if needed)."""
+        self._maybe_roll()
+        if self._segment is None:
+            self._segment = SegmentWriter(spool_dir(self.root) / f"{new_id()}{SEGMENT_SUFFIX}")
+            self._opened_at = self._clock()
+        self._segment.append_record(record, rows)
+
+    def _write_backlog(self) -> None:
+        """Append the held records, oldest first, until the disk refuses one."""
+        while (held := self._backlog.first()) is not None:
+            try:
+                self._write(*held)
+            except DiskFullError:
+                return
+            self._backlog.pop_first()
+
+    def _disk_full(self, exc: DiskFullError) -> None:
+        if self._full is None:
+            self._full = (str(exc), self._clock())
+            self._backlog.reset_counts()
+            logger.debug("disk full, holding ticks in memory: %s", exc)
+
+    def _outage(self, *, ended: float | None) -> DiskFull:
+        assert self._full is not None
+        error, started = self._full
+        backlog = self._backlog
+        return DiskFull(
+            error=error,
+            started=started,
+            ended=ended,
+            held_ticks=max(backlog.most_ticks, backlog.ticks),
+            dropped_ticks=backlog.dropped_ticks,
+            dropped_rows=backlog.dropped_rows,
+        )
+
     def _recover(self) -> RecoveryReport:
         if not self.convert_in_child:
             return recover_locked(self.root)
         leftovers = segment_paths(self.root)
         if not leftovers:
             return RecoveryReport()
-        child = self._start_child(leftovers)
-        reports = self._reap(child, wait=True, raise_failure=True, record=False)
+        # A full disk must not keep the collector from starting: the segments stay in the
+        # spool and the next roll-over converts them with its own.
+        reports = self._reap_unless_full(self._start_child(leftovers), record=False)
         return RecoveryReport(tuple(reports or ()))
+
+    def _reap_unless_full(self, child: ChildJob, *, record: bool = True) -> list[SegmentReport]:
+        """Wait for ``child``; raise StoreError if it failed, unless for want of space (then
+        its segments stay in the spool, logged, for the next roll-over, close or start)."""
+        child.wait()
+        failure = child.failure
+        full = failure is not None and any(text in failure for text in _FULL_TEXTS)
+        if full:
+            self._waiting = True
+        return self._reap(child, wait=True, raise_failure=not full, record=record) or []
 
     def _close_segment(self) -> SegmentWriter | None:
         segment, self._segment = self._segment, None
         if segment is not None:
-            segment.close()
+            try:
+                segment.close()
+            except DiskFullError as exc:  # what it holds was written: convert it all the same
+                self._disk_full(exc)
             self._rolled_bytes += segment.size
         return segment
 
