@@ -1,4 +1,5 @@
-"""The simulator: exact row counts, determinism, the schema, the planted anomalies, the CLI."""
+"""The simulator: exact row counts, determinism, the schema, the runs, the planted anomalies, the
+CLI."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from devloop.simulate import SimulationSummary, simulate
 from devloop.store import connect
 from devloop.store.files import STORED_AS
 from devloop.store.schema import TABLES
+from devloop.tune.replay import demand_from_store
 
 # Two busy hours: the over-limit episode falls in the middle quarter, 14:00-14:30.
 START = datetime(2026, 1, 5, 13, tzinfo=UTC)
-TABLE_NAMES = ("samples", "system", "processes", "events", "limits")
+TABLE_NAMES = ("samples", "system", "processes", "events", "limits", "runs")
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,8 @@ def test_row_counts_follow_the_model(small: SimulationSummary) -> None:
     ticks, slots = 2 * 3600, 3 * 4
     assert small.ticks == ticks and small.processes_concurrent == slots
     # 1 start + 1 warn + 6 pauses and 6 resumes (20 s every 5 min from 14:01) + 1 stop.
-    expected = {"samples": ticks * slots, "system": ticks, "events": 15, "limits": 3 + 3 * 4}
+    expected = {"samples": ticks * slots, "system": ticks, "events": 15, "limits": 3 + 3 * 4,
+                "runs": 190}  # fmt: skip
     for table, rows in expected.items():
         assert _one(sql, f"SELECT count(*) FROM {table}") == rows, table
     distinct = _one(sql, "SELECT count(DISTINCT (pid, start_time)) FROM samples")
@@ -90,7 +93,7 @@ def test_ticks_that_do_not_divide_an_hour(tmp_path: Path) -> None:
 
 
 def test_files_have_the_store_schema(small: SimulationSummary) -> None:
-    assert set(TABLES) - set(TABLE_NAMES) == {"runs"}  # simulated agents are not devloop's runs
+    assert set(TABLES) == set(TABLE_NAMES)
     for table in TABLE_NAMES:
         schema = TABLES[table]
         # On disk, a few columns have their storage type (files.STORED_AS).
@@ -116,17 +119,20 @@ def test_same_seed_same_rows(tmp_path: Path) -> None:
         summary = simulate(out, hours=1, interval=5, seed=seed, start=START)
         sql = _sql(summary)
         # cwd names the output folder; everything else must match.
-        sql.execute(f"CREATE TABLE p AS SELECT * REPLACE (replace(cwd, '{out}', '') AS cwd) "
-                    "FROM processes")  # fmt: skip
+        for table in ("processes", "runs"):
+            sql.execute(f"CREATE TABLE {table}_ AS SELECT * REPLACE "
+                        f"(replace(cwd, '{out}', '') AS cwd) FROM {table}")  # fmt: skip
         return {
             table: sql.execute(
-                f"SELECT * FROM {'p' if table == 'processes' else table} ORDER BY ALL"
-            ).fetchall()  # fmt: skip
+                f"SELECT * FROM {table + '_' if table in ('processes', 'runs') else table} "
+                "ORDER BY ALL"
+            ).fetchall()
             for table in TABLE_NAMES
         }
 
     first = rows("a", 0)
     assert first == rows("b", 0)
+    assert first["runs"]
     assert first["samples"] != rows("c", 1)["samples"]
 
 
@@ -173,6 +179,74 @@ def test_counters_are_consistent(small: SimulationSummary) -> None:
                      "HAVING count(*) > 1)") == 0  # fmt: skip
     states = {s for (s,) in sql.execute("SELECT DISTINCT state FROM samples").fetchall()}
     assert states == {"sleeping", "running", "stopped"}
+
+
+def test_one_runs_row_per_run_as_its_ticks_saw_it(small: SimulationSummary) -> None:
+    sql = _sql(small)
+    # The ticks of a run are its agent's ticks between its start and end (one process per
+    # agent here), and nothing else: busy CPU, then the next run or idle.
+    mismatched = sql.execute(
+        """
+        WITH seen AS (
+            SELECT r.run_id, count(s.ts) AS ticks, sum(s.cpu_cores) AS cpu,
+                   max(s.cpu_cores) AS peak, max(s.rss_bytes) AS rss,
+                   count(s.ts) FILTER (WHERE s.state = 'stopped') AS stopped
+            FROM runs r LEFT JOIN samples s ON s.project = r.project AND s.agent = r.agent
+              AND s.ts > r.started AND s.ts < r.ended
+            GROUP BY r.run_id
+        )
+        SELECT r.run_id FROM runs r JOIN seen USING (run_id)
+        WHERE r.ticks != seen.ticks OR r.paused_seconds != seen.stopped
+           OR round(r.cpu_user_seconds + r.cpu_system_seconds, 2)
+              != round(coalesce(seen.cpu, r.cpu_user_seconds + r.cpu_system_seconds), 2)
+           OR r.peak_cores IS DISTINCT FROM seen.peak
+           OR r.peak_rss_bytes IS DISTINCT FROM seen.rss
+           OR r.max_rss_bytes != coalesce(seen.rss, r.max_rss_bytes)
+        """
+    ).fetchall()
+    assert mismatched == []
+    per_agent = sql.execute(
+        """SELECT agent, count(*), sum(ticks), round(sum(epoch(ended) - epoch(started))),
+                  count(DISTINCT run_id), sum(paused_seconds)
+           FROM runs GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    assert per_agent == [
+        ("formatter", 44, 133, 136.0, 44, 0.0),
+        ("linter", 68, 597, 598.0, 68, 7.0),
+        ("test-runner", 31, 1281, 1283.0, 31, 0.0),
+        ("type-checker", 47, 893, 894.0, 47, 0.0),
+    ]
+    row = sql.execute(
+        """SELECT count(*) FILTER (WHERE trigger != 'watch' OR status != 'complete'
+                                   OR exit_code != 0 OR queued != started),
+                  count(*) FILTER (WHERE ts != ended OR ended <= started
+                                   OR ended > TIMESTAMPTZ '2026-01-05 15:00Z')
+           FROM runs"""
+    ).fetchone()
+    assert row == (0, 0)
+    # A run's root is its slot's process when it starts: the one it started (a linter), the
+    # daemon that handles it in place (the type-checker).
+    roots = sql.execute(
+        """SELECT r.agent, bool_and(p.start_time = r.started) FROM runs r
+           JOIN processes p ON p.pid = r.pid AND p.start_time = r.start_time
+           GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    assert roots == [("formatter", True), ("linter", True), ("test-runner", True),
+                     ("type-checker", False)]  # fmt: skip
+
+
+def test_the_replay_reads_the_simulated_runs(small: SimulationSummary) -> None:
+    demand = demand_from_store(small.out)
+    sql = _sql(small)
+    rows = sql.execute(
+        """SELECT run_id, project, agent, epoch(ended) - epoch(started) - paused_seconds,
+                  cpu_user_seconds + cpu_system_seconds FROM runs ORDER BY started, run_id"""
+    ).fetchall()
+    assert (demand.interval, demand.cores) == (1.0, 2)
+    assert [(r.run_id, r.project, r.agent) for r in demand.runs] == [row[:3] for row in rows]
+    for run, (_, _, _, seconds, cpu) in zip(demand.runs, rows, strict=True):
+        assert len(run.cores) == max(1, round(seconds))
+        assert sum(run.cores) == pytest.approx(cpu)
 
 
 def _rise(sql: duckdb.DuckDBPyConnection, column: str, project: str, agent: str) -> float:
@@ -305,12 +379,12 @@ def test_cli_writes_and_summarises(tmp_path: Path) -> None:
             "--start", "2026-01-06", "--seed", "3"]  # fmt: skip
     result = CliRunner().invoke(_group, args)
     assert result.exit_code == 0, result.output
-    # 1 start + 1 warn + 3 pauses + 3 resumes + 1 stop; 15 limits.
+    # 1 start + 1 warn + 3 pauses + 3 resumes + 1 stop; 15 limits; 3 runs ended in the hour.
     processes = result.stdout.split("processes ")[1].split(",")[0]
-    total = 1440 + 120 + int(processes) + 9 + 15
+    total = 1440 + 120 + int(processes) + 9 + 15 + 3
     assert result.stdout.startswith(
         f"Wrote {total:,} rows (samples 1,440, system 120, processes {processes}, events 9, "
-        "limits 15) in "
+        "limits 15, runs 3) in "
     )
     assert "Planted cpu-over-limit: proj-2, 2026-01-06 00:30 to 2026-01-06 00:45 UTC" in (
         result.stdout

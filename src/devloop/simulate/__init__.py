@@ -4,7 +4,7 @@
 
     DIR/workspace.json                        projects proj-1..proj-N, weighted, 60% / 2GB pool
     DIR/projects/proj-N/.devloop/agents.json  agents with per-agent limits
-    DIR/metrics/<table>/date=.../hour=H/      samples, system, processes, limits, events
+    DIR/metrics/<table>/date=.../hour=H/      samples, system, processes, limits, events, runs
 
 It loads with :func:`devloop.config.load_workspace` and reads with
 :func:`devloop.store.connect`. The same arguments and seed give the same rows (only
@@ -44,6 +44,10 @@ The model
 * **Host.** ``system.cpu_busy_cores`` = the agents' cores plus a background of
   0.05 + 0.25 x activity cores, at most ``cores``; memory 4 GiB per core (at least 8 GiB), used =
   the agents' rss plus 3-4 GiB of background.
+* **Runs.** Every triggered run is a ``runs`` row as ``devloop watch`` would leave it (trigger
+  ``watch``, exit 0, not queued), with what the ticks saw of it and the seconds the over-limit
+  episode held it paused; see :mod:`devloop.simulate.runs`. ``processes.run_id`` stays null (a
+  simulated process outlives its run).
 * **Limits.** ``limits`` holds :func:`devloop.config.allocation.allocate` of the written
   workspace at the start: one row per project (agent ``""``) and per agent, reason "start".
 

@@ -25,6 +25,7 @@ from devloop.simulate.model import (
     host_memory_bytes,
 )
 from devloop.simulate.plan import MARGIN, Plan
+from devloop.simulate.runs import RunTotals
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -76,8 +77,16 @@ def _cumulative(increments: I64, process: I64, carry: I64) -> I64:
     return result
 
 
-def generate_chunk(plan: Plan, counters: Counters, first: int, stop: int, seed: int) -> Chunk:
-    """Ticks ``first..stop-1`` (indexes into the span) of every slot."""
+def generate_chunk(
+    plan: Plan,
+    counters: Counters,
+    first: int,
+    stop: int,
+    seed: int,
+    runs: RunTotals | None = None,
+) -> Chunk:
+    """Ticks ``first..stop-1`` (indexes into the span) of every slot; adds what they saw of
+    each run to ``runs`` when given."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 2, first]))
     p = plan.params
     n_slots, n_ticks = plan.slots, stop - first
@@ -98,6 +107,7 @@ def generate_chunk(plan: Plan, counters: Counters, first: int, stop: int, seed: 
         in_run = valid & (trigger_key // plan.stride == slot)
         in_run &= keys - trigger_key < plan.trig_dur[np.maximum(trigger, 0)]
     else:  # a span too short for any triggered run
+        trigger = np.zeros(shape, dtype=np.int64)
         in_run = np.zeros(shape, dtype=bool)
 
     cores = p.idle_cores[:, None] * rng.lognormal(0.0, 0.5, shape)
@@ -146,6 +156,8 @@ def generate_chunk(plan: Plan, counters: Counters, first: int, stop: int, seed: 
 
     state = np.where(rng.random(shape) < np.minimum(cores, 1.0), _RUNNING, _SLEEPING)
     state = np.where(paused, _STOPPED, state).astype(np.int8)
+    if runs is not None:
+        runs.add(trigger, in_run, paused, cpu_cs, cpu_cores, rss_bytes)
 
     slot_of_row = pa.array(slot.ravel().astype(np.int32))
     project_of_slot = pa.array([plan.projects[i] for i in plan.slot_project])

@@ -28,6 +28,7 @@ from devloop.simulate.model import (
     SECOND_US,
 )
 from devloop.simulate.plan import Plan, make_plan
+from devloop.simulate.runs import RunTotals, runs_table
 from devloop.simulate.workspace import write_workspace
 from devloop.store import write_rollups, write_table
 from devloop.store.schema import EVENTS, LIMITS
@@ -138,7 +139,7 @@ def simulate(
         seed=seed,
     )
     metrics = workspace.metrics_dir
-    rows = dict.fromkeys(("samples", "system", "processes", "events", "limits"), 0)
+    rows = dict.fromkeys(("samples", "system", "processes", "events", "limits", "runs"), 0)
     written: list[Path] = []
 
     def write(table: str, data: pa.Table) -> None:
@@ -149,12 +150,15 @@ def simulate(
     write("limits", _limits_table(plan))
     write("events", _events_table(plan, workspace.config.global_.resource_limits.check_interval))
     counters = Counters(plan)
+    totals = RunTotals(plan)
     bounds = _chunk_bounds(plan)
     for first, stop in zip(bounds, bounds[1:], strict=False):
-        chunk = generate_chunk(plan, counters, first, stop, seed)
+        chunk = generate_chunk(plan, counters, first, stop, seed, totals)
         write("samples", chunk.samples)
         write("system", chunk.system)
         write("processes", chunk.processes)
+        if stop == plan.ticks:  # every run's ticks are in: the runs rows can be written
+            write("runs", runs_table(plan, totals))
         if progress is not None:
             progress(stop, plan.ticks, sum(rows.values()))
     # A writer of whole hours writes their rollups (DESIGN.md, "Storage contract"), with the

@@ -117,6 +117,7 @@ def autotune(
     pool = _fit_pool(suggestions, workspace, allocation, history, params, priorities)
     if pool.note:
         notes.append(pool.note)
+    _cap_agents_at_projects(suggestions)
     totals = objective.totals(suggestions, pool, workspace, unit, history)
     for entry in suggestions.values():
         if entry.scaled:
@@ -469,6 +470,30 @@ def _cap_agents(entities: dict[Key, tuple[Fit, Any]]) -> None:
         entities[key] = (capped, leak)
 
 
+def _cap_agents_at_projects(suggestions: dict[Key, EntitySuggestion]) -> None:
+    """After the pool: an agent's CPU and memory never exceed its project's (as suggested, or
+    as the pool scaled it), which is what the runtime would hold it at anyway."""
+    for (project, agent), entry in suggestions.items():
+        top = suggestions.get((project, ""))
+        if not agent or top is None or entry.cpu is None or top.cpu is None:
+            continue
+        capped = []
+        if entry.cpu > top.cpu:
+            entry.cpu = top.cpu
+            capped.append(f"{top.cpu:g}% CPU")
+        if (
+            entry.memory_bytes is not None
+            and top.memory_bytes is not None
+            and entry.memory_bytes > top.memory_bytes
+        ):
+            entry.memory_bytes = top.memory_bytes
+            capped.append(f"{format_size(top.memory_bytes)} memory")
+        if capped:
+            entry.rationale = (
+                entry.rationale.rstrip(".") + f"; capped at its project's {' and '.join(capped)}."
+            )
+
+
 def _grant(
     wanted: dict[str, float], floors: dict[str, float], capacity: float, priorities: dict[str, int]
 ) -> dict[str, float]:
@@ -698,19 +723,41 @@ def _why(entry: EntitySuggestion, params: TuneParameters) -> str:
         format_size(peak) if peak else "0B"
     )
     if found.get("kept_current"):
-        return f"Keeps its current limit: {found['kept_current']}."
+        return f"Keeps its current limit: {found['kept_current']}{_flags(entry)}."
     if entry.scaled and entry.needed_cpu is not None:
         at_pool = entry.at_pool or {}
+        slowdown = at_pool.get("p95")
+        shown = "runs that never finish" if slowdown is None else f"p95 slowdown {slowdown}x"
         return (
             f"Its {found['runs']} runs need {entry.needed_cpu:g}% CPU for a p95 slowdown of "
-            f"{target}, but the largest allowed pool grants {entry.cpu:g}% by priority: p95 "
-            f"slowdown {at_pool.get('p95')}x with every project at once; {memory}."
+            f"{target}, but the largest allowed pool grants {entry.cpu:g}% by priority: "
+            f"{shown} with every project at once; {memory}{_flags(entry)}."
         )
     return (
         f"{entry.cpu:g}% CPU is the smallest limit under which the replayed p95 slowdown of its "
         f"{found['runs']} runs is at most {target} (their peak: "
-        f"{found.get('runs_peak_cpu_percent')}%); {memory}."
+        f"{found.get('runs_peak_cpu_percent')}%); {memory}{_flags(entry)}."
     )
+
+
+def _flags(entry: EntitySuggestion) -> str:
+    """The censoring and leak clauses of the percentile's sentence, for the replay's."""
+    text = ""
+    censoring = entry.censoring or {}
+    if entry.censored_cpu or entry.censored_memory:
+        what = []
+        if censoring.get("paused_ticks"):
+            what.append(f"paused or throttled for {censoring['paused_ticks']} ticks")
+        cpu_ticks = censoring.get("cpu_ticks", 0) - censoring.get("paused_ticks", 0)
+        if cpu_ticks > 0 or censoring.get("memory_ticks"):
+            what.append("at its limit")
+        text += f"; raised because demand was hidden ({', '.join(what)})"
+    if entry.leak is not None:
+        text += (
+            f"; memory grows {entry.leak['mb_per_hour']:.1f} MB/h (a leak): fix it, the limit is "
+            "not raised to feed it"
+        )
+    return text
 
 
 def _hl(seconds: float) -> str:
