@@ -514,13 +514,17 @@ def test_memory_over_the_limit_pauses_once_not_everything(write_workspace):
         a, b = (start("sleep", tags=(BUSY, name)) for name in ("a", "b"))
         manager = ResourceManager(workspace, min_pause=0)
         try:
-            tick = _tick({(BUSY, "a"): (a.pid, 0.0, gib // 2), (BUSY, "b"): (b.pid, 0.0, gib)})
+            # b alone (0.75GB) is under 0.8 x 1GB: a pause can end (test_policy.py has the
+            # agent whose own memory is over it, which is resumed rather than kept stopped)
+            tick = _tick(
+                {(BUSY, "a"): (a.pid, 0.0, gib // 2), (BUSY, "b"): (b.pid, 0.0, 3 * gib // 4)}
+            )
             manager.observe(tick)
             done = manager.check()
             assert [(x.action, x.agent, x.metric) for x in done] == [("pause", "b", "memory")]
-            assert done[0].value == 1.5 * gib and done[0].limit == gib
-            # still 1.5GB allocated, but b is stopped and cannot grow: a is left running, and b
-            # stays paused (1.5GB is not under 0.8 x 1GB)
+            assert done[0].value == 1.25 * gib and done[0].limit == gib
+            # still 1.25GB allocated, but b is stopped and cannot grow: a is left running, and
+            # b stays paused (1.25GB is not under 0.8 x 1GB)
             for _ in range(3):
                 manager.observe(tick)
                 assert manager.check() == []

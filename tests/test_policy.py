@@ -224,6 +224,33 @@ def test_a_hold_counts_at_its_cap_so_a_broader_scope_does_not_pause_it():
     ]
 
 
+def test_a_memory_pause_that_cannot_end_resumes_the_agent_and_is_not_repeated():
+    """Stopped, an agent keeps its memory: one whose own memory alone is at or over
+    resumeThreshold x a limit would stay paused for ever. After the minimum pause it is
+    resumed, saying why, and not paused for memory again while its processes last; the others
+    are not paused in its place, since that cannot bring the scope under either."""
+    policy = Policy(allocation({"p": (100, 2)}), Rules(min_pause=5))  # 4GB for p
+
+    def big(ts: float, **more: float) -> Usage:
+        found = usage(ts, p_a=0.1, **more)
+        found.agents[("p", "a")].memory_bytes = 5 * GB  # alone over p's 4GB
+        return found
+
+    assert kinds(policy.check(big(0), now=0.0)) == [("pause", "project", "p", "a")]
+    assert policy.check(big(1), now=1.0) == []  # the minimum pause
+    (resumed,) = policy.check(big(5), now=5.0)
+    assert kinds([resumed]) == [("resume", "project", "p", "a")]
+    assert "its own memory (5120MB) is over 0.8 x the memory limit of project p" in (
+        resumed.message
+    )
+    assert policy.paused == {} and policy.memory_exempt == {("p", "a")}
+    assert policy.check(big(6, p_b=0.1), now=6.0) == []  # neither a nor b is paused
+    # its run ends: the exemption goes with it, and a later run is paused again
+    assert policy.check(usage(7, p_b=0.1), now=7.0) == []
+    assert policy.memory_exempt == set()
+    assert kinds(policy.check(big(8), now=8.0)) == [("pause", "project", "p", "a")]
+
+
 def test_admission_follows_the_limits_and_the_pauses():
     policy = Policy(allocation({"p": (40, 2), "q": (40, 2)}, agents={"p/lint": 15}), Rules())
     calm = usage(0, p_lint=0.4, q_test=0.4)  # 10 % each

@@ -217,6 +217,9 @@ class Policy:
         #: Per throttled agent, the cap (CPU % of the machine) each scope that holds it gave;
         #: the agent is held at the smallest.
         self.hold_targets: dict[AgentKey, dict[tuple[str, str | None], float]] = {}
+        #: Agents resumed because their own memory alone is over a limit (pausing cannot bring
+        #: them under): not paused for memory again until their processes are gone.
+        self.memory_exempt: set[AgentKey] = set()
         self.warned: set[tuple[str, str, str]] = set()  # (scope, name, metric)
         self.counts: dict[AgentKey, list[int]] = {}  # pauses, resumes
 
@@ -343,6 +346,7 @@ class Policy:
                 self.throttled.discard(key)
                 self.hold_targets.pop(key, None)
                 decisions.append(Release(*key))
+        self.memory_exempt &= set(usage.agents)
         return decisions
 
     def _scopes_of(self, project: str, agent: str) -> list[Scope]:
@@ -401,11 +405,37 @@ class Policy:
         for paused in order:
             if now - paused.since < self.rules.min_pause or paused.project in resumed_projects:
                 continue
+            hopeless = self._own_memory_over(paused, usage)
+            if hopeless is not None:
+                # stopped, it keeps its memory: no pause can bring it under, only a hang
+                self.memory_exempt.add((paused.project, paused.agent))
+                actions.append(self._continue(paused, now, hopeless))
+                resumed_projects.add(paused.project)
+                continue
             if not self._fits(paused, usage):
                 continue
             actions.append(self._continue(paused, now, "usage fell under the resume threshold"))
             resumed_projects.add(paused.project)
         return actions
+
+    def _own_memory_over(self, paused: Paused, usage: Usage) -> str | None:
+        """Why a memory pause cannot end, when the paused agent's own memory alone is at or
+        over ``resumeThreshold`` x a limit it is under (it would never resume); else None."""
+        if paused.metric != "memory":
+            return None
+        found = usage.agents.get((paused.project, paused.agent))
+        if found is None:
+            return None
+        threshold = self.rules.threshold_for(paused.project)
+        for scope, name, _, memory_limit in self._scopes_of(paused.project, paused.agent):
+            if found.memory_bytes >= memory_limit * threshold:
+                where = "the workspace" if scope == "workspace" else f"{scope} {name}"
+                return (
+                    f"its own memory ({found.memory_bytes / 2**20:.0f}MB) is over "
+                    f"{threshold:g} x the memory limit of {where}: a pause cannot bring it "
+                    "under, so it runs on, not paused for memory again this run"
+                )
+        return None
 
     def _fits(self, paused: Paused, usage: Usage) -> bool:
         """May a paused agent come back? Every scope it belongs to must be under
@@ -562,9 +592,15 @@ class Policy:
         def amount(a: AgentUsage) -> float:
             return a.cores / usage.cores * 100 if metric == "cpu" else float(a.memory_bytes)
 
+        members = self._members(usage, scope, name)
+        if metric == "memory":
+            exempt = sum(a.memory_bytes for a in members if a.key in self.memory_exempt)
+            if exempt >= limit:
+                return []  # the exempt agents alone are over: pausing others cannot help
         candidates = [
-            a for a in self._members(usage, scope, name)
+            a for a in members
             if a.key not in self.paused and a.processes and amount(a) > 0
+            and not (metric == "memory" and a.key in self.memory_exempt)
         ]  # fmt: skip
         # lowest priority first (the highest number), then the largest consumer
         candidates.sort(key=lambda a: (-self.priority(a.project), -amount(a)))
