@@ -240,16 +240,23 @@ class Policy:
         return min(own.cpu, share.cpu), min(own.memory_bytes, share.memory_bytes)
 
     def totals(
-        self, usage: Usage, project: str | None = None, *, running_only: bool = False
+        self,
+        usage: Usage,
+        project: str | None = None,
+        *,
+        running_only: bool = False,
+        capped: bool = False,
     ) -> tuple[float, int]:
-        """CPU (% of the machine) and memory of the workspace, or of one project."""
+        """CPU (% of the machine) and memory of the workspace, or of one project.
+        ``running_only``: paused agents left out; ``capped``: held agents counted at most at
+        their cap."""
         cores, memory = 0.0, 0
         for key, agent in usage.agents.items():
             if project is not None and agent.project != project:
                 continue
             if running_only and key in self.paused:
                 continue
-            cores += agent.cores
+            cores += self._held(agent, usage) if capped else agent.cores
             memory += agent.memory_bytes
         return cores / usage.cores * 100, memory
 
@@ -379,17 +386,12 @@ class Policy:
                 return 0.0, 0
             cores = self._held(found, usage) if running_only else found.cores
             return cores / usage.cores * 100, found.memory_bytes
-        if not running_only or not self.hold_targets:
-            return self.totals(
-                usage, name if scope == "project" else None, running_only=running_only
-            )
-        cores, memory = 0.0, 0
-        for key, found in usage.agents.items():
-            if (scope == "project" and found.project != name) or key in self.paused:
-                continue
-            cores += self._held(found, usage)
-            memory += found.memory_bytes
-        return cores / usage.cores * 100, memory
+        return self.totals(
+            usage,
+            name if scope == "project" else None,
+            running_only=running_only,
+            capped=running_only,
+        )
 
     def _held(self, agent: AgentUsage, usage: Usage) -> float:
         """The agent's cores, at most the cap it is held at."""
@@ -532,8 +534,7 @@ class Policy:
         return self._pause_until_under(usage, now, scope, name, metric, value, limit, pausable)
 
     def _throttle(self, usage: Usage, scope: str, name: str | None, limit: float) -> list[Hold]:
-        members = [a for a in self._members(usage, scope, name)
-                   if a.key not in self.paused and a.processes]  # fmt: skip
+        members = self._holdable(usage, scope, name)
         if not members:
             return []
         holds = []
@@ -542,6 +543,11 @@ class Policy:
             self.hold_targets.setdefault(member.key, {})[(scope, name)] = target
             holds.append(Hold(member.project, member.agent, target / 100 * usage.cores))
         return holds
+
+    def _holdable(self, usage: Usage, scope: str, name: str | None) -> list[AgentUsage]:
+        """The scope's agents a hold applies to: running, with processes."""
+        return [a for a in self._members(usage, scope, name)
+                if a.key not in self.paused and a.processes]  # fmt: skip
 
     def _hold_targets(
         self, members: list[AgentUsage], scope: str, limit: float
@@ -562,8 +568,7 @@ class Policy:
         """Holds this scope gave that its limit now allows higher (the limit rose: a profile,
         the ``dynamic`` strategy; or fewer agents share it): raised, as far as the agents'
         other holds allow. A cap is never lowered here: a scope over its limit does that."""
-        members = [a for a in self._members(usage, scope, name)
-                   if a.key not in self.paused and a.processes]  # fmt: skip
+        members = self._holdable(usage, scope, name)
         holds = []
         for member, target in self._hold_targets(members, scope, limit) if members else []:
             targets = self.hold_targets.get(member.key)
