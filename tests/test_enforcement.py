@@ -62,6 +62,15 @@ def log_entries(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def enforcement_state(folder: Path) -> dict:
+    return json.loads((folder / "enforcement-state.json").read_text())
+
+
+def burner_pauses(folder: Path) -> int:
+    agent = enforcement_state(folder).get("agents", {}).get(f"{BUSY}/burner", {})
+    return int(agent.get("pauses", 0))
+
+
 def actions(folder: Path, action: str) -> list[dict]:
     return [e for e in log_entries(folder) if e["action"] == action]
 
@@ -114,8 +123,9 @@ def test_a_burner_over_its_project_limit_is_paused_then_resumed(write_workspace)
             # still a burner: it goes over again and is paused again
             wait_until(lambda: len(actions(folder, "pause")) >= 2)
             assert proc_state(calm.pid) != "T"  # the other project's agent is never touched
-            state = json.loads((folder / "enforcement-state.json").read_text())
-            assert state["agents"][f"{BUSY}/burner"]["pauses"] >= 2
+            # the state file is written after the log line of the same check: wait for it too
+            wait_until(lambda: burner_pauses(folder) >= 2)
+            state = enforcement_state(folder)
             assert state["projects"][BUSY]["cpu_limit"] == 10
             assert recorder.manager is not None
         # closing devloop continues every paused process

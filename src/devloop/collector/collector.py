@@ -547,7 +547,9 @@ class Collector:
             share = (now.cpu_busy_seconds - prev.cpu_busy_seconds) / (
                 now.cpu_total_seconds - prev.cpu_total_seconds
             )
-            busy = cores * share
+            # clamped: the two sums are floats (psutil's cpu_times add in float), and the
+            # kernel's iowait may step back, so an idle machine can read a hair below zero
+            busy = cores * min(max(share, 0.0), 1.0)
             self._prev_system = now
         elif prev is None:
             self._prev_system = now
