@@ -84,6 +84,16 @@ def guide_workspace(sharing: dict[str, Any] | None = None, **extra: Any) -> dict
     return data
 
 
+@pytest.fixture(scope="session")
+def simulated_day(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated day of 24 closed hours (2 projects of 2 agents), shared: tests copy it."""
+    from devloop.simulate import simulate
+
+    out = tmp_path_factory.mktemp("sim-day") / ".devloop-workspace"
+    simulate(out, days=1, projects=2, agents_per_project=2, seed=11)
+    return out
+
+
 @pytest.fixture
 def write_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WriteWorkspace:
     """Write ``tmp_path/.devloop-workspace/workspace.json`` (and agents.json files), chdir there.

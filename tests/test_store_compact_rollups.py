@@ -39,17 +39,10 @@ from tests.test_store_support import HOUR, SECOND, T0, T0_DT, system_row, tick_r
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("sim") / ".devloop-workspace"
-    simulate(out, days=1, projects=2, agents_per_project=2, seed=11)
-    return out
-
-
 @pytest.fixture
-def store_copy(simulated: Path, tmp_path: Path) -> Path:
+def store_copy(simulated_day: Path, tmp_path: Path) -> Path:
     """A day of 24 closed hours, not yet compacted nor rolled up."""
-    return copy_without_cache(simulated, tmp_path)
+    return copy_without_cache(simulated_day, tmp_path)
 
 
 def _sources(entry: Path) -> list[str]:

@@ -27,7 +27,6 @@ from devloop.analytics import (
     workspace_metrics,
 )
 from devloop.analytics.timerange import TimeRange
-from devloop.simulate import simulate
 from devloop.store import write_rollups, write_table
 from devloop.store.files import conform, read_rows, scan_partition, unlink_files, write_atomic
 from devloop.store.layout import Partition, iter_partitions
@@ -39,16 +38,9 @@ pytestmark = pytest.mark.slow
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("sim") / ".devloop-workspace"
-    simulate(out, days=1, projects=2, agents_per_project=2, seed=11)
-    return out
-
-
 @pytest.fixture
-def store_copy(simulated: Path, tmp_path: Path) -> Path:
-    return copy_without_cache(simulated, tmp_path)
+def store_copy(simulated_day: Path, tmp_path: Path) -> Path:
+    return copy_without_cache(simulated_day, tmp_path)
 
 
 def _mid_range(ws: Path) -> TimeRange:
