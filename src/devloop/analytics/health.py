@@ -7,6 +7,8 @@
   trend). A life is a leak when the slope is at least ``leak_mb_per_hour`` and tau at least
   ``min_tau``.
 * **File-handle leaks**: the same with open file handles (per hour, ``fd_per_hour``).
+  Shorter lives are not analysed, and counted (``short_lives``), so an empty trend table says
+  why it is empty.
 * **Restart loops**: an agent that started ``restart_threshold`` or more processes within one
   UTC hour that each lived less than ``short_life`` seconds.
 * **Stopped processes**: lives sampled in state "stopped" for ``stopped_min`` seconds or more
@@ -77,6 +79,8 @@ class Health:
       stopped_seconds, still_stopped
     * ``newest_tick``, ``collector_age_seconds``, ``collector_fresh``; ``spool_segments``,
       ``spool_bytes``; ``findings``: one line per problem found (empty when healthy)
+    * ``min_life``: the shortest life analysed for leaks (seconds); ``short_lives``: how many
+      process lives in the range were shorter, so not analysed (in no trend table)
     """
 
     selection: Selection
@@ -90,6 +94,20 @@ class Health:
     spool_segments: int
     spool_bytes: int
     findings: tuple[str, ...]
+    min_life: float = 3600.0
+    short_lives: int = 0
+
+    @property
+    def short_lives_note(self) -> str | None:
+        """``12 processes lived under 1h (min_life) and are not analysed for leaks``, or None
+        when every life was analysed."""
+        if not self.short_lives:
+            return None
+        count = f"{self.short_lives} process{'es' if self.short_lives != 1 else ''}"
+        return (
+            f"{count} lived under {_duration(self.min_life)} (min_life) and "
+            f"{'are' if self.short_lives != 1 else 'is'} not analysed for leaks"
+        )
 
     @property
     def healthy(self) -> bool:
@@ -98,7 +116,9 @@ class Health:
 
     def to_json(self) -> dict[str, Any]:
         """``{"range", "healthy", "findings", "collector", "store", "memory_leaks", "fd_leaks",
-        "restart_loops", "stopped", "memory_trends", "fd_trends"}`` (trends: every life)."""
+        "restart_loops", "stopped", "memory_trends", "fd_trends", "short_lives"}`` (trends:
+        every life analysed; ``short_lives``: ``{"min_life_seconds", "skipped", "note"}``, the
+        lives too short to analyse)."""
         import polars as pl
 
         return {
@@ -117,7 +137,21 @@ class Health:
             "stopped": records(self.stopped),
             "memory_trends": records(self.memory),
             "fd_trends": records(self.fds),
+            "short_lives": {
+                "min_life_seconds": self.min_life,
+                "skipped": self.short_lives,
+                "note": self.short_lives_note,
+            },
         }
+
+
+def _duration(seconds: float) -> str:
+    """``1h``, ``1h 30m``, ``90s``: a duration as the options take it."""
+    if seconds % 60 or seconds < 60:
+        return f"{seconds:g}s"
+    hours, minutes = divmod(int(seconds) // 60, 60)
+    return " ".join(part for part in (f"{hours}h" if hours else "",
+                                      f"{minutes}m" if minutes else "") if part)  # fmt: skip
 
 
 def health(
@@ -144,6 +178,7 @@ def health(
     selection = store.select(time_range, projects, agents)
     lives = _lives(store, selection)
     memory, fds = _trends(store, selection, lives, min_life)
+    short_lives = _short_lives(lives, min_life)
     memory = _flag(memory, leak_mb_per_hour, min_tau)
     fds = _flag(fds, fd_per_hour, min_tau)
     restarts = _restarts(lives, short_life, restart_threshold)
@@ -199,6 +234,8 @@ def health(
         spool_segments=info.spool_segments,
         spool_bytes=info.spool_bytes,
         findings=tuple(findings),
+        min_life=min_life,
+        short_lives=short_lives,
     )
 
 
@@ -206,6 +243,18 @@ def _lives(store: Store, selection: Selection) -> pl.DataFrame:
     """:func:`lives_sql` as a frame (what the trends and the restart loops start from)."""
     lives_rel, params = lives_sql(store, selection)
     return store.frame(f"SELECT * FROM {lives_rel}", params)
+
+
+def _short_lives(all_lives: pl.DataFrame, min_life: float) -> int:
+    """How many lives (as :func:`_trends` joins them) lasted under ``min_life`` in the range."""
+    import polars as pl
+
+    spans = all_lives.group_by("host", "pid", "start_time").agg(
+        pl.col("first").min(), pl.col("last").max()
+    )
+    return spans.filter(
+        pl.col("last").dt.epoch("us") - pl.col("first").dt.epoch("us") < round(min_life * 1e6)
+    ).height
 
 
 def _trends(

@@ -2,8 +2,10 @@
 
 Workspace CPU % and memory against the limits in force at that tick, and each project's usage
 against its limits. ``detailed`` adds one row per agent (file handles, threads, processes and
-state: running, idle, paused, queued); ``compare_config`` adds configured (the current
-workspace.json) against in-force and used (average and p95 over the range) per project.
+state: running, idle, paused, queued) and the profiles in force over the range (which
+time-of-day profile set the limits the collector recorded, and when); ``compare_config`` adds
+configured (the current workspace.json) against in-force and used (average and p95 over the
+range) per project.
 The view says how old its tick is: with no collector running it is the last one recorded.
 """
 
@@ -32,8 +34,13 @@ class WorkspaceMetrics:
 
     ``projects`` columns: project, cpu_percent, cpu_limit_percent, memory_bytes,
     memory_limit_bytes, processes. ``agents`` (``detailed`` only): project, agent, cpu_percent,
-    cpu_limit_percent, memory_bytes, memory_limit_bytes, fds, threads, processes, state.
-    ``config`` (``compare_config`` only): project, configured_cpu_percent, in_force_cpu_percent,
+    cpu_limit_percent, memory_bytes, memory_limit_bytes, fds, threads, processes, state
+    (running, idle, paused or queued: an agent without a process at the tick is idle, as one
+    whose processes all sleep). ``profiles`` (``detailed`` only): one row per stretch of the
+    range from its start to ``at`` under one profile and pool: profile (null: the base pool),
+    start, end, cpu_limit_percent, memory_limit_bytes (the limits the collector recorded for
+    the selected projects, summed as the workspace line sums them). ``config``
+    (``compare_config`` only): project, configured_cpu_percent, in_force_cpu_percent,
     used_avg_cpu_percent, used_p95_cpu_percent, configured_memory_bytes,
     in_force_memory_bytes, used_avg_memory_bytes, used_p95_memory_bytes.
     """
@@ -50,6 +57,7 @@ class WorkspaceMetrics:
     agents: pl.DataFrame | None = None
     config: pl.DataFrame | None = None
     notes: tuple[str, ...] = ()
+    profiles: pl.DataFrame | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The documented JSON shape (README, "workspace metrics")."""
@@ -92,6 +100,8 @@ class WorkspaceMetrics:
         }
         if self.agents is not None:
             data["agents"] = records(self.agents)
+        if self.profiles is not None:
+            data["profiles"] = records(self.profiles)
         if self.config is not None:
             data["config"] = records(self.config)
         return data
@@ -184,9 +194,10 @@ def workspace_metrics(
     )
     cpu_limits = per_project["cpu_limit_percent"]
     memory_limits = per_project["memory_limit_bytes"]
-    agents_frame = None
+    agents_frame = profiles = None
     if detailed:
         agents_frame = _agents(store, agent_rows, at, tick_where, tick_params)
+        profiles = _profiles(store, selection, at)
     config = None
     if compare_config:
         config, config_note = _compare_config(store, selection, per_project)
@@ -204,6 +215,7 @@ def workspace_metrics(
         agents=agents_frame,
         config=config,
         notes=tuple(notes),
+        profiles=profiles,
     )
 
 
@@ -244,9 +256,7 @@ def _agents(
             .then(pl.lit("queued"))
             .when(pl.col("running").fill_null(False))
             .then(pl.lit("running"))
-            .when(pl.col("processes").fill_null(0) > 0)
-            .then(pl.lit("idle"))
-            .otherwise(pl.lit("not running"))
+            .otherwise(pl.lit("idle"))
             .alias("state"),
         )
     )
@@ -262,6 +272,56 @@ def _agents(
         "processes",
         "state",
     ).sort("project", "agent")
+
+
+def _profiles(store: Store, selection: Selection, at: datetime) -> pl.DataFrame:
+    """:attr:`WorkspaceMetrics.profiles`: the ``limits`` rows of the selected projects (each
+    write holds every project's) read as a sequence of pools, from the one in force at the
+    range's start to ``at``; a write that changed neither the profile nor the sums (a
+    rebalance within the pool) continues the stretch before it."""
+    import polars as pl
+
+    start = (selection.shown or (selection.start, selection.end))[0]
+    selected = set(selection.projects)
+    rows = store.rows(
+        "SELECT ts, project, profile, cpu_limit_percent, memory_limit_bytes FROM limits "
+        "WHERE agent = '' AND ts <= ? ORDER BY ts, project",
+        [at],
+    )
+    limits: dict[str, tuple[float | None, int | None]] = {}
+    stretches: list[list[Any]] = []  # profile, start, cpu, memory
+    for index, (ts, project, profile, cpu, memory) in enumerate(rows):
+        if project in selected:
+            limits[project] = (cpu, memory)
+        if index + 1 < len(rows) and rows[index + 1][0] == ts:
+            continue  # the rest of this write
+        cpus = [limits.get(name, (None, None))[0] for name in selected]
+        memories = [limits.get(name, (None, None))[1] for name in selected]
+        pool = [
+            None if None in cpus else float(sum(c for c in cpus if c is not None)),
+            None if None in memories else int(sum(m for m in memories if m is not None)),
+        ]
+        since = max(ts.astimezone(UTC), start)
+        if stretches and [stretches[-1][0], *stretches[-1][2:]] == [profile, *pool]:
+            continue
+        if stretches and stretches[-1][1] >= since:
+            stretches.pop()  # in force before the range: only the last one counts
+        stretches.append([profile, since, *pool])
+    ends = [stretch[1] for stretch in stretches[1:]] + [at]
+    return pl.DataFrame(
+        [
+            (p, since, end, cpu, memory)
+            for (p, since, cpu, memory), end in zip(stretches, ends, strict=True)
+        ],
+        schema={
+            "profile": pl.String,
+            "start": pl.Datetime("us", "UTC"),
+            "end": pl.Datetime("us", "UTC"),
+            "cpu_limit_percent": pl.Float64,
+            "memory_limit_bytes": pl.Int64,
+        },
+        orient="row",
+    )
 
 
 def _compare_config(

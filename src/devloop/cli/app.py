@@ -72,6 +72,7 @@ def _register() -> None:
     from devloop.cli.analytics import analytics, audit, health, metrics, sql
     from devloop.cli.monitor import dashboard, exporter
     from devloop.cli.record import collect, run
+    from devloop.cli.ship import ship
     from devloop.cli.simulate import simulate
     from devloop.cli.store import compact, store_info
     from devloop.cli.stress import stress_test
@@ -81,7 +82,7 @@ def _register() -> None:
 
     cli.add_command(workspace)
     cli.add_command(run)
-    for command in (collect, compact, store_info, simulate):
+    for command in (collect, compact, store_info, simulate, ship):
         workspace.add_command(command)
     for command in (metrics, analytics, health, sql):
         workspace.add_command(command)

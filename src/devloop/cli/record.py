@@ -53,6 +53,16 @@ def _status_line(status: object) -> str:
 )
 @click.option("--profile", help="Resource profile to enforce (default: DEVLOOP_RESOURCE_PROFILE "
               "or the time windows).")  # fmt: skip
+@click.option(
+    "--ship-to",
+    metavar="URI",
+    help="Also ship each compacted hour to this fleet dataset (see workspace ship).",
+)
+@click.option(
+    "--ship-endpoint-url",
+    metavar="URL",
+    help="The S3-compatible store of --ship-to (http(s)://HOST:PORT).",
+)
 @click.option("--prometheus", metavar="HOST:PORT",
               help="Also serve each tick to Prometheus on HOST:PORT (127.0.0.1:9464).")  # fmt: skip
 def collect(
@@ -65,6 +75,8 @@ def collect(
     max_size: str | None,
     enforce: bool,
     profile: str | None,
+    ship_to: str | None,
+    ship_endpoint_url: str | None,
     prometheus: str | None,
 ) -> None:
     """Record what every agent process uses into the workspace's metrics store.
@@ -79,6 +91,7 @@ def collect(
       devloop workspace collect --workspace-dir .devloop-workspace --duration 10m --interval 1s
       devloop workspace collect --enforce --profile dev
       devloop workspace collect --retention 30d --max-size 2GB
+      devloop workspace collect --ship-to s3://fleet-metrics/devloop
     """  # fmt: skip
     from devloop.cli.monitor import prometheus_value, serve_ticks
     from devloop.config import load_workspace
@@ -89,6 +102,12 @@ def collect(
     max_age = duration_value(retention, "--retention")
     max_bytes = size_value(max_size, "--max-size", positive=True)
     address = prometheus_value(prometheus)
+    if ship_to is not None:
+        from devloop.store.ship import parse_target  # no pyarrow: the collector stays small
+
+        parse_target(ship_to, ship_endpoint_url)
+    elif ship_endpoint_url is not None:
+        raise click.UsageError("--ship-endpoint-url needs --ship-to")
     loaded = load_workspace(resolve_workspace_dir(workspace_dir))
     echo_warnings(loaded.warnings)
     live = sys.stderr.isatty()
@@ -96,6 +115,7 @@ def collect(
         with Recorder(
             loaded, interval=every, all_processes=all_processes, source=source,
             retention=max_age, max_bytes=max_bytes, enforce=enforce, profile=profile,
+            ship_to=ship_to, ship_endpoint_url=ship_endpoint_url,
         ) as rec:  # fmt: skip
             click.echo(f"Recording {loaded.metrics_dir} every {rec.interval:g}s "
                        f"(Ctrl-C to stop)", err=True)  # fmt: skip

@@ -180,9 +180,22 @@ def _metrics_text(view: WorkspaceMetrics) -> str:
                 "cpu_limit_percent": _pct,
                 "memory_bytes": _mb,
                 "memory_limit_bytes": _mb,
-                "state": _state,
             },
             title="Agents",
+        )
+    if view.profiles is not None and not view.profiles.is_empty():
+        text += "\n" + _table(
+            view.profiles,
+            {
+                "profile": lambda name: name or "(base pool)",
+                "cpu_limit_percent": _pct,
+                "memory_limit_bytes": _mb,
+            },
+            title="Profiles in force",
+        )
+        text += (
+            "(the limits the collector recorded over the range; `workspace limits --at TIME` "
+            "shows workspace.json's for a time of day)\n"
         )
     if view.config is not None:
         text += "\n" + _table(
@@ -200,12 +213,6 @@ def _metrics_text(view: WorkspaceMetrics) -> str:
             title=f"Configured vs actual ({view.selection.label})",
         )
     return text + _notes(view.notes)
-
-
-def _state(value: str | None) -> str:
-    """An agent's state in the words of the docs and the dashboard: one without a process at
-    the tick is ``idle``, as one whose processes sleep."""
-    return "idle" if value == "not running" else _cell(value)
 
 
 def _age(seconds: float) -> str:
@@ -495,14 +502,12 @@ def _health_text(
             .with_columns(pl.col("start_mb", "end_mb") / MIB)
         )
         out += "\n" + _table(memory, {"tau": trend["tau"]}, title="Memory trends")
-        if memory.is_empty():
-            out += _notes(
-                [f"no process lived at least {min_life} (--min-life) in the range: shorter "
-                 "lives are not checked for leaks; a smaller --min-life includes them"]
-            )  # fmt: skip
+        out += _short_lives(report, min_life)
     if detailed:
         fds = report.fds.select(columns).rename({"slope_per_hour": "fds_per_hour"})
         out += "\n" + _table(fds, {"tau": trend["tau"]}, title="File-handle trends")
+        if not memory_analysis:
+            out += _short_lives(report, min_life)
         out += "\n" + _table(report.restarts.head(20), title="Short-lived processes per hour")
         out += "\n" + _table(report.stopped, title="Stopped processes")
         out += (
@@ -511,6 +516,21 @@ def _health_text(
             f"Store: {report.spool_segments} spool segment(s), {report.spool_bytes} bytes\n"
         )
     return out
+
+
+def _short_lives(report: Health, min_life: str) -> str:
+    """The note under a trend table: how many lives were too short to analyse (``min_life``:
+    the --min-life text), or that there was none at all."""
+    count = report.short_lives
+    if count:
+        return _notes(
+            [f"{count} process{'es' if count != 1 else ''} lived under --min-life {min_life} "
+             f"and {'are' if count != 1 else 'is'} not analysed for leaks; a smaller "
+             "--min-life includes them"]
+        )  # fmt: skip
+    if report.memory.is_empty():
+        return _notes(["no process in the range"])
+    return ""
 
 
 def render_sql(frame: pl.DataFrame, fmt: str) -> str:

@@ -119,7 +119,9 @@ def _summary(suggestions: Suggestions) -> str:
         right=(1, 2, 3, 4, 5, 6, 7),
     )
     text += f"(p95: backtested run slowdown; target {suggestions.params.max_slowdown:g}x)\n"
-    totals = suggestions.to_json()["backtest"]["totals"]
+    text += "".join(f"Note: {note}\n" for note in _no_suggestion(suggestions))
+    backtest = suggestions.to_json()["backtest"]
+    totals = backtest["totals"]
     lines = []
     for side in ("current", "suggested"):
         t = totals[side]
@@ -143,9 +145,23 @@ def _summary(suggestions: Suggestions) -> str:
         title="Backtest, all projects (every run together, in-sample)",
         right=(1, 2, 3, 4, 5, 6, 7, 8),
     )  # fmt: skip
+    if backtest["note"]:
+        text += f"Note: {backtest['note']}\n"
     for note in suggestions.notes:
-        text += f"Note: {note}\n"
+        if backtest["note"] is None or note not in backtest["note"]:
+            text += f"Note: {note}\n"
     return text
+
+
+def _no_suggestion(suggestions: Suggestions) -> list[str]:
+    """One note per reason an entry got no suggestion (the rationale, in the JSON only until
+    now), naming the entries: ``no suggestion for api, api/job: too little history: ...``."""
+    reasons: dict[str, list[str]] = {}
+    for entry in [*suggestions.projects.values(), *suggestions.agents.values()]:
+        if entry.cpu is None or entry.memory_bytes is None:
+            why = entry.rationale.removeprefix("No suggestion: ").rstrip(".")
+            reasons.setdefault(why, []).append(entry.name)
+    return [f"no suggestion for {', '.join(names)}: {why}" for why, names in reasons.items()]
 
 
 @click.command()

@@ -246,8 +246,9 @@ class Collector:
         return self._source.kind
 
     def tick(self, now: float | None = None) -> Tick:
-        """Sample once. ``now`` (seconds since the epoch) overrides the timestamp of the rows;
-        intervals are always measured on the monotonic clock."""
+        """Sample once. ``now`` (seconds since the epoch) overrides the timestamp of the rows
+        (default: the wall clock); intervals, and so every rate, are always measured on the
+        monotonic clock, which a step of the wall clock does not move."""
         if self._closed:
             raise CollectorError("the collector is closed")
         mono = time.monotonic()

@@ -17,6 +17,14 @@ dropping the oldest beyond that, and retries them, in order, before each new tic
 says so once on stderr, naming the store and the step that failed, and when the spool takes
 everything again it writes a ``disk-full`` event with how long it lasted and how many ticks were
 held and dropped.
+
+The wall clock may step (NTP, a suspended VM, someone setting the date); rates never see it
+(``cpu_cores`` is a kernel counter's delta over the monotonic clock), and timestamps never go
+back within a recording: a step of a second or more between two ticks is written as a
+``clock-step`` event; after a step forward the ticks follow the clock (leaving a gap); after a
+step back each tick is stamped one interval after the one before until the clock passes the
+last stamp again, and every row the recorder writes meanwhile (events, limits) is stamped no
+earlier than the last tick. So no hour of the store is written after a later one.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ logger = logging.getLogger(__name__)
 
 #: How much time of ticks the recorder holds in memory while the disk is full.
 BACKLOG_SECONDS = 600.0
+
+#: How far the wall clock must move against the monotonic clock between two ticks to count as a
+#: step (NTP steps above 0.128 s; smaller ones only shift the tick grid a little).
+CLOCK_STEP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,11 +98,15 @@ class Recorder:
         enforce: bool = False,
         profile: str | None = None,
         min_pause: float | None = None,
+        ship_to: str | None = None,
+        ship_endpoint_url: str | None = None,
     ) -> None:
         """Take the store's lock (StoreLockedError if a collector already records it).
 
         ``retention`` (seconds) and ``max_bytes`` drop the oldest hours after each hourly
-        compaction, as ``devloop workspace compact --retention/--max-size`` does.
+        compaction, as ``devloop workspace compact --retention/--max-size`` does. ``ship_to``
+        (a URI, with ``ship_endpoint_url``) ships the compacted hours there after each hourly
+        compaction, in the same child, as ``devloop workspace ship`` does.
 
         With ``enforce``, a :class:`~devloop.core.resource_manager.ResourceManager` checks every
         tick against the limits in force (``profile`` as ``--profile``) and acts as the
@@ -134,8 +150,12 @@ class Recorder:
         if all_processes:
             self._projects.add(OTHER_PROJECT)
         self._ticks = 0
+        #: The stamp of the last tick (µs since the epoch): no row is stamped before it.
+        self._last_ts_us: int | None = None
         self.retention = retention
         self.max_bytes = max_bytes
+        self.ship_to = ship_to
+        self.ship_endpoint_url = ship_endpoint_url
         self._compacted_hour = int(time.time() // 3600)
         self._compactor: ChildJob | None = None
         self._rows = 0
@@ -168,8 +188,14 @@ class Recorder:
 
         self._write_limits_of(allocate(self.workspace), reason)
 
+    def _now_us(self) -> int:
+        """The time to stamp a row with: now, but never before the last tick (the wall clock
+        may have stepped back)."""
+        now = time.time_ns() // 1000
+        return now if self._last_ts_us is None else max(now, self._last_ts_us)
+
     def _write_limits_of(self, allocation: Allocation, reason: str) -> None:
-        ts = time.time_ns() // 1000
+        ts = self._now_us()
         host = self.writer.host
         rows: list[tuple[Any, ...]] = [
             (ts, host, p.name, "", p.cpu, p.memory_bytes, p.priority, allocation.strategy,
@@ -192,22 +218,35 @@ class Recorder:
         project: str | None = None,
         agent: str | None = None,
         message: str = "",
+        ts_us: int | None = None,
     ) -> None:
-        """Append one row to the store's ``events`` table."""
-        row = (time.time_ns() // 1000, self.writer.host, action, scope, project, agent, None,
-               None, None, None, message)  # fmt: skip
+        """Append one row to the store's ``events`` table, stamped ``ts_us`` (default: now,
+        never before the last tick)."""
+        ts = ts_us if ts_us is not None else self._now_us()
+        row = (ts, self.writer.host, action, scope, project, agent, None, None, None, None,
+               message)  # fmt: skip
         self._append("events", [row])
 
     def _event_row(self, event: dict[str, Any]) -> None:
         """An enforcement event (the manager's log-line shape) as an ``events`` row."""
-        row = (int(event["ts"] * 1_000_000), self.writer.host, event["action"], event["scope"],
+        ts = int(event["ts"] * 1_000_000)
+        if self._last_ts_us is not None:
+            ts = max(ts, self._last_ts_us)
+        row = (ts, self.writer.host, event["action"], event["scope"],
                event["project"], event["agent"], event["pids"] or None, event["metric"],
                event["value"], event["limit"], event["message"])  # fmt: skip
         self._append("events", [row])
 
     def tick(self, now: float | None = None) -> None:
-        """Sample once (rows stamped ``now``, default the current time) and make it durable."""
-        tick = self.collector.tick(now)
+        """Sample once (rows stamped ``now``, default the current time) and make it durable.
+
+        A stamp at or before the last tick's (the wall clock stepped back) becomes the last
+        one plus the interval: timestamps never go back within a recording."""
+        ts_us = self._now_us() if now is None else round(now * 1_000_000)
+        if self._last_ts_us is not None and ts_us <= self._last_ts_us:
+            ts_us = self._last_ts_us + max(1, round(self.interval * 1_000_000))
+        tick = self.collector.tick(ts_us / 1_000_000)  # exact: µs stamps are below 2**53
+        self._last_ts_us = tick.ts_us
         ours = self._projects
         samples = [row for row in tick.samples if row[2] in ours]
         self._append("samples", samples)
@@ -368,7 +407,8 @@ class Recorder:
         time, not the moment the tick ran: timestamps on a grid delta-encode to almost nothing in
         Parquet, and every series of a workspace lines up tick for tick. ``cpu_cores`` is still
         measured over the real interval. Slots missed on a loaded machine are skipped, not
-        caught up.
+        caught up. The ticks are scheduled on the monotonic clock; a step of the wall clock
+        moves the grid with it (see the module doc for what the stamps do).
         """
         stop = stop or threading.Event()
         every = self.interval
@@ -383,7 +423,14 @@ class Recorder:
                 break
             if stop.wait(max(due - time.monotonic(), 0.0)):
                 break
+            mono, wall = time.monotonic(), time.time()
+            step = wall - (wall0 + (mono - mono0))
+            if abs(step) >= CLOCK_STEP_SECONDS:
+                wall0 += step  # the grid follows the clock: this slot is the one just come
+                slot = math.floor(wall / every)
             self.tick(now=slot * every)
+            if abs(step) >= CLOCK_STEP_SECONDS:
+                self._clock_step(step)
             self._maybe_compact()
             if on_tick is not None:
                 on_tick(self.status())
@@ -393,6 +440,18 @@ class Recorder:
             behind = math.floor((time.monotonic() - mono0 + wall0) / every)
             slot = max(slot, behind + 1)
         return self.status()
+
+    def _clock_step(self, step: float) -> None:
+        """Record a step of the wall clock, stamped as the tick just taken."""
+        if step > 0:
+            what = f"forward {step:.3f}s: the ticks follow it"
+        else:
+            what = (
+                f"back {-step:.3f}s: each tick is stamped {self.interval:g}s after the one "
+                "before until the clock passes the last stamp again"
+            )
+        logger.warning("the wall clock stepped %s", what)
+        self.event("clock-step", message=f"the wall clock stepped {what}", ts_us=self._last_ts_us)
 
     def _maybe_compact(self) -> None:
         """Compact closed hours once an hour, in a child process the next ticks reap."""
@@ -411,6 +470,10 @@ class Recorder:
             limits.append(f"max-age={self.retention}")
         if self.max_bytes is not None:
             limits.append(f"max-bytes={self.max_bytes}")
+        if self.ship_to is not None:
+            limits.append(f"ship-to={self.ship_to}")
+        if self.ship_endpoint_url is not None:
+            limits.append(f"ship-endpoint-url={self.ship_endpoint_url}")
         # compaction with the closed hours' rollups, then retention (reports only read them)
         self._compactor = ChildJob("compact", self.workspace.metrics_dir, limits)
 

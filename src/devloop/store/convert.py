@@ -6,11 +6,12 @@ appends to the spool (pure Python, see spool.py) and hands each closed segment, 
 compaction, to a child::
 
     python -m devloop.store.convert segments ROOT PARENT_PID SEGMENT...
-    python -m devloop.store.convert compact ROOT PARENT_PID
+    python -m devloop.store.convert compact ROOT PARENT_PID [max-age=S] [ship-to=URI] ...
 
 which imports pyarrow, does the work with the same functions as in-process callers
 (:func:`~devloop.store.recovery.convert_segment`; :func:`~devloop.store.compact.compact`, which
-writes the closed hours' rollups in the same pass, then retention when asked),
+writes the closed hours' rollups in the same pass, then :func:`~devloop.store.ship.ship`
+and retention when asked),
 writes one JSON object per line on stdout (``{"segment": ...}`` per converted segment,
 ``{"warning": ...}``, ``{"compacted": ...}``, ``{"error": ...}`` before exiting 1) and exits.
 
@@ -229,9 +230,11 @@ def _run(command: str, root: Path, segments: list[str]) -> None:
         from devloop.store.compact import compact
 
         _emit({"compacted": asdict(compact(root))})
-        # Retention options ride along as "max-age=SECONDS" / "max-bytes=N" arguments.
+        # Options ride along as "max-age=SECONDS", "max-bytes=N", "ship-to=URI" arguments.
         limits = dict(arg.split("=", 1) for arg in segments if "=" in arg)
-        if limits:
+        if "ship-to" in limits:  # before retention, so no hour is dropped unshipped
+            _ship(root, limits["ship-to"], limits.get("ship-endpoint-url"))
+        if "max-age" in limits or "max-bytes" in limits:
             from devloop.store.retention import retention
 
             report = retention(
@@ -242,6 +245,19 @@ def _run(command: str, root: Path, segments: list[str]) -> None:
             _emit({"dropped": len(report.dropped), "reason": report.reason})
     else:
         raise StoreError(f"unknown command {command!r}")
+
+
+def _ship(root: Path, uri: str, endpoint_url: str | None) -> None:
+    """Ship the compacted hours; a failure (the store unreachable, another ship running) is a
+    warning for the collector's log, and the next hour's child tries again."""
+    from devloop.store.ship import parse_target, ship
+
+    try:
+        report = ship(root, parse_target(uri, endpoint_url))
+    except DevloopError as exc:
+        _emit({"warning": f"ship to {uri} skipped: {exc}"})
+        return
+    _emit({"shipped": len(report.shipped), "bytes": report.bytes})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

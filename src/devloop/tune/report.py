@@ -268,7 +268,12 @@ def html_report(suggestions: Suggestions) -> str:
         f"({data['backtest']['block_hours']} h blocks, {data['backtest']['folds']} folds). The "
         "total: every run together, under the current configuration and the suggested one (pool "
         "included), in-sample.</p>"
-        "<table><tr><th rowspan=2>scope</th><th colspan=7>current limits</th>"
+        + (
+            f"<p class='note'>{html.escape(data['backtest']['note'])}</p>"
+            if data["backtest"]["note"]
+            else ""
+        )
+        + "<table><tr><th rowspan=2>scope</th><th colspan=7>current limits</th>"
         "<th colspan=7>suggested limits</th></tr><tr>" + header * 2 + "</tr>"
     )
     totals = data["backtest"]["totals"]

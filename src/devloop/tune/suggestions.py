@@ -199,6 +199,26 @@ class Suggestions:
     agents_patches: dict[str, dict[str, Any]] = field(default_factory=dict)
     identity: WorkspaceIdentity | None = None
 
+    def backtest_note(self) -> str | None:
+        """Why the backtest has no fold, or its totals no run (None when neither): the
+        history is too short for two blocks, no run was recorded, or no block after the first
+        had runs and a fit before them."""
+        count = blocks(self.history)[1]
+        reasons = []
+        if count < 2:
+            reasons.append("history too short for a backtest (it needs two hours)")
+        current = self.totals.get("current")
+        if current is None or not current.runs:
+            reasons.append("nothing to replay: no runs recorded, so the totals are empty")
+        elif count >= 2 and not any(
+            entry.backtest is not None and entry.backtest.folds
+            for entry in [*self.projects.values(), *self.agents.values()]
+        ):
+            reasons.append(
+                "no fold replayed: no block after the first had runs and a fit before it"
+            )
+        return "; ".join(reasons) or None
+
     def to_json(self) -> dict[str, Any]:
         """The documented suggestions.json (docs/autotune.md)."""
         from devloop.analytics import iso
@@ -236,6 +256,7 @@ class Suggestions:
                 "totals": {side: total.to_json() for side, total in self.totals.items()},
                 "totals_note": "every run replayed with all the others under the current "
                 "configuration and under the suggested one (pool included), in-sample",
+                "note": self.backtest_note(),
             },
             "notes": list(self.notes),
             "patch": self.patch,

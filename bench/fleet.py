@@ -1,0 +1,156 @@
+"""Fleet benchmark (issue 16): ship throughput to a local S3-compatible server, and what shipping
+adds to the collector.
+
+    python bench/fleet.py [--days 1] [--jobs 8] [--keep DIR]
+
+Simulates ``--days`` of the default workspace (12 processes at 1 s), compacts it, starts moto's
+S3 server on 127.0.0.1 (the ``fleet`` extra) and times, in one run:
+
+* a full ship of every hour to ``s3://bench/fleet`` (hours/s, MB/s), and to a local folder;
+* a second ship that finds everything published (the cost of a no-op, what every hourly
+  compaction child pays when there is nothing new);
+* the hourly case: a child process (as the collector's compaction child) shipping the one hour
+  the fleet lacks, its CPU time from ``getrusage``, as a share of a core over the hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from devloop.simulate import simulate
+from devloop.store import compact
+from devloop.store.ship import local_hours, parse_target, ship
+
+START = datetime(2026, 1, 5, tzinfo=UTC)
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, f"http://127.0.0.1:{port}"
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(
+                    "moto's server did not start (pip install -e '.[fleet]')"
+                ) from None
+            time.sleep(0.05)
+
+
+def _bucket(endpoint: str, name: str) -> None:
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=endpoint.removeprefix("http://"), scheme="http",
+                           region="us-east-1", allow_bucket_creation=True)  # fmt: skip
+    fs.create_dir(name)
+
+
+def _child_cpu(argv: list[str]) -> tuple[float, float]:
+    """Run ``argv`` to its end; (wall seconds, CPU seconds of the child)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=float, default=1.0)
+    parser.add_argument("--jobs", type=int, default=8)
+    parser.add_argument("--keep", type=Path, help="Keep the simulated workspace here.")
+    args = parser.parse_args()
+    os.environ.update(CREDENTIALS)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(name, None)
+    work = Path(tempfile.mkdtemp(prefix="devloop-fleet-"))
+    out = args.keep or work / "sim" / ".devloop-workspace"
+    try:
+        began = time.perf_counter()
+        summary = simulate(out, days=args.days, seed=0, overwrite=True)
+        compact(out / "metrics")
+        root = out / "metrics"
+        ready, waiting = local_hours(root, "sim-host")
+        size = sum(hour.bytes for hour in ready)
+        files = sum(len(hour.files) for hour in ready)
+        print(f"store: {args.days:g} days simulated and compacted in "
+              f"{time.perf_counter() - began:.1f}s; {summary.rows['samples']:,} samples rows; "
+              f"{len(ready)} hours to ship ({len(waiting)} waiting), {files} files, "
+              f"{size / 1e6:.2f} MB")  # fmt: skip
+        server, endpoint = _start_server(work / "moto.log")
+        try:
+            _bucket(endpoint, "bench")
+            target = parse_target("s3://bench/fleet", endpoint)
+            for jobs in sorted({1, args.jobs}):
+                where = parse_target(f"s3://bench/jobs-{jobs}", endpoint)
+                report = ship(root, where, jobs=jobs)
+                hours, mb, seconds = len(report.shipped), report.bytes / 1e6, report.seconds
+                print(f"ship to S3 (moto on 127.0.0.1, --jobs {jobs}): {hours} hours, "
+                      f"{mb:.2f} MB in {seconds:.2f}s: {hours / seconds:.1f} hours/s, "
+                      f"{mb / seconds:.2f} MB/s, {report.files / seconds:.0f} files/s")  # fmt: skip
+            target = parse_target(f"s3://bench/jobs-{args.jobs}", endpoint)
+            again = ship(root, target, jobs=args.jobs)
+            print(f"second ship (all {again.unchanged} hours published): {again.seconds:.2f}s")
+            local = ship(root, f"file://{work / 'fleet'}", jobs=args.jobs)
+            print(f"ship to a local folder: {len(local.shipped) / local.seconds:.1f} hours/s, "
+                  f"{local.bytes / 1e6 / local.seconds:.2f} MB/s")  # fmt: skip
+
+            # The hourly case: the fleet has every hour but the last; a child ships that one.
+            last = ready[-1].partition
+            hourly = parse_target("s3://bench/hourly", endpoint)
+            ship(root, hourly, now=last.start)
+            code = (
+                "import sys; from datetime import datetime; from devloop.store.ship import "
+                "parse_target, ship; a = sys.argv; r = ship(a[1], parse_target(a[2], a[3]), "
+                "now=datetime.fromisoformat(a[4])); assert len(r.shipped) == int(a[5])"
+            )
+            now = (last.end + timedelta(minutes=1)).isoformat()
+            argv = [sys.executable, "-c", code, str(root), hourly.uri, endpoint, now]
+            wall, cpu = _child_cpu([*argv, "1"])
+            idle_wall, idle_cpu = _child_cpu([*argv, "0"])  # nothing left: a no-op ship
+            baseline = _child_cpu([sys.executable, "-c", "import pyarrow.fs, devloop.store.ship"])
+            added = 100 * (cpu - baseline[1]) / 3600
+            print(f"hourly ship in a child (1 hour, {ready[-1].bytes / 1e6:.2f} MB): {wall:.2f}s "
+                  f"wall, {cpu:.2f}s CPU = {100 * cpu / 3600:.3f} % of a core over the hour; "
+                  f"of which interpreter + pyarrow import {baseline[1]:.2f}s (the compaction "
+                  f"child pays it anyway): {added:.3f} % added")  # fmt: skip
+            print(f"  (a child with nothing to ship: {idle_cpu:.2f}s CPU, {idle_wall:.2f}s wall)")
+        finally:
+            server.kill()
+            server.wait()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
