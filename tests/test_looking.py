@@ -55,3 +55,18 @@ def test_a_report_leaves_the_workspace_unchanged(sample: Path, args: list[str]) 
     result = CliRunner().invoke(cli, [*args, "--workspace-dir", str(workspace)])
     assert result.exit_code == 0, result.output
     assert _snapshot(sample) == before
+
+
+def test_autotune_on_the_sample_leaves_it_unchanged_and_says_why_once(
+    sample: Path, tmp_path: Path
+) -> None:
+    workspace = sample / ".devloop-workspace"
+    before = _snapshot(sample)
+    out = tmp_path / "suggestions.json"
+    result = CliRunner().invoke(cli, ["workspace", "autotune", "--workspace-dir", str(workspace),
+                                      "--min-history", "10m", "--output", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _snapshot(sample) == before
+    text = out.read_text()
+    assert "No runs recorded: " in text  # the sample's devloop project has no runs
+    assert "No runs recorded: No runs recorded" not in text  # once, even after scaling

@@ -714,8 +714,8 @@ def _why(entry: EntitySuggestion, params: TuneParameters) -> str:
     """One sentence of why, for an entity whose runs were replayed (else the percentile's)."""
     found = entry.objective or {}
     if found.get("method") != "replay" or entry.cpu is None or entry.memory_bytes is None:
-        if found.get("why") and entry.cpu is not None:
-            return f"No runs recorded: {entry.rationale}"
+        if found.get("why") and entry.cpu is not None:  # again after scaling: one prefix
+            return "No runs recorded: " + entry.rationale.removeprefix("No runs recorded: ")
         return entry.rationale
     target = f"{params.max_slowdown:g}x"
     peak = found.get("runs_peak_memory_bytes")
