@@ -15,7 +15,8 @@ psutil, OSError) are wrapped where they are raised, ``raise X(...) from exc``.
     │   │   └── QueryRefused  DuckDB's permission error (a read-only connection's refusal)
     │   ├── DiskFullError     the disk holding the spool is full (the collector holds ticks)
     │   ├── CorruptFileError  a store file failed its page checksums (quarantined)
-    │   └── SpoolCorruptError a spool record passed its CRC check but does not decode
+    │   ├── SpoolCorruptError a spool record passed its CRC check but does not decode
+    │   └── ShipError         the fleet's remote store cannot be reached, read or written
     ├── CollectorError        the collector cannot sample
     ├── EnforcementError      a signal could not be sent or a limit cannot be enforced
     │   ├── QueueFull         an agent can neither start nor wait in the overflow queue
@@ -80,6 +81,10 @@ class CorruptFileError(StoreError):
 
 class SpoolCorruptError(StoreError):
     """A spool record passed its CRC check but cannot be decoded (a bug or a version skew)."""
+
+
+class ShipError(StoreError):
+    """The fleet's remote store cannot be reached, read or written (``workspace ship``)."""
 
 
 class CollectorError(DevloopError):

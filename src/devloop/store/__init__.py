@@ -8,6 +8,7 @@ Pipeline, one module per stage::
     compact.py    one sorted zstd file per closed hour, and its rollups in the same pass
     rollups.py    per-hour rollups of samples (what reports read for closed hours): build, read
     retention.py  drop the oldest hours (and their rollups) by age or size
+    ship.py       copy the compacted hours (and rollups) to a fleet dataset, by manifest
     query.py      DuckDB views samples, processes, system, events, limits
     facts.py      _facts.json: the live files' footer facts and digests (digests.py)
     info.py       store_info: rows, bytes, spans per table

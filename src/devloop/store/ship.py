@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from devloop import __version__
-from devloop.errors import StoreError, UsageError
+from devloop.errors import ShipError, StoreError, UsageError
 from devloop.store.columns import TABLE_COLUMNS
 from devloop.store.layout import Partition, data_files, iter_partitions
 from devloop.store.rollups import KINDS, ROLLUPS_DIR, source_key, whole_parquet
@@ -77,10 +77,6 @@ TABLES: Final = tuple(TABLE_COLUMNS)
 
 #: ``progress(hours_done, hours_total, bytes_done)`` while :func:`ship` publishes hours.
 Progress = Callable[[int, int, int], None]
-
-
-class ShipError(StoreError):
-    """The fleet's remote store cannot be reached, read or written."""
 
 
 @dataclass(frozen=True)
