@@ -103,8 +103,16 @@ def save_facts(root: Path | str, digests: Mapping[str, Digest] | None = None) ->
     """Write ``FACTS_FILE`` for the live files of every table now in the store at ``root``:
     their footer facts and digests (``digests``, by path, else the ones kept for an unchanged
     file), when it differs from the one there. A store that cannot be written keeps none.
-    Called by the writers of whole hours, never by a reader."""
+    Called by the writers of whole hours, under the maintenance lock, never by a reader;
+    removes the temps of killed ones."""
     root = Path(root)
+    # Temps of writers killed between writing and renaming (each named by its pid): the
+    # callers hold the maintenance lock, so none is being written now.
+    for stale in root.glob(f".{FACTS_FILE.name}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
     known = load_facts(root)
     given = digests or {}
     facts = [

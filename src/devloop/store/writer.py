@@ -27,7 +27,8 @@ is bounded by ``backlog_ticks`` ticks (flushes) and ``backlog_bytes`` encoded by
 counted. :attr:`StoreWriter.disk_full` is the outage in progress and
 :meth:`StoreWriter.pop_outages` the ones that ended, for the caller to warn and to record.
 A conversion that fails for want of space leaves its segments in the spool for the next
-roll-over or start, as any failed conversion does.
+roll-over or start, as any failed conversion does; one that fails at start (its child killed,
+the disk full) does not stop the start.
 
 This module imports nothing heavy. Not thread-safe: one thread appends. Bulk writes straight to
 Parquet are :func:`devloop.store.files.write_table`.
@@ -434,12 +435,16 @@ class StoreWriter:
         leftovers = segment_paths(self.root)
         if not leftovers:
             return RecoveryReport()
-        # A full disk must not keep the collector from starting: the segments stay in the
-        # spool and the next roll-over converts them with its own.
-        reports = self._reap_unless_full(self._start_child(leftovers), record=False)
+        # Neither a full disk nor a conversion child that died (the OOM killer, a kill -9)
+        # may keep the collector, and so the enforcer, from starting: the segments stay in the
+        # spool (logged) and the next flush starts a child for them again.
+        reports = self._reap(self._start_child(leftovers), wait=True, raise_failure=False,
+                             record=False)  # fmt: skip
+        if reports is None:
+            self._waiting = True
         return RecoveryReport(tuple(reports or ()))
 
-    def _reap_unless_full(self, child: ChildJob, *, record: bool = True) -> list[SegmentReport]:
+    def _reap_unless_full(self, child: ChildJob) -> list[SegmentReport]:
         """Wait for ``child``; raise StoreError if it failed, unless for want of space (then
         its segments stay in the spool, logged, for the next roll-over, close or start)."""
         child.wait()
@@ -447,7 +452,7 @@ class StoreWriter:
         full = failure is not None and any(text in failure for text in _FULL_TEXTS)
         if full:
             self._waiting = True
-        return self._reap(child, wait=True, raise_failure=not full, record=record) or []
+        return self._reap(child, wait=True, raise_failure=not full) or []
 
     def _close_segment(self) -> SegmentWriter | None:
         segment, self._segment = self._segment, None
