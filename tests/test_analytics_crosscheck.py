@@ -1,5 +1,5 @@
 """Cross-check: peak-usage and bottlenecks recomputed independently with plain polars over the
-Parquet files of a simulated week give the same answers."""
+Parquet files of three simulated days give the same answers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sim") / ".devloop-workspace"
-    simulate(out, days=7, projects=3, agents_per_project=2, seed=7)  # a week, 6 processes
+    simulate(out, days=3, projects=3, agents_per_project=2, seed=7)  # 3 days, 6 processes
     return out
 
 
