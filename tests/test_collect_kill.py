@@ -1,4 +1,4 @@
-"""SIGKILL the real `devloop workspace collect` at 20 random moments, restarting it each time.
+"""SIGKILL the real `devloop workspace collect` at KILLS random moments, restarting it each time.
 
 Afterwards every file is readable, no (host, pid, start_time, ts) appears twice, each run kept
 its ticks up to (about) the moment it was killed, and a final SIGTERM loses nothing.
@@ -22,6 +22,9 @@ import pytest
 from devloop.store import connect
 
 INTERVAL = 0.1
+#: SIGKILLs, each at a random moment (the fault campaign, tests/test_faults.py, kills at chosen
+#: file operations instead).
+KILLS = 10
 # A tick in flight is at most one interval; the rest is room for a loaded 2-core machine.
 SLACK_S = 1.5
 
@@ -71,7 +74,7 @@ def test_collector_survives_sigkill_at_random_moments(tmp_path):
     sleepers = [subprocess.Popen(["sleep", "600"], env=env) for _ in range(5)]
     kills: list[tuple[float, float]] = []  # (wall time the run was ready, wall time of the kill)
     try:
-        for _ in range(20):
+        for _ in range(KILLS):
             run = Collector(folder)
             assert run.started.wait(60), "".join(run.stderr)
             ready = time.time()
@@ -116,5 +119,5 @@ def test_collector_survives_sigkill_at_random_moments(tmp_path):
     assert ticks[-1] >= stopped - SLACK_S
     starts = db.execute("SELECT count(*) FROM events WHERE action = 'start'").fetchone()
     stops = db.execute("SELECT count(*) FROM events WHERE action = 'stop'").fetchone()
-    assert starts is not None and starts[0] == 21
+    assert starts is not None and starts[0] == KILLS + 1
     assert stops == (1,)

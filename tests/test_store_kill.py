@@ -120,7 +120,7 @@ def test_sigkill_at_random_moments_loses_at_most_the_tick_in_flight(
     root = tmp_path / "metrics"
     rng = random.Random(int(os.environ.get("DEVLOOP_KILL_SEED", "20240304")))
     durable: dict[int, list[int]] = {}
-    kills = 20
+    kills = 12
     for run in range(kills):
         writer = Writer(root, run, mode)
         writer.wait_for("starting")
