@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -440,7 +439,7 @@ def random_demand(seed: int, hours: float) -> list[RunDemand]:
     ],
 )
 def test_skipping_ticks_gives_what_checking_every_tick_gives(
-    action: str, strategy: str, extra: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    action: str, strategy: str, extra: dict[str, Any]
 ):
     # the replay skips idle time, coasts where runs run free, skips checks that cannot change
     # anything and stalled stretches; the same replay checking every tick must agree exactly
@@ -459,11 +458,6 @@ def test_skipping_ticks_gives_what_checking_every_tick_gives(
     demand = random_demand(7, 1.0)
     horizon = T0 + 2 * 3600  # runs paused for good are unfinished there
     fast = replay(demand, config, cores=8, horizon=horizon)
-    engine = sys.modules["devloop.tune.replay"]._Replayer  # the module (tune exports the function)
-    monkeypatch.setattr(engine, "_may_rebalance", lambda self, usage: True)
-    monkeypatch.setattr(engine, "_coast", lambda self, k: k + 1)
-    monkeypatch.setattr(engine, "_quiet", lambda self: False)
-    monkeypatch.setattr(engine, "_stalled", lambda self, k, t, usage: k + 1)
-    slow = replay(demand, config, cores=8, horizon=horizon)
+    slow = replay(demand, config, cores=8, horizon=horizon, check_every_tick=True)
     assert fast == slow
     assert len({r.outcome for r in fast.runs}) > 1  # the limits did bind

@@ -222,6 +222,18 @@ class Policy:
         self.memory_exempt: set[AgentKey] = set()
         self.warned: set[tuple[str, str, str]] = set()  # (scope, name, metric)
         self.counts: dict[AgentKey, list[int]] = {}  # pauses, resumes
+        # the agents' own limits under one allocation (it is replaced, never changed in place)
+        self._own: tuple[Allocation | None, dict[AgentKey, tuple[float, int] | None]] = (None, {})
+        # per allocation: its agents with limits of their own (key, the agent's key, limits,
+        # whether the key names the agent plainly as project/agent)
+        self._agent_scopes: tuple[
+            Allocation | None, list[tuple[str, AgentKey, tuple[float, int], bool]]
+        ] = (None, [])
+        # during a check: the sums per project (and None: the workspace) of its usage, as
+        # totals() gives them, running only and capped, or all; forgotten when a decision
+        # changes who is paused or held
+        self._checking = False
+        self._sums: dict[bool, dict[str | None, tuple[float, int]]] = {}
 
     # --- questions -------------------------------------------------------------------------
 
@@ -231,6 +243,16 @@ class Policy:
 
     def agent_limits(self, project: str, agent: str) -> tuple[float, int] | None:
         """An agent's own limits (bounded by its project's), None when it has none."""
+        allocation = self.allocation
+        cache = self._own
+        if cache[0] is not allocation:
+            cache = self._own = (allocation, {})
+        key = (project, agent)
+        if key not in cache[1]:
+            cache[1][key] = self._agent_limits(project, agent)
+        return cache[1][key]
+
+    def _agent_limits(self, project: str, agent: str) -> tuple[float, int] | None:
         own = self.allocation.agents.get(f"{project}/{agent}")
         if own is None or own.source != "agent":
             return None
@@ -311,10 +333,16 @@ class Policy:
         if gone is None:
             gone = [key for key in self.paused if key not in usage.agents]
         decisions: list[Decision] = []
-        decisions += self._forget_gone(usage, gone)
-        decisions += self._resume(usage, now)
-        decisions += self._enforce(usage, now, pausable)
-        decisions += self._warn_handles(usage)
+        self._checking = True
+        self._sums.clear()
+        try:
+            decisions += self._forget_gone(usage, gone)
+            decisions += self._resume(usage, now)
+            decisions += self._enforce(usage, now, pausable)
+            decisions += self._warn_handles(usage)
+        finally:
+            self._checking = False
+            self._sums.clear()
         return decisions
 
     def resume_now(
@@ -343,6 +371,7 @@ class Policy:
 
     def _forget_gone(self, usage: Usage, gone: Collection[AgentKey]) -> list[Decision]:
         decisions: list[Decision] = []
+        self._changed()
         for key, paused in list(self.paused.items()):
             if key in gone:
                 del self.paused[key]
@@ -356,7 +385,7 @@ class Policy:
         self.memory_exempt &= set(usage.agents)
         return decisions
 
-    def _scopes_of(self, project: str, agent: str) -> list[Scope]:
+    def scopes_of(self, project: str, agent: str) -> list[Scope]:
         """Every limit an agent is under."""
         scopes: list[Scope] = []
         own = self.agent_limits(project, agent)
@@ -386,12 +415,43 @@ class Policy:
                 return 0.0, 0
             cores = self._held(found, usage) if running_only else found.cores
             return cores / usage.cores * 100, found.memory_bytes
+        if self._checking:
+            sums = self._sums.get(running_only)
+            if sums is None:
+                sums = self._sums[running_only] = self._all_totals(usage, running_only)
+            return sums.get(name if scope == "project" else None, (0.0, 0))
         return self.totals(
             usage,
             name if scope == "project" else None,
             running_only=running_only,
             capped=running_only,
         )
+
+    def _all_totals(self, usage: Usage, running_only: bool) -> dict[str | None, tuple[float, int]]:
+        """What :meth:`totals` gives for each project with agents in ``usage`` and (None) the
+        workspace, in one pass (the same sums, added in the same order)."""
+        sums: dict[str, list[Any]] = {}
+        cores, memory = 0.0, 0
+        for key, agent in usage.agents.items():
+            if running_only and key in self.paused:
+                continue
+            used = self._held(agent, usage) if running_only else agent.cores
+            found = sums.get(agent.project)
+            if found is None:
+                found = sums[agent.project] = [0.0, 0]
+            found[0] += used
+            found[1] += agent.memory_bytes
+            cores += used
+            memory += agent.memory_bytes
+        result: dict[str | None, tuple[float, int]] = {
+            project: (found[0] / usage.cores * 100, found[1]) for project, found in sums.items()
+        }
+        result[None] = (cores / usage.cores * 100, memory)
+        return result
+
+    def _changed(self) -> None:
+        """Who is paused or held changed: the running sums are to be taken again."""
+        self._sums.pop(True, None)
 
     def _held(self, agent: AgentUsage, usage: Usage) -> float:
         """The agent's cores, at most the cap it is held at."""
@@ -429,7 +489,7 @@ class Policy:
         if found is None:
             return None
         threshold = self.rules.threshold_for(paused.project)
-        for scope, name, _, memory_limit in self._scopes_of(paused.project, paused.agent):
+        for scope, name, _, memory_limit in self.scopes_of(paused.project, paused.agent):
             if found.memory_bytes >= memory_limit * threshold:
                 where = "the workspace" if scope == "workspace" else f"{scope} {name}"
                 return (
@@ -445,7 +505,7 @@ class Policy:
         itself for the other metric (a project holding 90 % of its memory, which is allowed,
         must not keep a CPU pause going for ever)."""
         threshold = self.rules.threshold_for(paused.project)
-        for scope, name, cpu_limit, memory_limit in self._scopes_of(paused.project, paused.agent):
+        for scope, name, cpu_limit, memory_limit in self.scopes_of(paused.project, paused.agent):
             cpu, memory = self._scope_usage(usage, scope, name, running_only=False)
             if scope == "agent":  # a stopped agent's own CPU is zero: judge its memory only
                 cpu = 0.0
@@ -458,6 +518,7 @@ class Policy:
     def _continue(self, paused: Paused, now: float, why: str) -> Action:
         key = (paused.project, paused.agent)
         self.paused.pop(key, None)
+        self._changed()
         self.counts.setdefault(key, [0, 0])[1] += 1
         return Action(
             "resume", paused.scope, paused.project, paused.agent, (), paused.metric,
@@ -467,25 +528,45 @@ class Policy:
     def _enforce(self, usage: Usage, now: float, pausable: Pausable) -> list[Decision]:
         decisions: list[Decision] = []
         # narrowest scope first: agents with limits of their own, projects, the workspace
-        scopes: list[Scope] = []
         for project, agent in usage.agents:
             own = self.agent_limits(project, agent)
             if own is not None:
-                scopes.append(("agent", f"{project}/{agent}", own[0], own[1]))
-        # an agent with no processes now is under its limits: its warning re-arms for a later run
-        for key, alloc in self.allocation.agents.items():
-            if (alloc.project, alloc.agent) not in usage.agents:
+                name = f"{project}/{agent}"
+                for metric, limit in (("cpu", own[0]), ("memory", float(own[1]))):
+                    decisions += self._enforce_scope(
+                        usage, now, "agent", name, metric, limit, pausable
+                    )
+        # an agent with no processes now is under its limits: its warning re-arms for a later
+        # run (a limit of 0 or more and no warning given: nothing to do for it)
+        for key, found, own, plain in self._absent_scopes():
+            if found in usage.agents:
+                continue
+            for metric, limit in (("cpu", own[0]), ("memory", float(own[1]))):
+                if plain and limit >= 0 and ("agent", key, metric) not in self.warned:
+                    continue
+                decisions += self._enforce_scope(usage, now, "agent", key, metric, limit, pausable)
+        for project_name, share in self.allocation.projects.items():
+            for metric, limit in (("cpu", share.cpu), ("memory", float(share.memory_bytes))):
+                decisions += self._enforce_scope(
+                    usage, now, "project", project_name, metric, limit, pausable
+                )
+        pool = self.allocation.pool
+        for metric, limit in (("cpu", pool.cpu), ("memory", float(pool.memory_bytes))):
+            decisions += self._enforce_scope(usage, now, "workspace", None, metric, limit, pausable)
+        return decisions
+
+    def _absent_scopes(self) -> list[tuple[str, AgentKey, tuple[float, int], bool]]:
+        """The allocation's agents with limits of their own, in its order."""
+        allocation = self.allocation
+        if self._agent_scopes[0] is not allocation:
+            scopes = []
+            for key, alloc in allocation.agents.items():
                 own = self.agent_limits(alloc.project, alloc.agent)
                 if own is not None:
-                    scopes.append(("agent", key, own[0], own[1]))
-        for project_name, share in self.allocation.projects.items():
-            scopes.append(("project", project_name, share.cpu, share.memory_bytes))
-        pool = self.allocation.pool
-        scopes.append(("workspace", None, pool.cpu, pool.memory_bytes))
-        for scope, name, cpu_limit, memory_limit in scopes:
-            for metric, limit in (("cpu", cpu_limit), ("memory", float(memory_limit))):
-                decisions += self._enforce_scope(usage, now, scope, name, metric, limit, pausable)
-        return decisions
+                    found = (alloc.project, alloc.agent)
+                    scopes.append((key, found, own, key.split("/", 1) == list(found)))
+            self._agent_scopes = (allocation, scopes)
+        return self._agent_scopes[1]
 
     def _members(self, usage: Usage, scope: str, name: str | None) -> list[AgentUsage]:
         if scope == "agent":
@@ -510,8 +591,11 @@ class Policy:
     ) -> list[Decision]:
         cpu, memory = self._scope_usage(usage, scope, name, running_only=True)
         value = cpu if metric == "cpu" else float(memory)
-        project = name.split("/", 1)[0] if scope != "workspace" and name else None
-        agent = name.split("/", 1)[1] if scope == "agent" and name else None
+        if value <= limit and not self.warned and (metric != "cpu" or scope == "workspace"):
+            return []  # under it, no warning to re-arm, no hold to raise
+        parts = name.split("/", 1) if scope != "workspace" and name else None
+        project = parts[0] if parts is not None else None
+        agent = parts[1] if parts is not None and scope == "agent" else None
         warned = (scope, name or "", metric)
         action = self.rules.action_for(project)
         if value <= limit:
@@ -534,6 +618,7 @@ class Policy:
         return self._pause_until_under(usage, now, scope, name, metric, value, limit, pausable)
 
     def _throttle(self, usage: Usage, scope: str, name: str | None, limit: float) -> list[Hold]:
+        self._changed()
         members = self._holdable(usage, scope, name)
         if not members:
             return []
@@ -568,6 +653,7 @@ class Policy:
         """Holds this scope gave that its limit now allows higher (the limit rose: a profile,
         the ``dynamic`` strategy; or fewer agents share it): raised, as far as the agents'
         other holds allow. A cap is never lowered here: a scope over its limit does that."""
+        self._changed()
         members = self._holdable(usage, scope, name)
         holds = []
         for member, target in self._hold_targets(members, scope, limit) if members else []:
@@ -596,6 +682,8 @@ class Policy:
     ) -> list[Decision]:
         def amount(a: AgentUsage) -> float:
             return a.cores / usage.cores * 100 if metric == "cpu" else float(a.memory_bytes)
+
+        self._changed()
 
         members = self._members(usage, scope, name)
         if metric == "memory":

@@ -189,26 +189,41 @@ def smallest_cpu(
     total = math.fsum(weights)
     by_peak = sorted(groups, key=lambda g: -g[0])
 
-    def p95_at(units: int) -> float:
+    bound = max_slowdown + SLOWDOWN_TOLERANCE
+
+    def p95_at(units: int, *, exact: bool = False) -> float:
         """The weighted p95 slowdown at ``units``, or infinity as soon as more than 5 % of the
-        weight is known to be slower than the target (the p95 cannot meet it then)."""
+        weight is known to be slower than the target (the p95 cannot meet it then).
+
+        A group's replay stops once every run left in it is known to miss the target: how much
+        slower it would be does not matter, unless the p95 is one of them (``exact``: replayed
+        to the end, not counted again)."""
         nonlocal count
         limit = units * CPU_BIN
         config = alone(workspace, project, agent, limit, None)
         found = [1.0] * len(runs)
         slow = 0.0
+        cut = False
         for peak, members in by_peak:
             if peak * scale <= limit * (1 + 1e-12):
                 break
-            count += 1
-            result = replay(members, config, cores=cores, interval=interval)
+            if not exact:
+                count += 1
+            result = replay(
+                members, config, cores=cores, interval=interval,
+                slower_than=None if exact else bound,
+            )  # fmt: skip
             for run, replayed in zip(members, result.runs, strict=True):
                 found[index[id(run)]] = replayed.slowdown
-                if replayed.slowdown > max_slowdown + SLOWDOWN_TOLERANCE:
+                if replayed.slowdown > bound:
                     slow += weight_of[id(run)]
+                    cut |= replayed.outcome == "unfinished"
             if slow > 0.05 * total * (1 + 1e-12):
                 return math.inf
-        return weighted_quantile(found, weights, 0.95)
+        p95 = weighted_quantile(found, weights, 0.95)
+        if p95 > bound and cut:
+            return p95_at(units, exact=True)
+        return p95
 
     # Every run of a group that wanted at most the limit runs free: the weighted p95 of the
     # groups' peaks (per run) meets any target >= 1 without a replay.

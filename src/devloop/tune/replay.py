@@ -32,12 +32,14 @@ The model, in discrete time (one step = the recorded tick interval = one check):
   (a pause keeps memory). It is replayed until its memory crosses that limit and counted failed
   there, freeing its slot (live, it would stay paused until someone killed it).
 * The shortcuts change how often the runtime's code is asked, never what it decides: time with
-  nothing in flight is skipped; stretches where every run runs free and no scope comes near a
-  limit are taken in bulk (numpy); a check is skipped where nobody is paused or throttled and
-  every scope is under its limits; a stall (every run in flight paused, nothing can change until
-  a trigger, a queue timeout or a profile switch) is jumped over; ``LimitsInForce.update`` is
-  asked only where it can change something, its history given every tick all the same. The
-  tests replay the same demand checking every tick and require the same result.
+  nothing in flight is skipped; stretches where every run runs free or stays paused, no scope
+  comes near a limit and no paused run can resume (its minimum pause not over, or a scope it
+  belongs to at its resume bar) are taken in bulk (numpy); a check is skipped where nobody is
+  paused or throttled and every scope is under its limits; a stall (every run in flight paused,
+  nothing can change until a trigger, a queue timeout or a profile switch) is jumped over;
+  ``LimitsInForce.update`` is asked only where it can change something, its history given
+  every tick all the same. The tests replay the same demand checking every tick
+  (``check_every_tick``) and require the same result, on hand-made and random seeded cases.
 
 docs/replay.md describes the model and its assumptions for users.
 """
@@ -54,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from devloop.config.models import Workspace
 from devloop.core.limits import LimitsInForce
-from devloop.core.policy import AgentUsage, Hold, Policy, Release, Rules, Usage
+from devloop.core.policy import AgentUsage, Hold, Paused, Policy, Release, Rules, Usage
 from devloop.errors import UsageError
 
 if TYPE_CHECKING:
@@ -80,6 +82,8 @@ OUTCOMES = ("done", "failed-memory", "refused", "timed-out", "unfinished")
 
 _EPS = 1e-12  # of a step: a remainder this small is done
 _MARGIN = 1e-9  # relative: a scope this close to its limit is left to the policy to judge
+_MAX_COAST = 1 << 14  # ticks taken in bulk at once (the arrays of one coast)
+_FIRST_WINDOW = 40  # ticks a coast looks at first (then 8 times as many, and so on)
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,8 @@ def replay(
     profile: str | None = None,
     min_pause: float | None = None,
     horizon: float | None = None,
+    check_every_tick: bool = False,
+    slower_than: float | None = None,
 ) -> Replay:
     """Replay ``demand`` under ``workspace``'s configuration on a machine of ``cores`` cores.
 
@@ -194,6 +200,11 @@ def replay(
     there (epoch seconds), leaving what is still queued or in flight ``unfinished``; default: the
     last trigger plus a day plus ten times every recorded duration (only runs that would never
     end, paused for good, get there: time where nothing can change is skipped).
+    ``check_every_tick``: no shortcut, the policy and the limits asked at every tick with a run
+    in flight (slow: the reference the shortcuts are tested against; the result is the same).
+    ``slower_than``: for a search that only asks which runs miss a slowdown target: the replay
+    stops as soon as no run is left to start and every run in flight has already taken more
+    than ``slower_than`` x its recorded duration (and a tick); those are ``unfinished``.
 
     Raises UsageError for a run of a project the configuration does not enable, a run without
     samples, series of unequal lengths, or a bad argument.
@@ -215,7 +226,10 @@ def replay(
                 f"run {run.run_id}: cores and rss_bytes must be as long as each other and not "
                 f"empty ({len(run.cores)} and {len(run.rss_bytes)} samples)"
             )
-    return _Replayer(runs, workspace, cores, interval, profile, min_pause, horizon).run()
+    engine = _Replayer(runs, workspace, cores, interval, profile, min_pause, horizon)
+    engine.shortcuts = not check_every_tick
+    engine.slower_than = slower_than
+    return engine.run()
 
 
 @dataclass(eq=False)
@@ -330,6 +344,8 @@ class _Replayer:
         self.over_pool = 0
         self.still = 0  # ticks in a row where nothing moved (a dynamic history must settle)
         self.failing = 0  # runs in flight that will fail on memory
+        self.shortcuts = True  # False: every tick checked (the reference)
+        self.slower_than: float | None = None  # stop when every run left is known that slow
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -346,10 +362,26 @@ class _Replayer:
                     self._idle_until(k_next)
                     k = k_next
             t = k * dt
-            if t >= self.horizon:
+            if t >= self.horizon or (self.slower_than is not None and self._all_slow(t)):
                 break
             k = self._step(k, t)
         return self._result()
+
+    def _all_slow(self, t: float) -> bool:
+        """Whether no run is left to start and every run in flight at ``t`` has taken over
+        ``slower_than`` x its recorded duration (and a tick, so no rounding makes it less)."""
+        if self.next_pending < len(self.pending) or self.waiters or self.ready:
+            return False
+        if any(self.later.values()):
+            return False
+        assert self.slower_than is not None
+        dt = self.dt
+        bound = self.slower_than
+        for run in self.active.values():
+            assert run.start is not None
+            if t - run.start < bound * len(run.cores) * dt + dt:
+                return False
+        return True
 
     def _idle_until(self, k: int) -> None:
         """Bring the limits to step ``k`` across a stretch where nothing ran: the runtime checks
@@ -371,14 +403,17 @@ class _Replayer:
         """The limits at step ``k``, as the manager refreshes them before a check. True when
         they changed.
 
-        ``LimitsInForce.update`` is not asked again where it provably changes nothing: between
+        ``LimitsInForce.update`` is not asked where it provably changes nothing: at the first
+        step without time windows or ``dynamic`` (the allocation it starts with stays); between
         minutes when only a time-of-day profile could change the limits (profile windows are
         whole minutes); under ``dynamic``, at a tick where no project uses over
         ``usageThreshold`` x its share (no rebalance can start there). Such ticks are kept and
         given to it, in order, before the next question, so its history is the runtime's."""
         t = k * self.dt
         minute = math.floor(t / 60)
-        due = self.updated < 0 or (self.timed and minute != self.minute)
+        # the first update changes nothing unless a time window or ``dynamic`` can
+        first = self.updated < 0 and (self.timed or self.dynamic or not self.shortcuts)
+        due = first or (self.timed and minute != self.minute)
         self.updated = k
         if not due and (not self.dynamic or not self._may_rebalance(usage)):
             if self.dynamic:
@@ -397,6 +432,8 @@ class _Replayer:
     def _may_rebalance(self, usage: Usage) -> bool:
         """Whether a project uses over ``usageThreshold`` x its share (or near it) now: the
         dynamic rule moves nothing unless one did over its whole window, this tick included."""
+        if not self.shortcuts:
+            return True
         adaptation = self.adaptation
         if not adaptation.enabled:
             return False
@@ -481,10 +518,13 @@ class _Replayer:
 
     def _quiet(self) -> bool:
         """True when the check could change nothing a run feels: nobody paused or throttled and
-        every scope under its limits (what it would still do, re-arm warnings, no run sees).
-        Anything near a limit is left to the policy."""
+        every scope under its limits (what it would still do, re-arm warnings, no run sees),
+        and no agent exempt from memory pauses gone (the check forgets the exemption: its next
+        run is paused again). Anything near a limit is left to the policy."""
+        if not self.shortcuts:
+            return False
         policy = self.policy
-        if policy.paused or policy.throttled:
+        if policy.paused or policy.throttled or not policy.memory_exempt <= self.active.keys():
             return False
         allocation = policy.allocation
         scale = self.scale
@@ -647,6 +687,8 @@ class _Replayer:
         next ticks are this one again until a trigger, a queue timeout or a profile switch
         (under ``dynamic``, once its history holds nothing but this tick: then a rebalance that
         did not happen will not)."""
+        if not self.shortcuts:
+            return k + 1
         if not self.active or len(self.active) < len(usage.agents):  # one ended this tick
             return k + 1
         policy = self.policy
@@ -691,32 +733,130 @@ class _Replayer:
         return target
 
     def _coast(self, k: int) -> int:
-        """The next step worth taking after step ``k`` when every run in flight runs free (no
-        pause, no throttle, nobody queued): the ticks until a run ends, a trigger or a profile
-        switch are computed at once, and taken in bulk up to the first one where a scope would
-        go over a limit (or a run over its memory), where the check must judge again (under
-        ``dynamic``, also up to where a project would use over ``usageThreshold`` x its share)."""
+        """The next step worth taking after step ``k`` when no run in flight is throttled and
+        nobody is queued: every run runs free or stays paused until the ticks where the check
+        could decide something. The ticks until a run ends, a trigger or a profile switch are
+        computed at once, and taken in bulk up to the first one where a scope would go over a
+        limit (or a run over its memory), or where a paused run could resume (its minimum pause
+        over and every scope it belongs to under its resume bar, or its own memory over one),
+        where the check must judge again (under ``dynamic``, also up to where a project would
+        use over ``usageThreshold`` x its share). A paused run shows 0 cores and keeps its
+        memory, as the step does."""
+        if not self.shortcuts:
+            return k + 1
         policy = self.policy
-        if policy.paused or policy.throttled or self.waiters or self.ready:
+        if policy.throttled or self.waiters or self.ready:
             return k + 1
         runs = list(self.active.values())
         if not runs or any(run.hold is not None for run in runs):
             return k + 1
+        if any(run.paused != (run.key in policy.paused) for run in runs) or any(
+            key not in self.active for key in policy.paused
+        ):
+            return k + 1
         dt = self.dt
-        m = min(len(run.cores) - run.i for run in runs)  # the last: a run ends in it
+        m = min((len(run.cores) - run.i for run in runs if not run.paused), default=_MAX_COAST)
+        m = min(m, _MAX_COAST)
         if self.next_pending < len(self.pending):
             m = min(m, math.floor(self.pending[self.next_pending].demand.queued_at / dt) - k - 1)
         if self.timed and self.minute is not None:
             m = min(m, math.ceil((self.minute + 1) * 60 / dt) - k - 1)
         m = min(m, math.ceil(self.horizon / dt) - k - 1)
-        if m < 2:
+        # a paused run whose own memory is over a resume bar resumes as its minimum pause ends
+        expiries = {}
+        for run in runs:
+            if run.paused:
+                paused = policy.paused[run.key]
+                expiry = self._pause_over(k, paused.since)
+                if self._hopeless(run, paused.metric):
+                    m = min(m, expiry - k - 1)
+                else:
+                    expiries[run.key] = expiry
+        if m < 2 or self._over_next(runs):
             return k + 1
+        # Most coasts are short (a pause's minimum, a run's end): a small window first.
+        if all(run.paused for run in runs):
+            taken, seen, over = self._still(k, m, runs, expiries)
+        else:
+            window = min(m, _FIRST_WINDOW)
+            while True:
+                taken, seen, over = self._window(k, window, runs, expiries)
+                if taken < window or window == m:
+                    break
+                window = min(m, window * 8)
+        if taken < 1:
+            return k + 1
+        self.over_pool += over
+        self.steps += taken
+        if self.dynamic:  # ticks the history must still be given, as _update keeps them
+            for step in range(max(0, taken - self.warmup), taken):
+                self.missed.append((k + 1 + step, [
+                    (run.key[0], run.key[1], float(used[step]), int(rss[step]))
+                    for run, _, _, _, used, rss in seen
+                ]))  # fmt: skip
+        self.updated = k + taken
+        end = (k + taken) * dt  # the start of the last tick taken
+        for run, cores, i, f, _, _ in seen:
+            if run.paused:
+                run.paused_s = _added(run.paused_s, dt, taken)
+                continue
+            run.i = i + taken
+            run.used = float((1.0 - f) * cores[i + taken - 1] + f * cores[i + taken])
+            if run.i >= len(run.cores):
+                self._finish(run, end + (1.0 - f) * dt, "done")
+        return k + taken + 1
+
+    def _over_next(self, runs: list[_Run]) -> bool:
+        """Whether the next tick already shows a scope near or over a limit, or a run over the
+        memory it fails at (the coast would stop there: no arrays for it)."""
+        allocation = self.policy.allocation
+        scale = self.scale
+        total_cpu, running = 0.0, 0
+        projects: dict[str, list[float]] = {}
+        for run in runs:
+            memory = run.memory()
+            sums = projects.setdefault(run.key[0], [0.0, 0, 0])
+            sums[1] += memory
+            if run.paused:
+                continue
+            cpu = run.used * scale
+            own = self._own_limits(run.key)
+            if own is not None and (cpu > own[0] * (1 - _MARGIN) or memory > own[1]):
+                return True
+            if run.fail_at is not None and memory > run.fail_at:
+                return True
+            sums[0] += cpu
+            sums[2] += memory
+            total_cpu += cpu
+            running += memory
+        dynamic = self.dynamic and self.adaptation.enabled
+        hungry = self.adaptation.usage_threshold * (1 - _MARGIN)
+        for name, (project_cpu, held, running_memory) in projects.items():
+            share = allocation.projects[name]
+            if project_cpu > share.cpu * (1 - _MARGIN) or running_memory > share.memory_bytes:
+                return True
+            if dynamic and (
+                (share.cpu > 0 and project_cpu > hungry * share.cpu)
+                or (share.memory_bytes > 0 and held > hungry * share.memory_bytes)
+            ):
+                return True
+        pool = allocation.pool
+        return total_cpu > pool.cpu * (1 - _MARGIN) or running > pool.memory_bytes
+
+    def _window(
+        self, k: int, m: int, runs: list[_Run], expiries: dict[tuple[str, str], int]
+    ) -> tuple[int, list[tuple[_Run, Any, int, float, Any, Any]], int]:
+        """Ticks ``k + 1 .. k + m`` of a coast: how many of them from the first the check can
+        be skipped at, what each run shows at them (run, its cores, ``i``, ``f``, cores and
+        memory per tick), and at how many of those the runs want more than the pool."""
         import numpy as np
 
+        policy = self.policy
         allocation = policy.allocation
         scale = self.scale
         total_cpu = np.zeros(m)
         total_memory = np.zeros(m, dtype=np.int64)
+        running_memory = np.zeros(m, dtype=np.int64)
         wanted = np.zeros(m)
         projects: dict[str, list[Any]] = {}
         bad = np.zeros(m, dtype=bool)
@@ -724,6 +864,18 @@ class _Replayer:
         for run in runs:
             cores, rss = run.arrays()
             i, f = run.i, run.f
+            sums = projects.setdefault(
+                run.key[0],
+                [np.zeros(m), np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)],
+            )
+            if run.paused:  # no progress: 0 cores, its memory kept
+                used = np.zeros(m)
+                memory = np.full(m, run.memory(), dtype=np.int64)
+                wanted += cores[min(i, len(run.cores) - 1)]
+                sums[1] += memory
+                total_memory += memory
+                seen.append((run, cores, i, f, used, memory))
+                continue
             used = np.empty(m)  # what each of ticks k+1 .. k+m sees of the run's last step
             used[0] = run.used
             used[1:] = (1.0 - f) * cores[i : i + m - 1] + f * cores[i + 1 : i + m]
@@ -736,45 +888,159 @@ class _Replayer:
                 bad |= (cpu > own[0] * (1 - _MARGIN)) | (memory > own[1])
             if run.fail_at is not None:
                 bad |= memory > run.fail_at
-            sums = projects.setdefault(run.key[0], [np.zeros(m), np.zeros(m, dtype=np.int64)])
             sums[0] += cpu
             sums[1] += memory
+            sums[2] += memory
             total_cpu += cpu
             total_memory += memory
+            running_memory += memory
             wanted += cores[i : i + m]
             seen.append((run, cores, i, f, used, memory))
         hungry = self.adaptation.usage_threshold * (1 - _MARGIN)
-        for name, (cpu, memory) in projects.items():
+        for name, (cpu, memory, running) in projects.items():
             share = allocation.projects[name]
-            bad |= (cpu > share.cpu * (1 - _MARGIN)) | (memory > share.memory_bytes)
+            bad |= (cpu > share.cpu * (1 - _MARGIN)) | (running > share.memory_bytes)
             if self.dynamic and self.adaptation.enabled:
                 if share.cpu > 0:
                     bad |= cpu > hungry * share.cpu
                 if share.memory_bytes > 0:
                     bad |= memory > hungry * share.memory_bytes
         pool = allocation.pool
-        bad |= (total_cpu > pool.cpu * (1 - _MARGIN)) | (total_memory > pool.memory_bytes)
-        if bad.any():
-            m = int(bad.argmax())
-            if m < 1:
-                return k + 1
-        over = (wanted[:m] * scale > pool.cpu) | (total_memory[:m] > pool.memory_bytes)
-        self.over_pool += int(over.sum())
-        self.steps += m
-        if self.dynamic:  # ticks the history must still be given, as _update keeps them
-            for step in range(max(0, m - self.warmup), m):
-                self.missed.append((k + 1 + step, [
-                    (run.key[0], run.key[1], float(used[step]), int(memory[step]))
-                    for run, _, _, _, used, memory in seen
-                ]))  # fmt: skip
-        self.updated = k + m
-        end = (k + m) * dt  # the start of the last tick taken
-        for run, cores, i, f, _, _ in seen:
-            run.i = i + m
-            run.used = float((1.0 - f) * cores[i + m - 1] + f * cores[i + m])
-            if run.i >= len(run.cores):
-                self._finish(run, end + (1.0 - f) * dt, "done")
-        return k + m + 1
+        bad |= (total_cpu > pool.cpu * (1 - _MARGIN)) | (running_memory > pool.memory_bytes)
+        taken = int(bad.argmax()) if bad.any() else m
+        # the first tick where a paused run's minimum pause is over and nothing blocks it
+        blocked_in: dict[tuple[str, str], Any] = {}
+        for key, expiry in sorted(expiries.items(), key=lambda e: e[1]):
+            first = expiry - k - 1
+            if first >= taken:
+                break
+            paused = policy.paused[key]
+            if self._blocked_by_itself(paused):
+                continue
+            group = (paused.project, paused.metric)
+            blocked = blocked_in.get(group)
+            if blocked is None:
+                blocked = blocked_in[group] = self._blocked(
+                    paused, projects, total_cpu, total_memory, m
+                )
+            free = ~blocked[first:taken]
+            if free.any():
+                taken = first + int(free.argmax())
+        over = (wanted[:taken] * scale > pool.cpu) | (total_memory[:taken] > pool.memory_bytes)
+        return taken, seen, int(over.sum())
+
+    def _still(
+        self, k: int, m: int, runs: list[_Run], expiries: dict[tuple[str, str], int]
+    ) -> tuple[int, list[tuple[_Run, Any, int, float, Any, Any]], int]:
+        """:meth:`_window` where every run in flight is paused: each tick shows what the next
+        one does (0 cores, the runs' memory) until a minimum pause is over."""
+        policy = self.policy
+        allocation = policy.allocation
+        held: dict[str, int] = {}
+        total, wanted = 0, 0.0
+        seen = []
+        for run in runs:
+            memory = run.memory()
+            held[run.key[0]] = held.get(run.key[0], 0) + memory
+            total += memory
+            wanted += run.cores[min(run.i, len(run.cores) - 1)]
+            seen.append((run, run.cores, run.i, run.f, _Repeat(0.0), _Repeat(memory)))
+        hungry = self.adaptation.usage_threshold * (1 - _MARGIN)
+        dynamic = self.dynamic and self.adaptation.enabled
+        for name, memory in held.items():
+            share = allocation.projects[name]
+            if 0.0 > share.cpu * (1 - _MARGIN) or 0 > share.memory_bytes:
+                return 0, seen, 0
+            if dynamic and share.memory_bytes > 0 and memory > hungry * share.memory_bytes:
+                return 0, seen, 0
+        pool = allocation.pool
+        if 0.0 > pool.cpu * (1 - _MARGIN) or 0 > pool.memory_bytes:
+            return 0, seen, 0
+        taken = m
+        for key, expiry in sorted(expiries.items(), key=lambda e: e[1]):
+            first = expiry - k - 1
+            if first >= taken:
+                break
+            paused = policy.paused[key]
+            if self._blocked_by_itself(paused):
+                continue
+            threshold = policy.rules.threshold_for(paused.project)
+            blocked = False
+            for scope, _, cpu_limit, memory_limit in policy.scopes_of(*key):
+                if scope == "agent":
+                    continue
+                cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
+                memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
+                memory = held[paused.project] if scope == "project" else total
+                blocked |= (0.0 > cpu_bar * (1 + _MARGIN)) if cpu_bar > 0 else (0.0 >= cpu_bar)
+                blocked |= memory >= memory_bar
+            if not blocked:
+                taken = first
+        over = wanted * self.scale > pool.cpu or total > pool.memory_bytes
+        return taken, seen, taken if over else 0
+
+    def _pause_over(self, k: int, since: float) -> int:
+        """The first step after ``k`` where a pause from ``since`` has lasted the minimum pause
+        (as the check compares it: ``now - since < min_pause``)."""
+        dt = self.dt
+        step = max(k + 1, math.floor((since + self.min_pause) / dt))
+        while step > k + 1 and (step - 1) * dt - since >= self.min_pause:
+            step -= 1
+        while step * dt - since < self.min_pause:
+            step += 1
+        return step
+
+    def _hopeless(self, run: _Run, metric: str) -> bool:
+        """Whether a paused run's own memory is over ``resumeThreshold`` x a memory limit it is
+        under (the policy resumes it as soon as the minimum pause is over)."""
+        if metric != "memory":
+            return False
+        policy = self.policy
+        threshold = policy.rules.threshold_for(run.key[0])
+        memory = run.memory()
+        return any(memory >= limit * threshold for _, _, _, limit in policy.scopes_of(*run.key))
+
+    def _blocked_by_itself(self, paused: Paused) -> bool:
+        """Whether a paused agent's own limit keeps it from resuming (its own CPU is zero while
+        stopped: its memory at or over the bar, or a CPU bar of zero)."""
+        policy = self.policy
+        threshold = policy.rules.threshold_for(paused.project)
+        for scope, _, cpu_limit, memory_limit in policy.scopes_of(paused.project, paused.agent):
+            if scope == "agent":
+                cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
+                memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
+                found = self.active[(paused.project, paused.agent)].memory()
+                return 0.0 >= cpu_bar or found >= memory_bar
+        return False
+
+    def _blocked(
+        self, paused: Paused, projects: dict[str, list[Any]], cpu: Any, memory: Any, m: int
+    ) -> Any:
+        """Per tick of a coast, whether a paused agent's project or the workspace certainly
+        keeps it from resuming: at or over its resume bar (CPU only when clearly over: the
+        check's sums differ from these in the last bits). The same for every agent of the
+        project paused for the same metric."""
+        import numpy as np
+
+        policy = self.policy
+        threshold = policy.rules.threshold_for(paused.project)
+        blocked = np.zeros(m, dtype=bool)
+        for scope, name, cpu_limit, memory_limit in policy.scopes_of(paused.project, paused.agent):
+            cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
+            memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
+            if scope == "agent":
+                continue
+            if scope == "project":
+                assert name is not None
+                scope_cpu, scope_memory = projects[name][0], projects[name][1]
+            else:
+                scope_cpu, scope_memory = cpu, memory
+            if cpu_bar > 0:
+                blocked |= scope_cpu > cpu_bar * (1 + _MARGIN)
+            else:
+                blocked |= scope_cpu >= cpu_bar
+            blocked |= scope_memory >= memory_bar
+        return blocked
 
     def _over_pool_now(self) -> bool:
         pool = self.policy.allocation.pool
@@ -819,6 +1085,26 @@ class _Replayer:
                 )
             )
         return Replay(tuple(replayed), dt, self.cores, self.steps, self.over_pool)
+
+
+class _Repeat:
+    """The same value at every tick of a coast."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def __getitem__(self, step: int) -> float:
+        return self.value
+
+
+def _added(total: float, dt: float, times: int) -> float:
+    """``total`` with ``dt`` added ``times`` times, one at a time as the steps add it (at once
+    where that is exact: whole seconds)."""
+    if dt.is_integer() and total.is_integer() and total + times * dt < 2**52:
+        return total + times * dt
+    for _ in range(times):
+        total += dt
+    return total
 
 
 # --- the summary -----------------------------------------------------------------------------
