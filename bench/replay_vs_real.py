@@ -1,0 +1,183 @@
+"""Replay vs measured enforced runs (issue 14): does the replay predict what enforcement does?
+
+    python bench/replay_vs_real.py [--seed 1] [--quick] [--actions throttle,pause]
+                                   [--levels 0.75,0.5,0.25] [--runs]
+
+Real agents with a fixed amount of work (``tests/helpers/replay_agent.py``: a CPU-bound burner
+and a mixed agent, 5 x (0.6 s of CPU + 0.4 s asleep), every second burst of some in a forked
+child) in two projects, each run launched by ``devloop run`` at a fixed offset of a schedule
+(``--seed`` jitters the offsets; ``--quick``: 4 runs instead of 10):
+
+1. **Unconstrained**: the schedule beside ``devloop workspace collect --interval 1s`` (no
+   enforcement); ``demand_from_store`` reads the runs back.
+2. **Enforced**: the same schedule (same offsets, same place on the tick grid) beside
+   ``devloop workspace collect --interval 1s --enforce``, per action (``throttle``, ``pause``)
+   and level: project CPU limits holding each project at ``level`` x the cores its runs'
+   ticks used unconstrained (median over the ticks). Measured duration: ``ended - started`` of
+   each run's ``runs`` row (queue wait apart, as the replay counts it).
+3. The demand of phase 1 replayed (``devloop.tune.replay.replay``) under each enforced
+   configuration; per run ``|replayed - measured| / measured``; p50 / p90 / max per action and
+   level and the p90 overall (goal: <= 15 %).
+
+The machine is shared: what a CPU-bound agent gets unconstrained depends on what else runs, and
+the recording is the demand the replay is given. The ``drift`` column is the median over the
+configuration's runs of (CPU per running second when enforced) / (CPU per second
+unconstrained): 1.0 when the machine gave the agents the same while they ran. Under ``pause``
+a run's duration scales with it (every pause cycle does one tick of work), so ``adj p90`` is
+the p90 with each run's replayed duration divided by its own drift: the replay's error with the
+machine's change of load taken out. Under ``throttle`` the cap, not the machine, sets the pace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers.replay_real import (  # noqa: E402
+    Compared,
+    Experiment,
+    Phase,
+    Trigger,
+    Work,
+    calibrate,
+    compare,
+    level_limits,
+    quantile,
+)
+
+#: (offset s, project 0/1, agent, kind, fork): two projects competing, two agents each
+SCHEDULE = [
+    (0.0, 0, "burner", "burn", False),
+    (1.5, 1, "mixed", "mixed", True),
+    (5.0, 1, "burner", "burn", False),
+    (8.0, 0, "mixed", "mixed", False),
+    (13.0, 0, "burner", "burn", False),
+    (17.0, 1, "mixed", "mixed", True),
+    (21.0, 0, "mixed", "mixed", True),
+    (25.0, 1, "burner", "burn", False),
+    (30.0, 0, "burner", "burn", False),
+    (34.0, 1, "mixed", "mixed", False),
+]
+QUICK = 4
+
+
+def schedule(seed: int, quick: bool) -> list[Trigger]:
+    """The schedule, each offset moved by up to a second either way (``seed``)."""
+    rng = random.Random(seed)
+    chosen = SCHEDULE[:QUICK] if quick else SCHEDULE
+    return [
+        Trigger(i, max(0.0, round(offset + rng.uniform(-1.0, 1.0), 2)), project, agent, kind,
+                fork)
+        for i, (offset, project, agent, kind, fork) in enumerate(chosen)
+    ]  # fmt: skip
+
+
+def drift(compared: Compared, recorded: Phase) -> float:
+    """What the run got per running second enforced / per second unconstrained."""
+    before = recorded.runs[compared.trigger.index]
+    after = compared.measured
+    running = max(after.duration - after.paused_s, 1e-9)
+    return (after.cpu_s / running) / (before.cpu_s / before.duration)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="4 runs instead of 10")
+    parser.add_argument("--actions", default="throttle,pause")
+    parser.add_argument("--levels", default="0.75,0.5,0.25")
+    parser.add_argument("--runs", action="store_true", help="also print every run")
+    args = parser.parse_args()
+    actions = args.actions.split(",")
+    levels = [float(x) for x in args.levels.split(",")]
+    cores = os.cpu_count() or 1
+
+    began = time.monotonic()
+    rate = calibrate()
+    triggers = schedule(args.seed, args.quick)
+    work = Work()
+    print(f"machine: {cores} cores; load average at start {os.getloadavg()}")
+    print(f"agents: burner {work.burn:g} CPU-s; mixed {work.bursts} x ({work.burst:g} CPU-s + "
+          f"{work.sleep:g} s asleep); loop {rate / 1e6:.1f}M iterations per CPU-s")  # fmt: skip
+    print("schedule: " + ", ".join(
+        f"{t.offset:g}s {'ab'[t.project]}/{t.agent}{'+fork' if t.fork else ''}" for t in triggers
+    ))  # fmt: skip
+    rows = []
+    everything: list[float] = []
+    per_action: dict[str, list[float]] = {a: [] for a in actions}
+    with Experiment(work, rate) as experiment:
+        recorded, demand = experiment.record(triggers)
+        if recorded.failures:
+            raise SystemExit(f"unconstrained phase failed: {recorded.failures}")
+        speeds = [r.cpu_s / r.duration for r in recorded.runs.values()]
+        print(f"\nunconstrained: {len(recorded.runs)} runs, {recorded.wall:.0f} s, load "
+              f"{recorded.load[0]:.1f}->{recorded.load[1]:.1f}; CPU per second of a run: "
+              f"{min(speeds):.2f}-{max(speeds):.2f} cores (median "
+              f"{statistics.median(speeds):.2f})")  # fmt: skip
+        for level in levels:
+            limits = level_limits(demand, recorded, triggers, level)
+            for action in actions:
+                enforced = experiment.enforce(triggers, action, limits)
+                compared = compare(experiment, triggers, demand, recorded, enforced)
+                fixed = compare(experiment, triggers, demand, recorded, enforced, what_if=True)
+                what_if = [abs(c.error) for c in fixed]
+                errors = [abs(c.error) for c in compared]
+                drifts = [drift(c, recorded) for c in compared]
+                adjusted = [
+                    abs(c.replayed / d - c.measured.duration) / c.measured.duration
+                    for c, d in zip(compared, drifts, strict=True)
+                ]
+                everything += errors
+                per_action[action] += errors
+                rows.append(
+                    (action, level, limits, enforced, compared, errors, drifts, adjusted, what_if)
+                )
+                print(f"\n{action} at {level:.0%} (limits {limits[0]:g} % / {limits[1]:g} % of "
+                      f"the machine): {enforced.wall:.0f} s, load {enforced.load[0]:.1f}->"
+                      f"{enforced.load[1]:.1f}; p90 {quantile(errors, 0.9):.1%}"
+                      + (f"; failures: {enforced.failures}" if enforced.failures else ""),
+                      flush=True)  # fmt: skip
+                if args.runs:
+                    print(
+                        "  run  agent           recorded  measured  replayed  error   "
+                        "paused m/r   throttled m/r  waited m/r  drift"
+                    )
+                    for c, d in zip(compared, drifts, strict=True):
+                        t, m = c.trigger, c.measured
+                        name = f"{'ab'[t.project]}/{t.agent}{'+fork' if t.fork else ''}"
+                        print(f"  {t.index:>3}  {name:<15}"
+                              f" {c.recorded:>7.1f}s {m.duration:>8.1f}s {c.replayed:>8.1f}s "
+                              f"{c.error:>+6.1%} {m.paused_s:>5.0f}/{c.replayed_paused:<5.0f}"
+                              f"  {m.throttled_s:>6.0f}/{c.replayed_throttled:<6.0f} "
+                              f"{m.waited:>5.1f}/{c.replayed_waited:<5.1f} "
+                              f"{d:>5.2f}")  # fmt: skip
+    print(
+        "\n| action | level | limits A / B (% of machine) | runs | p50 | p90 | max | bias | "
+        "drift | adj p90 | fix p90 | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for action, level, limits, enforced, compared, errors, drifts, adjusted, what_if in rows:
+        bias = statistics.mean(c.error for c in compared)
+        print(f"| {action} | {level:.0%} | {limits[0]:g} / {limits[1]:g} | {len(errors)} | "
+              f"{quantile(errors, 0.5):.1%} | {quantile(errors, 0.9):.1%} | {max(errors):.1%} | "
+              f"{bias:+.1%} | {statistics.median(drifts):.2f} | "
+              f"{quantile(adjusted, 0.9):.1%} | {quantile(what_if, 0.9):.1%} | "
+              f"{enforced.load[0]:.1f}-{enforced.load[1]:.1f} |")  # fmt: skip
+    print()
+    for action, errors in per_action.items():
+        print(f"p90 {action}: {quantile(errors, 0.9):.1%} over {len(errors)} runs")
+    print(f"p90 overall: {quantile(everything, 0.9):.1%} over {len(everything)} runs "
+          f"(goal <= 15 %); {time.monotonic() - began:.0f} s in all")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
