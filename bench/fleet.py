@@ -1,7 +1,7 @@
-"""Fleet benchmark (issue 16): ship throughput to a local S3-compatible server, and what shipping
-adds to the collector.
+"""Fleet benchmark (issue 16): ship throughput to a local S3-compatible server, what shipping
+adds to the collector, and reports over the fleet against a local copy.
 
-    python bench/fleet.py [--days 1] [--jobs 8] [--keep DIR]
+    python bench/fleet.py [--days 1] [--jobs 8] [--keep DIR] [--read-days 1]
 
 Simulates ``--days`` of the default workspace (12 processes at 1 s), compacts it, starts moto's
 S3 server on 127.0.0.1 (the ``fleet`` extra) and times, in one run:
@@ -10,7 +10,11 @@ S3 server on 127.0.0.1 (the ``fleet`` extra) and times, in one run:
 * a second ship that finds everything published (the cost of a no-op, what every hourly
   compaction child pays when there is nothing new);
 * the hourly case: a child process (as the collector's compaction child) shipping the one hour
-  the fleet lacks, its CPU time from ``getrusage``, as a share of a core over the hour.
+  the fleet lacks, its CPU time from ``getrusage``, as a share of a core over the hour;
+* reading (``--read-days``, 0 to skip): three simulated hosts shipped to the server, then each
+  report as a whole ``devloop`` process over ``--store s3://…`` with a cold mirror (everything
+  fetched) and a warm one (one listing), against the same report over a local copy of the same
+  files (one store holding the three hosts), as a ratio (goal: at most 3x).
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=1.0)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--keep", type=Path, help="Keep the simulated workspace here.")
+    parser.add_argument("--read-days", type=float, default=1.0, help="Days per host to read.")
     args = parser.parse_args()
     os.environ.update(CREDENTIALS)
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
@@ -145,11 +150,82 @@ def main() -> None:
                   f"of which interpreter + pyarrow import {baseline[1]:.2f}s (the compaction "
                   f"child pays it anyway): {added:.3f} % added")  # fmt: skip
             print(f"  (a child with nothing to ship: {idle_cpu:.2f}s CPU, {idle_wall:.2f}s wall)")
+            if args.read_days > 0:
+                _read(work, endpoint, args.read_days)
         finally:
             server.kill()
             server.wait()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+#: The reports the read part times (whole processes), JSON output.
+READ_REPORTS = {
+    "peak-usage": ["analytics", "peak-usage"],
+    "bottlenecks": ["analytics", "bottlenecks"],
+    "efficiency": ["analytics", "efficiency"],
+    "runs": ["analytics", "runs"],
+}
+
+
+def _read(work: Path, endpoint: str, days: float) -> None:
+    """Three hosts shipped to ``s3://bench/read``; each report over it (cold and warm mirror)
+    against the same report over one local store holding the same files."""
+    import pyarrow as pa
+
+    from devloop.store.files import read_rows, write_table
+    from devloop.store.layout import data_files, iter_partitions
+
+    hosts = ("host-a", "host-b", "host-c")
+    merged = work / "merged" / ".devloop-workspace"
+    target = parse_target("s3://bench/read", endpoint)
+    began = time.perf_counter()
+    rows = 0
+    for seed, host in enumerate(hosts, start=1):
+        out = work / host / ".devloop-workspace"
+        rows += simulate(out, days=days, seed=seed).rows["samples"]
+        root = out / "metrics"
+        for table in ("samples", "system", "processes", "events", "limits", "runs"):
+            for _, directory in iter_partitions(root, table):
+                for path in data_files(directory):
+                    data = read_rows(path, table)
+                    index = data.schema.get_field_index("host")
+                    field = data.schema.field("host")
+                    path.unlink()
+                    write_table(root, table, data.set_column(
+                        index, field, pa.array([host] * data.num_rows, field.type)))  # fmt: skip
+        shutil.rmtree(root / "_rollups", ignore_errors=True)
+        (root / "_facts.json").unlink(missing_ok=True)
+        compact(root)
+        ship(root, target)
+        for table in ("samples", "system", "processes", "events", "limits", "runs"):
+            for _, directory in iter_partitions(root, table):
+                into = merged / "metrics" / directory.relative_to(root)
+                into.mkdir(parents=True, exist_ok=True)
+                for path in data_files(directory):
+                    shutil.copy2(path, into / f"{host}--{path.name}")
+    print(f"read: {len(hosts)} hosts x {days:g} days ({rows:,} samples rows) simulated, "
+          f"compacted and shipped in {time.perf_counter() - began:.0f}s")  # fmt: skip
+    devloop = [sys.executable, "-m", "devloop", "workspace"]
+    store = ["--store", target.uri, "--endpoint-url", endpoint]
+    env = {**os.environ, "DEVLOOP_FLEET_CACHE": str(work / "cache")}
+
+    def timed(argv: list[str]) -> tuple[float, bytes]:
+        began = time.perf_counter()
+        done = subprocess.run(argv, check=True, capture_output=True, env=env)
+        return time.perf_counter() - began, done.stdout
+
+    print("| report | local copy | S3 cold | S3 warm | cold / local | warm / local |")
+    print("|---|---|---|---|---|---|")
+    for name, command in READ_REPORTS.items():
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        argv = [*devloop, *command, "--format", "json"]
+        local, expected = timed([*argv, "--workspace-dir", str(merged)])
+        cold, got_cold = timed([*argv, *store])
+        warm, got_warm = timed([*argv, *store])
+        assert got_cold == expected == got_warm, f"{name}: the fleet's report differs"
+        print(f"| {name} | {local:.2f} s | {cold:.2f} s | {warm:.2f} s | "
+              f"{cold / local:.2f}x | {warm / local:.2f}x |")  # fmt: skip
 
 
 if __name__ == "__main__":

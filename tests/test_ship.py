@@ -13,12 +13,10 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,10 +28,9 @@ import pytest
 from click.testing import CliRunner
 
 from devloop.cli import cli
-from devloop.simulate import simulate
 from devloop.store import compact
-from devloop.store.files import read_rows, write_table
-from devloop.store.layout import Partition, data_files, iter_partitions
+from devloop.store.files import write_table
+from devloop.store.layout import Partition
 from devloop.store.ship import (
     MANIFESTS_DIR,
     local_hours,
@@ -41,98 +38,32 @@ from devloop.store.ship import (
     published,
     ship,
 )
+from tests.helpers.s3 import (
+    BUCKET,
+    HOSTS,
+    HOURS,
+    aws_env,
+    free_port,
+    moto,
+    s3_endpoint,
+    s3_fs,
+    simulated_stores,
+)
 
-HOSTS = ("alpha", "bravo", "charlie")
 START = datetime(2026, 1, 5, tzinfo=UTC)  # simulate's first day
-HOURS = 2
-BUCKET = "fleet"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
-@contextmanager
-def _moto(log: Path, **env: str) -> Iterator[str]:
-    """moto's S3 in server mode (its own process, so it has a core of its own) on a free port
-    of 127.0.0.1; its URL."""
-    port = _free_port()
-    with log.open("wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-            env={**_env(), **env},
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert server.poll() is None, "moto's server exited"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto's server did not start in 30 s"
-                time.sleep(0.05)  # a poll interval, not a wait for something
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.kill()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An S3-compatible server with the bucket ``fleet``; our environment has its keys."""
-    with _moto(tmp_path_factory.mktemp("moto") / "server.log") as url:
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in CREDENTIALS.items():
-                patch.setenv(name, value)
-            for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-                patch.delenv(name, raising=False)
-            _fs(url, create=True).create_dir(BUCKET)
-            yield url
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _fs(url: str, *, create: bool = False) -> Any:
-    netloc = url.removeprefix("http://")
-    return pafs.S3FileSystem(endpoint_override=netloc, scheme="http", region="us-east-1",
-                             allow_bucket_creation=create)  # fmt: skip
+    with s3_endpoint(tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Three hosts' compacted stores (2 simulated hours each, other seeds), by host."""
-    found = {}
-    for seed, host in enumerate(HOSTS, start=1):
-        out = tmp_path_factory.mktemp(host) / ".devloop-workspace"
-        simulate(out, hours=HOURS, interval=10, projects=2, agents_per_project=2, seed=seed)
-        _rename_host(out / "metrics", host)
-        found[host] = out
-    return found
-
-
-def _rename_host(root: Path, host: str) -> None:
-    """Rewrite every row's ``host`` (simulate names one host), then compact: what that host's
-    collector would have left."""
-    for table in ("samples", "system", "processes", "events", "limits", "runs"):
-        for _, directory in iter_partitions(root, table):
-            for path in data_files(directory):
-                rows = read_rows(path, table)
-                field = rows.schema.field("host")
-                column = pa.array([host] * rows.num_rows, field.type)
-                path.unlink()
-                write_table(root, table, rows.set_column(rows.schema.get_field_index("host"),
-                                                         field, column))  # fmt: skip
-    shutil.rmtree(root / "_rollups")
-    (root / "_facts.json").unlink(missing_ok=True)
-    compact(root)
+    return simulated_stores(tmp_path_factory)
 
 
 def _sha(data: bytes) -> str:
@@ -187,16 +118,9 @@ def _check_published(files: dict[str, bytes], stores: dict[str, Path]) -> set[st
     return listed
 
 
-def _env() -> dict[str, str]:
-    env = {**os.environ, **CREDENTIALS}
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        env.pop(name, None)
-    return env
-
-
 def _ship_cli(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "devloop", "workspace", "ship", "--workspace-dir", str(store)]
-    return subprocess.run([*argv, *args], capture_output=True, text=True, env=_env(), timeout=60)
+    return subprocess.run([*argv, *args], capture_output=True, text=True, env=aws_env(), timeout=60)
 
 
 def test_three_hosts_ship_and_read_back(
@@ -209,7 +133,7 @@ def test_three_hosts_ship_and_read_back(
                                      "--to", uri, "--endpoint-url", endpoint])  # fmt: skip
         assert result.exit_code == 0, result.output
         assert f"Shipped {HOURS} hours of host={host} (" in result.output
-    fs = _fs(endpoint)
+    fs = s3_fs(endpoint)
     files = _remote_files(fs, f"{BUCKET}/three")
     listed = _check_published(files, stores)
     assert set(files) == listed  # nothing beside the published hours' files
@@ -251,7 +175,7 @@ def test_three_hosts_ship_and_read_back(
 
 def test_killed_ship_resumes_exactly_once(endpoint: str, stores: dict[str, Path]) -> None:
     store, base = stores["bravo"], f"{BUCKET}/killed"
-    fs = _fs(endpoint)
+    fs = s3_fs(endpoint)
     ready, _ = local_hours(store / "metrics", "bravo")
     total = sum(len(hour.files) + 1 for hour in ready)  # files and a manifest per hour
     points = sorted(random.Random(16).sample(range(1, total), 5))
@@ -259,7 +183,7 @@ def test_killed_ship_resumes_exactly_once(endpoint: str, stores: dict[str, Path]
     argv = [sys.executable, "-m", "devloop", "workspace", "ship", "--workspace-dir", str(store)]
     killed = 0
     for point in points:
-        process = subprocess.Popen([*argv, *args], env=_env(), stdout=subprocess.DEVNULL,
+        process = subprocess.Popen([*argv, *args], env=aws_env(), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 30
         while process.poll() is None and _count(fs, base) < point:
@@ -304,7 +228,7 @@ def test_changed_hour_is_replaced(endpoint: str, stores: dict[str, Path], tmp_pa
     second = ship(store / "metrics", target)
     assert [(h.partition.hour, h.replaced, h.sent) for h in second.shipped] == [(1, True, 1)]
     assert second.unchanged == HOURS - 1
-    files = _remote_files(_fs(endpoint), f"{BUCKET}/changed")
+    files = _remote_files(s3_fs(endpoint), f"{BUCKET}/changed")
     assert set(files) == _check_published(files, {"charlie": store})
     events = [rel for rel in files if rel.startswith("events/") and "/hour=1/" in rel]
     assert len(events) == 1 and _local(store, events[0]).exists()
@@ -341,7 +265,7 @@ def test_dry_run_writes_nothing(endpoint: str, stores: dict[str, Path], tmp_path
             f"would ship 2026-01-05 hour={hour}" for hour in range(HOURS)
         ]
         assert lines[HOURS].startswith(f"Would ship {HOURS} hours of host=alpha (")
-    assert _count(_fs(endpoint), f"{BUCKET}/dry") == 0
+    assert _count(s3_fs(endpoint), f"{BUCKET}/dry") == 0
     assert not (tmp_path / "dry").exists()
     assert sorted(path for path in store.rglob("*")) == before
 
@@ -350,7 +274,7 @@ def test_retention_deletes_only_old_hours(endpoint: str, stores: dict[str, Path]
     base = f"{BUCKET}/retained"
     target = parse_target(f"s3://{base}", endpoint)
     ship(stores["bravo"] / "metrics", target)
-    fs = _fs(endpoint)
+    fs = s3_fs(endpoint)
     orphan = f"{base}/samples/host=zulu/date=2026-01-05/hour=0/c-1.parquet"  # never published
     with fs.open_output_stream(orphan) as sink:
         sink.write(b"orphan")
@@ -398,7 +322,7 @@ def test_errors_are_one_line(endpoint: str, stores: dict[str, Path]) -> None:
         "Error: s3://nope/x: bucket 'nope' does not exist\n"
     )
     # a real process: one line on stderr, no traceback
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     unreachable = _ship_cli(store, "--to", "s3://fleet/x", "--endpoint-url",
                             f"http://127.0.0.1:{port}")  # fmt: skip
     assert unreachable.returncode == 1
@@ -414,7 +338,7 @@ def test_errors_are_one_line(endpoint: str, stores: dict[str, Path]) -> None:
 
 def test_refused_credentials_are_one_line(stores: dict[str, Path], tmp_path: Path) -> None:
     """A server that checks signatures (moto with IAM on): unknown keys are refused."""
-    with _moto(tmp_path / "server.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as url:
+    with moto(tmp_path / "server.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as url:
         refused = _ship_cli(stores["alpha"], "--to", "s3://fleet/x", "--endpoint-url", url)
     assert refused.returncode == 1
     assert refused.stderr == (

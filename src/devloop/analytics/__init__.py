@@ -22,7 +22,7 @@ rest; they never write into the store.
     timerange.py     parse_range, TimeRange   "2 hours ago", "yesterday 09:00", ISO 8601
 """
 
-from devloop.analytics._db import Selection, Store, collected_warnings, iso, records
+from devloop.analytics._db import Selection, Store, collected_warnings, iso, reading, records
 from devloop.analytics.audit import Audit, audit_query
 from devloop.analytics.baseline import compare_summaries, read_summary, summarise
 from devloop.analytics.bottlenecks import Bottlenecks, bottlenecks
@@ -60,6 +60,7 @@ __all__ = [
     "parse_range",
     "peak_usage",
     "read_summary",
+    "reading",
     "records",
     "run_sql",
     "run_summary",

@@ -26,6 +26,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -73,6 +74,8 @@ class Selection:
     #: The ends as reports print them (:meth:`TimeRange.shown`: an open end is the newest
     #: sample, not the microsecond after it); None: ``start`` and ``end``.
     shown: tuple[datetime, datetime] | None = None
+    #: The hosts whose rows the store holds (after a host filter), sorted.
+    hosts: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -81,7 +84,8 @@ class Selection:
         return f"{format_moment(start)} .. {format_moment(end)}"
 
     def to_json(self) -> dict[str, Any]:
-        """The ``range`` object every report's JSON carries (the ends as shown)."""
+        """The ``range`` object every report's JSON carries (the ends as shown), with
+        ``hosts`` when the rows are of more than one host."""
         start, end = self.shown or (self.start, self.end)
         return {
             "start": iso(start),
@@ -89,7 +93,7 @@ class Selection:
             "interval_seconds": self.interval,
             "projects": list(self.projects),
             "agents": list(self.agents) if self.agent_filter else None,
-        }
+        } | ({"hosts": list(self.hosts)} if len(self.hosts) > 1 else {})
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -100,15 +104,48 @@ def iso(moment: datetime | None) -> str | None:
     return text
 
 
+@dataclass(frozen=True)
+class Reading:
+    """Where every :class:`Store` opened inside :func:`reading` reads: another store folder
+    than its workspace's (a fleet's mirror), and only some hosts."""
+
+    root: Path | None
+    hosts: tuple[str, ...]
+
+
+_READING: ContextVar[Reading | None] = ContextVar("devloop_reading", default=None)
+
+
+@contextmanager
+def reading(root: Path | str | None = None, hosts: Sequence[str] = ()) -> Iterator[None]:
+    """Inside the block, every Store reads the store at ``root`` (a ``metrics`` folder) instead
+    of its workspace's, and only the rows of the hosts matching the globs ``hosts``. The CLI's
+    ``--store`` and ``--host`` set it once, and every report, ``sql`` and autotune obey it
+    without each passing it down (autotune still reads its workspace's configuration)."""
+    token = _READING.set(Reading(None if root is None else Path(root), tuple(hosts)))
+    try:
+        yield
+    finally:
+        _READING.reset(token)
+
+
 class Store:
     """A read-only view of one workspace's metrics store (``<workspace-dir>/metrics``)."""
 
-    def __init__(self, workspace_dir: Path | str, *, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        workspace_dir: Path | str,
+        *,
+        now: datetime | None = None,
+        hosts: Sequence[str] = (),
+    ) -> None:
         """Open the store; StoreError when the folder does not exist or DuckDB fails.
 
         Corrupt or foreign files are skipped with a StoreWarning naming each (from
         :func:`devloop.store.connect`). ``now`` is the moment whose hour is still open (no
-        rollup is read for it); default: the clock at each look.
+        rollup is read for it); default: the clock at each look. ``hosts`` (globs): only the
+        rows of the matching hosts (UsageError when one matches none); inside :func:`reading`
+        the default store and hosts are the block's.
         """
         from devloop.store.db import Database
 
@@ -116,9 +153,21 @@ class Store:
         self.now = now
         if not self.workspace_dir.is_dir():
             raise UsageError(f"workspace folder not found: {self.workspace_dir}")
-        self.root = self.workspace_dir / "metrics"
+        context = _READING.get() or Reading(None, ())
+        self.root = context.root or self.workspace_dir / "metrics"
         #: The store's DuckDB door (errors mapped to QueryError there).
         self.db = Database.open(self.root, threads=THREADS)
+        #: The hosts kept by a host filter (None: no filter).
+        self.hosts: tuple[str, ...] | None = None
+        globs = tuple(hosts) or context.hosts
+        if globs:
+            from devloop.store.fleet import narrow
+
+            try:
+                self.hosts = narrow(self.db, globs)
+            except BaseException:
+                self.db.close()
+                raise
         self.connection: duckdb.DuckDBPyConnection = self.db.connection
         self.listing = self.db.listing
         #: Whether reports read the per-hour rollups; False reads every hour's rows.
@@ -236,6 +285,10 @@ class Store:
                 agents.add(agent)
         return {project: tuple(sorted(agents)) for project, agents in sorted(names.items())}
 
+    def host_names(self) -> tuple[str, ...]:
+        """The hosts whose ticks (``system``) the store holds, after its host filter."""
+        return tuple(sorted({str(row[0]) for row in self._digests()["system"]}))
+
     def select(
         self,
         time_range: TimeRange | None = None,
@@ -270,6 +323,7 @@ class Store:
             project_filter=bool(projects),
             agent_filter=bool(agents),
             interval=1.0,
+            hosts=self.host_names(),
         )
         if require_samples and not self._has_samples(selection):
             raise no_samples(start_shown, end_shown)

@@ -216,10 +216,10 @@ def _runs_sql(
         return None
     union = " UNION ALL BY NAME ".join(f"({part})" for part in parts)
     where = "true" if failed is None else ("failed" if failed else "NOT failed")
-    order = "started, run_id"
+    order = "started, run_id, host"
     limit = ""
     if slowest is not None:
-        order = "duration_seconds DESC NULLS LAST, started, run_id"
+        order = "duration_seconds DESC NULLS LAST, started, run_id, host"
         limit = f" LIMIT {int(slowest)}"
     return f"SELECT * FROM ({union}) WHERE {where} ORDER BY {order}{limit}", params
 

@@ -137,3 +137,90 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta[f"devloop.{param.name}"] = value
+    return value
+
+
+def fleet_options(func: F) -> F:
+    """``--store URI``, ``--endpoint-url URL``, ``--host GLOB``: what a report reads (kept in
+    the context for :func:`report_folder`, so commands take no extra parameters)."""
+    decorators = [
+        click.option(
+            "--store",
+            "store",
+            metavar="URI",
+            expose_value=False,
+            callback=_remember,
+            help="Read this store instead of the workspace's: a fleet dataset "
+            "(s3://BUCKET/PREFIX, file:///FOLDER, or a folder holding one), or a workspace "
+            "folder.",
+        ),
+        click.option(
+            "--endpoint-url",
+            "endpoint_url",
+            metavar="URL",
+            expose_value=False,
+            callback=_remember,
+            help="An S3-compatible store's http(s)://HOST:PORT for --store s3://… "
+            "(default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL).",
+        ),
+        click.option(
+            "--host",
+            "hosts",
+            metavar="GLOB",
+            multiple=True,
+            expose_value=False,
+            callback=_remember,
+            help="Only hosts matching GLOB (repeatable).",
+        ),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func
+
+
+def report_folder(workspace_dir: Path | None, *, configured: bool = False) -> Path:
+    """The workspace folder a report reads, after :func:`fleet_options`: the one given (or
+    found) without ``--store``; with it, the fleet's mirror (synced now) or the store folder
+    named. ``configured`` commands (autotune) keep their workspace for its configuration and
+    read the ``--store`` data. ``--store`` and ``--host`` hold for every Store opened while
+    the command runs."""
+    from devloop.analytics import reading
+
+    ctx = click.get_current_context()
+    store: str | None = ctx.meta.get("devloop.store")
+    endpoint: str | None = ctx.meta.get("devloop.endpoint_url")
+    hosts: tuple[str, ...] = ctx.meta.get("devloop.hosts") or ()
+    if store is None:
+        if endpoint is not None:
+            raise click.UsageError("--endpoint-url goes with --store s3://…")
+        folder = resolve_workspace_dir(workspace_dir)
+        if hosts:
+            ctx.with_resource(reading(hosts=hosts))
+        return folder
+    if workspace_dir is not None and not configured:
+        raise click.UsageError("give --workspace-dir or --store, not both")
+    from devloop.store.fleet import reading_mirror, sync, target_of
+
+    target = target_of(store, endpoint)
+    if isinstance(target, Path):
+        data = target
+    else:
+        mirror = sync(target, hosts)
+        data = mirror.folder
+        ctx.with_resource(reading_mirror(data))
+        if mirror.fetched or mirror.removed:
+            click.echo(
+                f"Fleet {mirror.uri}: fetched {mirror.fetched} hours ({mirror.files} files, "
+                f"{mirror.bytes / 1e6:.1f}MB), removed {mirror.removed}, {mirror.unchanged} "
+                f"unchanged, in {mirror.seconds:.1f}s",
+                err=True,
+            )
+    if configured:
+        ctx.with_resource(reading(data / "metrics", hosts))
+        return resolve_workspace_dir(workspace_dir)
+    ctx.with_resource(reading(hosts=hosts))
+    return data

@@ -19,9 +19,10 @@ from devloop.cli._options import (
     duration_value,
     echo_warnings,
     emit,
+    fleet_options,
     format_option,
     output_option,
-    resolve_workspace_dir,
+    report_folder,
     workspace_dir_option,
 )
 from devloop.cli.render_reports import (
@@ -48,9 +49,11 @@ BOTTLENECKS_SHOWN = 20
 
 
 def report_options(func: F) -> F:
-    """--workspace-dir, --format, --output, --project, --agent, --start, --end, --period."""
+    """--workspace-dir, --store, --endpoint-url, --host, --format, --output, --project,
+    --agent, --start, --end, --period."""
     decorators = [
         workspace_dir_option,
+        fleet_options,
         format_option("table", "json", "csv"),
         output_option,
         click.option(
@@ -182,7 +185,9 @@ def metrics(
         return
     time_range = _range(start, end, period)
     seconds = duration_value(interval, "--interval")
-    folder = resolve_workspace_dir(workspace_dir)
+    if baseline and ctx.meta.get("devloop.store") is not None:
+        raise click.UsageError("--baseline records this machine: not with --store")
+    folder = report_folder(workspace_dir)
     if baseline:
         from devloop.cli.render import to_json
         from devloop.runner.record import record_baseline
@@ -269,7 +274,7 @@ def peak_usage(
     """
     from devloop.analytics import peak_usage as run
 
-    folder = resolve_workspace_dir(workspace_dir)
+    folder = report_folder(workspace_dir)
     with _store_warnings():
         report = run(folder, _range(start, end, period), projects, agents)
     emit(render_peak_usage(report, fmt), output)
@@ -340,7 +345,7 @@ def bottlenecks(
         shortest = parse_duration(min_duration)
     except UsageError as exc:
         raise click.BadParameter(str(exc), param_hint="--min-duration") from exc
-    folder = resolve_workspace_dir(workspace_dir)
+    folder = report_folder(workspace_dir)
     resources = ("cpu", "memory") if resource == "all" else (resource,)
     with _store_warnings():
         report = run(
@@ -381,7 +386,7 @@ def efficiency(
 
     if str(output).endswith(".json") and fmt == "table":
         fmt = "json"
-    folder = resolve_workspace_dir(workspace_dir)
+    folder = report_folder(workspace_dir)
     with _store_warnings():
         report = run(folder, _range(start, end, period), projects, agents)
 
@@ -445,7 +450,7 @@ def runs(
     from devloop.analytics import run_summary, runs
 
     time_range = _range(start, end, period)
-    folder = resolve_workspace_dir(workspace_dir)
+    folder = report_folder(workspace_dir)
     run = run_summary if summary else runs
     with _store_warnings():
         frame = run(
@@ -510,7 +515,7 @@ def health(
 
     life = duration_value(min_life, "--min-life")
     assert life is not None
-    folder = resolve_workspace_dir(workspace_dir)
+    folder = report_folder(workspace_dir)
     with _store_warnings():
         report = run(
             folder,
@@ -558,7 +563,7 @@ def sql(
     """
     from devloop.analytics import run_sql
 
-    folder = resolve_workspace_dir(workspace_dir)
+    folder = report_folder(workspace_dir)
     with _store_warnings():
         frame = run_sql(folder, statement, _range(start, end, period), projects, agents)
     emit(render_sql(frame, fmt), output)
@@ -602,7 +607,7 @@ def audit_query(
     """
     from devloop.analytics import audit_query as run
 
-    folder = resolve_workspace_dir(workspace_dir)
+    folder = report_folder(workspace_dir)
     with _store_warnings():
         report = run(folder, metric, _range(start, end, period), projects, agents)
     emit(render_audit(report, fmt, metric), output)

@@ -11,6 +11,8 @@ from devloop.cli._options import (
     duration_value,
     echo_warnings,
     emit,
+    fleet_options,
+    report_folder,
     resolve_workspace_dir,
     size_value,
     workspace_dir_option,
@@ -166,6 +168,7 @@ def _no_suggestion(suggestions: Suggestions) -> list[str]:
 
 @click.command()
 @workspace_dir_option
+@fleet_options
 @click.option("--period", metavar="DURATION", help="Analyse the last DURATION of history (7d).")
 @click.option("--start", metavar="TIME", help='Start of the history to analyse ("7 days ago").')
 @click.option("--end", metavar="TIME", help="End of the history to analyse.")
@@ -350,7 +353,9 @@ def autotune(
     time_range = _range(start, end, period)
     seconds = duration_value(duration, "--duration")
     every = duration_value(interval, "--interval")
-    folder = resolve_workspace_dir(workspace_dir)
+    if seconds is not None and click.get_current_context().meta.get("devloop.store") is not None:
+        raise click.UsageError("--duration records this machine: not with --store")
+    folder = report_folder(workspace_dir, configured=True)
     if seconds is not None:
         loaded = load_workspace(folder)
         echo_warnings(loaded.warnings)
