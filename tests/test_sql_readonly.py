@@ -8,6 +8,7 @@ and web, 35 samples).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -184,3 +185,16 @@ def test_a_store_passed_in_keeps_its_own_connection_open(places: dict[str, str])
         store.execute("SET threads = 1")
         outside = store.rows("SELECT count(*) FROM read_parquet(?)", [places["tmp"] + "/*"])
         assert outside == [(1,)]
+
+
+def test_json_gives_decimals_as_numbers(places: dict[str, str]) -> None:
+    """DuckDB's sum of an integer column is a DECIMAL(38, 0): JSON has it as an integer, and a
+    fractional DECIMAL as a float (it used to stop with 'Decimal is not JSON serializable')."""
+    result = CliRunner().invoke(cli, [
+        "workspace", "sql", "SELECT sum(rss_bytes) AS total, 2.50::DECIMAL(5, 2) AS d FROM samples",
+        "--workspace-dir", places["ws"], "--format", "json",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    total = run_sql(places["ws"], "SELECT sum(rss_bytes)::BIGINT AS t FROM samples").item()
+    assert row == {"total": total, "d": 2.5} and isinstance(row["total"], int)
