@@ -10,6 +10,7 @@ runs of a few agents, some of them over their memory limits, on a tick of 1 s, 0
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 
 from devloop.config import AgentsConfig, Workspace, parse_agents, parse_workspace
 from devloop.tune.objective import alone
-from devloop.tune.replay import Replay, RunDemand, replay
+from devloop.tune.replay import Replay, RunDemand, _Replayer, replay
 
 T0 = 1_767_600_000  # 2026-01-05 08:00:00 UTC
 MB = 1 << 20
@@ -162,3 +163,81 @@ def test_the_cases_bind():
         throttled += sum(r.throttled_s for r in result.runs)
     assert outcomes >= {"done", "failed-memory", "refused", "timed-out"}
     assert paused > 0 and throttled > 0
+
+
+def pause_cycle_case(seed: int) -> tuple[list[RunDemand], Workspace, dict[str, Any]]:
+    """One agent's (or a project's) long runs far over a CPU limit under ``pause``: each run
+    is paused, resumed for a tick, paused again; sometimes memory near a limit, the next runs
+    triggered while one crawls, a horizon or a slowdown bound that cuts the cycles short."""
+    rng = random.Random(2000 + seed)
+    config = random_workspace(rng, ["api"])
+    limits = replace(
+        config.config.global_.resource_limits,
+        enforcement_action=rng.choice(["pause", "pause", "pause", "throttle"]),
+        check_interval=rng.choice([1, 2, 10]),
+    )
+    config = replace(
+        config,
+        config=replace(
+            config.config, global_=replace(config.config.global_, resource_limits=limits)
+        ),
+    )
+    agent = rng.choice(["", "lint", "tests"])
+    demand = []
+    for name in [agent] if agent else ["lint", "tests"]:
+        at = T0 + rng.uniform(0, 5)
+        for _ in range(rng.randint(1, 4)):
+            length = rng.randint(3, 120)
+            cores = [rng.choice([0.0, rng.uniform(0.05, 0.3), rng.uniform(0.6, 2.0)])
+                     for _ in range(length)]  # fmt: skip
+            grow = rng.choice([0.0, 0.0, 3.0])
+            rss = [int((300 + grow * i) * MB * (1 + 0.05 * rng.random())) for i in range(length)]
+            demand.append(RunDemand(f"{name}@{at:.3f}", "api", name, at, cores, rss))
+            at += rng.choice([rng.uniform(1, 30), rng.uniform(60, 900)])
+    cpu = rng.choice([2.0, 5.0, 12.5])
+    memory = rng.choice([None, None, 320 * MB, 400 * MB])
+    options: dict[str, Any] = {"cores": rng.choice([2, 4]),
+                               "interval": rng.choice([1.0, 1.0, 0.5, 2.0])}  # fmt: skip
+    if rng.random() < 0.5:
+        options["min_pause"] = rng.choice([1.0, 5.0, 30.0])
+    if rng.random() < 0.3:
+        options["horizon"] = T0 + rng.uniform(300, 3600)
+    if rng.random() < 0.3:
+        options["slower_than"] = rng.choice([1.1, 3.0, 20.0])
+    return demand, alone(config, "api", agent, cpu, memory), options
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pause_cycles_taken_at_once_give_what_checking_every_tick_gives(seed: int):
+    demand, config, options = pause_cycle_case(seed)
+    fast, slow = both(demand, config, **options)
+    if "slower_than" not in options:
+        assert fast == slow
+        return
+    # Stopped once every run left is that slow, a replay stops at the first tick it looks at
+    # past that point, which the shortcuts move: the same runs miss the bound, the others
+    # finish alike (what a search reads).
+    bound = options["slower_than"]
+
+    def read(result: Replay) -> list[tuple[str, float | None]]:
+        return [(r.run_id, r.slowdown if r.slowdown <= bound else None) for r in result.runs]
+
+    assert read(fast) == read(slow)
+
+
+def test_the_pause_cycles_are_taken_at_once(monkeypatch: pytest.MonkeyPatch):
+    # the cases above do reach the shortcut, and it takes many cycles at once
+    taken: list[int] = []
+    cycles = _Replayer._cycles
+
+    def counted(self: _Replayer, k: int, run: Any) -> int:
+        ahead = cycles(self, k, run)
+        taken.append(ahead - k)
+        return ahead
+
+    monkeypatch.setattr(_Replayer, "_cycles", counted)
+    for seed in range(40):
+        demand, config, options = pause_cycle_case(seed)
+        replay(demand, config, **options)
+    assert sum(1 for n in taken if n > 0) >= 20
+    assert max(taken) > 500

@@ -229,6 +229,10 @@ class Policy:
         self._agent_scopes: tuple[
             Allocation | None, list[tuple[str, AgentKey, tuple[float, int], bool]]
         ] = (None, [])
+        # per allocation: the scopes each agent is under (scopes_of)
+        self._scopes: tuple[Allocation | None, dict[AgentKey, list[Scope]]] = (None, {})
+        # ``project/agent`` scope names split, as _enforce_scope splits them
+        self._names: dict[str, list[str]] = {}
         # during a check: the sums per project (and None: the workspace) of its usage, as
         # totals() gives them, running only and capped, or all; forgotten when a decision
         # changes who is paused or held
@@ -386,7 +390,17 @@ class Policy:
         return decisions
 
     def scopes_of(self, project: str, agent: str) -> list[Scope]:
-        """Every limit an agent is under."""
+        """Every limit an agent is under (the same list while the allocation stays: not to be
+        changed)."""
+        cache = self._scopes
+        if cache[0] is not self.allocation:
+            cache = self._scopes = (self.allocation, {})
+        found = cache[1].get((project, agent))
+        if found is None:
+            found = cache[1][(project, agent)] = self._scopes_of(project, agent)
+        return found
+
+    def _scopes_of(self, project: str, agent: str) -> list[Scope]:
         scopes: list[Scope] = []
         own = self.agent_limits(project, agent)
         if own is not None:
@@ -407,7 +421,7 @@ class Policy:
         not pause them for what the hold removes)."""
         if scope == "agent":
             assert name is not None
-            project, agent = name.split("/", 1)
+            project, agent = self._split(name)
             if running_only and (project, agent) in self.paused:
                 return 0.0, 0
             found = usage.agents.get((project, agent))
@@ -448,6 +462,13 @@ class Policy:
         }
         result[None] = (cores / usage.cores * 100, memory)
         return result
+
+    def _split(self, name: str) -> list[str]:
+        """``name.split("/", 1)``, remembered (scope names recur every check)."""
+        found = self._names.get(name)
+        if found is None:
+            found = self._names[name] = name.split("/", 1)
+        return found
 
     def _changed(self) -> None:
         """Who is paused or held changed: the running sums are to be taken again."""
@@ -591,12 +612,13 @@ class Policy:
     ) -> list[Decision]:
         cpu, memory = self._scope_usage(usage, scope, name, running_only=True)
         value = cpu if metric == "cpu" else float(memory)
-        if value <= limit and not self.warned and (metric != "cpu" or scope == "workspace"):
-            return []  # under it, no warning to re-arm, no hold to raise
-        parts = name.split("/", 1) if scope != "workspace" and name else None
+        warned = (scope, name or "", metric)
+        if value <= limit and (not self.warned or warned not in self.warned):
+            if metric != "cpu" or scope == "workspace":
+                return []  # under it, no warning to re-arm, no hold to raise
+        parts = self._split(name) if scope != "workspace" and name else None
         project = parts[0] if parts is not None else None
         agent = parts[1] if parts is not None and scope == "agent" else None
-        warned = (scope, name or "", metric)
         action = self.rules.action_for(project)
         if value <= limit:
             if warned in self.warned:  # only a warning given re-arms: no sum for the others

@@ -162,6 +162,7 @@ def smallest_cpu(
     max_slowdown: float,
     weights: Sequence[float],
     floor: float = 0.0,
+    cache: dict[Any, tuple[float, ...]] | None = None,
 ) -> Search:
     """The smallest CPU limit, a multiple of 0.1 % from ``floor`` up, under which the
     ``weights``-weighted p95 of the runs' replayed slowdowns is at most ``max_slowdown``.
@@ -173,6 +174,12 @@ def smallest_cpu(
     slowed into the next one is not seen together with it), the highest first, stopping as soon
     as more than 5 % of the weight is too slow. Lower candidates bind more and cost more to
     replay, so the search gallops down from the top before it bisects.
+
+    ``cache``: the slowdowns of group replays already done, shared by searches over the same
+    workspace, cores and interval (the walk-forward's folds replay most of the same groups at
+    the same candidates). A replay depends only on its runs, in order, and its configuration,
+    so a group is keyed on its runs' ids, the entity, the candidate and the target; a hit is
+    still counted in :attr:`Search.replays`.
     """
     from devloop.tune.replay import replay
 
@@ -200,7 +207,7 @@ def smallest_cpu(
         to the end, not counted again)."""
         nonlocal count
         limit = units * CPU_BIN
-        config = alone(workspace, project, agent, limit, None)
+        config = None
         found = [1.0] * len(runs)
         slow = 0.0
         cut = False
@@ -209,15 +216,29 @@ def smallest_cpu(
                 break
             if not exact:
                 count += 1
-            result = replay(
-                members, config, cores=cores, interval=interval,
-                slower_than=None if exact else bound,
-            )  # fmt: skip
-            for run, replayed in zip(members, result.runs, strict=True):
-                found[index[id(run)]] = replayed.slowdown
-                if replayed.slowdown > bound:
+            key = (project, agent, units, exact, bound, tuple(run.run_id for run in members))
+            replayed = None if cache is None else cache.get(key)
+            if replayed is None:
+                if config is None:
+                    config = alone(workspace, project, agent, limit, None)
+                result = replay(
+                    members, config, cores=cores, interval=interval,
+                    slower_than=None if exact else bound,
+                )  # fmt: skip
+                # a slowdown, then whether the run was cut short (unfinished), per member
+                replayed = tuple(
+                    value
+                    for run in result.runs
+                    for value in (run.slowdown, float(run.outcome == "unfinished"))
+                )
+                if cache is not None:
+                    cache[key] = replayed
+            for j, run in enumerate(members):
+                slowdown = replayed[2 * j]
+                found[index[id(run)]] = slowdown
+                if slowdown > bound:
                     slow += weight_of[id(run)]
-                    cut |= replayed.outcome == "unfinished"
+                    cut |= replayed[2 * j + 1] == 1.0
             if slow > 0.05 * total * (1 + 1e-12):
                 return math.inf
         p95 = weighted_quantile(found, weights, 0.95)

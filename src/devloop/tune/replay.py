@@ -38,8 +38,12 @@ The model, in discrete time (one step = the recorded tick interval = one check):
   paused or throttled and every scope is under its limits; a stall (every run in flight paused,
   nothing can change until a trigger, a queue timeout or a profile switch) is jumped over;
   ``LimitsInForce.update`` is asked only where it can change something, its history given
-  every tick all the same. The tests replay the same demand checking every tick
-  (``check_every_tick``) and require the same result, on hand-made and random seeded cases.
+  every tick all the same. One shortcut stands in for the checks themselves: a run alone in
+  flight that is paused for CPU, resumed for one tick and paused again takes those cycles at
+  once, its two checks per cycle read from the scopes' limits in the policy's order and their
+  decisions set on the policy (``_cycles`` says which cases; the rest go to the checks). The
+  tests replay the same demand checking every tick (``check_every_tick``) and require the same
+  result, on hand-made and random seeded cases.
 
 docs/replay.md describes the model and its assumptions for users.
 """
@@ -754,6 +758,10 @@ class _Replayer:
             key not in self.active for key in policy.paused
         ):
             return k + 1
+        if len(runs) == 1 and runs[0].paused:
+            ahead = self._cycles(k, runs[0])
+            if ahead > k:
+                return self._coast(ahead)
         dt = self.dt
         m = min((len(run.cores) - run.i for run in runs if not run.paused), default=_MAX_COAST)
         m = min(m, _MAX_COAST)
@@ -805,6 +813,134 @@ class _Replayer:
             if run.i >= len(run.cores):
                 self._finish(run, end + (1.0 - f) * dt, "done")
         return k + taken + 1
+
+    def _cycles(self, k: int, run: _Run) -> int:
+        """Pause cycles of a run alone in flight, taken at once after step ``k``: the run,
+        paused for CPU, waits out the minimum pause (nothing else can happen: no trigger, no
+        other run), is resumed at the check where it is over (its memory under every limit:
+        it shows 0 cores), works one tick, and the next check pauses it again for CPU because
+        that tick's cores put a scope over its CPU limit. Returns the step whose state it
+        leaves (``k`` when no whole cycle is certain): the run paused again there, as the
+        step would leave it.
+
+        Each cycle does what the checks of every tick would (the runtime's policy, read for
+        this case): ``_resume`` resumes the run when ``now - since`` reaches the minimum pause
+        and every scope is under ``resumeThreshold`` x its CPU limit (the run's 0 cores) and
+        under its memory limit; that check then finds every scope at 0 cores and under its
+        memory; the next one goes through the scopes narrowest first (the agent's own limits,
+        the projects, the workspace; CPU then memory in each) and pauses the run at the first
+        over its limit, the only running agent, which brings that scope and every later one
+        to 0. A cycle whose first scope over is for memory, or with no scope over, or where
+        the run ends, is left to the steps. Nothing warned, held, exempt or failing, the
+        ``pause`` action everywhere, no limit under 0, and neither ``dynamic`` nor time
+        windows (the limits stay). The tests compare with checking every tick."""
+        policy = self.policy
+        project, agent = run.key
+        paused = policy.paused[run.key]
+        rules = policy.rules
+        if (
+            self.dynamic
+            or self.timed
+            or run.fail_at is not None
+            or run.used != 0.0
+            or run.hold is not None
+            or paused.metric != "cpu"
+            or policy.warned
+            or policy.memory_exempt
+            or "/" in project
+            or rules.action != "pause"
+            or rules.action_for(project) != "pause"
+        ):
+            return k
+        allocation = policy.allocation
+        pool = allocation.pool
+        if pool.cpu < 0 or pool.memory_bytes < 0:
+            return k
+        if any(s.cpu < 0 or s.memory_bytes < 0 for s in allocation.projects.values()):
+            return k
+        if any(a.cpu < 0 or a.memory_bytes < 0 for a in allocation.agents.values()):
+            return k
+        scopes = policy.scopes_of(project, agent)
+        threshold = rules.threshold_for(project)
+        if any(not cpu_limit * threshold > 0 for _, _, cpu_limit, _ in scopes):
+            return k  # a CPU bar of 0: the run is never resumed
+        # the scopes the check goes through, in its order (other projects show nothing)
+        order = [(scope, cpu_limit, float(memory_limit))
+                 for scope, _, cpu_limit, memory_limit in scopes]  # fmt: skip
+        smallest_memory = min(memory_limit for _, _, _, memory_limit in scopes)
+        dt = self.dt
+        cores, n = run.cores, len(run.cores)
+        machine = self.cores
+        scale = self.scale
+        pending = self.pending
+        assert run.start is not None
+        bound = math.inf
+        if self.slower_than is not None:
+            bound = self.slower_than * n * dt + dt
+        counts = policy.counts.setdefault(run.key, [0, 0])
+        since, last = paused.since, k
+        while True:
+            expiry = self._pause_over(last, since)
+            again = expiry + 1  # the check that pauses it again
+            t = again * dt
+            if t >= self.horizon or t - run.start >= bound:
+                break
+            # triggers up to that step: its agent's next runs wait for it (as _arrivals
+            # keeps them); another agent's is left to the steps
+            due = self.next_pending
+            while due < len(pending) and pending[due].demand.queued_at < t + dt:
+                if pending[due].key != run.key:
+                    break
+                due += 1
+            if due < len(pending) and pending[due].demand.queued_at < t + dt:
+                break
+            i, f = run.i, run.f
+            if i + 2 >= n:
+                break  # the tick it works may end it: left to the steps
+            memory = run.memory()  # as the paused run shows it
+            if memory >= smallest_memory * 1.0:
+                break  # not resumed (or resumed over a memory limit): left to the steps
+            wanted = cores[i]
+            # the tick it works, as the step works it
+            run.paused = False
+            self._progress(run, expiry * dt)
+            run.paused = True
+            cpu = run.used / machine * 100
+            shown = run.memory()
+            over = None
+            for scope, cpu_limit, memory_limit in order:
+                if cpu > cpu_limit:
+                    over = scope
+                    break
+                if float(shown) > memory_limit:
+                    break
+            if over is None:
+                run.i, run.f, run.used = i, f, 0.0
+                break
+            # ticks last+1 .. expiry: paused but for the tick at expiry (resumed before it
+            # works), each seeing the run's cores and its paused memory; then the tick it is
+            # paused again at, seeing its next sample and the memory it worked to
+            if wanted * scale > pool.cpu or memory > pool.memory_bytes:
+                self.over_pool += expiry - last
+            if cores[run.i] * scale > pool.cpu or shown > pool.memory_bytes:
+                self.over_pool += 1
+            run.paused_s = _added(run.paused_s, dt, expiry - last)
+            run.used = 0.0
+            self.steps += again - last
+            counts[1] += 1
+            counts[0] += 1
+            since = t
+            paused = Paused(project, agent, over, "cpu", since)
+            last = again
+            while self.next_pending < due:
+                self.later.setdefault(run.key, deque()).append(pending[self.next_pending])
+                self.next_pending += 1
+        if last == k:
+            return k
+        policy.paused[run.key] = paused
+        self.updated = last
+        self.still = 0
+        return last
 
     def _over_next(self, runs: list[_Run]) -> bool:
         """Whether the next tick already shows a scope near or over a limit, or a run over the

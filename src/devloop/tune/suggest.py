@@ -177,6 +177,8 @@ class _Objective:
         self.demand = demand
         self.cores = cores
         self.runs = runs
+        # group replays of the searches, shared by the final fit and the backtest's folds
+        self.replays: dict[Any, tuple[float, ...]] = {}
 
     def fit(
         self, key: Key, result: Fit, reference: float, before: float
@@ -197,6 +199,7 @@ class _Objective:
             max_slowdown=params.max_slowdown,
             weights=decay_weights(runs, reference, params.half_life),
             floor=params.min_cpu,
+            cache=self.replays,
         )
         peak = peak_demand(runs, self.demand.interval)[1]
         memory = result.memory_bytes
