@@ -1,7 +1,7 @@
 """Make sample_data's watch recording: `devloop watch` on the three sample projects, with edits
 replayed at a human pace, recorded by devloop (issue 14's real recording for autotune).
 
-Works on a copy (the repository at HEAD, by `git archive`, under --scratch) so nothing of the
+Works on a copy (the repository at HEAD, by `git archive`, in --scratch/repo) so nothing of the
 working tree is edited: starts `devloop watch` on the copy's sample workspace (it records one
 tick per second and enforces the workspace's limits under --profile, as a user's watch
 does), then edits the
@@ -38,9 +38,10 @@ MARK = "\n\n# edited while recording\n"  # two blank lines: ruff format keeps pa
 
 
 def checkout(scratch: Path) -> Path:
-    """The repository at HEAD under ``scratch``; returns the copy's sample workspace."""
+    """The repository at HEAD in ``scratch``/repo; returns the copy's sample workspace."""
     if scratch.exists():
         shutil.rmtree(scratch)
+    scratch = scratch / "repo"
     scratch.mkdir(parents=True)
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", "HEAD"], check=True, capture_output=True
@@ -99,7 +100,11 @@ def main() -> None:
         [
             *DEVLOOP,
             "watch",
-            str(workspace.parent),
+            # The copy's root: it holds all three projects (devloop's folder is the root
+            # itself; watching sample_data alone would watch only that part of it). The
+            # watch's log is outside it: the type checker, with no filePatterns, would run
+            # again on every line the log gets.
+            str(workspace.parent.parent),
             "--workspace-dir",
             str(workspace),
             "--interval",
@@ -110,7 +115,7 @@ def main() -> None:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=args.scratch,
+        cwd=workspace.parent.parent,
     )
     deadline = time.monotonic() + args.minutes * 60
     edits = 0

@@ -31,6 +31,7 @@ def build(
     limits: dict[str, Any],
     per_project: dict[str, Any] | None = None,
     projects: list[tuple[str, int]] = (("api", 2),),  # type: ignore[assignment]
+    profiles: dict[str, Any] | None = None,
 ) -> Path:
     """A workspace whose ``runs`` are (project, agent, start second, cores per tick, rss per
     tick), each one process sampled at every tick of its life."""
@@ -38,6 +39,8 @@ def build(
     sharing: dict[str, Any] = {"strategy": "custom" if per_project else "equal"}
     if per_project:
         sharing["perProjectLimits"] = per_project
+    if profiles:
+        sharing["profiles"] = profiles
     (folder / "workspace.json").write_text(json.dumps({
         "workspace_name": "bursty",
         "projects": [{"name": n, "path": n, "priority": p} for n, p in projects],
@@ -170,3 +173,50 @@ def test_limits_the_pool_cannot_hold_raise_it_up_to_max_pool(tmp_path):
     result = autotune(ws, params=TuneParameters(**{**PARAMS.__dict__, "max_pool": 100}))
     assert result.to_json()["pool"]["suggested"]["cpu_percent"] == 100.0
     assert not result.projects["a"].scaled
+
+
+def test_an_agent_running_a_second_after_each_save_has_the_time_recorded_as_history(tmp_path):
+    # Runs of 2 ticks every 20 minutes: a few samples, but hours recorded (the system rows are
+    # the recorder's ticks). Its history is the time recorded, its evidence its runs.
+    params = TuneParameters(half_life=1e9, min_memory=0)  # min_history 1 h, 5 runs or 100 samples
+    runs = [("api", "lint", i * 1200, [3.0, 3.0], [50 * MB] * 2) for i in range(6)]
+    result = autotune(build(tmp_path / "ws", runs, limits=PAUSE), params=params)
+    lint = result.agents["api/lint"]
+    assert lint.evidence["cpu_percent"]["samples"] == 12
+    assert lint.objective is not None and lint.objective["method"] == "replay"
+    assert lint.confidence == "low"  # 6,007 s recorded: over an hour, under a day
+    # paused at the check after its first tick, a 2-tick run only meets 1.10x unheld
+    assert lint.cpu == 75.0
+    # four runs over 1 h: neither 5 runs nor 100 samples
+    result = autotune(build(tmp_path / "few", runs[:4], limits=PAUSE), params=params)
+    lint = result.agents["api/lint"]
+    assert lint.cpu is None and lint.confidence == "none"
+    assert lint.rationale == (
+        "No suggestion: too little history: 4 runs and 8 samples over 1 h recorded (needs 5 "
+        "runs or 100 samples, over 1 h)."
+    )
+
+
+def test_a_time_of_day_profile_too_small_for_the_runs_is_raised_in_the_patch(tmp_path):
+    # The base pool (100 %) holds the 75 % the bursts need, but every run is triggered under
+    # a profile of 20 % (its window holds the whole run span in any time zone): that profile is
+    # the pool the runs meet, so the patch raises it, and the suggested replay uses it raised.
+    profiles = {"day": {"cpuLimit": 20, "memoryLimit": "1GB", "times": ["00:00-23:59"]},
+                "unused": {"cpuLimit": 10, "times": ["23:59-00:00"]}}  # fmt: skip
+    ws = build(tmp_path / "ws", bursts(20), limits=PAUSE, profiles=profiles)
+    result = autotune(ws, params=PARAMS)
+    assert result.projects["api"].cpu == 75.0
+    pool = result.to_json()["pool"]
+    assert pool["fits"] is False
+    assert pool["profiles"] == {
+        "day": {
+            "current": {"cpu_percent": 20.0, "memory_bytes": GB},
+            "suggested": {"cpu_percent": 75.0, "memory_bytes": GB, "memory": "1GB"},
+        }
+    }
+    assert result.patch["resource_sharing"]["profiles"] == {"day": {"cpuLimit": 75}}
+    assert "the patch raises the profile day (20% CPU and 1GB, in force when runs" in pool["note"]
+    totals = result.to_json()["backtest"]["totals"]
+    assert totals["suggested"]["p95"] <= 1.10 and totals["suggested"]["not_finished"] == 0
+    # under the current 20 %, the paused bursts are slowed far past the target
+    assert totals["current"]["p95"] is None or totals["current"]["p95"] > 2.0

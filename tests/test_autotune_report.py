@@ -36,7 +36,7 @@ def test_short_history_says_why_under_each_table(tmp_path: Path) -> None:
     below = lines.index("(p95: backtested run slowdown; target 1.1x)") + 1
     assert lines[below] == (
         "Note: no suggestion for api, api/job: too little history: 50 samples over 0.83 h "
-        "(needs 100 samples and 1 h)"
+        "recorded (needs 5 runs or 100 samples, over 1 h)"
     )
     assert lines[below + 6 :] == [
         f"Note: {TOO_SHORT}; {NO_RUNS}",

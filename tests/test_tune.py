@@ -115,7 +115,8 @@ def test_under_an_hour_of_history_gives_no_suggestion_and_says_so(tmp_path):
     assert entry["suggested"] is None
     assert entry["confidence"] == "none"
     assert entry["rationale"] == (
-        "No suggestion: too little history: 50 samples over 0.83 h (needs 100 samples and 1 h)."
+        "No suggestion: too little history: 50 samples over 0.83 h recorded (needs 5 runs or "
+        "100 samples, over 1 h)."
     )
     assert result.patch == {}
     assert "history too short for a backtest (it needs two hours)" in result.notes

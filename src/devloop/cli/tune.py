@@ -127,25 +127,31 @@ def _summary(suggestions: Suggestions) -> str:
     lines = []
     for side in ("current", "suggested"):
         t = totals[side]
+
+        def slow(value: float | None, t: dict[str, Any] = t) -> str:
+            # null with runs: a run that never finished (infinitely slow) reached this rank
+            return "inf" if value is None and t["runs"] else x(value)
+
         lines.append(
             [
                 side,
                 str(t["runs"]),
-                x(t["p50"]),
-                x(t["p95"]),
-                x(t["max"]),
+                slow(t["p50"]),
+                slow(t["p95"]),
+                slow(t["max"]),
                 str(t["slowed_2x"]),
+                str(t["not_finished"]),
                 str(t["failed_memory"]),
                 pct(t["reserved_cpu_percent"]),
                 mb(t["reserved_memory_bytes"]),
             ]
         )
     text += "\n" + table(
-        ["limits", "runs", "p50", "p95", "max", "slowed >2x", "failed memory", "pool cpu",
-         "pool memory"],
+        ["limits", "runs", "p50", "p95", "max", "slowed >2x", "not finished", "failed memory",
+         "pool cpu", "pool memory"],
         lines,
         title="Backtest, all projects (every run together, in-sample)",
-        right=(1, 2, 3, 4, 5, 6, 7, 8),
+        right=(1, 2, 3, 4, 5, 6, 7, 8, 9),
     )  # fmt: skip
     if backtest["note"]:
         text += f"Note: {backtest['note']}\n"
@@ -273,7 +279,14 @@ def _no_suggestion(suggestions: Suggestions) -> list[str]:
     type=click.IntRange(1),
     default=100,
     show_default=True,
-    help="Fewer samples than this: no suggestion.",
+    help="Fewer samples than this (and fewer runs than --min-runs): no suggestion.",
+)
+@click.option(
+    "--min-runs",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Fewer recorded runs than this (and fewer samples than --min-samples): no suggestion.",
 )
 def autotune(
     workspace_dir: Path | None,
@@ -300,6 +313,7 @@ def autotune(
     max_slowdown: float,
     max_pool: float,
     min_samples: int,
+    min_runs: int,
 ) -> None:
     """Suggest CPU and memory limits per project and agent from the recorded history.
 
@@ -344,6 +358,7 @@ def autotune(
         min_memory=size_value(min_memory, "--min-memory") or 0,
         min_history=duration_value(min_history, "--min-history") or 0.0,
         min_samples=min_samples,
+        min_runs=min_runs,
         censor_at=percent_value(censor_at, "--censor-at") or 0.0,
         censor_raise=percent_value(censor_raise, "--censor-raise") or 0.0,
         leak_mb_per_hour=leak_threshold,

@@ -48,7 +48,7 @@ class Side:
             stats.to_json()
             if stats is not None
             else {"runs": 0, "p50": None, "p95": None, "max": None, "slowed_2x": 0,
-                  "failed_memory": 0}
+                  "failed_memory": 0, "not_finished": 0}
         )  # fmt: skip
         cpu = self.cpu_hours / self.hours if self.hours else None
         memory = self.memory_hours / self.hours if self.hours else None

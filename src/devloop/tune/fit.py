@@ -147,18 +147,22 @@ def fit(
     *,
     current_memory: float | None = None,
     held_seconds: float = 0.0,
+    runs: int = 0,
 ) -> Fit:
-    """Suggested limits from the masked hours of ``entity``, decayed from ``reference``."""
+    """Suggested limits from the masked hours of ``entity``, decayed from ``reference``;
+    ``runs``: how many of its recorded runs were triggered in those hours."""
     import numpy as np
 
     stats = entity.stats
     ticks = int(stats["ticks"][mask].sum())
-    seconds = ticks * history.interval
+    seconds = watched_seconds(history, entity, mask)
     censored_cpu, censored_memory = _censored(entity, mask, params, held_seconds)
-    if seconds < params.min_history or ticks < params.min_samples:
+    if not enough_history(seconds, ticks, runs, params):
+        evidence = f"{runs} runs and {ticks} samples" if runs else f"{ticks} samples"
+        needs = f"{params.min_runs} runs or {params.min_samples} samples"
         reason = (
-            f"too little history: {ticks} samples over {seconds / 3600:.2g} h (needs "
-            f"{params.min_samples} samples and {params.min_history / 3600:g} h)"
+            f"too little history: {evidence} over {seconds / 3600:.2g} h recorded (needs "
+            f"{needs}, over {params.min_history / 3600:g} h)"
         )
         return Fit(None, None, ticks, seconds, censored_cpu, censored_memory, False, reason)
     chosen = mask[entity.hist_hour]
@@ -204,10 +208,28 @@ def _censored(
     return True, bool(memory)
 
 
-def confidence(seconds: float, ticks: int, params: TuneParameters) -> str:
-    """``none`` under the minimum history, ``low`` under a day, ``medium`` under a week,
-    ``high`` from a week of history."""
-    if seconds < params.min_history or ticks < params.min_samples:
+def watched_seconds(history: History, entity: EntityHistory, mask: npt.NDArray[np.bool_]) -> float:
+    """How long the recorder watched over the masked hours: its ticks (the ``system`` rows)
+    times the interval. An agent that runs now and then has processes at a few of those
+    ticks only; the span in which it could have run is the history. A store without
+    ``system`` rows falls back on the entity's own ticks."""
+    watched = float(history.system_ticks[mask].sum())
+    return max(watched, float(entity.stats["ticks"][mask].sum())) * history.interval
+
+
+def enough_history(seconds: float, ticks: int, runs: int, params: TuneParameters) -> bool:
+    """At least ``min_history`` recorded, and either ``min_runs`` runs or ``min_samples``
+    samples of the entity in it (runs are what the replay fits; samples what the percentile
+    fallback fits)."""
+    if seconds < params.min_history:
+        return False
+    return ticks >= params.min_samples or (runs > 0 and runs >= params.min_runs)
+
+
+def confidence(seconds: float, ticks: int, params: TuneParameters, runs: int = 0) -> str:
+    """``none`` under the minimum history (:func:`enough_history`), ``low`` under a day,
+    ``medium`` under a week, ``high`` from a week of history."""
+    if not enough_history(seconds, ticks, runs, params):
         return "none"
     if seconds < 86400:
         return "low"

@@ -33,7 +33,8 @@ SLOWDOWN_TOLERANCE = 1e-6
 class SlowdownStats:
     """Replayed runs summarised: how many, their p50 / p95 / max slowdown (linear between the
     closest ranks; a run that did not finish counts as infinitely slow), runs slowed more than
-    twice, runs that failed on memory."""
+    twice, runs that failed on memory, runs that never finished (timed out or refused in the
+    queue, or still running at the replay's horizon)."""
 
     runs: int
     p50: float
@@ -41,6 +42,7 @@ class SlowdownStats:
     max: float
     slowed_2x: int
     failed_memory: int
+    not_finished: int = 0
 
     def to_json(self) -> dict[str, Any]:
         def finite(value: float) -> float | None:
@@ -53,6 +55,7 @@ class SlowdownStats:
             "max": finite(self.max),
             "slowed_2x": self.slowed_2x,
             "failed_memory": self.failed_memory,
+            "not_finished": self.not_finished,
         }
 
 
@@ -70,6 +73,7 @@ def slowdowns(runs: Sequence[ReplayedRun]) -> SlowdownStats | None:
         ordered[-1],
         sum(1 for s in ordered if s > 2.0),
         sum(1 for run in runs if run.failed_memory),
+        sum(1 for s in ordered if math.isinf(s)),
     )
 
 

@@ -31,6 +31,8 @@ class TuneParameters:
     min_memory: int = 64 * MIB
     min_history: float = 3600.0
     min_samples: int = 100
+    #: Fewer recorded runs than this (and fewer than ``min_samples`` samples): no suggestion.
+    min_runs: int = 5
     #: A tick is censored when usage is within [censor_at x limit, limit x 1.02], or its
     #: project/agent was paused or throttled; censored ticks count as censor_raise above the
     #: limit in the CPU percentile, and raise the memory suggestion by as much.
@@ -66,6 +68,7 @@ class TuneParameters:
             ("memory_margin", 0 <= self.memory_margin <= 10, "from 0 to 10"),
             ("min_cpu", 0 <= self.min_cpu <= 100, "from 0 to 100"),
             ("min_memory", self.min_memory >= 0, "at least 0"),
+            ("min_runs", self.min_runs >= 1, "at least 1"),
             ("censor_at", 0 < self.censor_at <= 1, "from 0 (excluded) to 1"),
             ("censor_raise", self.censor_raise >= 0, "at least 0"),
             ("leak_mb_per_hour", self.leak_mb_per_hour > 0, "above 0"),

@@ -82,7 +82,10 @@ def autotune(
     objective = _Objective(workspace, allocation, params, demand, cores, runs)
 
     end = history.end.timestamp()
-    entities = _fit_all(history, allocation, params, history.end, range(history.n_hours), held)
+    counts = {key: len(found) for key, found in runs.items()}
+    entities = _fit_all(
+        history, allocation, params, history.end, range(history.n_hours), held, counts
+    )
     searches: dict[Key, Search] = {}
     for key, (result, leak) in list(entities.items()):
         found = objective.fit(key, result, end, float("inf"))
@@ -110,11 +113,12 @@ def autotune(
                 result.leak,
             )
         suggestions[key] = _suggestion(
-            history, key, result, leak, allocation, params, backtest, priorities
+            history, key, result, leak, allocation, params, backtest, priorities, counts[key]
         )
         suggestions[key].objective = objective.describe(key, searches.get(key), kept)
         suggestions[key].rationale = _why(suggestions[key], params)
-    pool = _fit_pool(suggestions, workspace, allocation, history, params, priorities)
+    governing = profiles_at(workspace, [run.queued_at for run in demand.runs])
+    pool = _fit_pool(suggestions, workspace, allocation, history, params, priorities, governing)
     if pool.note:
         notes.append(pool.note)
     _cap_agents_at_projects(suggestions)
@@ -237,8 +241,10 @@ class _Objective:
                 continue
             mask = _mask(history, range(k * unit))
             entity = history.entities[key]
+            before = sum(1 for run in runs if run.queued_at < start)
             base = fit(history, entity, mask, history.hour_start(k * unit), self.params,
-                       current_memory=current_memory, held_seconds=held.get(key, 0.0))  # fmt: skip
+                       current_memory=current_memory, held_seconds=held.get(key, 0.0),
+                       runs=before)  # fmt: skip
             if base.memory_bytes is not None:
                 base = Fit(round_cpu(base.cpu or 0.0), round_memory(base.memory_bytes),
                            base.ticks, base.seconds, base.censored_cpu, base.censored_memory,
@@ -336,6 +342,12 @@ def suggested_workspace(
     limits = config.global_.resource_limits
     pool_cpu = pool.suggested_cpu or pool.cpu
     pool_memory = pool.suggested_memory or pool.memory_bytes
+    profiles = dict(sharing.profiles)
+    for name, (_, _, new_cpu, new_memory) in pool.profiles.items():
+        if new_cpu is not None and new_memory is not None and name in profiles:
+            profiles[name] = replace(
+                profiles[name], cpu_limit=new_cpu, memory_limit_bytes=new_memory
+            )
     new = replace(
         config,
         global_=replace(
@@ -348,6 +360,7 @@ def suggested_workspace(
             cpu_limit=None,
             memory_limit_bytes=None,
             per_project_limits=per_project,
+            profiles=profiles,
         ),
     )
     agents = {}
@@ -379,6 +392,17 @@ def _mask(history: History, hours: range) -> Any:
 def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
     """Raise the pool in the patch when the suggested projects need more than it holds."""
     pool = suggestions.pool
+    for name, (cpu, memory, new_cpu, new_memory) in pool.profiles.items():
+        if new_cpu is None or new_memory is None:
+            continue
+        body: dict[str, Any] = {}
+        if new_cpu > cpu + 1e-9:
+            body["cpuLimit"] = int(new_cpu) if new_cpu.is_integer() else new_cpu
+        if new_memory > memory:
+            body["memoryLimit"] = f"{new_memory // MIB}MB"
+        if body:
+            sharing_patch = suggestions.patch.setdefault("resource_sharing", {})
+            sharing_patch.setdefault("profiles", {})[name] = body
     if pool.suggested_cpu is None or pool.suggested_memory is None:
         return
     raised: dict[str, Any] = {}
@@ -403,6 +427,29 @@ def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
         del suggestions.patch["resource_sharing"]
 
 
+def profiles_at(workspace: Workspace, moments: list[float]) -> dict[str, bool]:
+    """The time-of-day profiles (``resource_sharing.profiles`` with ``times``) in force at
+    some of ``moments`` (epoch seconds, read in local time as the runtime reads them); the
+    value says whether a profile also governs moments outside every profile (the base pool
+    then governs those: key ``""``)."""
+    from devloop.config.allocation import select_profile
+
+    config = workspace.config
+    if not any(p.times for p in config.resource_sharing.profiles.values()):
+        return {"": True} if moments else {}
+    found: dict[str, bool] = {}
+    seen: set[tuple[int, int]] = set()
+    for moment in moments:
+        local = datetime.fromtimestamp(moment).time()
+        minute = (local.hour, local.minute)
+        if minute in seen:
+            continue
+        seen.add(minute)
+        name, _ = select_profile(config, at=local)
+        found[name or ""] = True
+    return found
+
+
 def _fit_all(
     history: History,
     allocation: Allocation,
@@ -410,6 +457,7 @@ def _fit_all(
     reference: datetime,
     hours: range,
     held: dict[Key, float],
+    runs: dict[Key, int],
 ) -> dict[Key, tuple[Fit, Any]]:
     import numpy as np
 
@@ -426,6 +474,7 @@ def _fit_all(
             params,
             current_memory=float(current) if current is not None else None,
             held_seconds=held.get(key, 0.0),
+            runs=runs.get(key, 0),
         )
         if result.cpu is not None and result.memory_bytes is not None:
             result = Fit(
@@ -533,6 +582,7 @@ def _fit_pool(
     history: History,
     params: TuneParameters,
     priorities: dict[str, int],
+    governing: dict[str, bool] | None = None,
 ) -> PoolFit:
     """The pool the projects' suggestions need. When the pool in force cannot hold them, the
     pool is raised to what they need, up to ``max_pool`` CPU; beyond that the CPU limits are fit
@@ -561,7 +611,37 @@ def _fit_pool(
     needed_mem = int(sum(e.memory_bytes or 0 for e in fitted.values()) + reserved_mem)
     fits = needed_cpu <= pool.cpu + 1e-9 and needed_mem <= pool.memory_bytes
     result = PoolFit(pool.cpu, pool.memory_bytes, needed_cpu, needed_mem, fits)
+    # The time-of-day profiles under which runs were triggered are pools for their hours:
+    # one too small for the limits is raised like the base pool (a profile no run was
+    # triggered under is left as it is: nothing says what it needs).
+    short = []
+    for name in sorted(n for n in governing or {} if n):
+        profile = workspace.config.resource_sharing.profiles[name]
+        cpu = profile.cpu_limit if profile.cpu_limit is not None else pool.cpu
+        memory = (
+            profile.memory_limit_bytes
+            if profile.memory_limit_bytes is not None
+            else pool.memory_bytes
+        )
+        if needed_cpu <= cpu + 1e-9 and needed_mem <= memory:
+            result.profiles[name] = (cpu, memory, None, None)
+            continue
+        top = max(params.max_pool, cpu)
+        new_cpu = round_cpu(min(max(needed_cpu, cpu), top))
+        new_memory = round_memory(max(needed_mem, memory))
+        result.profiles[name] = (cpu, memory, new_cpu, new_memory)
+        short.append(
+            f"profile {name} ({cpu:g}% CPU and {format_size(memory)}, in force when runs were "
+            f"triggered) to {new_cpu:g}% and {format_size(new_memory)}"
+        )
+    profile_note = f"; the patch raises the {', the '.join(short)}" if short else ""
     if fits:
+        if short:
+            result.fits = False
+            result.note = (
+                "the pool holds the limits the runs need (CPU "
+                f"{needed_cpu:.1f}%, memory {format_size(needed_mem)})" + profile_note
+            )
         return result
     top = max(params.max_pool, pool.cpu)
     result.suggested_cpu = round_cpu(min(max(needed_cpu, pool.cpu), top))
@@ -593,6 +673,7 @@ def _fit_pool(
             "were fit into it by priority, and the runs are slower than the target: see "
             "each project's slowdown at the pool"
         )
+    note += profile_note
     machine_mem = int(history.memory_total * params.machine_memory_share)
     if machine_mem and result.suggested_memory > machine_mem:
         note += (
@@ -613,6 +694,7 @@ def _suggestion(
     params: TuneParameters,
     backtest: EntityBacktest | None,
     priorities: dict[str, int],
+    runs: int = 0,
 ) -> EntitySuggestion:
     import numpy as np
 
@@ -640,7 +722,7 @@ def _suggestion(
             memory_evidence[name] = int(np.percentile(peaks, q))
         memory_evidence["max"] = int(peaks.max())
         memory_evidence["peaks"] = [int(v) for v in np.sort(peaks)[::-1][:5]]
-    level = confidence(result.seconds, result.ticks, params)
+    level = confidence(result.seconds, result.ticks, params, runs)
     censoring = {
         "cpu_ticks": int(stats["cens_cpu"].sum()),
         "memory_ticks": int(stats["cens_mem"].sum()),

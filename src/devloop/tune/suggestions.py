@@ -150,6 +150,10 @@ class PoolFit:
     suggested_memory: int | None = None
     note: str | None = None
     scaled: list[str] = field(default_factory=list)
+    #: Time-of-day profiles in force when recorded runs were triggered: name -> (current CPU %,
+    #: current memory, suggested CPU % or None, suggested memory or None). A profile is a pool
+    #: of its own for its hours, raised like the base pool when it cannot hold the limits.
+    profiles: dict[str, tuple[float, int, float | None, int | None]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         suggested = None
@@ -159,7 +163,21 @@ class PoolFit:
                 "memory_bytes": self.suggested_memory,
                 "memory": format_size(self.suggested_memory),
             }
+        profiles = {
+            name: {
+                "current": {"cpu_percent": cpu, "memory_bytes": memory},
+                "suggested": None
+                if new_cpu is None or new_memory is None
+                else {
+                    "cpu_percent": new_cpu,
+                    "memory_bytes": new_memory,
+                    "memory": format_size(new_memory),
+                },
+            }
+            for name, (cpu, memory, new_cpu, new_memory) in self.profiles.items()
+        }
         return {
+            "profiles": profiles,
             "current": {"cpu_percent": self.cpu, "memory_bytes": self.memory_bytes},
             "needed": {
                 "cpu_percent": round(self.needed_cpu, 4),
