@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,26 @@ def test_throttle_is_work_conserving_at_the_cap():
     assert (tests.start - T0, tests.end - T0) == (0, 19)
     assert (tests.recorded_duration, tests.replayed_duration, tests.slowdown) == (10, 19, 1.9)
     assert (tests.throttled_s, tests.paused_s, tests.outcome) == (18, 0, "done")
+
+
+def test_runs_of_two_hosts_are_replayed_each_on_its_own_machine():
+    # p may use 12.5 % of a machine, throttled. Two runs at the same time wanting 0.5 core: on
+    # one 4-core machine they share p's 0.5 core; on two hosts each has its own. Host b has 2
+    # cores: 12.5 % of it is 0.25 core, so its run (held from the check at 1 s) takes 1 + 9 x 2.
+    config = workspace({
+        "projects": projects("p"),
+        "global": {"resourceLimits": {"maxCpu": 100, "maxMemory": "8GB",
+                                      "enforcementAction": "throttle"}},
+        "resource_sharing": {"strategy": "custom",
+                             "perProjectLimits": {"p": {"maxCpu": 12.5, "maxMemory": "4GB"}}},
+    })  # fmt: skip
+    one, two = run("lint", 0, [0.5] * 10), run("tests", 0, [0.5] * 10)
+    shared = replay([one, two], config, cores=CORES)
+    assert [r.replayed_duration for r in shared.runs] == [19, 19]  # held at 0.25 core each
+    a, b = replace(one, host="a"), replace(two, host="b")
+    apart = replay([a, b], config, cores=CORES, host_cores={"b": 2})
+    assert [(r.run_id, r.replayed_duration) for r in apart.runs] == [("lint", 10), ("tests", 19)]
+    assert apart.steps == 10 + 19
 
 
 # --- pause -----------------------------------------------------------------------------------
@@ -384,13 +405,14 @@ def test_demand_is_read_from_the_runs_and_their_processes_ticks(tmp_path: Path):
         for t, pid, cores, rss, state in ticks
     ]))  # fmt: skip
     demand = demand_from_store(root.parent, at(0), at(60))
-    assert (demand.interval, demand.cores) == (1.0, 8)
+    assert (demand.interval, demand.cores, demand.host_cores) == (1.0, 8, {"h": 8})
     # r1: 4 s less 1 s paused = 3 ticks; 2 seen (the stopped one left out), the third padded
     # with the CPU the ticks missed: 2.5 - (1.5 + 0.25) = 0.75 core-seconds
     assert demand.runs == (
-        RunDemand("r1", "api", "tests", T0 + 0.5, [1.5, 0.25, 0.75], [60 * MB, 45 * MB, 45 * MB]),
-        RunDemand("r2", "api", "lint", T0 + 10.25, [0.25], [30 * MB]),
-    )
+        RunDemand("r1", "api", "tests", T0 + 0.5, [1.5, 0.25, 0.75], [60 * MB, 45 * MB, 45 * MB],
+                  "h"),
+        RunDemand("r2", "api", "lint", T0 + 10.25, [0.25], [30 * MB], "h"),
+    )  # fmt: skip
     assert demand_from_store(root.parent, at(10), at(60)).runs[0].run_id == "r2"
     assert demand_from_store(root.parent, at(0), at(10)).runs[0].run_id == "r1"
     assert len(demand_from_store(root.parent, at(0), at(10)).runs) == 1

@@ -181,6 +181,13 @@ def _no_suggestion(suggestions: Suggestions) -> list[str]:
 @click.option("--duration", metavar="DURATION", help="Record live this long first (1h, 3600).")
 @click.option("--interval", metavar="DURATION", help="Tick interval while recording (1s).")
 @click.option(
+    "--group-by",
+    type=click.Choice(["class", "cores", "host"]),
+    help="A fleet: tune each machine class apart (hosts grouped by cores and memory, by "
+    "cores, or each host alone); with several, one suggestions file (and report) per class, "
+    "named FILE.<class>.json.",
+)
+@click.option(
     "--output",
     "-o",
     type=click.Path(path_type=Path, dir_okay=False, allow_dash=True),
@@ -314,6 +321,7 @@ def autotune(
     max_pool: float,
     min_samples: int,
     min_runs: int,
+    group_by: str | None,
 ) -> None:
     """Suggest CPU and memory limits per project and agent from the recorded history.
 
@@ -328,6 +336,8 @@ def autotune(
       devloop workspace autotune --workspace-dir .devloop-workspace --period 7d \\
           --output suggestions.json --report report.html
       devloop workspace autotune --duration 3600 --output suggestions.json --format table
+      devloop workspace autotune --store s3://team-devloop/fleet --group-by class \
+          --output suggestions.json --format table
     """
     from devloop.analytics import collected_warnings
     from devloop.cli.analytics import _range
@@ -376,11 +386,24 @@ def autotune(
         echo_warnings(loaded.warnings)
         _record(loaded, seconds, every)
     messages: list[str] = []
-    try:
-        with collected_warnings() as messages:
-            suggestions = run_autotune(folder, time_range, params)
-    finally:
-        echo_warnings(messages)
+    if group_by is not None:
+        from devloop.tune.fleet import autotune_fleet
+
+        try:
+            with collected_warnings() as messages:
+                groups = autotune_fleet(folder, time_range, params, group_by=group_by)
+        finally:
+            echo_warnings(messages)
+        if len(groups) > 1:
+            _emit_groups(groups, output, report, fmt)
+            return
+        suggestions = groups[0][1]
+    else:
+        try:
+            with collected_warnings() as messages:
+                suggestions = run_autotune(folder, time_range, params)
+        finally:
+            echo_warnings(messages)
     text = to_json(suggestions.to_json())
     if str(output) != "-":
         emit(text, output)
@@ -390,6 +413,33 @@ def autotune(
         emit(html_report(suggestions), report)
     if fmt == "table":
         click.echo(_summary(suggestions), nl=False)
+
+
+def _emit_groups(groups: list[Any], output: Path, report: Path | None, fmt: str) -> None:
+    """Several machine classes: a suggestions file (and report) per class, FILE.<class>.json;
+    on standard output one JSON document listing them; the table per class."""
+    from devloop.cli.render import to_json
+    from devloop.tune.report import html_report
+
+    def per_class(path: Path, slug: str) -> Path:
+        return path.with_name(f"{path.stem}.{slug}{path.suffix}")
+
+    documents = []
+    for machine, suggestions in groups:
+        data = suggestions.to_json()
+        documents.append(data)
+        if str(output) != "-":
+            emit(to_json(data), per_class(output, machine.slug))
+        if report is not None:
+            emit(html_report(suggestions), per_class(report, machine.slug))
+    if str(output) == "-" and fmt == "json":
+        fleet = {"kind": "devloop-autotune-fleet", "groups": documents}
+        click.echo(to_json(fleet), nl=False)
+    if fmt == "table":
+        for machine, suggestions in groups:
+            hosts = ", ".join(machine.hosts)
+            click.echo(f"Machine class {machine.name} (hosts {hosts})")
+            click.echo(_summary(suggestions))
 
 
 @click.command("apply-tuning")

@@ -10,6 +10,7 @@
     report.py      html_report      the self-contained HTML report
     replay.py      replay           recorded runs replayed under a configuration, through the
                                     enforcement policy itself: each run's start, end, slowdown
+    fleet.py       autotune_fleet   a fleet's hosts by machine class, each class tuned apart
 
 docs/autotune.md describes the method and the suggestions.json format; docs/replay.md the
 replay.

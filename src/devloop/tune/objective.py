@@ -12,7 +12,7 @@ Pure functions of recorded demand and a configuration: no store, no clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -167,6 +167,7 @@ def smallest_cpu(
     weights: Sequence[float],
     floor: float = 0.0,
     cache: dict[Any, tuple[float, ...]] | None = None,
+    host_cores: Mapping[str, int] | None = None,
 ) -> Search:
     """The smallest CPU limit, a multiple of 0.1 % from ``floor`` up, under which the
     ``weights``-weighted p95 of the runs' replayed slowdowns is at most ``max_slowdown``.
@@ -187,10 +188,16 @@ def smallest_cpu(
     """
     from devloop.tune.replay import replay
 
-    scale = 100.0 / cores
+    machines = host_cores or {}
+
+    def scale_of(members: list[RunDemand]) -> float:
+        """Percent of its host's machine per core (a group is on one host)."""
+        return 100.0 / machines.get(members[0].host, cores)
+
     groups = _groups(runs, interval)
     top_units = max(
-        (math.ceil(min(100.0, peak * scale) / CPU_BIN - 1e-9) for peak, _ in groups), default=0
+        (math.ceil(min(100.0, peak * scale_of(m)) / CPU_BIN - 1e-9) for peak, m in groups),
+        default=0,
     )
     low_units = max(math.ceil(floor / CPU_BIN - 1e-9), 0)
     index = {id(run): i for i, run in enumerate(runs)}
@@ -198,7 +205,7 @@ def smallest_cpu(
 
     weight_of = {id(run): w for run, w in zip(runs, weights, strict=True)}
     total = math.fsum(weights)
-    by_peak = sorted(groups, key=lambda g: -g[0])
+    by_peak = sorted(groups, key=lambda g: -g[0] * scale_of(g[1]))
 
     bound = max_slowdown + SLOWDOWN_TOLERANCE
 
@@ -216,7 +223,7 @@ def smallest_cpu(
         slow = 0.0
         cut = False
         for peak, members in by_peak:
-            if peak * scale <= limit * (1 + 1e-12):
+            if peak * scale_of(members) <= limit * (1 + 1e-12):
                 break
             if not exact:
                 count += 1
@@ -227,7 +234,7 @@ def smallest_cpu(
                     config = alone(workspace, project, agent, limit, None)
                 result = replay(
                     members, config, cores=cores, interval=interval,
-                    slower_than=None if exact else bound,
+                    slower_than=None if exact else bound, host_cores=host_cores,
                 )  # fmt: skip
                 # a slowdown, then whether the run was cut short (unfinished), per member
                 replayed = tuple(
@@ -252,7 +259,7 @@ def smallest_cpu(
 
     # Every run of a group that wanted at most the limit runs free: the weighted p95 of the
     # groups' peaks (per run) meets any target >= 1 without a replay.
-    ordered = _per_run(groups, runs, scale)
+    ordered = _per_run(groups, runs, scale_of)
     high = max(low_units, min(top_units, int(weighted_quantile(ordered, weights, 0.95))))
     if high <= low_units:
         return Search(round(low_units * CPU_BIN, 1), p95_at(low_units), count)
@@ -280,29 +287,34 @@ def smallest_cpu(
 
 
 def _per_run(
-    groups: list[tuple[float, list[RunDemand]]], runs: Sequence[RunDemand], scale: float
+    groups: list[tuple[float, list[RunDemand]]],
+    runs: Sequence[RunDemand],
+    scale_of: Callable[[list[RunDemand]], float],
 ) -> list[float]:
-    """Per run (in the order of ``runs``), the peak of its group in 0.1 % units."""
+    """Per run (in the order of ``runs``), the peak of its group in 0.1 % units of its
+    host's machine."""
     found: dict[int, float] = {}
     for peak, members in groups:
-        units = math.ceil(min(100.0, peak * scale) / CPU_BIN - 1e-9)
+        units = math.ceil(min(100.0, peak * scale_of(members)) / CPU_BIN - 1e-9)
         for run in members:
             found[id(run)] = units
     return [found[id(run)] for run in runs]
 
 
 def _groups(runs: Sequence[RunDemand], interval: float) -> list[tuple[float, list[RunDemand]]]:
-    """Runs that overlapped in the recording (by tick), grouped, with the most cores they
-    wanted at one tick."""
-    spans = sorted((math.floor(r.queued_at / interval), i) for i, r in enumerate(runs))
+    """Runs that overlapped in the recording (by tick) on one host, grouped, with the most
+    cores they wanted at one tick (runs of different hosts never share a machine)."""
+    spans = sorted((r.host, math.floor(r.queued_at / interval), i) for i, r in enumerate(runs))
     groups: list[tuple[float, list[RunDemand]]] = []
     members: list[RunDemand] = []
     end = -1
-    for first, i in spans:
+    for host, first, i in spans:
         run = runs[i]
-        if members and first >= end:
+        if members and (first >= end or host != members[0].host):
             groups.append((peak_demand(members, interval)[0], members))
             members = []
+        if not members:
+            end = -1
         members.append(run)
         end = max(end, first + len(run.cores))
     if members:

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,6 +64,7 @@ from devloop.core.policy import AgentUsage, Hold, Paused, Policy, Release, Rules
 from devloop.errors import UsageError
 
 if TYPE_CHECKING:
+    from devloop.analytics import Store
     from devloop.config.allocation import Allocation
 
 __all__ = [
@@ -95,7 +96,8 @@ class RunDemand:
     """One recorded run: what was asked (``queued_at``, epoch seconds) and what it used.
 
     ``cores[i]`` is the average cores the run used over its ``i``-th collector tick (1.0 = one
-    core) and ``rss_bytes[i]`` its memory at the end of that tick; both as long as the run."""
+    core) and ``rss_bytes[i]`` its memory at the end of that tick; both as long as the run.
+    ``host``: the machine it ran on (runs of different hosts never share a pool)."""
 
     run_id: str
     project: str
@@ -103,17 +105,19 @@ class RunDemand:
     queued_at: float
     cores: Sequence[float]
     rss_bytes: Sequence[int]
+    host: str = ""
 
 
 @dataclass(frozen=True)
 class Demand:
     """Recorded demand as :func:`demand_from_store` reads it: the runs, the collector's tick
     interval (seconds) and the machine's core count (the largest in the store's ``system``
-    rows; None when it has none)."""
+    rows; None when it has none), and each host's (``host_cores``)."""
 
     runs: tuple[RunDemand, ...]
     interval: float
     cores: int | None
+    host_cores: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -194,8 +198,13 @@ def replay(
     horizon: float | None = None,
     check_every_tick: bool = False,
     slower_than: float | None = None,
+    host_cores: Mapping[str, int] | None = None,
 ) -> Replay:
     """Replay ``demand`` under ``workspace``'s configuration on a machine of ``cores`` cores.
+
+    Runs of different hosts (a fleet's store) are replayed each on its own machine, under the
+    same configuration (every machine enforces its own copy of the limits), of
+    ``host_cores[host]`` cores (default ``cores``); ``steps`` and ``over_pool_ticks`` add up.
 
     ``interval``: the step, seconds (the recorded tick interval; the policy checks every step).
     ``profile``: a named profile in force throughout (as ``--profile``; default: the time-of-day
@@ -230,6 +239,22 @@ def replay(
                 f"run {run.run_id}: cores and rss_bytes must be as long as each other and not "
                 f"empty ({len(run.cores)} and {len(run.rss_bytes)} samples)"
             )
+    hosts = {run.host for run in runs}
+    if len(hosts) > 1:
+        replayed: dict[int, ReplayedRun] = {}
+        steps = over = 0
+        for host in sorted(hosts):
+            mine = [i for i, run in enumerate(runs) if run.host == host]
+            machine = (host_cores or {}).get(host, cores)
+            part = replay([runs[i] for i in mine], workspace, cores=machine, interval=interval,
+                          profile=profile, min_pause=min_pause, horizon=horizon,
+                          check_every_tick=check_every_tick, slower_than=slower_than)  # fmt: skip
+            replayed.update(zip(mine, part.runs, strict=True))
+            steps += part.steps
+            over += part.over_pool_ticks
+        return Replay(tuple(replayed[i] for i in range(len(runs))), interval, cores, steps, over)
+    if host_cores and hosts:
+        cores = host_cores.get(next(iter(hosts)), cores)
     engine = _Replayer(runs, workspace, cores, interval, profile, min_pause, horizon)
     engine.shortcuts = not check_every_tick
     engine.slower_than = slower_than
@@ -1287,7 +1312,7 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 
 
 def demand_from_store(
-    workspace_dir: Path | str,
+    workspace_dir: Path | str | Store,
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> Demand:
@@ -1300,9 +1325,14 @@ def demand_from_store(
     padded at its end to its duration in whole ticks (at least one), with the CPU the kernel
     counted and the ticks did not, and its last memory (else its ``max_rss_bytes``).
     """
+    from contextlib import nullcontext
+
     from devloop.analytics import Store, TimeRange
 
-    with Store(workspace_dir) as store:
+    opened = (
+        nullcontext(workspace_dir) if isinstance(workspace_dir, Store) else Store(workspace_dir)
+    )
+    with opened as store:
         interval = store.select(TimeRange(start=start, end=end), require_samples=False).interval
         conditions, params = ["ended IS NOT NULL"], []
         if start is not None:  # a row is written when its run ends: never before its start
@@ -1316,7 +1346,7 @@ def demand_from_store(
             SELECT run_id, project, agent, epoch_us(coalesce(queued, started)) / 1e6,
                    started, ended,
                    (epoch_us(ended) - epoch_us(started)) / 1e6 - coalesce(paused_seconds, 0),
-                   cpu_user_seconds + cpu_system_seconds, max_rss_bytes
+                   cpu_user_seconds + cpu_system_seconds, max_rss_bytes, host
             FROM runs WHERE {" AND ".join(conditions)} ORDER BY 4, 1
             """,
             params,
@@ -1348,9 +1378,14 @@ def demand_from_store(
             ):  # fmt: skip
                 series[run_id] = ([float(c or 0.0) for c in cores],
                                   [int(m or 0) for m in rss])  # fmt: skip
-        ((machine,),) = store.rows("SELECT max(cores) FROM system")
+        machines = {
+            str(host): int(cores)
+            for host, cores in store.rows("SELECT host, max(cores) FROM system GROUP BY host")
+            if cores is not None
+        }
+    machine = max(machines.values(), default=None)
     runs = []
-    for run_id, project, agent, queued, _, _, duration, cpu, max_rss in found:
+    for run_id, project, agent, queued, _, _, duration, cpu, max_rss, host in found:
         cores, memory = series.get(run_id, ([], []))
         wanted = max(1, round(max(duration, 0.0) / interval))
         if len(cores) < wanted:
@@ -1359,5 +1394,5 @@ def demand_from_store(
             last_memory = memory[-1] if memory else int(max_rss or 0)
             cores = cores + [unseen / (missing * interval)] * missing
             memory = memory + [last_memory] * missing
-        runs.append(RunDemand(run_id, project, agent, float(queued), cores, memory))
-    return Demand(tuple(runs), interval, int(machine) if machine is not None else None)
+        runs.append(RunDemand(run_id, project, agent, float(queued), cores, memory, host))
+    return Demand(tuple(runs), interval, machine, machines)

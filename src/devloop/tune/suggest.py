@@ -74,7 +74,7 @@ def autotune(
     selection = store.select(time_range)
     history = read_history(store, selection, workspace, params)
     held = held_seconds(store, selection)
-    demand = demand_from_store(store.workspace_dir, selection.start, selection.end)
+    demand = demand_from_store(store, selection.start, selection.end)
     notes = [history.limits_note] if history.limits_note else []
     priorities = {p.name: p.priority for p in workspace.config.projects}
     runs = _runs_by_entity(demand, history)
@@ -204,6 +204,7 @@ class _Objective:
             weights=decay_weights(runs, reference, params.half_life),
             floor=params.min_cpu,
             cache=self.replays,
+            host_cores=self.demand.host_cores,
         )
         peak = peak_demand(runs, self.demand.interval)[1]
         memory = result.memory_bytes
@@ -259,7 +260,8 @@ class _Objective:
                 (bt.current, current_cpu, current_memory),
             ):
                 config = alone(self.workspace, *key, cpu, memory)
-                replayed = replay(block, config, cores=self.cores, interval=self.demand.interval)
+                replayed = replay(block, config, cores=self.cores, interval=self.demand.interval,
+                                  host_cores=self.demand.host_cores)  # fmt: skip
                 side.add(list(replayed.runs), cpu, memory, hours)
             bt.folds.append(Fold(k * unit, hours, fitted.cpu, fitted.memory_bytes, len(block)))
         if not bt.folds:
@@ -308,7 +310,10 @@ class _Objective:
         hours = float(history.n_hours)
         suggested = suggested_workspace(workspace, suggestions, pool)
         for name, config in (("current", workspace), ("suggested", suggested)):
-            replayed = replay(runs, config, cores=self.cores, interval=self.demand.interval)
+            replayed = replay(
+                runs, config, cores=self.cores, interval=self.demand.interval,
+                host_cores=self.demand.host_cores,
+            )  # fmt: skip
             cpu = pool.cpu if name == "current" else (pool.suggested_cpu or pool.cpu)
             memory = (
                 pool.memory_bytes

@@ -27,8 +27,9 @@ KIND = "devloop-autotune-suggestions"
 #: copy of the workspace was tuned through the original's files); apply-tuning refuses it.
 VERSION = 2
 #: Additions that keep version 2 readable: 1 = limits by run slowdown (``objective``,
-#: ``at_pool``, run-based ``backtest``).
-MINOR = 1
+#: ``at_pool``, run-based ``backtest``); 2 = ``group`` (fleet autotune's machine class),
+#: ``pool.profiles``, ``not_finished`` in the backtest sides.
+MINOR = 2
 
 
 def sha256_file(path: Path) -> str | None:
@@ -189,6 +190,30 @@ class PoolFit:
         }
 
 
+@dataclass(frozen=True)
+class MachineClass:
+    """Hosts tuned together: ``name`` says what they share (``4 cores, 16GB``)."""
+
+    name: str
+    hosts: tuple[str, ...]
+    cores: int | None
+    memory_bytes: int | None
+
+    @property
+    def slug(self) -> str:
+        """The name as a file-name part: ``4-cores-16gb``."""
+        kept = "".join(c if c.isalnum() else "-" for c in self.name.lower())
+        return "-".join(part for part in kept.split("-") if part)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "hosts": list(self.hosts),
+            "cores": self.cores,
+            "memory_bytes": self.memory_bytes,
+        }
+
+
 @dataclass
 class Suggestions:
     """What autotune found: per project and agent, the pool, the backtest totals, the patches.
@@ -213,6 +238,8 @@ class Suggestions:
     block_hours: int
     history: History
     notes: list[str] = field(default_factory=list)
+    #: The machine class the suggestions are for (fleet autotune), None for a whole store.
+    group: MachineClass | None = None
     patch: dict[str, Any] = field(default_factory=dict)
     agents_patches: dict[str, dict[str, Any]] = field(default_factory=dict)
     identity: WorkspaceIdentity | None = None
@@ -254,6 +281,7 @@ class Suggestions:
                 ),
                 "interval_seconds": self.selection.interval,
             },
+            "group": None if self.group is None else self.group.to_json(),
             "parameters": self.params.to_json(),
             "workspace": {
                 "name": None if self.identity is None else self.identity.name,
