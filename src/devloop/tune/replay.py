@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1069,15 +1069,9 @@ class _Replayer:
         pool = allocation.pool
         bad |= (total_cpu > pool.cpu * (1 - _MARGIN)) | (running_memory > pool.memory_bytes)
         taken = int(bad.argmax()) if bad.any() else m
-        # the first tick where a paused run's minimum pause is over and nothing blocks it
         blocked_in: dict[tuple[str, str], Any] = {}
-        for key, expiry in sorted(expiries.items(), key=lambda e: e[1]):
-            first = expiry - k - 1
-            if first >= taken:
-                break
-            paused = policy.paused[key]
-            if self._blocked_by_itself(paused):
-                continue
+
+        def free_from(paused: Paused, first: int, taken: int) -> int | None:
             group = (paused.project, paused.metric)
             blocked = blocked_in.get(group)
             if blocked is None:
@@ -1085,8 +1079,9 @@ class _Replayer:
                     paused, projects, total_cpu, total_memory, m
                 )
             free = ~blocked[first:taken]
-            if free.any():
-                taken = first + int(free.argmax())
+            return first + int(free.argmax()) if free.any() else None
+
+        taken = self._first_resume(k, taken, expiries, free_from)
         over = (wanted[:taken] * scale > pool.cpu) | (total_memory[:taken] > pool.memory_bytes)
         return taken, seen, int(over.sum())
 
@@ -1117,17 +1112,13 @@ class _Replayer:
         pool = allocation.pool
         if 0.0 > pool.cpu * (1 - _MARGIN) or 0 > pool.memory_bytes:
             return 0, seen, 0
-        taken = m
-        for key, expiry in sorted(expiries.items(), key=lambda e: e[1]):
-            first = expiry - k - 1
-            if first >= taken:
-                break
-            paused = policy.paused[key]
-            if self._blocked_by_itself(paused):
-                continue
+
+        def free_from(paused: Paused, first: int, taken: int) -> int | None:
+            # nothing changes while all are paused: free at its expiry, or never
             threshold = policy.rules.threshold_for(paused.project)
             blocked = False
-            for scope, _, cpu_limit, memory_limit in policy.scopes_of(*key):
+            for scope, _, cpu_limit, memory_limit in policy.scopes_of(paused.project,
+                                                                       paused.agent):  # fmt: skip
                 if scope == "agent":
                     continue
                 cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
@@ -1135,10 +1126,35 @@ class _Replayer:
                 memory = held[paused.project] if scope == "project" else total
                 blocked |= (0.0 > cpu_bar * (1 + _MARGIN)) if cpu_bar > 0 else (0.0 >= cpu_bar)
                 blocked |= memory >= memory_bar
-            if not blocked:
-                taken = first
+            return None if blocked else first
+
+        taken = self._first_resume(k, m, expiries, free_from)
         over = wanted * self.scale > pool.cpu or total > pool.memory_bytes
         return taken, seen, taken if over else 0
+
+    def _first_resume(
+        self,
+        k: int,
+        taken: int,
+        expiries: dict[tuple[str, str], int],
+        free_from: Callable[[Paused, int, int], int | None],
+    ) -> int:
+        """The first tick of a coast (``k + 1`` is 0) before ``taken`` at which a paused run's
+        minimum pause is over and nothing blocks its resume, else ``taken``: the paused runs
+        in the order their minimum pauses end; ``free_from(paused, first, taken)`` is the
+        first tick from ``first`` (its expiry) before ``taken`` at which nothing blocks it,
+        None when none is."""
+        for key, expiry in sorted(expiries.items(), key=lambda e: e[1]):
+            first = expiry - k - 1
+            if first >= taken:
+                break
+            paused = self.policy.paused[key]
+            if self._blocked_by_itself(paused):
+                continue
+            found = free_from(paused, first, taken)
+            if found is not None:
+                taken = found
+        return taken
 
     def _pause_over(self, k: int, since: float) -> int:
         """The first step after ``k`` where a pause from ``since`` has lasted the minimum pause
