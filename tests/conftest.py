@@ -94,6 +94,20 @@ def simulated_day(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def simulated_day_raw(
+    simulated_day: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Every report of ``tests/test_store_rollups.py`` over the simulated day, from raw rows
+    (no rollups), computed once on a copy without rollups: the reference the rollup tests
+    compare their reports against (read-only; the copies they change are byte-identical)."""
+    from tests.helpers.stores import copy_without_cache
+    from tests.test_store_rollups import _all
+
+    copy = copy_without_cache(simulated_day, tmp_path_factory.mktemp("sim-day-raw"))
+    return _all(copy, use_cache=False)
+
+
 @pytest.fixture
 def write_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WriteWorkspace:
     """Write ``tmp_path/.devloop-workspace/workspace.json`` (and agents.json files), chdir there.

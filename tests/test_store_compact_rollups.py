@@ -33,16 +33,19 @@ from devloop.store.layout import iter_partitions
 from devloop.store.rollups import DAY_PREFIX, KINDS, ROLLUPS_DIR, hours
 from devloop.store.schema import ROLLUPS
 from tests.helpers.stores import copy_without_cache
-from tests.test_store_rollups import FEW, _all, _entries
+from tests.test_store_rollups import FEW, _all, _entries, _only
 from tests.test_store_support import HOUR, SECOND, T0, T0_DT, system_row, tick_rows
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def store_copy(simulated_day: Path, tmp_path: Path) -> Path:
-    """A day of 24 closed hours, not yet compacted nor rolled up."""
-    return copy_without_cache(simulated_day, tmp_path)
+@pytest.fixture(scope="module")
+def compacted(simulated_day: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A day of 24 closed hours, neither compacted nor rolled up, compacted once, and compact's
+    report: read (or copied) by the tests of what compaction wrote, not one compaction each."""
+    ws = copy_without_cache(simulated_day, tmp_path_factory.mktemp("compacted"))
+    assert _entries(ws) == []
+    return ws, compact(ws / "metrics")
 
 
 def _sources(entry: Path) -> list[str]:
@@ -50,14 +53,15 @@ def _sources(entry: Path) -> list[str]:
     return list(json.loads(metadata[ROLLUP_SOURCES_KEY]))
 
 
-def test_compaction_writes_each_hours_rollups_in_the_same_call(store_copy: Path) -> None:
+def test_compaction_writes_each_hours_rollups_in_the_same_call(
+    compacted: tuple[Path, Any], simulated_day_raw: dict[str, Any]
+) -> None:
     """Every closed hour compacted gets its rollups, built from its sorted file, in the call
     that wrote that file; the reports read them and give what the rows give."""
+    store_copy, report = compacted  # compacted without rollups before
     root = store_copy / "metrics"
-    raw = _all(store_copy, use_cache=False, names=FEW)
+    raw = _only(simulated_day_raw)  # the reports over the rows before compaction
     closed = [hour.partition for hour in hours(root)]
-    assert _entries(store_copy) == []
-    report = compact(root)
     assert report.rolled_up == len(closed) == 24
     for hour in hours(root):
         (compacted,) = hour.files  # one sorted file
@@ -69,9 +73,8 @@ def test_compaction_writes_each_hours_rollups_in_the_same_call(store_copy: Path)
     assert compact(root).rolled_up == 0  # nothing new: nothing rebuilt
 
 
-def test_rollup_files_have_the_declared_schemas(store_copy: Path) -> None:
-    root = store_copy / "metrics"
-    compact(root)
+def test_rollup_files_have_the_declared_schemas(compacted: tuple[Path, Any]) -> None:
+    root = compacted[0] / "metrics"
     files = sorted((root / ROLLUPS_DIR).rglob("*.parquet"))
     days = [path for path in files if path.name.startswith(DAY_PREFIX)]
     assert len(files) == 25 * len(KINDS) and len(days) == len(KINDS)  # 24 hours and their day
@@ -172,16 +175,22 @@ def test_compaction_never_rolls_up_an_hour_with_rows_in_the_spool(tmp_path: Path
     assert rolled == {"hour=10", "hour=11"}
 
 
-def test_the_cache_folder_of_an_older_devloop_is_ignored_then_removed(store_copy: Path) -> None:
+def test_the_cache_folder_of_an_older_devloop_is_ignored_then_removed(
+    compacted: tuple[Path, Any], simulated_day_raw: dict[str, Any], tmp_path: Path
+) -> None:
+    # A compacted store with its rollups, and the ``_cache`` an older devloop left beside them.
+    store_copy = tmp_path / ".devloop-workspace"
+    shutil.copytree(compacted[0], store_copy)
     root = store_copy / "metrics"
+    assert len(_entries(store_copy)) == 24 * len(KINDS)
     partition, _ = iter_partitions(root, "samples")[0]
     old = root / "_cache" / "project" / partition.relative_dir
     old.mkdir(parents=True)
     (old / f"{'0' * 24}.parquet").write_bytes(b"an old rollup")
     (root / "_cache" / "digests.json").write_text('{"version": 1, "files": {}}')
-    raw = _all(store_copy, use_cache=False, names=FEW)
+    raw = _only(simulated_day_raw)
     assert _all(store_copy, use_cache=True, names=FEW) == raw
-    compact(root)
+    assert compact(root).rolled_up == 0  # nothing to redo: the folder goes all the same
     assert not (root / "_cache").exists()
     assert _all(store_copy, use_cache=True, names=FEW) == raw
 

@@ -183,7 +183,7 @@ def test_a_short_stress_test_reports_what_the_store_holds(tmp_path, monkeypatch)
     report_file = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "devloop", "workspace", "stress-test", str(folder),
-         "--duration", "8", "--target-cpu", "80", "--target-memory", "50",
+         "--duration", "5", "--target-cpu", "80", "--target-memory", "50",
          "--output", str(report_file)],
         capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip

@@ -195,8 +195,9 @@ def test_watch_runs_matching_agents_once_more_after_changes_during_a_run(tmp_pat
     s = Setup(tmp_path, "fmt")
     module = s.proj / "src" / "mod.py"
     s.write({
-        # rewrites mod.py three times during its first run, as a formatter does
-        "fmt": {"command": s.command("fmt", 2.0, f"--rewrite={module}"),
+        # rewrites mod.py three times during its first run (1.2 s), as a formatter does, and
+        # runs 0.5 s more: every rewrite lands while it runs
+        "fmt": {"command": s.command("fmt", 0.5, f"--rewrite={module}"),
                 "triggers": ["file:modified", "file:created"],
                 "config": {"filePatterns": ["**/*.py"]}},
         "ondel": {"command": s.command("ondel", 0), "triggers": ["file:deleted"]},
