@@ -10,6 +10,7 @@ import click
 
 if TYPE_CHECKING:
     from devloop.simulate import ProgressCallback, SimulationSummary
+    from devloop.simulate.calibrate import Calibration
 
 
 def _interval(value: str) -> float:
@@ -44,8 +45,8 @@ def _start(value: str | None) -> date | None:
 @click.option(
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="The workspace folder to write: workspace.json, projects/ and metrics/.",
+    help="The workspace folder to write: workspace.json, projects/ and metrics/. Required "
+    "unless only saving a calibration.",
 )
 @click.option(
     "--days",
@@ -62,16 +63,14 @@ def _start(value: str | None) -> date | None:
 @click.option(
     "--projects",
     type=click.IntRange(1),
-    default=3,
-    show_default=True,
-    help="Projects proj-1, proj-2, ...",
+    help="Projects proj-1, proj-2, ...  [default: 3; with --calibrate-from: the recorded "
+    "ones, cycled as <name>-2, <name>-3... when asked for more]",
 )
 @click.option(
     "--agents-per-project",
     type=click.IntRange(1),
-    default=4,
-    show_default=True,
-    help="linter, formatter, test-runner, type-checker, then agent-5...",
+    help="linter, formatter, test-runner, type-checker, then agent-5...  [default: 4; "
+    "with --calibrate-from: the recorded agents]",
 )
 @click.option(
     "--processes-per-agent",
@@ -104,22 +103,43 @@ def _start(value: str | None) -> date | None:
     help="CPU cores of the simulated host.",
 )
 @click.option(
+    "--calibrate-from",
+    "calibrate_from",
+    metavar="STORE",
+    type=click.Path(path_type=Path),
+    help="Replay a real recording instead of the built-in model: run lengths, CPU and memory "
+    "per run and the gaps between triggers come from STORE, a workspace (or metrics) folder "
+    "with a runs table, or a JSON file saved with --save-calibration. No anomalies are "
+    "planted. Example: --calibrate-from sample_data/.devloop-watch",
+)
+@click.option(
+    "--save-calibration",
+    "save_calibration",
+    metavar="FILE",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --calibrate-from: write the calibration as JSON to FILE (small, versioned, "
+    "meant to be committed), and print what it says; simulates too when --out is given. "
+    "Example: --calibrate-from sample_data/.devloop-watch --save-calibration calib.json",
+)
+@click.option(
     "--overwrite",
     is_flag=True,
     help="Replace the folder's workspace.json and delete its metrics first.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def simulate(
-    out: Path,
+    out: Path | None,
     days: float,
     hours: float | None,
-    projects: int,
-    agents_per_project: int,
+    projects: int | None,
+    agents_per_project: int | None,
     processes_per_agent: int,
     interval: str,
     seed: int,
     start_text: str | None,
     cores: int,
+    calibrate_from: Path | None,
+    save_calibration: Path | None,
     overwrite: bool,
     quiet: bool,
 ) -> None:
@@ -129,18 +149,45 @@ def simulate(
     (a memory leak, file-handle growth, a project over its CPU limit for an hour) that are
     listed at the end. 7 days of 12 processes at 1s is about 7.3 million samples.
 
+    With --calibrate-from, the projects, agents, runs and trigger gaps replay a real
+    recording (see --calibrate-from; README, "devloop workspace simulate").
+
     \b
     Example:
       devloop workspace simulate --out sim/.devloop-workspace --days 7
       devloop workspace simulate --out small --hours 2 --interval 5s --seed 1
       devloop workspace simulate --out big --projects 5 --agents-per-project 5 \\
           --processes-per-agent 2 --cores 8
+      devloop workspace simulate --out real --days 7 --calibrate-from sample_data/.devloop-watch
+      devloop workspace simulate --calibrate-from sample_data/.devloop-watch \\
+          --save-calibration calibration.json
     """
     seconds = _interval(interval)
     first_day = _start(start_text)
+    if save_calibration is not None and calibrate_from is None:
+        raise click.UsageError("--save-calibration needs --calibrate-from STORE")
+    if out is None and save_calibration is None:
+        raise click.UsageError("Missing option '--out'.")
+    if calibrate_from is not None and agents_per_project is not None:
+        raise click.UsageError(
+            "--agents-per-project does not go with --calibrate-from: the agents are the "
+            "recorded ones"
+        )
 
     from devloop.simulate import DEFAULT_START
     from devloop.simulate import simulate as run
+
+    calibration = None
+    if calibrate_from is not None:
+        from devloop.simulate.calibrate import calibration_from
+        from devloop.simulate.calibrate import save_calibration as save
+
+        calibration = calibration_from(calibrate_from)
+        if save_calibration is not None:
+            save(calibration, save_calibration)
+            _echo_calibration(calibration, save_calibration)
+    if out is None:
+        return
 
     def go(progress: ProgressCallback | None) -> SimulationSummary:
         return run(
@@ -156,6 +203,7 @@ def simulate(
             cores=cores,
             progress=progress,
             overwrite=overwrite,
+            calibration=calibration,
         )
 
     if quiet:
@@ -188,10 +236,31 @@ def simulate(
     _echo_summary(summary)
 
 
+def _echo_calibration(calibration: Calibration, path: Path) -> None:
+    """What the calibration says, one line per recorded agent."""
+    from devloop.units import format_size
+
+    click.echo(
+        f"Saved the calibration of {calibration.runs:,} runs ({calibration.source}, "
+        f"{calibration.first:%Y-%m-%d %H:%M} to {calibration.last:%Y-%m-%d %H:%M} UTC) "
+        f"to {path}"
+    )
+    for row in calibration.summary():
+        click.echo(
+            f"  {row['project']}/{row['agent']}: {row['runs']} runs, median "
+            f"{row['median_seconds']:.3g} s (p90 {row['p90_seconds']:.3g} s), "
+            f"{row['mean_cores']:.3g} cores, peak {format_size(row['median_peak_rss_bytes'])}; "
+            f"{row['triggers']} triggers, gap median {row['median_gap_seconds']:.3g} s, "
+            f"mean {row['mean_gap_seconds']:.3g} s"
+        )
+
+
 def _echo_summary(summary: SimulationSummary) -> None:
     from devloop.units import format_size
 
     tables = ", ".join(f"{name} {count:,}" for name, count in summary.rows.items())
+    if summary.calibrated_from is not None:
+        click.echo(f"Runs and triggers replay the recording {summary.calibrated_from}")
     click.echo(
         f"Wrote {summary.total_rows:,} rows ({tables}) in {summary.seconds:.1f}s "
         f"({summary.rows_per_second:,.0f} rows/s): {summary.files} files, "

@@ -64,6 +64,14 @@ Planted anomalies (also returned as :class:`Anomaly` records in the summary)
   project 20 s every 5 min from one minute in (state "stopped", no CPU), with ``pause`` and
   ``resume`` events naming the pids; the pauses are too short to bring it under its limit.
 * ``events`` also holds "start" at the first tick and "stop" at the last.
+
+Calibrated from a recording
+---------------------------
+``simulate(out, calibration=calibration_from(STORE))`` (CLI: ``--calibrate-from STORE``)
+replaces the model above by a real recording: the projects, agents, runs (duration, CPU,
+per-tick cores, peak memory) and the gaps between triggers are the recorded ones, replayed by
+blocks; nothing is planted. See :mod:`devloop.simulate.calibrate` (what is kept, the JSON form)
+and :mod:`devloop.simulate.calibrated` (how it is replayed).
 """
 
 from devloop.simulate.generator import (

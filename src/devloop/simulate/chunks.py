@@ -18,13 +18,14 @@ import pyarrow.compute as pc
 from devloop.simulate.model import (
     BACKGROUND_CORES,
     BACKGROUND_MEMORY,
+    CORES_JITTER,
     HOST,
     SECOND_US,
     USERNAME,
     activity,
     host_memory_bytes,
 )
-from devloop.simulate.plan import MARGIN, Plan
+from devloop.simulate.plan import MARGIN, Plan, RecordedRuns
 from devloop.simulate.runs import RunTotals
 
 I64 = npt.NDArray[np.int64]
@@ -111,7 +112,12 @@ def generate_chunk(
         in_run = np.zeros(shape, dtype=bool)
 
     cores = p.idle_cores[:, None] * rng.lognormal(0.0, 0.5, shape)
-    cores += np.where(in_run, p.run_cores[:, None] * rng.uniform(0.8, 1.2, shape), 0.0)
+    recorded = plan.recorded
+    if recorded is None:
+        cores += np.where(in_run, p.run_cores[:, None] * rng.uniform(0.8, 1.2, shape), 0.0)
+    else:  # the recorded run's cores at this point of it (see calibrated.py)
+        jitter = rng.uniform(1 - CORES_JITTER, 1 + CORES_JITTER, shape)
+        cores += np.where(in_run, _recorded_cores(plan, recorded, keys, trigger) * jitter, 0.0)
 
     # The over-limit episode: the project's processes hold OVER_LIMIT_RATIO x its limit
     # between them, except while the enforcer has them paused.
@@ -146,7 +152,11 @@ def generate_chunk(
     # a store): a level fixed per process instance, plus the working set of a run while busy.
     level = 0.97 + 0.06 * ((process * 2654435761) % 1000) / 1000
     rss = p.rss_bytes[:, None] * level
-    rss += np.where(busy, p.run_rss_bytes[:, None] * rng.uniform(0.7, 1.3, shape), 0.0)
+    if recorded is None:
+        rss += np.where(busy, p.run_rss_bytes[:, None] * rng.uniform(0.7, 1.3, shape), 0.0)
+    else:  # the recorded run's peak, all run long
+        peak = recorded.peak_rss_bytes[np.maximum(trigger, 0)] if len(plan.trig_key) else 0
+        rss = np.where(in_run, peak, rss)
     rss += p.leak_bytes_per_us[:, None] * age
     rss_bytes = (rss // _PAGE).astype(np.int64) * _PAGE
     fds = p.fds[:, None] + np.where(busy, p.run_fds[:, None], 0)
@@ -188,6 +198,21 @@ def generate_chunk(
         system=_system(plan, rng, ts[0], cpu_cores, rss_bytes),
         processes=_processes(plan, first, stop),
     )
+
+
+def _recorded_cores(plan: Plan, recorded: RecordedRuns, keys: I64, trigger: I64) -> F64:
+    """For each tick (slots x ticks), the cores of the recorded run in force at its point of
+    the run: a run of ``n`` recorded ticks is cut into ``n`` equal stretches of its duration.
+    Ticks outside a run get values that the caller ignores."""
+    if not len(plan.trig_key):
+        return np.zeros(keys.shape)
+    run = np.maximum(trigger, 0)
+    into = keys - plan.trig_key[run]
+    points = recorded.shape_len[run]
+    at = into * points // np.maximum(plan.trig_dur[run], 1)
+    at = np.clip(at, 0, points - 1)
+    values: F64 = recorded.shape_cores[recorded.shape_start[run] + at]
+    return values
 
 
 def _system(

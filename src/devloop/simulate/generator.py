@@ -16,6 +16,8 @@ import pyarrow as pa
 from devloop.config import WORKSPACE_FILE
 from devloop.config.allocation import allocate
 from devloop.errors import UsageError
+from devloop.simulate.calibrate import Calibration
+from devloop.simulate.calibrated import make_calibrated_plan, simulated_projects
 from devloop.simulate.chunks import Counters, generate_chunk
 from devloop.simulate.model import (
     FD_GROWTH_PER_HOUR,
@@ -29,7 +31,7 @@ from devloop.simulate.model import (
 )
 from devloop.simulate.plan import Plan, make_plan
 from devloop.simulate.runs import RunTotals, runs_table
-from devloop.simulate.workspace import write_workspace
+from devloop.simulate.workspace import write_projects, write_workspace
 from devloop.store import write_rollups, write_table
 from devloop.store.schema import EVENTS, LIMITS
 from devloop.units import MIB
@@ -82,6 +84,7 @@ class SimulationSummary:
     bytes: int  # Parquet bytes on disk
     seconds: float  # wall time
     anomalies: tuple[Anomaly, ...]
+    calibrated_from: str | None = None  # the recording a calibrated simulation replays
 
     @property
     def total_rows(self) -> int:
@@ -99,8 +102,8 @@ def simulate(
     *,
     days: float = 7,
     hours: float | None = None,
-    projects: int = 3,
-    agents_per_project: int = 4,
+    projects: int | None = None,
+    agents_per_project: int | None = None,
     processes_per_agent: int = 1,
     interval: float = 1.0,
     seed: int = 0,
@@ -108,6 +111,7 @@ def simulate(
     cores: int = 2,
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
+    calibration: Calibration | None = None,
 ) -> SimulationSummary:
     """Write a simulated workspace and its metrics history into the workspace folder ``out``.
 
@@ -116,28 +120,56 @@ def simulate(
     UsageError for a bad argument, or when ``out/metrics`` is not empty or ``out`` already
     holds a workspace.json, unless ``overwrite`` (which deletes ``out/metrics`` first).
     See :mod:`devloop.simulate` for the model and the planted anomalies.
+
+    ``projects`` defaults to 3 and ``agents_per_project`` to 4. With a ``calibration``
+    (:func:`devloop.simulate.calibrate.calibration_from`) the projects, agents, runs and
+    triggers replay the recording instead (:mod:`devloop.simulate.calibrated`): ``projects``
+    defaults to the recorded ones, the agents are the recorded ones (``agents_per_project``
+    is refused), and nothing is planted.
     """
     out = Path(out)
     span_us = _span_us(days, hours)
     interval_us = _interval_us(interval)
     start_us = _start_us(start)
+    if calibration is not None and agents_per_project is not None:
+        raise UsageError("a calibrated simulation has the recorded agents: drop agents_per_project")
+    if projects is None:
+        projects = len(calibration.projects) if calibration is not None else 3
+    agents_per_project = 4 if agents_per_project is None else agents_per_project
     _check_counts(projects, agents_per_project, processes_per_agent, cores, seed)
     _prepare(out, overwrite)
     began = time.perf_counter()
 
-    workspace = write_workspace(out, projects, agents_per_project)
+    if calibration is None:
+        workspace = write_workspace(out, projects, agents_per_project)
+    else:
+        mapped = simulated_projects(calibration, projects)
+        workspace = write_projects(out, [(p.name, list(p.kinds)) for p in mapped])
     start_time = datetime.fromtimestamp(start_us / SECOND_US, tz=UTC).time()
     allocation = allocate(workspace, at=start_time)
-    plan = make_plan(
-        workspace,
-        allocation,
-        start_us=start_us,
-        span_us=span_us,
-        interval_us=interval_us,
-        processes_per_agent=processes_per_agent,
-        cores=cores,
-        seed=seed,
-    )
+    if calibration is None:
+        plan = make_plan(
+            workspace,
+            allocation,
+            start_us=start_us,
+            span_us=span_us,
+            interval_us=interval_us,
+            processes_per_agent=processes_per_agent,
+            cores=cores,
+            seed=seed,
+        )
+    else:
+        plan = make_calibrated_plan(
+            workspace,
+            allocation,
+            mapped,
+            start_us=start_us,
+            span_us=span_us,
+            interval_us=interval_us,
+            processes_per_agent=processes_per_agent,
+            cores=cores,
+            seed=seed,
+        )
     metrics = workspace.metrics_dir
     rows = dict.fromkeys(("samples", "system", "processes", "events", "limits", "runs"), 0)
     written: list[Path] = []
@@ -179,11 +211,15 @@ def simulate(
         bytes=sum(path.stat().st_size for path in written),
         seconds=time.perf_counter() - began,
         anomalies=anomalies(plan),
+        calibrated_from=calibration.source if calibration is not None else None,
     )
 
 
 def anomalies(plan: Plan) -> tuple[Anomaly, ...]:
-    """The planted anomalies of ``plan``, with their names and time windows."""
+    """The planted anomalies of ``plan``, with their names and time windows (none when it
+    replays a recording)."""
+    if plan.calibrated:
+        return ()
     whole = (_datetime(plan.start_us), _datetime(plan.start_us + plan.span_us))
     leak_project, leak_agent = plan.leak
     fd_project, fd_agent = plan.fd_growth
@@ -309,7 +345,9 @@ def _limits_table(plan: Plan) -> pa.Table:
     for name, project in allocation.projects.items():
         rows.append(_limit_row(plan, name, "", project.cpu, project.memory_bytes, project.priority))
         for agent in plan.agents:
-            own = allocation.agents[f"{name}/{agent}"]
+            own = allocation.agents.get(f"{name}/{agent}")
+            if own is None:  # a calibrated project without this recorded agent
+                continue
             rows.append(_limit_row(plan, name, agent, own.cpu, own.memory_bytes, project.priority))
     return pa.Table.from_pylist(rows, schema=LIMITS)
 
@@ -345,7 +383,7 @@ def _events_table(plan: Plan, check_interval: float) -> pa.Table:
 
     rows = [event(0, "start", "workspace", message="simulated collector started")]
     warn_at = begin + round(check_interval * SECOND_US)
-    if warn_at < end:
+    if warn_at < end and not plan.calibrated:
         rows.append(
             event(warn_at, "warn", "project", project=over, metric="cpu", value=used,
                   limit=limit, message=f"{over} uses {used:.3g}% CPU, over its {limit:.3g}%")

@@ -147,6 +147,11 @@ def host_memory_bytes(cores: int) -> int:
     return max(8 * 1024 * MIB, cores * 4 * 1024 * MIB)
 
 
+#: A calibrated run's cores per tick are its recorded ones x U(1 - CORES_JITTER, 1 + CORES_JITTER)
+#: (see calibrated.py).
+CORES_JITTER: Final = 0.1
+
+
 # --- planted anomalies ---------------------------------------------------------------------
 
 LEAK_BYTES_PER_HOUR: Final = 12 * MIB

@@ -73,6 +73,21 @@ class SlotParams:
 
 
 @dataclass(frozen=True)
+class RecordedRuns:
+    """Per triggered run of a calibrated plan (in ``Plan.trig_key`` order), the recorded run it
+    replays: when it was queued (microseconds from the span's start: it starts later when its
+    slot is busy), its per-tick cores (``shape_cores[shape_start : shape_start + shape_len]``,
+    at least one point), the CPU the kernel counted and its peak memory."""
+
+    queued_rel: I64
+    shape_start: I64
+    shape_len: I64
+    shape_cores: F64
+    cpu_seconds: F64
+    peak_rss_bytes: I64
+
+
+@dataclass(frozen=True)
 class Plan:
     """The simulation decided up front; see the module docstring."""
 
@@ -106,6 +121,13 @@ class Plan:
     fd_growth: tuple[int, int]
     allocation: Allocation
     initial_counters: tuple[I64, I64, I64] = field(repr=False)  # cpu centiseconds, read, write
+    #: What each triggered run replays of a recording (None: the built-in model's runs).
+    recorded: RecordedRuns | None = field(default=None, repr=False)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the runs replay a recording (see :mod:`devloop.simulate.calibrated`)."""
+        return self.recorded is not None
 
     @property
     def slots(self) -> int:
@@ -148,14 +170,13 @@ def make_plan(
     )
     slot_kind = [kinds[a] for a in slot_agent]
     stride = span_us + 2 * MARGIN
-    ticks = -(-span_us // interval_us)
 
     over_project = over_limit_project(len(projects))
     window = over_limit_window(start_us, span_us)
     limit_cores = allocation.projects[projects[over_project]].cpu / 100 * cores
     leak = leak_target(len(named))
     fd_growth = fd_growth_target(len(projects), len(named))
-    params = _params(slot_kind, slot_project, slot_agent, leak, fd_growth, over_project,
+    params = slot_params(slot_kind, slot_project, slot_agent, leak, fd_growth, over_project,
                      OVER_LIMIT_RATIO * limit_cores / per_project)  # fmt: skip
 
     # Parallel processes of an agent share its work rather than multiply it, so a project's
@@ -163,6 +184,59 @@ def make_plan(
     busyness = np.asarray([project_busyness(i, len(projects)) for i in range(len(projects))])
     trigger_scale = busyness[slot_project] / processes_per_agent
     trig_key, trig_dur = _triggers(rng, slot_kind, trigger_scale, start_us, span_us, stride)
+    return assemble_plan(
+        rng,
+        workspace,
+        allocation,
+        start_us=start_us,
+        span_us=span_us,
+        interval_us=interval_us,
+        cores=cores,
+        agents=[name for name, _ in named],
+        slot_project=slot_project,
+        slot_agent=slot_agent,
+        slot_kind=slot_kind,
+        slot_cmdline=[" ".join(agent_command(named[a][0], named[a][1])) for a in slot_agent],
+        params=params,
+        trig_key=trig_key,
+        trig_dur=trig_dur,
+        over_project=over_project,
+        over_window=window,
+        pauses=pause_windows(window),
+        leak=leak,
+        fd_growth=fd_growth,
+    )
+
+
+def assemble_plan(
+    rng: np.random.Generator,
+    workspace: Workspace,
+    allocation: Allocation,
+    *,
+    start_us: int,
+    span_us: int,
+    interval_us: int,
+    cores: int,
+    agents: list[str],
+    slot_project: I64,
+    slot_agent: I64,
+    slot_kind: list[AgentKind],
+    slot_cmdline: list[str],
+    params: SlotParams,
+    trig_key: I64,
+    trig_dur: I64,
+    over_project: int,
+    over_window: tuple[int, int],
+    pauses: list[tuple[int, int]],
+    leak: tuple[int, int],
+    fd_growth: tuple[int, int],
+    recorded: RecordedRuns | None = None,
+) -> Plan:
+    """The rest of a plan once its slots and triggers are drawn: process lives (from ``rng``,
+    after the triggers), pids, counters. ``trig_key`` is sorted (see the module docstring)."""
+    projects = [p.name for p in workspace.config.projects]
+    stride = span_us + 2 * MARGIN
+    ticks = -(-span_us // interval_us)
     inst_slot, inst_rel = _processes(rng, slot_kind, trig_key, start_us, span_us, stride)
     inst_key = inst_slot * stride + MARGIN + inst_rel
     order = np.argsort(inst_key, kind="stable")
@@ -200,11 +274,11 @@ def make_plan(
         stride=stride,
         cores=cores,
         projects=projects,
-        agents=[name for name, _ in named],
+        agents=agents,
         slot_project=slot_project,
         slot_agent=slot_agent,
         slot_name=[kind.process_name for kind in slot_kind],
-        slot_cmdline=[" ".join(agent_command(named[a][0], named[a][1])) for a in slot_agent],
+        slot_cmdline=slot_cmdline,
         project_dirs=[str(root.project_dir(p)) for p in root.projects],
         runner_pids=runner_pids,
         params=params,
@@ -217,16 +291,17 @@ def make_plan(
         inst_sampled=sampled,
         inst_slot=inst_slot,
         over_project=over_project,
-        over_window=window,
-        pauses=pause_windows(window),
+        over_window=over_window,
+        pauses=pauses,
         leak=leak,
         fd_growth=fd_growth,
         allocation=allocation,
         initial_counters=(cpu_cs, read, write),
+        recorded=recorded,
     )
 
 
-def _params(
+def slot_params(
     slot_kind: list[AgentKind],
     slot_project: I64,
     slot_agent: I64,

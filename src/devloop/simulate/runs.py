@@ -1,7 +1,8 @@
 """The simulated agents' runs as rows of the ``runs`` table, as the recorder would write them.
 
 Every triggered run of the plan (one entry of ``Plan.trig_key``) is one ``devloop watch`` run:
-trigger ``watch``, status ``complete``, exit code 0, queued when started (nothing waits). It
+trigger ``watch``, status ``complete``, exit code 0, queued when started (nothing waits; in a
+calibrated simulation a run waits while its process is busy, see calibrated.py). It
 ends after its drawn duration, or earlier when the next run of its slot starts (the samples
 then show the next one: see ``in_run`` in chunks.py). Its root process is the process of its
 slot in force when it starts: the one it started, for kinds that restart per run; the daemon
@@ -11,8 +12,10 @@ What the collector's ticks saw of a run (``ticks``, ``tick_cpu_seconds``, ``peak
 ``peak_rss_bytes``) is summed from the very samples written, chunk by chunk, in
 :class:`RunTotals`. The kernel's count (``cpu_user_seconds`` + ``cpu_system_seconds``, a tenth
 of it system time) is the ticks' count, or ``run_cores x duration`` for a run no tick saw;
-``max_rss_bytes`` is the largest RSS a tick saw (one process per run). Ticks where the enforcer
-held the run's process stopped (the planted over-limit episode) are its ``paused_seconds``.
+``max_rss_bytes`` is the largest RSS a tick saw (one process per run). A calibrated run has
+the recorded run's kernel CPU and peak memory there, seen or not (its ticks show that peak).
+Ticks where the enforcer held the run's process stopped (the planted over-limit episode) are
+its ``paused_seconds``.
 
 A run still going at the end of the span is not written: its row would be written when it
 ends, after the recording.
@@ -100,11 +103,18 @@ def runs_table(plan: Plan, totals: RunTotals) -> pa.Table:
     ticks = totals.ticks[keep]
     seen = ticks > 0
     interval_s = plan.interval_us / SECOND_US
-    unseen_cs = np.round(plan.params.run_cores[slot] * (ended - started) / SECOND_US * 100)
-    cpu_cs = np.where(seen, totals.cpu_centiseconds[keep], unseen_cs.astype(np.int64))
+    recorded = plan.recorded
+    if recorded is None:
+        unseen_cs = np.round(plan.params.run_cores[slot] * (ended - started) / SECOND_US * 100)
+        cpu_cs = np.where(seen, totals.cpu_centiseconds[keep], unseen_cs.astype(np.int64))
+        unseen_rss = plan.params.rss_bytes[slot] + plan.params.run_rss_bytes[slot]
+        max_rss = np.where(seen, totals.peak_rss_bytes[keep], unseen_rss.astype(np.int64))
+        queued = started
+    else:  # what the recording's kernel counted for the run replayed, seen or not
+        cpu_cs = np.round(recorded.cpu_seconds[keep] * 100).astype(np.int64)
+        max_rss = recorded.peak_rss_bytes[keep]
+        queued = recorded.queued_rel[keep] + plan.start_us
     system_cs = np.round(cpu_cs * SYSTEM_SHARE).astype(np.int64)
-    unseen_rss = plan.params.rss_bytes[slot] + plan.params.run_rss_bytes[slot]
-    max_rss = np.where(seen, totals.peak_rss_bytes[keep], unseen_rss.astype(np.int64))
 
     run_ids = [f"{us:013x}-{i:08x}" for us, i in zip(started.tolist(), keep.tolist(), strict=True)]
     schema = TABLES["runs"]
@@ -121,12 +131,12 @@ def runs_table(plan: Plan, totals: RunTotals) -> pa.Table:
             "cwd": [plan.project_dirs[i] for i in project],
             "pid": plan.inst_pid[process],
             "start_time": plan.inst_start[process],
-            "queued": started,
+            "queued": queued,
             "started": started,
             "ended": ended,
             "exit_code": np.zeros(len(keep), dtype=np.int16),
             "signal": pa.nulls(len(keep), pa.int16()),
-            "queue_wait_seconds": np.zeros(len(keep)),
+            "queue_wait_seconds": (started - queued) / SECOND_US,
             "paused_seconds": totals.paused_ticks[keep] * interval_s,
             "throttled_seconds": np.zeros(len(keep)),
             "cpu_user_seconds": (cpu_cs - system_cs) / 100,

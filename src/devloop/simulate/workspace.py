@@ -31,8 +31,9 @@ from devloop.simulate.model import (
 PROJECTS_DIR = "projects"
 
 
-def workspace_json(out: Path, projects: int) -> dict[str, Any]:
-    """The content of ``out/workspace.json``: the guide's default 60% / 2GB pool, weighted."""
+def workspace_json(out: Path, projects: int, names: list[str] | None = None) -> dict[str, Any]:
+    """The content of ``out/workspace.json``: the guide's default 60% / 2GB pool, weighted.
+    The projects are ``names`` when given, else proj-1..proj-N."""
     return {
         "type": "workspace",
         "version": "1.0.0",
@@ -47,7 +48,7 @@ def workspace_json(out: Path, projects: int) -> dict[str, Any]:
                 "weight": PROJECT_WEIGHTS[i % len(PROJECT_WEIGHTS)],
                 "tags": ["simulated"],
             }
-            for i, name in enumerate(project_names(projects))
+            for i, name in enumerate(names or project_names(projects))
         ],
         "global": {
             "maxConcurrentAgents": 64,
@@ -88,5 +89,17 @@ def write_workspace(out: Path, projects: int, agents_per_project: int) -> Worksp
     agents = agents_json(agent_kinds(agents_per_project))
     text = json.dumps(agents, indent=2) + "\n"
     for name in project_names(projects):
+        atomic_write_text(out / PROJECTS_DIR / name / AGENTS_FILE, text)
+    return load_workspace(out)
+
+
+def write_projects(out: Path, projects: list[tuple[str, list[tuple[str, AgentKind]]]]) -> Workspace:
+    """Write a workspace of the named projects, each with its own agents (a calibrated
+    simulation's), and return it loaded back."""
+    names = [name for name, _ in projects]
+    data = workspace_json(out, len(names), names)
+    atomic_write_text(out / WORKSPACE_FILE, json.dumps(data, indent=2) + "\n")
+    for name, agents in projects:
+        text = json.dumps(agents_json(agents), indent=2) + "\n"
         atomic_write_text(out / PROJECTS_DIR / name / AGENTS_FILE, text)
     return load_workspace(out)
