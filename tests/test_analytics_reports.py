@@ -476,15 +476,19 @@ def test_duckdb_and_polars_paths_agree(tmp_path: Path) -> None:
     from polars.testing import assert_frame_equal
 
     from devloop.analytics._db import Store
+    from devloop.analytics.rows import dtypes
     from tests.helpers import reference
 
     peaks_module = sys.modules["devloop.analytics.peaks"]
     efficiency_module = sys.modules["devloop.analytics.efficiency"]
     with Store(build_store(tmp_path / ".devloop-workspace")) as store:
         selection = store.select()
-        in_sql = peaks_module._series_peaks(store, selection)
+        # the report's workspace and project rows, as its query computes them
+        series, params = peaks_module._series_peaks(store, selection)
+        frame = store.frame(f"SELECT * FROM {series}", params)
+        in_sql = tuple(frame.filter(frame["scope"] == scope) for scope in ("workspace", "project"))
         in_polars = reference.series_peaks(store, selection)
-        types = peaks_module._PEAK_TYPES()
+        types = dtypes(peaks_module.PEAK_KINDS)
         for got, want in zip(in_sql, in_polars, strict=True):
             columns = [c for c in peaks_module.PEAK_COLUMNS if c not in ("scope", "agent")]
             got = got.select(columns).cast({c: types[c] for c in columns}).sort("project")

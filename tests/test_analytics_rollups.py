@@ -17,6 +17,7 @@ from polars.testing import assert_frame_equal
 from devloop.analytics import peak_usage
 from devloop.analytics._db import Store
 from devloop.analytics._series import quantiles_from_counts_sql
+from devloop.analytics.rows import dtypes
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_table
@@ -72,17 +73,20 @@ def test_peak_rollups_equal_the_series_in_polars(simulated: Path, cut: bool) -> 
     peaks = sys.modules["devloop.analytics.peaks"]
     with Store(simulated) as store:
         selection = store.select(_cut(simulated) if cut else None)
-        fast = peaks._series_peaks_rollups(store, selection)
-        assert fast is not None  # every project has a process at every tick
+        found = peaks._series_peaks_rollups(store, selection)
+        assert found is not None  # every project has a process at every tick
         assert store.sources(selection).cached["workspace"]  # closed hours were rolled up
+        rows = store.frame(f"SELECT * FROM {found[0]}", found[1])
+        fast = [rows.filter(rows["scope"] == scope) for scope in ("workspace", "project")]
         reference = series_peaks(store, selection)
-        types = peaks._PEAK_TYPES()
+        types = dtypes(peaks.PEAK_KINDS)
         columns = [c for c in peaks.PEAK_COLUMNS if c not in ("scope", "agent")]
         for got, want in zip(fast, reference, strict=True):
             got = got.select(columns).cast({c: types[c] for c in columns}).sort("project")
             want = want.select(columns).cast({c: types[c] for c in columns}).sort("project")
             assert_frame_equal(got, want, abs_tol=1e-9, rel_tol=1e-12)
-        agents = peaks._agent_peaks(store, selection)
+        agent_rows, agent_params = peaks._agent_peaks(store, selection)
+        agents = store.frame(f"SELECT * FROM {agent_rows}", agent_params)
         sums = store.frame(
             "SELECT project, agent, quantile_cont(100.0 * cpu / 2, 0.95) AS p95 FROM ("
             "SELECT ts, project, agent, sum(cpu_cores) AS cpu FROM samples "

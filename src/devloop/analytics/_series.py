@@ -560,22 +560,23 @@ def series_aligned(store: Store, selection: Selection) -> bool | None:
     if whole is None:
         return None
     whole_sql, whole_params = whole
-    ticks, tick_params = ticks_sql(store, selection)
-    ((total, present, fewest, most, outside, cores),) = store.rows(
+    where, params = store.where(selection, names=False)
+    # One pass: the collector's ticks (``system``, a repeated row matching as one) against
+    # the workspace sums (one row per tick), outer-joined: a tick without a sum is an idle
+    # tick to fill in, a sum without a tick is outside the series.
+    ((total, idle, outside, fewest, most, no_cores),) = store.rows(
         f"""
-        WITH t AS MATERIALIZED ({ticks}),
-        w AS MATERIALIZED (SELECT host, ts, projects FROM {whole_sql})
-        SELECT (SELECT count(*) FROM t), count(*), min(projects), max(projects),
-               (SELECT count(*) FROM w ANTI JOIN t ON w.host = t.host AND w.ts = t.ts),
-               (SELECT count(*) FROM (SELECT DISTINCT host FROM t) h
-                ANTI JOIN {store.cores_sql()} c ON c.host = h.host)
-        FROM w
+        SELECT count(t.ts), count(*) FILTER (WHERE t.ts IS NOT NULL AND w.ts IS NULL),
+               count(*) FILTER (WHERE t.ts IS NULL), min(w.projects), max(w.projects),
+               count(*) FILTER (WHERE t.ts IS NOT NULL AND c.cores IS NULL)
+        FROM (SELECT host, ts FROM system WHERE {where}) t
+        FULL JOIN (SELECT host, ts, projects FROM {whole_sql}) w
+            ON w.host = t.host AND w.ts = t.ts
+        LEFT JOIN {store.cores_sql()} c ON c.host = t.host
         """,
-        [*tick_params, *whole_params],
+        [*params, *whole_params],
     )
     names = len(selection.projects)
-    aligned = bool(
-        total and present == total and fewest == most == names and outside == 0 and not cores
-    )
+    aligned = bool(total and not idle and not outside and fewest == most == names and not no_cores)
     store.aligned[selection] = aligned
     return aligned

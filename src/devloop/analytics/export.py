@@ -12,30 +12,37 @@ interval) and are exported by their own report, :func:`devloop.analytics.runs`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from devloop.analytics._db import Selection, Store, open_store, records
+from devloop.analytics._db import Selection, Store, open_store
 from devloop.analytics._series import project_series_sql, series_aligned, tick_sums_sql
+from devloop.analytics.rows import Rows, cast_columns, fetch
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
 if TYPE_CHECKING:
     import polars as pl
 
+    from devloop.store.columns import Kind
+
+#: Columns of :attr:`MetricsExport.rows`, in order, with their kinds (``agent`` only when
+#: detailed).
+EXPORT_KINDS: Final[dict[str, Kind]] = {
+    "interval_start": "ts",
+    "project": "str",
+    "agent": "str",
+    "ticks": "i64",
+    "cpu_avg_percent": "f64",
+    "cpu_max_percent": "f64",
+    "memory_max_bytes": "i64",
+    "fds_max": "i64",
+    "threads_max": "i64",
+}
 #: Columns of :attr:`MetricsExport.rows`, in order (``agent`` only when detailed).
-EXPORT_COLUMNS = (
-    "interval_start",
-    "project",
-    "agent",
-    "ticks",
-    "cpu_avg_percent",
-    "cpu_max_percent",
-    "memory_max_bytes",
-    "fds_max",
-    "threads_max",
-)
+EXPORT_COLUMNS = tuple(EXPORT_KINDS)
 
 
 @dataclass(frozen=True)
@@ -47,19 +54,27 @@ class MetricsExport:
       for agents)
     * ``cpu_avg_percent``, ``cpu_max_percent``: mean and highest per-tick CPU % of the machine
     * ``memory_max_bytes``, ``fds_max``, ``threads_max``: highest per-tick sums
+
+    ``result`` holds the same rows as DuckDB returned them (what the CLI renders); ``rows``
+    is made of them when first asked for.
     """
 
     selection: Selection
     interval_seconds: float
     detailed: bool
-    rows: pl.DataFrame
+    result: Rows = field(repr=False)
+
+    @cached_property
+    def rows(self) -> pl.DataFrame:
+        """The rows as a polars DataFrame."""
+        return self.result.frame()
 
     def to_json(self) -> dict[str, Any]:
         """``{"range", "interval_seconds", "rows": [...]}``."""
         return {
             "range": self.selection.to_json(),
             "interval_seconds": self.interval_seconds,
-            "rows": records(self.rows),
+            "rows": self.result.records(),
         }
 
 
@@ -73,8 +88,6 @@ def export_metrics(
     detailed: bool = False,
 ) -> MetricsExport:
     """One row per ``interval`` seconds and project (agent when ``detailed``)."""
-    import polars as pl
-
     if not interval >= 1e-6:
         raise UsageError(f"the interval must be positive, not {interval:g}s")
     bucket_us = max(1, round(interval * 1e6))
@@ -82,12 +95,10 @@ def export_metrics(
     selection = store.select(time_range, projects, agents)
     if detailed:
         sums, params = tick_sums_sql(store, selection, by_agent=True)
-        frame = store.frame(
-            f"""
-            SELECT s.project, s.agent,
-                   make_timestamptz((epoch_us(s.ts) // {bucket_us}) * {bucket_us})
+        sql = f"""
+            SELECT make_timestamptz((epoch_us(s.ts) // {bucket_us}) * {bucket_us})
                        AS interval_start,
-                   count(*) AS ticks,
+                   s.project, s.agent, count(*) AS ticks,
                    avg(100.0 * s.cpu / c.cores) AS cpu_avg_percent,
                    max(100.0 * s.cpu / c.cores) AS cpu_max_percent,
                    max(s.rss) AS memory_max_bytes, max(s.fds) AS fds_max,
@@ -97,24 +108,22 @@ def export_metrics(
                 FROM {sums}
             ) s JOIN {store.cores_sql()} c ON c.host = s.host
             GROUP BY s.project, s.agent, interval_start
-            """,
-            params,
-        )
-        rows = frame.select(EXPORT_COLUMNS).sort("interval_start", "project", "agent")
+        """
+        kinds = EXPORT_KINDS
+        order = "interval_start, project, agent"
     else:
-        rows = _project_rows(store, selection, bucket_us)
-    rows = rows.with_columns(
-        pl.col("ticks", "memory_max_bytes", "fds_max", "threads_max").cast(pl.Int64)
-    )
+        sql, params = _project_rows(store, selection, bucket_us)
+        kinds = {name: kind for name, kind in EXPORT_KINDS.items() if name != "agent"}
+        order = "interval_start, project"
+    sql = f"SELECT {cast_columns(kinds)} FROM ({sql}) ORDER BY {order}"
+    rows = fetch(store, sql, params, kinds)
     return MetricsExport(selection, bucket_us / 1e6, detailed, rows)
 
 
-def _project_rows(store: Store, selection: Selection, bucket_us: int) -> pl.DataFrame:
-    """The per-project rows over the whole project series: the per-tick sums when they are
-    the whole series (a sum at every tick for every project, read from the rollups), else the
-    series with its idle ticks (``project_series_sql``)."""
-    import polars as pl
-
+def _project_rows(store: Store, selection: Selection, bucket_us: int) -> tuple[str, list[Any]]:
+    """The per-project rows over the whole project series, and their parameters: from the
+    per-tick sums when they are the whole series (a sum at every tick for every project, read
+    from the rollups), else from the series with its idle ticks (``project_series_sql``)."""
     if series_aligned(store, selection):  # known whole: no idle tick to fill in
         sums, params = tick_sums_sql(store, selection, by_agent=False)
         series = (
@@ -124,8 +133,7 @@ def _project_rows(store: Store, selection: Selection, bucket_us: int) -> pl.Data
         )
     else:
         series, params = project_series_sql(store, selection)
-    frame = store.frame(
-        f"""
+    sql = f"""
         SELECT make_timestamptz(bucket * {bucket_us}) AS interval_start, * EXCLUDE (bucket)
         FROM (
             SELECT epoch_us(ts) // {bucket_us} AS bucket, project, count(*) AS ticks,
@@ -134,11 +142,5 @@ def _project_rows(store: Store, selection: Selection, bucket_us: int) -> pl.Data
                    max(threads) AS threads_max
             FROM ({series}) GROUP BY bucket, project
         )
-        """,
-        params,
-    )
-    return (
-        frame.with_columns(pl.col("interval_start").dt.convert_time_zone("UTC"))
-        .sort("interval_start", "project")
-        .select([c for c in EXPORT_COLUMNS if c != "agent"])
-    )
+    """
+    return sql, params

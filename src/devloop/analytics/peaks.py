@@ -6,11 +6,12 @@ peak, the highest per-tick sum over all selected projects, never a sum of the pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from devloop.analytics._db import Selection, Store, open_store, records
+from devloop.analytics._db import Selection, Store, open_store
 from devloop.analytics._series import (
     agent_counts_sql,
     agent_hours_sql,
@@ -23,26 +24,31 @@ from devloop.analytics._series import (
     top_at,
     workspace_sums_sql,
 )
+from devloop.analytics.rows import Rows, cast_columns, fetch
 from devloop.analytics.timerange import TimeRange
 
 if TYPE_CHECKING:
     import polars as pl
 
+    from devloop.store.columns import Kind
+
+#: Columns of :attr:`PeakUsage.peaks`, in order, with their kinds.
+PEAK_KINDS: Final[dict[str, Kind]] = {
+    "scope": "str",
+    "project": "str",
+    "agent": "str",
+    "ticks": "i64",
+    "cpu_peak_percent": "f64",
+    "cpu_peak_at": "ts",
+    "cpu_p95_percent": "f64",
+    "cpu_avg_percent": "f64",
+    "memory_peak_bytes": "i64",
+    "memory_peak_at": "ts",
+    "fds_peak": "i64",
+    "threads_peak": "i64",
+}
 #: Columns of :attr:`PeakUsage.peaks`, in order.
-PEAK_COLUMNS = (
-    "scope",
-    "project",
-    "agent",
-    "ticks",
-    "cpu_peak_percent",
-    "cpu_peak_at",
-    "cpu_p95_percent",
-    "cpu_avg_percent",
-    "memory_peak_bytes",
-    "memory_peak_at",
-    "fds_peak",
-    "threads_peak",
-)
+PEAK_COLUMNS = tuple(PEAK_KINDS)
 
 
 @dataclass(frozen=True)
@@ -59,14 +65,22 @@ class PeakUsage:
     * ``cpu_p95_percent``, ``cpu_avg_percent``: 95th percentile (linear) and mean over the ticks
     * ``memory_peak_bytes``, ``memory_peak_at``: highest resident memory and its (first) tick
     * ``fds_peak``, ``threads_peak``: highest open file handles and threads
+
+    ``result`` holds the same rows as DuckDB returned them (what the CLI renders); ``peaks``
+    is made of them when first asked for.
     """
 
     selection: Selection
-    peaks: pl.DataFrame
+    result: Rows = field(repr=False)
+
+    @cached_property
+    def peaks(self) -> pl.DataFrame:
+        """The rows as a polars DataFrame (columns :data:`PEAK_COLUMNS`)."""
+        return self.result.frame()
 
     def to_json(self) -> dict[str, Any]:
         """``{"range": {...}, "peaks": [{column: value}, ...]}`` (datetimes ISO 8601 UTC)."""
-        return {"range": self.selection.to_json(), "peaks": records(self.peaks)}
+        return {"range": self.selection.to_json(), "peaks": self.result.records()}
 
 
 def peak_usage(
@@ -76,32 +90,32 @@ def peak_usage(
     agents: tuple[str, ...] | list[str] = (),
 ) -> PeakUsage:
     """Peaks over ``time_range`` for the projects and agents matching the globs."""
-    import polars as pl
-
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    agent_rows = _agent_peaks(store, selection).with_columns(pl.lit("agent").alias("scope"))
-    rolled_up = _series_peaks_rollups(store, selection)
-    workspace_row, project_rows = rolled_up or _series_peaks(store, selection)
-    frames = [
-        frame.select(PEAK_COLUMNS).cast(_PEAK_TYPES())
-        for frame in (workspace_row, project_rows, agent_rows)
-    ]
-    body = pl.concat(frames[1:]).sort(
-        pl.col("project"), pl.col("agent").is_not_null(), pl.col("agent")
+    series, series_params = _series_peaks_rollups(store, selection) or _series_peaks(
+        store, selection
     )
-    return PeakUsage(selection, pl.concat([frames[0], body]))
+    agent_rows, agent_params = _agent_peaks(store, selection)
+    # The workspace first, then per project its row followed by its agents'.
+    sql = f"""
+        SELECT {cast_columns(PEAK_KINDS)} FROM (
+            SELECT {", ".join(PEAK_COLUMNS)} FROM {series}
+            UNION ALL
+            SELECT {", ".join(PEAK_COLUMNS)} FROM {agent_rows}
+        )
+        ORDER BY scope <> 'workspace', project NULLS FIRST, agent IS NOT NULL,
+                 agent NULLS FIRST
+    """
+    rows = fetch(store, sql, [*series_params, *agent_params], PEAK_KINDS)
+    return PeakUsage(selection, rows)
 
 
-def _series_peaks_rollups(
-    store: Store, selection: Selection
-) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """The workspace row and the project rows from the ``project_hour`` and ``workspace``
-    rollups (peaks, means, counts) and the per-tick project sums (p95), when every selected
-    project has a sum at every collector tick and nothing else (the series needs no idle
-    ticks filled in); None otherwise, or when the selection names projects or agents."""
-    import polars as pl
-
+def _series_peaks_rollups(store: Store, selection: Selection) -> tuple[str, list[Any]] | None:
+    """A relation of the workspace row and the project rows (columns :data:`PEAK_COLUMNS`)
+    from the ``project_hour`` and ``workspace`` rollups (peaks, means, counts) and the
+    per-tick project sums (p95), when every selected project has a sum at every collector
+    tick and nothing else (the series needs no idle ticks filled in), and its parameters;
+    None otherwise, or when the selection names projects or agents."""
     hours = project_hours_sql(store, selection)
     whole = workspace_sums_sql(store, selection)
     if hours is None or whole is None:
@@ -111,12 +125,18 @@ def _series_peaks_rollups(
     if not series_aligned(store, selection):
         return None
     cores = store.cores_sql()
-    workspace = store.frame(
-        f"""
+    sums, sum_params = tick_sums_sql(store, selection, by_agent=False)
+    sql = f"""(
         WITH w AS (
             SELECT w.ts, 100.0 * w.cpu / c.cores AS cpu_percent,
                    CAST(w.rss AS BIGINT) AS rss_bytes, w.fds, w.threads
             FROM {whole_sql} w JOIN {cores} c ON c.host = w.host
+        ),
+        h AS (SELECT h.*, c.cores FROM {hours_sql} h JOIN {cores} c ON c.host = h.host),
+        stats AS ({_hour_stats("project")}),
+        p95 AS (
+            SELECT s.project, quantile_cont(100.0 * s.cpu / c.cores, 0.95) AS cpu_p95_percent
+            FROM {sums} s JOIN {cores} c ON c.host = s.host GROUP BY s.project
         )
         SELECT 'workspace' AS scope, NULL::VARCHAR AS project, NULL::VARCHAR AS agent,
                count(*) AS ticks, max(cpu_percent) AS cpu_peak_percent,
@@ -128,34 +148,19 @@ def _series_peaks_rollups(
                    AS memory_peak_at,
                max(fds) AS fds_peak, max(threads) AS threads_peak
         FROM w
-        """,
-        whole_params,
-    )
-    sums, sum_params = tick_sums_sql(store, selection, by_agent=False)
-    projects = store.frame(
-        f"""
-        WITH h AS (SELECT h.*, c.cores FROM {hours_sql} h JOIN {cores} c ON c.host = h.host),
-        stats AS ({_hour_stats("project")}),
-        p95 AS (
-            SELECT s.project, quantile_cont(100.0 * s.cpu / c.cores, 0.95) AS cpu_p95_percent
-            FROM {sums} s JOIN {cores} c ON c.host = s.host GROUP BY s.project
-        )
+        UNION ALL
         SELECT 'project' AS scope, s.project, NULL::VARCHAR AS agent, s.ticks,
                s.cpu_peak_percent, s.cpu_peak_at, p.cpu_p95_percent, s.cpu_avg_percent,
                s.memory_peak_bytes, s.memory_peak_at, s.fds_peak, s.threads_peak
         FROM stats s LEFT JOIN p95 p ON p.project = s.project
-        """,
-        [*hour_params, *sum_params],
-    )
-    utc = pl.col("cpu_peak_at", "memory_peak_at").dt.convert_time_zone("UTC")
-    return workspace.with_columns(utc), projects.with_columns(utc)
+    )"""
+    return sql, [*whole_params, *hour_params, *sum_params]
 
 
-def _series_peaks(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The workspace row and the project rows over the whole project series (every selected
-    project at every collector tick, 0 where nothing of it ran: ``project_series_sql``)."""
-    import polars as pl
-
+def _series_peaks(store: Store, selection: Selection) -> tuple[str, list[Any]]:
+    """A relation of the workspace row and the project rows (columns :data:`PEAK_COLUMNS`)
+    over the whole project series (every selected project at every collector tick, 0 where
+    nothing of it ran: ``project_series_sql``), and its parameters."""
     series, params = project_series_sql(store, selection)
     aggs = f"""
         count(*) AS ticks, max(cpu_percent) AS cpu_peak_percent,
@@ -165,8 +170,7 @@ def _series_peaks(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.
         {arg_max_ts("rss_bytes")} AS memory_peak_at, max(fds) AS fds_peak,
         max(threads) AS threads_peak
     """
-    frame = store.frame(
-        f"""
+    sql = f"""(
         WITH s AS MATERIALIZED ({series}),
         w AS (
             SELECT host, ts, sum(cpu_percent) AS cpu_percent,
@@ -174,16 +178,13 @@ def _series_peaks(store: Store, selection: Selection) -> tuple[pl.DataFrame, pl.
                    CAST(sum(fds) AS BIGINT) AS fds, CAST(sum(threads) AS BIGINT) AS threads
             FROM s GROUP BY host, ts
         )
-        SELECT 'project' AS scope, project, {aggs} FROM s GROUP BY project
+        SELECT 'project' AS scope, project, NULL::VARCHAR AS agent, {aggs}
+        FROM s GROUP BY project
         UNION ALL
-        SELECT 'workspace' AS scope, NULL AS project, {aggs} FROM w
-        """,
-        params,
-    ).with_columns(
-        pl.col("cpu_peak_at", "memory_peak_at").dt.convert_time_zone("UTC"),
-        pl.lit(None, dtype=pl.String).alias("agent"),
-    )
-    return frame.filter(pl.col("scope") == "workspace"), frame.filter(pl.col("scope") == "project")
+        SELECT 'workspace' AS scope, NULL::VARCHAR AS project, NULL::VARCHAR AS agent, {aggs}
+        FROM w
+    )"""
+    return sql, params
 
 
 def _hour_stats(keys: str) -> str:
@@ -202,32 +203,15 @@ def _hour_stats(keys: str) -> str:
     """
 
 
-def _PEAK_TYPES() -> Any:  # noqa: N802 - a constant that needs polars imported
-    import polars as pl
+def _agent_peaks(store: Store, selection: Selection) -> tuple[str, list[Any]]:
+    """A relation of the agent rows (columns :data:`PEAK_COLUMNS`) and its parameters.
 
-    return {
-        "scope": pl.String,
-        "project": pl.String,
-        "agent": pl.String,
-        "ticks": pl.Int64,
-        "cpu_peak_percent": pl.Float64,
-        "cpu_peak_at": pl.Datetime("us", "UTC"),
-        "cpu_p95_percent": pl.Float64,
-        "cpu_avg_percent": pl.Float64,
-        "memory_peak_bytes": pl.Int64,
-        "memory_peak_at": pl.Datetime("us", "UTC"),
-        "fds_peak": pl.Int64,
-        "threads_peak": pl.Int64,
-    }
-
-
-def _agent_peaks(store: Store, selection: Selection) -> pl.DataFrame:
-    # Peaks, ticks and means combine the per-hour rollups (exact: max of maxima, sum of sums,
-    # the earliest tick among equal maxima); the p95 comes from the per-hour counts of each
-    # CPU value (also exact).
+    Peaks, ticks and means combine the per-hour rollups (exact: max of maxima, sum of sums,
+    the earliest tick among equal maxima); the p95 comes from the per-hour counts of each CPU
+    value (also exact)."""
     hours, hour_params = agent_hours_sql(store, selection)
     counts, params = agent_counts_sql(store, selection, "cpu")
-    sql = f"""
+    sql = f"""(
         WITH h AS (
             SELECT h.*, c.cores FROM {hours} h JOIN {store.cores_sql()} c ON c.host = h.host
         ),
@@ -237,9 +221,9 @@ def _agent_peaks(store: Store, selection: Selection) -> pl.DataFrame:
             FROM {counts} a JOIN {store.cores_sql()} c ON c.host = a.host
         ),
         p95 AS {quantiles_from_counts_sql("counts", "project, agent", [0.95])}
-        SELECT s.project, s.agent, s.ticks, s.cpu_peak_percent, s.cpu_peak_at,
-               p.q0 AS cpu_p95_percent, s.cpu_avg_percent, s.memory_peak_bytes,
-               s.memory_peak_at, s.fds_peak, s.threads_peak
+        SELECT 'agent' AS scope, s.project, s.agent, s.ticks, s.cpu_peak_percent,
+               s.cpu_peak_at, p.q0 AS cpu_p95_percent, s.cpu_avg_percent,
+               s.memory_peak_bytes, s.memory_peak_at, s.fds_peak, s.threads_peak
         FROM stats s LEFT JOIN p95 p ON p.project = s.project AND p.agent = s.agent
-    """
-    return store.frame(sql, [*hour_params, *params])
+    )"""
+    return sql, [*hour_params, *params]

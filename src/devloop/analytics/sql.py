@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 from devloop.analytics._db import Store
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import QueryError, QueryRefused, UsageError
-from devloop.store.schema import TABLES
 
 if TYPE_CHECKING:
     import polars as pl
@@ -129,6 +128,8 @@ def _narrow(
     agents: tuple[str, ...] | list[str],
 ) -> None:
     """Shadow every view by a temp view of the range and names (before the lockdown)."""
+    from devloop.store.schema import TABLES  # pyarrow: only here, not at import
+
     selection = store.select(time_range, projects, agents, require_samples=False)
     ((database,),) = store.rows("SELECT current_database()")
     home = '"' + str(database).replace('"', '""') + '".main'

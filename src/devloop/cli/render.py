@@ -35,6 +35,10 @@ def _write(data: Any, unit: str | None, rounded: bool, depth: int, out: list[str
         if not data:
             out.append("{}")
             return
+        flat = _flat(data, unit, rounded, depth)
+        if flat is not None:
+            out.append(flat)
+            return
         inside = (_row_unit(data) or unit) if rounded else None
         pad = "\n" + "  " * (depth + 1)
         out.append("{")
@@ -50,6 +54,8 @@ def _write(data: Any, unit: str | None, rounded: bool, depth: int, out: list[str
         if not data:
             out.append("[]")
             return
+        if _flat_rows(data, unit, rounded, depth, out):
+            return
         pad = "\n" + "  " * (depth + 1)
         out.append("[")
         first = True
@@ -64,6 +70,89 @@ def _write(data: Any, unit: str | None, rounded: bool, depth: int, out: list[str
         out.append(_scalar(value))
     else:
         out.append(_scalar(data))
+
+
+#: The exact types of the values a flat dict holds (subclasses take the general way).
+_FLAT = frozenset({str, int, float, bool, type(None)})
+#: Per depth, the C encoder writing a flat dict's items as ``indent=2`` does at that depth.
+_FLAT_ENCODERS: dict[int, Callable[[Any], str]] = {}
+
+
+def _flat(data: dict[Any, Any], unit: str | None, rounded: bool, depth: int) -> str | None:
+    """A dict of string keys and scalar values (a report's row) as :func:`_write` writes it,
+    by json's C encoder (the indented encoder is pure Python): its separator carries the
+    newline and indent, as no value of a flat dict spans lines. None for any other dict."""
+    items: dict[str, Any] = {}
+    inside = (_row_unit(data) or unit) if rounded else None
+    for key, value in data.items():
+        kind = type(value)
+        if type(key) is not str or kind not in _FLAT:
+            return None
+        if rounded and kind is float and math.isfinite(value):
+            found = _unit(key) or inside
+            if found is not None:
+                decimals = UNIT_DECIMALS[found]
+                value = round(value) if decimals == 0 else round(value, decimals) + 0.0
+        items[key] = value
+    text = _flat_encoder(depth)(items)  # {"key": value,<pad>"key": value}
+    return "{\n" + "  " * (depth + 1) + text[1:-1] + "\n" + "  " * depth + "}"
+
+
+def _flat_rows(
+    items: list[Any] | tuple[Any, ...], unit: str | None, rounded: bool, depth: int, out: list[str]
+) -> bool:
+    """A list of flat dicts with the same keys in the same order (a report's rows) as
+    :func:`_write` writes it, rounded a column at a time and encoded by json's C encoder in
+    one call; False (nothing written) for any other list.
+
+    The encoder's item separator carries the newline and the rows' indent: a flat dict's
+    values never span lines (strings are escaped), so ``},<newline><indent>{`` only occurs
+    between two rows, where the row's own indent is put back."""
+    first = items[0]
+    if type(first) is not dict or not first:
+        return False
+    names = tuple(first)
+    if any(type(key) is not str or key in _ROW_UNIT_KEYS for key in names):
+        return False
+    if not all(type(item) is dict and tuple(item) == names for item in items):
+        return False
+    columns: list[Any] = list(zip(*[item.values() for item in items], strict=True))
+    if not all(_FLAT.issuperset(map(type, column)) for column in columns):
+        return False
+    if rounded:
+        # No key names a row's unit: each number's unit is its key's, else the list's.
+        for index, key in enumerate(names):
+            found = _unit(key) or unit
+            if found is None:
+                continue
+            places = UNIT_DECIMALS[found]
+            columns[index] = [
+                (round(v) if places == 0 else round(v, places) + 0.0)
+                if type(v) is float and math.isfinite(v)
+                else v
+                for v in columns[index]
+            ]
+        items = [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    row = "  " * (depth + 1)
+    inside = "  " * (depth + 2)
+    text = _flat_encoder(depth + 1)(items)  # [{"k": v,<nl><inside>"k": v},<nl><inside>{...}]
+    text = text[2:-2].replace("},\n" + inside + "{", f"\n{row}}},\n{row}{{\n{inside}")
+    out.append(f"[\n{row}{{\n{inside}{text}\n{row}}}\n{'  ' * depth}]")
+    return True
+
+
+#: The keys whose value may name the unit of a row's other numbers (see :func:`_row_unit`).
+_ROW_UNIT_KEYS = frozenset({"unit", "resource", "metric"})
+
+
+def _flat_encoder(depth: int) -> Callable[[Any], str]:
+    """The C encoder writing a flat dict at ``depth`` with ``indent=2``'s separators."""
+    encode = _FLAT_ENCODERS.get(depth)
+    if encode is None:
+        pad = "\n" + "  " * (depth + 1)
+        encode = json.JSONEncoder(separators=("," + pad, ": ")).encode
+        _FLAT_ENCODERS[depth] = encode
+    return encode
 
 
 def _scalar(value: Any) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         PeakUsage,
         WorkspaceMetrics,
     )
+    from devloop.analytics.rows import Rows
 
 MIB = 1024**2
 
@@ -79,6 +80,38 @@ def _csv(frame: pl.DataFrame) -> str:
     return to_csv(frame.columns, rows)
 
 
+def _csv_rows(rows: Rows) -> str:
+    """:func:`_csv` of :meth:`Rows.frame`, from the rows themselves (no polars)."""
+    from devloop.analytics import iso
+
+    def cell(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return iso(value)
+        if isinstance(value, float):
+            return round(value, 6) + 0.0
+        return value
+
+    return to_csv(rows.columns, [[cell(v) for v in row] for row in rows.rows])
+
+
+def _table_rows(rows: Rows, formats: Mapping[str, Callable[[Any], str]]) -> str:
+    """:func:`_table` of :meth:`Rows.frame`, from the rows themselves (no polars)."""
+    cells = [
+        [formats.get(name, _cell)(value) for name, value in zip(rows.columns, row, strict=True)]
+        for row in rows.rows
+    ]
+    return table(rows.columns, cells, right=rows.numeric)
+
+
+def _render_rows(report: Any, fmt: str, rows: Rows, text: Callable[[], str]) -> str:
+    """:func:`_render` of a record whose main rows are ``rows`` (DuckDB's, not a DataFrame)."""
+    if fmt == "json":
+        return to_json(report.to_json(), rounded=True)
+    if fmt == "csv":
+        return _csv_rows(rows)
+    return text()
+
+
 def _table(
     frame: pl.DataFrame,
     formats: Mapping[str, Callable[[Any], str]] | None = None,
@@ -115,14 +148,14 @@ def _notes(notes: tuple[str, ...] | list[str]) -> str:
 
 def render_export(exported: MetricsExport, fmt: str) -> str:
     """``workspace metrics --interval``: one row per interval and project (or agent)."""
-    return _render(
+    return _render_rows(
         exported,
         fmt,
-        exported.rows,
+        exported.result,
         lambda: (
             _range_line(exported)
-            + _table(
-                exported.rows,
+            + _table_rows(
+                exported.result,
                 {"cpu_avg_percent": _pct, "cpu_max_percent": _pct, "memory_max_bytes": _mb},
             )
         ),
@@ -261,8 +294,11 @@ def render_peak_usage(report: PeakUsage, fmt: str) -> str:
         "cpu_avg_percent": _pct,
         "memory_peak_bytes": _mb,
     }
-    return _render(
-        report, fmt, report.peaks, lambda: _range_line(report) + _table(report.peaks, formats)
+    return _render_rows(
+        report,
+        fmt,
+        report.result,
+        lambda: _range_line(report) + _table_rows(report.result, formats),
     )
 
 

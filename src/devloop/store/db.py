@@ -77,6 +77,14 @@ class Database:
         with mapped(self._failed):
             return self.connection.sql(sql, params=list(params)).fetchall()
 
+    def named_rows(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The result of ``sql``: its column names and its rows as tuples."""
+        with mapped(self._failed):
+            relation = self.connection.sql(sql, params=list(params))
+            return list(relation.columns), relation.fetchall()
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of ``sql``'s result, None when it has none."""
         found = self.rows(sql, params)

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from devloop.store import files as _files
+from devloop.store.columns import TABLE_COLUMNS
 from devloop.store.files import FileFacts, scan_partition
 from devloop.store.layout import iter_partitions
-from devloop.store.schema import TABLES
 
 FACTS_FILE: Final = Path("_facts.json")
 #: Bumped when an entry's fields change; a file of another version is ignored.
@@ -117,7 +117,7 @@ def save_facts(root: Path | str, digests: Mapping[str, Digest] | None = None) ->
     given = digests or {}
     facts = [
         fact
-        for table in TABLES
+        for table in TABLE_COLUMNS
         for _, directory in iter_partitions(root, table)
         for fact in scan_partition(directory, table).live
     ]

@@ -9,7 +9,9 @@ never yields duplicate rows: a file named in a sibling's sources is *redundant*,
 it and the next compaction or recovery deletes it.
 
 Footers are read with ``pyarrow.parquet.read_metadata`` and cached by (path, size, mtime), so
-listing a large store twice costs one ``stat`` per file.
+listing a large store twice costs one ``stat`` per file. (Connecting reads the new files'
+footers with DuckDB instead, all at once, see :mod:`devloop.store.query`: pyarrow is imported
+by the functions that need it, never by reading the store.)
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any, Final
 
 from devloop.errors import CorruptFileError, StoreError
+from devloop.store.columns import (
+    SCHEMA_VERSION_KEY,
+    SCHEMA_VERSIONS,
+    SORT_KEYS,
+    TABLE_COLUMNS,
+    TABLE_KEY,
+)
 from devloop.store.layout import (
     HOUR_US,
     Partition,
@@ -39,7 +44,9 @@ from devloop.store.layout import (
     partition_dir,
     temp_path,
 )
-from devloop.store.schema import SCHEMA_VERSION_KEY, SCHEMA_VERSIONS, SORT_KEYS, TABLE_KEY, TABLES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SOURCES_KEY: Final = b"devloop.sources"
 
@@ -59,7 +66,25 @@ _ROUNDED_COLUMNS: Final = {"cpu_seconds": 2}
 #: 0.01 s steps: as DECIMAL(18,2) stored as INT64 it delta-encodes (a counter's deltas are small)
 #: where a double could only be dictionary-encoded, which it defeats (about 1.0 -> 0.25 bytes a
 #: row). Every Parquet reader reads DECIMAL; readers of the store get the schema's type back.
-STORED_AS: Final = {"cpu_seconds": pa.decimal128(18, 2)}
+#: (Made on first use, as pyarrow is: reading the store imports no pyarrow.)
+if TYPE_CHECKING:
+    STORED_AS: dict[str, pa.DataType]
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name == "STORED_AS":
+            return _stored_as()
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+#: The columns of :data:`STORED_AS`, without pyarrow.
+STORED_AS_NAMES: Final = frozenset({"cpu_seconds"})
+
+
+def _stored_as() -> dict[str, pa.DataType]:
+    import pyarrow as pa
+
+    return {"cpu_seconds": pa.decimal128(18, 2)}
 
 
 @dataclass(frozen=True)
@@ -96,6 +121,11 @@ def conform(table_name: str, data: pa.Table) -> pa.Table:
     Missing nullable columns become nulls; a missing non-nullable column, an extra column, a null
     in a non-nullable column or a value that does not fit its type raises StoreError.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from devloop.store.schema import TABLES
+
     schema = TABLES[table_name]
     extra = sorted(set(data.column_names) - set(schema.names))
     if extra:
@@ -124,6 +154,9 @@ def conform(table_name: str, data: pa.Table) -> pa.Table:
 
 def split_by_hour(table: pa.Table) -> list[tuple[Partition, pa.Table]]:
     """``table`` cut into UTC hours by its ``ts`` column, oldest first."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if table.num_rows == 0:
         return []
     hours = pc.divide(table.column("ts").cast(pa.int64()), HOUR_US)
@@ -138,7 +171,7 @@ def split_by_hour(table: pa.Table) -> list[tuple[Partition, pa.Table]]:
 
 def to_disk(table: pa.Table) -> pa.Table:
     """``table`` with the columns of STORED_AS cast to their type on disk."""
-    for name, stored in STORED_AS.items():
+    for name, stored in _stored_as().items():
         index = table.schema.get_field_index(name)
         if index >= 0 and table.schema.field(index).type != stored:
             field = table.schema.field(index).with_type(stored)
@@ -148,8 +181,10 @@ def to_disk(table: pa.Table) -> pa.Table:
 
 def from_disk(table: pa.Table, table_name: str) -> pa.Table:
     """``table`` as read from a file, with STORED_AS columns back in the schema's types."""
+    from devloop.store.schema import TABLES
+
     schema = TABLES[table_name]
-    for name in STORED_AS:
+    for name in STORED_AS_NAMES:
         index = table.schema.get_field_index(name)
         if index >= 0 and name in schema.names:
             wanted = schema.field(name).type
@@ -163,6 +198,8 @@ def _write_options(schema: pa.Schema) -> dict[str, Any]:
     """Per-column encodings: delta for integers, timestamps and integer-backed decimals (series
     sorted by time make small, regular deltas), dictionary for strings and floats (idle
     processes repeat values)."""
+    import pyarrow as pa
+
     use_dictionary: list[str] = []
     column_encoding: dict[str, str] = {}
     for field in schema:
@@ -203,6 +240,9 @@ def write_atomic(
 
     A reader sees either no file or the whole file. Returns the file's size in bytes.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     tmp = temp_path(final)
     table = to_disk(table).replace_schema_metadata(file_metadata(table_name, sources))
     try:
@@ -278,6 +318,9 @@ def read_facts(path: Path, table_name: str) -> FileFacts | str:
 
 
 def _read_facts_uncached(path: Path, size: int) -> FileFacts | str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         metadata = pq.read_metadata(path)
     except (OSError, pa.ArrowException) as exc:
@@ -291,7 +334,7 @@ def _read_facts_uncached(path: Path, size: int) -> FileFacts | str:
         sources = frozenset(json.loads(kv[SOURCES_KEY])) if SOURCES_KEY in kv else frozenset()
     except ValueError as exc:
         return f"bad devloop metadata ({exc})"
-    if table not in TABLES:
+    if table not in TABLE_COLUMNS:
         return f"holds unknown table {table!r}"
     ts_min, ts_max = _ts_range(metadata)
     return FileFacts(path, table, version, metadata.num_rows, size, ts_min, ts_max, sources)
@@ -316,11 +359,48 @@ def _ts_range(metadata: Any) -> tuple[int | None, int | None]:
     return (min(lows), max(highs)) if lows else (None, None)
 
 
-def scan_partition(directory: Path, table_name: str) -> PartitionFiles:
-    """Sort the files of one partition into live, redundant and invalid (see module doc)."""
+def known_facts(path: Path, size: int, mtime_ns: int) -> bool:
+    """Whether this process's cache holds the footer facts of ``path`` at that size and
+    mtime."""
+    with _cache_lock:
+        cached = _facts_cache.get(str(path))
+    return cached is not None and cached[0] == size and cached[1] == mtime_ns
+
+
+def remember_facts(facts: FileFacts, size: int, mtime_ns: int) -> None:
+    """Keep ``facts``, read from the footer of the file of that size and mtime some other way
+    (:mod:`devloop.store.query` reads new files' footers with DuckDB, without pyarrow)."""
+    with _cache_lock:
+        _facts_cache[str(facts.path)] = (size, mtime_ns, facts)
+
+
+def parse_facts(
+    path: Path, size: int, rows: int, kv: dict[bytes, bytes], ts: tuple[int | None, int | None]
+) -> FileFacts | None:
+    """The facts of a footer with ``rows``, key-values ``kv`` and ``ts`` range, as
+    :func:`read_facts` makes them; None when it is not a valid devloop file (then
+    :func:`read_facts` says why)."""
+    if TABLE_KEY not in kv or SCHEMA_VERSION_KEY not in kv:
+        return None
+    table = kv[TABLE_KEY].decode(errors="replace")
+    try:
+        version = int(kv[SCHEMA_VERSION_KEY])
+        sources = frozenset(json.loads(kv[SOURCES_KEY])) if SOURCES_KEY in kv else frozenset()
+    except ValueError:
+        return None
+    if table not in TABLE_COLUMNS:
+        return None
+    return FileFacts(path, table, version, rows, size, ts[0], ts[1], sources)
+
+
+def scan_partition(
+    directory: Path, table_name: str, paths: Sequence[Path] | None = None
+) -> PartitionFiles:
+    """Sort the files of one partition into live, redundant and invalid (see module doc);
+    ``paths``: its files as just listed (:func:`~devloop.store.layout.data_files`)."""
     facts: list[FileFacts] = []
     invalid: list[tuple[Path, str]] = []
-    for path in data_files(directory):
+    for path in data_files(directory) if paths is None else paths:
         result = read_facts(path, table_name)
         if isinstance(result, str):
             if path.exists():  # deleted meanwhile by a compaction: not an error
@@ -348,6 +428,9 @@ def read_rows(path: Path, table_name: str) -> pa.Table:
     Raises CorruptFileError when the file's bytes are damaged, StoreError when it cannot be
     read at all (missing, no permission, an I/O error of the disk).
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         data = pq.ParquetFile(path, page_checksum_verification=True).read()
     except (OSError, pa.ArrowException) as exc:

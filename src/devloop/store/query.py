@@ -21,7 +21,9 @@ The connection's time zone is UTC.
 What each file's footer says (:class:`~devloop.store.files.FileFacts`) is read from
 ``<root>/_facts.json`` where it is kept for the file as it is (:mod:`devloop.store.facts`), so
 a new process connects with one ``stat`` per unchanged file instead of reading every footer.
-Connecting only reads it: the writers of whole hours write it.
+Connecting only reads it: the writers of whole hours write it. The footers of the files it does
+not describe (those written since the last compaction) are read by DuckDB in one pass, so
+reading the store imports no pyarrow (only the spool's rows, Arrow batches, need it).
 """
 
 from __future__ import annotations
@@ -30,25 +32,27 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from devloop.errors import StoreError
 from devloop.store import files as _files
-from devloop.store.columns import PAST_COLUMNS, SCHEMA_VERSIONS
+from devloop.store.columns import PAST_COLUMNS, SCHEMA_VERSIONS, TABLE_COLUMNS, Kind
 from devloop.store.facts import load_facts
 from devloop.store.files import (
-    STORED_AS,
+    STORED_AS_NAMES,
     FileFacts,
     conform,
     scan_partition,
     warn_invalid,
 )
-from devloop.store.layout import SEGMENT_SUFFIX, StoreWarning, iter_partitions
+from devloop.store.layout import SEGMENT_SUFFIX, StoreWarning, data_files, iter_partitions
 from devloop.store.recovery import segment_paths
-from devloop.store.schema import TABLES
 from devloop.store.spool import read_segment
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: The partition columns DuckDB adds (see module doc).
 PARTITION_COLUMNS: tuple[tuple[str, str], ...] = (("date", "DATE"), ("hour", "BIGINT"))
@@ -94,13 +98,26 @@ def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> Lis
     """(Re)create the five views on ``connection`` from the files now in ``root``."""
     root = Path(root)
     load_facts(root)
-    files = {table: _live_facts(root, table) for table in TABLES}
+    listed = {
+        table: [(directory, data_files(directory)) for _, directory in iter_partitions(root, table)]
+        for table in TABLE_COLUMNS
+    }
+    _read_footers(
+        connection, [path for dirs in listed.values() for _, paths in dirs for path in paths]
+    )
+    files: dict[str, list[FileFacts]] = {}
+    for table, directories in listed.items():
+        files[table] = []
+        for directory, paths in directories:
+            scan = scan_partition(directory, table, paths)
+            warn_invalid(scan.invalid)
+            files[table].extend(scan.live)
     converted = {
         name for facts in files.values() for fact in facts
         for name in (fact.path.name, *fact.sources)
     }  # fmt: skip
     pending = _spool_tables(root, converted)
-    for table in TABLES:
+    for table in TABLE_COLUMNS:
         tail = pending.get(table)
         if tail is not None:
             connection.register(f"_spool_{table}", tail)
@@ -145,16 +162,69 @@ def _absent_columns(table: str, paths: Sequence[Path | str]) -> set[str]:
         if past is None:
             return set()  # a version we know nothing of: let DuckDB say what is wrong
         present |= {column.name for column in past}
-    return {field.name for field in TABLES[table]} - present
+    return {field.name for field in TABLE_COLUMNS[table]} - present
 
 
-def _live_facts(root: Path, table: str) -> list[FileFacts]:
-    facts: list[FileFacts] = []
-    for _, directory in iter_partitions(root, table):
-        scan = scan_partition(directory, table)
-        warn_invalid(scan.invalid)
-        facts.extend(scan.live)
-    return facts
+def _read_footers(connection: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> None:
+    """Read the footers of those of ``paths`` whose facts this process does not know (not in
+    ``_facts.json``: the files written since the last compaction) with DuckDB, all in one
+    pass, so connecting imports no pyarrow. Anything DuckDB cannot read, or that is not a
+    devloop file, is left to :func:`~devloop.store.files.read_facts`, which says why."""
+    unknown: dict[str, tuple[Path, int, int]] = {}
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # gone: read_facts says so
+        if not _files.known_facts(path, stat.st_size, stat.st_mtime_ns):
+            unknown[str(path)] = (path, stat.st_size, stat.st_mtime_ns)
+    if not unknown:
+        return
+    listing = "[" + ", ".join(_quote_string(name) for name in unknown) + "]"
+    try:
+        kv_rows = connection.execute(
+            f"SELECT file_name, key, value FROM parquet_kv_metadata({listing})"
+        ).fetchall()
+        counts = dict(
+            connection.execute(
+                f"SELECT file_name, num_rows FROM parquet_file_metadata({listing})"
+            ).fetchall()
+        )
+        groups = connection.execute(
+            "SELECT file_name, row_group_num_rows, "
+            "epoch_us(CAST(stats_min_value AS TIMESTAMPTZ)), "
+            "epoch_us(CAST(stats_max_value AS TIMESTAMPTZ)) "
+            f"FROM parquet_metadata({listing}) WHERE path_in_schema = 'ts'"
+        ).fetchall()
+    except duckdb.Error:
+        return  # an unreadable file among them: each is read (and judged) on its own
+    kvs: dict[str, dict[bytes, bytes]] = {}
+    for name, key, value in kv_rows:
+        kvs.setdefault(name, {})[bytes(key)] = bytes(value)
+    ranges: dict[str, tuple[list[int], list[int]] | None] = {}
+    for name, group_rows, low, high in groups:
+        if not group_rows:
+            continue
+        found = ranges.setdefault(name, ([], []))
+        if found is None:
+            continue
+        if low is None or high is None:
+            ranges[name] = None  # a row group without statistics: no range (as pyarrow says)
+            continue
+        found[0].append(int(low))
+        found[1].append(int(high))
+    for name, (path, size, mtime_ns) in unknown.items():
+        if name not in counts:
+            continue
+        lows_highs = ranges.get(name, ([], []))
+        ts = (
+            (min(lows_highs[0]), max(lows_highs[1]))
+            if lows_highs and lows_highs[0]
+            else (None, None)
+        )
+        facts = _files.parse_facts(path, size, int(counts[name]), kvs.get(name, {}), ts)
+        if facts is not None:
+            _files.remember_facts(facts, size, mtime_ns)
 
 
 def _spool_tables(root: Path, converted: set[str]) -> dict[str, pa.Table]:
@@ -178,6 +248,8 @@ def _spool_tables(root: Path, converted: set[str]) -> dict[str, pa.Table]:
     out: dict[str, pa.Table] = {}
     for table, parts in batches.items():
         if parts:
+            import pyarrow as pa  # only when the spool holds rows (they are Arrow batches)
+
             out[table] = conform(table, pa.Table.from_batches(parts))
     return out
 
@@ -185,7 +257,7 @@ def _spool_tables(root: Path, converted: set[str]) -> dict[str, pa.Table]:
 def _view_sql(table: str, paths: list[Path], *, spooled: bool = False) -> str:
     if spooled:
         # The spool tail has the schema's types already; its partition columns are derived.
-        names = ", ".join(_quote_identifier(f.name) for f in TABLES[table])
+        names = ", ".join(_quote_identifier(c.name) for c in TABLE_COLUMNS[table])
         tail = (
             f"SELECT {names}, CAST(ts AS DATE) AS date, CAST(hour(ts) AS BIGINT) AS hour "
             f"FROM _spool_{table}"
@@ -196,8 +268,8 @@ def _view_sql(table: str, paths: list[Path], *, spooled: bool = False) -> str:
         return f"CREATE OR REPLACE VIEW {table} AS {files} UNION ALL {tail}"
     if not paths:
         columns = [
-            f"CAST(NULL AS {_duckdb_type(field.type)}) AS {_quote_identifier(field.name)}"
-            for field in TABLES[table]
+            f"CAST(NULL AS {_duckdb_type(column.kind)}) AS {_quote_identifier(column.name)}"
+            for column in TABLE_COLUMNS[table]
         ]
         columns += [f"CAST(NULL AS {kind}) AS {name}" for name, kind in PARTITION_COLUMNS]
         return f"CREATE OR REPLACE VIEW {table} AS SELECT {', '.join(columns)} WHERE false"
@@ -206,13 +278,13 @@ def _view_sql(table: str, paths: list[Path], *, spooled: bool = False) -> str:
     # Columns stored in another type on disk (files.STORED_AS) come back in the schema's type.
     absent = _absent_columns(table, paths)
     columns = [
-        f"CAST(NULL AS {_duckdb_type(f.type)}) AS {name}"
-        if f.name in absent
-        else f"CAST({name} AS {_duckdb_type(f.type)}) AS {name}"
-        if f.name in STORED_AS
+        f"CAST(NULL AS {_duckdb_type(c.kind)}) AS {name}"
+        if c.name in absent
+        else f"CAST({name} AS {_duckdb_type(c.kind)}) AS {name}"
+        if c.name in STORED_AS_NAMES
         else name
-        for f in TABLES[table]
-        for name in [_quote_identifier(f.name)]
+        for c in TABLE_COLUMNS[table]
+        for name in [_quote_identifier(c.name)]
     ]
     columns += [name for name, _ in PARTITION_COLUMNS]
     union = "false" if one_schema(paths) else "true"
@@ -222,24 +294,24 @@ def _view_sql(table: str, paths: list[Path], *, spooled: bool = False) -> str:
     )
 
 
-def _duckdb_type(data_type: pa.DataType) -> str:
-    if pa.types.is_timestamp(data_type):
-        return "TIMESTAMPTZ" if data_type.tz else "TIMESTAMP"
-    if pa.types.is_list(data_type):
-        return f"{_duckdb_type(data_type.value_type)}[]"
-    simple = {
-        pa.string(): "VARCHAR",
-        pa.int8(): "TINYINT",
-        pa.int16(): "SMALLINT",
-        pa.int32(): "INTEGER",
-        pa.int64(): "BIGINT",
-        pa.float32(): "FLOAT",
-        pa.float64(): "DOUBLE",
-        pa.bool_(): "BOOLEAN",
-    }
-    if data_type not in simple:
-        raise StoreError(f"no DuckDB type for {data_type}")
-    return simple[data_type]
+#: The DuckDB type of each column kind (``columns.py``) a table has.
+_DUCKDB_TYPES: dict[Kind, str] = {
+    "ts": "TIMESTAMPTZ",
+    "str": "VARCHAR",
+    "i8": "TINYINT",
+    "i16": "SMALLINT",
+    "i32": "INTEGER",
+    "i64": "BIGINT",
+    "f32": "FLOAT",
+    "f64": "DOUBLE",
+    "list_i32": "INTEGER[]",
+}
+
+
+def _duckdb_type(kind: Kind) -> str:
+    if kind not in _DUCKDB_TYPES:
+        raise StoreError(f"no DuckDB type for {kind}")
+    return _DUCKDB_TYPES[kind]
 
 
 def _quote_identifier(name: str) -> str:
