@@ -15,6 +15,14 @@ S3 server on 127.0.0.1 (the ``fleet`` extra) and times, in one run:
   report as a whole ``devloop`` process over ``--store s3://…`` with a cold mirror (everything
   fetched) and a warm one (one listing), against the same report over a local copy of the same
   files (one store holding the three hosts), as a ratio (goal: at most 3x).
+
+``--engine spark`` times the Spark engine instead (nothing above): peak-usage, the runs summary
+and the 1m export on Spark ``--spark-master`` (default ``local[2]``) against DuckDB on the same
+store, at 1x, 2x and 4x the data (``--spark-hosts`` simulated hosts of ``--spark-hours`` each,
+then copies of them under other host names: the fleet grows by hosts), both in-process with a
+warm engine (the Spark session and its JIT warmed on the 1x data; the session's start is
+printed apart), and from a straight-line fit of each engine's time against the rows, the
+fleet size at which Spark would overtake DuckDB on this machine.
 """
 
 from __future__ import annotations
@@ -94,7 +102,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--keep", type=Path, help="Keep the simulated workspace here.")
     parser.add_argument("--read-days", type=float, default=1.0, help="Days per host to read.")
+    parser.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb")
+    parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument("--spark-hosts", type=int, default=3)
+    parser.add_argument("--spark-hours", type=float, default=6.0)
     args = parser.parse_args()
+    if args.engine == "spark":
+        _spark(args.spark_master, args.spark_hosts, args.spark_hours)
+        return
     os.environ.update(CREDENTIALS)
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         os.environ.pop(name, None)
@@ -226,6 +241,122 @@ def _read(work: Path, endpoint: str, days: float) -> None:
         assert got_cold == expected == got_warm, f"{name}: the fleet's report differs"
         print(f"| {name} | {local:.2f} s | {cold:.2f} s | {warm:.2f} s | "
               f"{cold / local:.2f}x | {warm / local:.2f}x |")  # fmt: skip
+
+
+def _spark(master: str, hosts: int, hours: float) -> None:
+    """Spark against DuckDB on one store of ``hosts`` x ``hours``, then 2x and 4x the hosts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from devloop.analytics import export_metrics, peak_usage, records, run_summary
+    from devloop.analytics.spark import (
+        export_spark,
+        peak_usage_spark,
+        run_summary_spark,
+        spark_session,
+    )
+    from devloop.store.layout import data_files, iter_partitions
+
+    tables = ("samples", "system", "processes", "events", "limits", "runs")
+    work = Path(tempfile.mkdtemp(prefix="devloop-spark-"))
+    try:
+        began = time.perf_counter()
+        sources = []
+        for seed in range(hosts):
+            out = work / f"sim-{seed}" / ".devloop-workspace"
+            simulate(out, hours=hours, seed=seed + 1)
+            sources.append(out / "metrics")
+        print(f"spark: {hosts} hosts x {hours:g} h simulated in "
+              f"{time.perf_counter() - began:.0f}s")  # fmt: skip
+
+        def store(copies: int) -> tuple[Path, int]:
+            """One store (a mirror's layout) of ``copies`` x the hosts; its samples rows."""
+            workspace = work / f"x{copies}" / ".devloop-workspace"
+            rows = 0
+            for copy in range(copies):
+                for index, root in enumerate(sources):
+                    host = f"host-{copy}-{index}"
+                    for table in tables:
+                        for _, directory in iter_partitions(root, table):
+                            into = workspace / "metrics" / directory.relative_to(root)
+                            into.mkdir(parents=True, exist_ok=True)
+                            for path in data_files(directory):
+                                data = pq.read_table(path)
+                                at = data.schema.get_field_index("host")
+                                named = pa.array([host] * data.num_rows, data.schema.field(at).type)
+                                data = data.set_column(at, data.schema.field(at), named)
+                                pq.write_table(data, into / f"{host}--{path.name}")
+                                rows += data.num_rows if table == "samples" else 0
+            return workspace, rows
+
+        began = time.perf_counter()
+        spark = spark_session(master)
+        print(f"Spark session ({master}) started in {time.perf_counter() - began:.1f}s "
+              "(a whole `--engine spark` process pays it once)")  # fmt: skip
+        reports = {
+            "peak-usage": (
+                lambda ws: peak_usage(ws).to_json(),
+                lambda ws: peak_usage_spark(spark, ws).to_json(),
+            ),
+            "runs --summary": (
+                lambda ws: records(run_summary(ws)),
+                lambda ws: run_summary_spark(spark, ws),
+            ),
+            "export 1m": (
+                lambda ws: export_metrics(ws).to_json(),
+                lambda ws: export_spark(spark, ws).to_json(),
+            ),
+        }
+
+        def best(run: object, workspace: Path) -> float:
+            times = []
+            for _ in range(2):
+                began = time.perf_counter()
+                run(workspace)  # type: ignore[operator]
+                times.append(time.perf_counter() - began)
+            return min(times)
+
+        figures: dict[str, list[tuple[int, float, float]]] = {name: [] for name in reports}
+        print("| data | samples rows | report | DuckDB | Spark | Spark / DuckDB |")
+        print("|---|---|---|---|---|---|")
+        for copies in (1, 2, 4):
+            workspace, rows = store(copies)
+            for name, (duck, spk) in reports.items():
+                if copies == 1:
+                    spk(workspace)  # warm the JIT and the planner
+                d, k = best(duck, workspace), best(spk, workspace)
+                figures[name].append((rows, d, k))
+                print(f"| {copies}x ({copies * hosts} hosts) | {rows:,} | {name} | {d:.2f} s | "
+                      f"{k:.2f} s | {k / d:.1f}x |")  # fmt: skip
+        spark.stop()
+        print()
+        for name, points in figures.items():
+            (dd, da), (kd, ka) = _fit(points, 1), _fit(points, 2)
+            per_host = points[0][0] / hosts
+            if kd >= dd:
+                verdict = "never on this machine (Spark's time per row is not lower)"
+            else:
+                rows_at = (ka - da) / (dd - kd)
+                verdict = f"from ~{rows_at:,.0f} samples rows (~{rows_at / per_host:,.0f} hosts)"
+            print(f"{name}: DuckDB {da:.2f} s + {dd * 1e6:.3f} s per M rows, Spark {ka:.2f} s + "
+                  f"{kd * 1e6:.3f} s per M rows: Spark overtakes {verdict}")  # fmt: skip
+        print(
+            f"(in-process, warm; hosts of {per_host:,.0f} samples rows ({hours:g} h); a "
+            "straight-line fit of 3 points; one machine, the same cores for both engines)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fit(points: list[tuple[int, float, float]], column: int) -> tuple[float, float]:
+    """Least squares ``time = a + b * rows`` of ``points[column]``: (b, a)."""
+    xs = [p[0] for p in points]
+    ys = [p[column] for p in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return b, my - b * mx
 
 
 if __name__ == "__main__":

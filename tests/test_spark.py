@@ -1,0 +1,196 @@
+"""The Spark engine (issue 16): the same records as the DuckDB engine on the same dataset.
+
+Three simulated hosts (tests/helpers/s3.py), compacted, shipped to a folder (``file://``, the
+layout a cluster reads: ``<table>/host=H/date=D/hour=H/``) and copied side by side into one
+store (a fleet mirror's layout: ``metrics/<table>/date=D/hour=H/<host>--<name>.parquet``).
+DuckDB reads the store; Spark reads the shipped dataset and the store. Every record is compared
+key by key, floats to 1e-9 relative. A second store has idle gaps (an agent that stops for ten
+minutes an hour: project series filled with zeros, estimated runs split in two) and first-tick
+CPU readings that are null.
+
+One Spark session (local[2]) for the module: starting the JVM is most of the time.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devloop.analytics import (
+    TimeRange,
+    export_metrics,
+    parse_moment,
+    peak_usage,
+    records,
+    run_summary,
+)
+from devloop.store.fleet import HOST_SEPARATOR
+from devloop.store.layout import data_files, iter_partitions
+from devloop.store.ship import ship
+from tests.helpers.s3 import simulated_stores
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a JDK: no `java` here"),
+]
+
+TABLES = ("samples", "processes", "system", "events", "limits", "runs")
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    from devloop.analytics.spark import spark_session
+
+    # A short-lived JVM on a small machine: the quick JIT only and one GC thread.
+    session = spark_session("local[2]", java_options="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return simulated_stores(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def shipped(stores: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The three hosts shipped to one folder, as to a bucket."""
+    folder = tmp_path_factory.mktemp("shipped")
+    for store in stores.values():
+        ship(store / "metrics", f"file://{folder}")
+    assert sorted(p.name for p in (folder / "samples").iterdir()) == [
+        "host=alpha", "host=bravo", "host=charlie"
+    ]  # fmt: skip
+    return folder
+
+
+@pytest.fixture(scope="module")
+def merged(stores: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One workspace holding the three hosts' files side by side, as a fleet mirror does."""
+    workspace = tmp_path_factory.mktemp("merged") / ".devloop-workspace"
+    for host, store in stores.items():
+        for table in TABLES:
+            for _, directory in iter_partitions(store / "metrics", table):
+                target = workspace / directory.relative_to(store)
+                target.mkdir(parents=True, exist_ok=True)
+                for path in data_files(directory):
+                    shutil.copy2(path, target / f"{host}{HOST_SEPARATOR}{path.name}")
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def holes(merged: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``merged`` with proj-1's linter idle from minute 10 to 19 of each hour, and
+    proj-2's formatter's CPU reading null every seventh minute (a process's first tick)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    workspace = tmp_path_factory.mktemp("holes") / ".devloop-workspace"
+    shutil.copytree(merged, workspace)
+    for path in sorted((workspace / "metrics" / "samples").rglob("*.parquet")):
+        table = pq.read_table(path)
+        metadata = pq.read_metadata(path).metadata
+        minute = pc.remainder(pc.divide(pc.cast(table["ts"], pa.int64()), 60_000_000), 60)
+        idle = pc.and_(
+            pc.and_(pc.equal(table["project"], "proj-1"), pc.equal(table["agent"], "linter")),
+            pc.and_(pc.greater_equal(minute, 10), pc.less(minute, 20)),
+        )
+        table = table.filter(pc.invert(idle))
+        tick = pc.divide(pc.cast(table["ts"], pa.int64()), 10_000_000)
+        unread = pc.and_(
+            pc.and_(pc.equal(table["project"], "proj-2"), pc.equal(table["agent"], "formatter")),
+            pc.equal(pc.remainder(tick, 42), 0),
+        )
+        index = table.schema.get_field_index("cpu_cores")
+        cpu = pc.if_else(unread, pa.scalar(None, pa.float32()), table["cpu_cores"])
+        table = table.set_column(index, table.schema.field(index), cpu)
+        pq.write_table(table.replace_schema_metadata(metadata), path)
+    return workspace
+
+
+def _same(spark_side: Any, duckdb_side: Any, where: str = "") -> None:
+    """Equal key by key (dicts), item by item (lists); floats to 1e-9 relative."""
+    if isinstance(duckdb_side, dict):
+        assert isinstance(spark_side, dict), where
+        assert list(spark_side) == list(duckdb_side), where
+        for key, value in duckdb_side.items():
+            _same(spark_side[key], value, f"{where}.{key}")
+    elif isinstance(duckdb_side, list):
+        assert isinstance(spark_side, list), where
+        assert len(spark_side) == len(duckdb_side), where
+        for i, (a, b) in enumerate(zip(spark_side, duckdb_side, strict=True)):
+            _same(a, b, f"{where}[{i}]")
+    elif isinstance(duckdb_side, float) and not isinstance(spark_side, bool):
+        assert isinstance(spark_side, int | float), where
+        assert math.isclose(spark_side, duckdb_side, rel_tol=1e-9, abs_tol=1e-12), (
+            where, spark_side, duckdb_side
+        )  # fmt: skip
+    else:
+        assert spark_side == duckdb_side, (where, spark_side, duckdb_side)
+
+
+def test_peak_usage_equals_duckdb(spark: Any, shipped: Path, merged: Path) -> None:
+    from devloop.analytics.spark import peak_usage_spark
+
+    expected = peak_usage(merged).to_json()
+    assert len(expected["peaks"]) == 7  # the workspace, 2 projects, 4 agents
+    assert expected["range"]["hosts"] == ["alpha", "bravo", "charlie"]
+    _same(peak_usage_spark(spark, shipped).to_json(), expected, "shipped")
+    # a range cutting an hour, one project, one host, from the store's layout
+    asked = TimeRange(parse_moment("2026-01-05T00:30:00Z"), parse_moment("2026-01-05T01:10:00Z"))
+    expected = peak_usage(merged, asked, projects=["proj-2"]).to_json()
+    found = peak_usage_spark(spark, merged, asked, projects=["proj-2"])
+    _same(found.to_json(), expected, "store")
+    # the report the CLI renders: the same columns and kinds as DuckDB's
+    duckdb_rows = peak_usage(merged, asked, projects=["proj-2"]).result
+    assert (found.result.columns, found.result.kinds) == (duckdb_rows.columns, duckdb_rows.kinds)
+    assert [type(v) for v in found.result.rows[0]] == [type(v) for v in duckdb_rows.rows[0]]
+
+
+def test_runs_summary_equals_duckdb(spark: Any, shipped: Path, merged: Path) -> None:
+    from devloop.analytics.spark import run_summary_spark
+
+    expected = records(run_summary(merged))
+    assert expected and any(row["estimated"] for row in expected)
+    assert any(row["estimated"] < row["runs"] for row in expected)  # launched runs too
+    _same(run_summary_spark(spark, shipped), expected, "summary")
+    _same(
+        run_summary_spark(spark, shipped, agent="lint*", estimated=False),
+        records(run_summary(merged, agent="lint*", estimated=False)),
+        "launched linters",
+    )
+
+
+def test_export_equals_duckdb(spark: Any, shipped: Path, merged: Path) -> None:
+    from devloop.analytics.spark import export_spark
+
+    expected = export_metrics(merged, interval=60).to_json()
+    assert len(expected["rows"]) == 2 * 120  # 2 projects x 120 minutes
+    _same(export_spark(spark, shipped, interval=60).to_json(), expected, "export")
+    detailed = export_metrics(merged, interval=300, detailed=True).to_json()
+    _same(export_spark(spark, shipped, interval=300, detailed=True).to_json(), detailed, "agents")
+
+
+def test_idle_ticks_and_unread_cpu(spark: Any, holes: Path) -> None:
+    from devloop.analytics.spark import export_spark, peak_usage_spark, run_summary_spark
+
+    found = peak_usage_spark(spark, holes).to_json()
+    expected = peak_usage(holes).to_json()
+    linter = next(r for r in found["peaks"] if r["project"] == "proj-1" and r["agent"] == "linter")
+    assert linter["ticks"] == 2160 - 3 * 2 * 60  # 10 minutes of 6 ticks, 2 hours, 3 hosts
+    # The tick of a CPU peak: Spark's is where the peak is; DuckDB's arg_max over
+    # {v, n} structs takes a NULL v as the largest, so where a per-tick CPU sum is null (every
+    # process at its first tick) it names that tick instead. Compared apart.
+    for row in found["peaks"]:
+        row.pop("cpu_peak_at")
+    for row in expected["peaks"]:
+        row.pop("cpu_peak_at")
+    _same(found, expected, "holes")
+    _same(run_summary_spark(spark, holes), records(run_summary(holes)), "holes summary")
+    _same(export_spark(spark, holes).to_json(), export_metrics(holes).to_json(), "holes export")
