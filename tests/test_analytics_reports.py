@@ -503,3 +503,37 @@ def test_duckdb_and_polars_paths_agree(tmp_path: Path) -> None:
                 got = got.select(want.columns).sort(want.columns[0])
                 want = want.sort(want.columns[0])
                 assert_frame_equal(got, want, check_dtypes=False, abs_tol=1e-9)
+
+
+def test_a_tick_whose_cpu_is_unknown_is_never_the_peak(tmp_path: Path) -> None:
+    """A process's first tick has no CPU rate (null): its peak is at a tick with one, read raw
+    or from the rollups (a struct with a null value compared as the largest, so the null first
+    tick was named the peak's tick)."""
+    from devloop.store import write_rollups
+
+    folder = tmp_path / ".devloop-workspace"
+    folder.mkdir()
+    (folder / "workspace.json").write_text(json.dumps({
+        "workspace_name": "nulls", "projects": [{"name": "api", "path": "api"}],
+    }))  # fmt: skip
+    root = folder / "metrics"
+    write_table(root, "system", pa.Table.from_pylist([
+        {"ts": at(t), "host": "h1", "cores": 4, "cpu_busy_cores": 1.0,
+         "mem_total_bytes": 16 * GB, "mem_used_bytes": 4 * GB} for t in range(4)
+    ]))  # fmt: skip
+    write_table(root, "samples", pa.Table.from_pylist([
+        {"ts": at(t), "host": "h1", "project": "api", "agent": "tests", "pid": 7,
+         "start_time": at(-0.5), "cpu_cores": cpu, "rss_bytes": 10 * MB, "state": "running"}
+        for t, cpu in enumerate([None, 0.4, 0.8, 0.2])
+    ]))  # fmt: skip
+    write_table(root, "processes", pa.Table.from_pylist([
+        {"ts": at(0), "host": "h1", "pid": 7, "start_time": at(-0.5), "project": "api",
+         "agent": "tests", "name": "pytest", "cmdline": "pytest"}
+    ]))  # fmt: skip
+    for read in ("raw", "rollups"):
+        if read == "rollups":
+            assert write_rollups(root) == 1
+        rows = {(r["scope"], r["agent"]): r for r in peak_usage(folder).peaks.iter_rows(named=True)}
+        for key in (("workspace", None), ("project", None), ("agent", "tests")):
+            assert rows[key]["cpu_peak_percent"] == pytest.approx(20.0), (read, key)
+            assert rows[key]["cpu_peak_at"] == at(2), (read, key)

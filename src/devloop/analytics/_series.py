@@ -28,8 +28,10 @@ PROJECT_SERIES_COLUMNS = (
 
 #: Tie-break for arg_max: the earliest tick among equal peaks, so "when" is deterministic.
 def arg_max_ts(value: str, ts: str = "ts") -> str:
-    """``arg_max(ts, value)`` that picks the earliest tick among equal maxima."""
-    return f"arg_max({ts}, {{'v': {value}, 'n': -epoch_us({ts})}})"
+    """``arg_max(ts, value)`` that picks the earliest tick among equal maxima and passes over
+    ticks where ``value`` is null (a struct with a null ``v`` compares as the largest)."""
+    top = f"{{'v': {value}, 'n': -epoch_us({ts})}}"
+    return f"arg_max({ts}, CASE WHEN {value} IS NOT NULL THEN {top} END)"
 
 
 def ticks_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
@@ -260,7 +262,8 @@ def top_at(column: str, cores: str = "") -> str:
     With ``cores`` (a column), values compare as CPU % of each host (``100.0 * v / cores``), so
     hosts compare as the reports compare them."""
     value = f"100.0 * {column}.v / {cores}" if cores else f"{column}.v"
-    return f"make_timestamptz(-max({{'v': {value}, 'n': {column}.n}}).n)"
+    top = f"CASE WHEN {column}.v IS NOT NULL THEN {{'v': {value}, 'n': {column}.n}} END"
+    return f"make_timestamptz(-max({top}).n)"
 
 
 def project_series_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:

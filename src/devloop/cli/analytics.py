@@ -8,6 +8,7 @@ Each parses its options, calls one function of :mod:`devloop.analytics` and writ
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -253,6 +254,21 @@ def analytics() -> None:
 
 @analytics.command("peak-usage")
 @report_options
+@click.option(
+    "--engine",
+    type=click.Choice(["duckdb", "spark"]),
+    default="duckdb",
+    show_default=True,
+    help="spark: the same report as a PySpark job (the fleet extra and a JDK 17; on one "
+    "machine DuckDB is faster: for data that outgrows it, docs/fleet.md).",
+)
+@click.option(
+    "--spark-master",
+    metavar="URL",
+    default="local[2]",
+    show_default=True,
+    help="With --engine spark: local[N], spark://HOST:7077, yarn...",
+)
 def peak_usage(
     workspace_dir: Path | None,
     fmt: str,
@@ -262,6 +278,8 @@ def peak_usage(
     start: str | None,
     end: str | None,
     period: str | None,
+    engine: str,
+    spark_master: str,
 ) -> None:
     """Peak and p95 CPU, peak memory (with when), peak file handles and threads.
 
@@ -271,13 +289,47 @@ def peak_usage(
     \b
     Example:
       devloop workspace analytics peak-usage --workspace-dir .devloop-workspace --period 24h
+      devloop workspace analytics peak-usage --store /mnt/fleet --engine spark
     """
     from devloop.analytics import peak_usage as run
 
     folder = report_folder(workspace_dir)
-    with _store_warnings():
-        report = run(folder, _range(start, end, period), projects, agents)
+    time_range = _range(start, end, period)
+    if engine == "spark":
+        report = _on_spark(folder, spark_master, time_range, projects, agents)
+    else:
+        with _store_warnings():
+            report = run(folder, time_range, projects, agents)
     emit(render_peak_usage(report, fmt), output)
+
+
+def _on_spark(
+    folder: Path,
+    master: str,
+    time_range: Any,
+    projects: tuple[str, ...],
+    agents: tuple[str, ...],
+) -> Any:
+    """peak-usage as a PySpark job over the store at ``folder`` (a fleet's mirror with
+    --store), under --host; UsageError without pyspark or a JDK."""
+    import shutil
+
+    from devloop.errors import UsageError
+
+    try:
+        from devloop.analytics.spark import peak_usage_spark, spark_session
+    except ImportError as exc:  # pragma: no cover - pyspark is in the dev extra
+        raise UsageError(
+            "--engine spark needs pyspark: pip install 'devloop-workspace[fleet]'"
+        ) from exc
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise UsageError("--engine spark needs a Java runtime (JDK 17 or later) on the PATH")
+    hosts: tuple[str, ...] = click.get_current_context().meta.get("devloop.hosts") or ()
+    spark = spark_session(master)
+    try:
+        return peak_usage_spark(spark, folder, time_range, projects, agents, hosts=hosts)
+    finally:
+        spark.stop()
 
 
 @analytics.command("bottlenecks")

@@ -318,4 +318,11 @@ ROLLUP_COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
 #: Bumped when what a kind holds changes: the hour's rollups are keyed on every kind's version
 #: (with the hour's files), so the next compaction rebuilds them and readers meanwhile read the
 #: hour's rows.
-ROLLUP_VERSIONS: Final[dict[str, int]] = dict.fromkeys(ROLLUP_COLUMNS, 1)
+#: ``agent_hour`` and ``project_hour`` 2: a null value is not an hour's top (a struct with a
+#: null ``v`` compared as the largest, so a process's first tick, whose CPU is unknown, was
+#: the tick of the hour's CPU peak).
+ROLLUP_VERSIONS: Final[dict[str, int]] = {
+    **dict.fromkeys(ROLLUP_COLUMNS, 1),
+    "agent_hour": 2,
+    "project_hour": 2,
+}

@@ -120,7 +120,8 @@ def _hourly(keys: str) -> str:
         f"SELECT {keys}, min(ts) AS first, max(ts) AS last, count(*) AS ticks, "
         + ", ".join(
             f"sum({v}) AS {v}_sum, count({v}) AS {v}_n, min({v}) AS {v}_min, "
-            f"max({v}) AS {v}_max, max({{{{'v': {v}, 'n': -epoch_us(ts)}}}}) AS {v}_top"
+            f"max({v}) AS {v}_max, max(CASE WHEN {v} IS NOT NULL "
+            f"THEN {{{{'v': {v}, 'n': -epoch_us(ts)}}}} END) AS {v}_top"
             for v in ("cpu", "rss", "fds", "threads")
         )
         + f" FROM {{source}} GROUP BY {keys}"
