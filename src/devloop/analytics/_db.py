@@ -24,7 +24,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
@@ -303,31 +303,11 @@ class Store:
         Raises UsageError for a glob that matches no known project or agent (listing the known
         ones) and NoSamplesError when no sample matches (unless ``require_samples`` is false).
         """
-        time_range = time_range or TimeRange()
-        known = self.known()
-        chosen_projects = _match("project", projects, sorted(known))
-        pool = sorted({agent for project in chosen_projects for agent in known[project]})
-        chosen_agents = _match("agent", agents, pool) if agents else pool
-        first, last = (None, None) if time_range.bounded else self.span()
-        start, end = time_range.resolve(first, last)
-        shown = time_range.shown(start, end, last)
-        if first is None and last is None and not time_range.bounded:
-            start_shown: datetime | None = time_range.start
-            end_shown: datetime | None = time_range.end
-        else:
-            start_shown, end_shown = shown
-        selection = Selection(
-            start=start,
-            end=end,
-            projects=tuple(chosen_projects),
-            agents=tuple(chosen_agents),
-            project_filter=bool(projects),
-            agent_filter=bool(agents),
-            interval=1.0,
-            hosts=self.host_names(),
+        selection, shown, asked = draft_selection(
+            time_range or TimeRange(), projects, agents, self.known(), self.span, self.host_names()
         )
         if require_samples and not self._has_samples(selection):
-            raise no_samples(start_shown, end_shown)
+            raise no_samples(*asked)
         return replace(selection, interval=self._interval(selection), shown=shown)
 
     def _has_samples(self, selection: Selection) -> bool:
@@ -481,7 +461,43 @@ def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" for _ in values) if values else "NULL"
 
 
-def _match(kind: str, patterns: Sequence[str], known: Sequence[str]) -> list[str]:
+def draft_selection(
+    time_range: TimeRange,
+    projects: Sequence[str],
+    agents: Sequence[str],
+    known: Mapping[str, Collection[str]],
+    span: Callable[[], tuple[datetime | None, datetime | None]],
+    hosts: tuple[str, ...],
+) -> tuple[Selection, tuple[datetime, datetime], tuple[datetime | None, datetime | None]]:
+    """A question resolved against what a store holds (``known`` projects and their agents,
+    its ``span`` of ticks, asked only for an open range): the selection (interval 1 s, to be
+    measured), the range as shown, and the bounds to name when nothing matches. Shared by the
+    engines (:meth:`Store.select`, :mod:`devloop.analytics.spark`)."""
+    chosen_projects = match("project", projects, sorted(known))
+    pool = sorted({agent for project in chosen_projects for agent in known[project]})
+    chosen_agents = match("agent", agents, pool) if agents else pool
+    first, last = (None, None) if time_range.bounded else span()
+    start, end = time_range.resolve(first, last)
+    shown = time_range.shown(start, end, last)
+    asked = (
+        (time_range.start, time_range.end)
+        if first is None and last is None and not time_range.bounded
+        else shown
+    )
+    selection = Selection(
+        start=start,
+        end=end,
+        projects=tuple(chosen_projects),
+        agents=tuple(chosen_agents),
+        project_filter=bool(projects),
+        agent_filter=bool(agents),
+        interval=1.0,
+        hosts=hosts,
+    )
+    return selection, shown, asked
+
+
+def match(kind: str, patterns: Sequence[str], known: Sequence[str]) -> list[str]:
     """The names among ``known`` matched by any glob; UsageError for a glob matching none."""
     if not patterns:
         return list(known)

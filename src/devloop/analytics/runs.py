@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, _match, open_store
+from devloop.analytics._db import Selection, Store, match, open_store
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 from devloop.store.runs import TRIGGERS
@@ -238,9 +238,9 @@ def _select(
     names: dict[str, set[str]] = {name: set(known) for name, known in store.known().items()}
     for name, agent in store.rows("SELECT DISTINCT project, agent FROM runs"):
         names.setdefault(name, set()).add(agent)
-    chosen_projects = _match("project", projects, sorted(names))
+    chosen_projects = match("project", projects, sorted(names))
     pool = sorted({agent for name in chosen_projects for agent in names[name]})
-    chosen_agents = _match("agent", agents, pool) if agents else pool
+    chosen_agents = match("agent", agents, pool) if agents else pool
     first, last = (None, None) if time_range.bounded else _span(store)
     start, end = time_range.resolve(first, last)
     if start >= end:

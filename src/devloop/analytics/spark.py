@@ -23,7 +23,6 @@ this module costs nothing.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, iso, no_samples
+from devloop.analytics._db import Selection, draft_selection, iso, match, no_samples
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -202,7 +201,7 @@ class Dataset:
             s=self._read("system"),
         ).collect()
         known = sorted(str(row[0]) for row in found)
-        self._hosts = tuple(_match("host", self._globs, known)) if self._globs else tuple(known)
+        self._hosts = tuple(match("host", self._globs, known)) if self._globs else tuple(known)
         kept = [row for row in found if row[0] in self._hosts]
         if kept:
             self._span = (_from_us(min(r[1] for r in kept)), _from_us(max(r[2] for r in kept)))
@@ -216,21 +215,6 @@ class Dataset:
     def sql(self, query: str, **frames: Any) -> Any:
         """``spark.sql`` with ``{name}`` replaced by the frames given (PySpark's kwargs)."""
         return self.spark.sql(query, **frames)
-
-
-def _match(kind: str, patterns: Sequence[str], known: Sequence[str]) -> list[str]:
-    """The names among ``known`` matched by any glob; UsageError for a glob matching none
-    (the DuckDB engine's message)."""
-    if not patterns:
-        return list(known)
-    chosen: set[str] = set()
-    for pattern in patterns:
-        hits = fnmatch.filter(known, pattern)
-        if not hits:
-            listing = ", ".join(known) if known else "none recorded yet"
-            raise UsageError(f"unknown {kind} {pattern!r} (known {kind}s: {listing})")
-        chosen.update(hits)
-    return sorted(chosen)
 
 
 def _us(moment: datetime) -> int:
@@ -311,35 +295,21 @@ def _select(
     span: tuple[datetime | None, datetime | None] | None = None,
 ) -> Selection:
     """:meth:`Store.select` on the dataset: globs to names, the range to bounds."""
-    time_range = time_range or TimeRange()
-    known = _known(data) if known is None else known
-    chosen_projects = _match("project", projects, sorted(known))
-    pool = sorted({agent for project in chosen_projects for agent in known[project]})
-    chosen_agents = _match("agent", agents, pool) if agents else pool
-    first, last = (None, None) if time_range.bounded else (span or data.span())
-    start, end = time_range.resolve(first, last)
-    shown = time_range.shown(start, end, last)
-    if first is None and last is None and not time_range.bounded:
-        start_shown: datetime | None = time_range.start
-        end_shown: datetime | None = time_range.end
-    else:
-        start_shown, end_shown = shown
-    selection = Selection(
-        start=start,
-        end=end,
-        projects=tuple(chosen_projects),
-        agents=tuple(chosen_agents),
-        project_filter=bool(projects),
-        agent_filter=bool(agents),
-        interval=1.0,
-        hosts=data.hosts(),
+    selection, shown, asked = draft_selection(
+        time_range or TimeRange(),
+        projects,
+        agents,
+        _known(data) if known is None else known,
+        (lambda: span) if span is not None else data.span,
+        data.hosts(),
     )
+    start, end = selection.start, selection.end
     if require_samples:
         found = data.sql(
             f"SELECT 1 FROM {{s}} WHERE {_where(selection)} LIMIT 1", s=data.table("samples")
         ).collect()
         if not found:
-            raise no_samples(start_shown, end_shown)
+            raise no_samples(*asked)
     return Selection(
         start=start,
         end=end,
@@ -678,9 +648,9 @@ def _runs_frame(
         return None
     base = _select(data, TimeRange(start=start, end=end), (), (), require_samples=False,
                    known=known)  # fmt: skip
-    chosen_projects = _match("project", projects, sorted(known))
+    chosen_projects = match("project", projects, sorted(known))
     pool = sorted({name for p in chosen_projects for name in known[p]})
-    chosen_agents = _match("agent", agents, pool) if agents else pool
+    chosen_agents = match("agent", agents, pool) if agents else pool
     selection = Selection(
         start=base.start,
         end=base.end,
