@@ -28,7 +28,16 @@ from devloop.store.fleet import CACHE_ENV, HOST_SEPARATOR, cache_dir, sync
 from devloop.store.layout import data_files, iter_partitions
 from devloop.store.schema import TABLES as TABLES_SCHEMA
 from devloop.store.ship import MANIFESTS_DIR, parse_target, published, ship
-from tests.helpers.s3 import BUCKET, HOSTS, HOURS, free_port, s3_endpoint, s3_fs, simulated_stores
+from tests.helpers.s3 import (
+    BUCKET,
+    HOSTS,
+    HOURS,
+    free_port,
+    s3_endpoint,
+    s3_fs,
+    side_by_side,
+    simulated_stores,
+)
 
 TABLES = ("samples", "processes", "system", "events", "limits", "runs")
 RANGE = ("--start", "2026-01-05T00:00:00Z", "--end", "2026-01-05T02:00:00Z")
@@ -72,15 +81,7 @@ def fleet(endpoint: str, stores: dict[str, Path]) -> str:
 @pytest.fixture(scope="module")
 def merged(stores: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One local workspace holding the three hosts' files side by side (no rollups)."""
-    workspace = tmp_path_factory.mktemp("merged") / ".devloop-workspace"
-    for host, store in stores.items():
-        for table in TABLES:
-            for _, directory in iter_partitions(store / "metrics", table):
-                target = workspace / directory.relative_to(store)
-                target.mkdir(parents=True, exist_ok=True)
-                for path in data_files(directory):
-                    shutil.copy2(path, target / f"{host}{HOST_SEPARATOR}{path.name}")
-    return workspace
+    return side_by_side(stores, tmp_path_factory.mktemp("merged") / ".devloop-workspace")
 
 
 @pytest.fixture(autouse=True)

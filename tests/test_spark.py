@@ -30,17 +30,13 @@ from devloop.analytics import (
     records,
     run_summary,
 )
-from devloop.store.fleet import HOST_SEPARATOR
-from devloop.store.layout import data_files, iter_partitions
 from devloop.store.ship import ship
-from tests.helpers.s3 import simulated_stores
+from tests.helpers.s3 import side_by_side, simulated_stores
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a JDK: no `java` here"),
 ]
-
-TABLES = ("samples", "processes", "system", "events", "limits", "runs")
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +69,7 @@ def shipped(stores: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def merged(stores: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One workspace holding the three hosts' files side by side, as a fleet mirror does."""
-    workspace = tmp_path_factory.mktemp("merged") / ".devloop-workspace"
-    for host, store in stores.items():
-        for table in TABLES:
-            for _, directory in iter_partitions(store / "metrics", table):
-                target = workspace / directory.relative_to(store)
-                target.mkdir(parents=True, exist_ok=True)
-                for path in data_files(directory):
-                    shutil.copy2(path, target / f"{host}{HOST_SEPARATOR}{path.name}")
-    return workspace
+    return side_by_side(stores, tmp_path_factory.mktemp("merged") / ".devloop-workspace")
 
 
 @pytest.fixture(scope="module")

@@ -109,6 +109,24 @@ def simulated_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     return found
 
 
+TABLES = ("samples", "processes", "system", "events", "limits", "runs")
+
+
+def side_by_side(stores: dict[str, Path], workspace: Path) -> Path:
+    """One workspace folder holding the hosts' files side by side (no rollups), as a fleet's
+    mirror lays them out; returns it."""
+    from devloop.store.fleet import HOST_SEPARATOR
+
+    for host, store in stores.items():
+        for table in TABLES:
+            for _, directory in iter_partitions(store / "metrics", table):
+                target = workspace / directory.relative_to(store)
+                target.mkdir(parents=True, exist_ok=True)
+                for path in data_files(directory):
+                    shutil.copy2(path, target / f"{host}{HOST_SEPARATOR}{path.name}")
+    return workspace
+
+
 def rename_host(root: Path, host: str) -> None:
     """Rewrite every row's ``host`` (simulate names one host), then compact: what that host's
     collector would have left."""
