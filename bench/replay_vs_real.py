@@ -128,8 +128,6 @@ def main() -> None:
             for action in actions:
                 enforced = experiment.enforce(triggers, action, limits)
                 compared = compare(experiment, triggers, demand, recorded, enforced)
-                fixed = compare(experiment, triggers, demand, recorded, enforced, what_if=True)
-                what_if = [abs(c.error) for c in fixed]
                 errors = [abs(c.error) for c in compared]
                 drifts = [drift(c, recorded) for c in compared]
                 adjusted = [
@@ -138,9 +136,7 @@ def main() -> None:
                 ]
                 everything += errors
                 per_action[action] += errors
-                rows.append(
-                    (action, level, limits, enforced, compared, errors, drifts, adjusted, what_if)
-                )
+                rows.append((action, level, limits, enforced, compared, errors, drifts, adjusted))
                 print(f"\n{action} at {level:.0%} (limits {limits[0]:g} % / {limits[1]:g} % of "
                       f"the machine): {enforced.wall:.0f} s, load {enforced.load[0]:.1f}->"
                       f"{enforced.load[1]:.1f}; p90 {quantile(errors, 0.9):.1%}"
@@ -162,15 +158,15 @@ def main() -> None:
                               f"{d:>5.2f}")  # fmt: skip
     print(
         "\n| action | level | limits A / B (% of machine) | runs | p50 | p90 | max | bias | "
-        "drift | adj p90 | fix p90 | load |"
+        "drift | adj p90 | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for action, level, limits, enforced, compared, errors, drifts, adjusted, what_if in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for action, level, limits, enforced, compared, errors, drifts, adjusted in rows:
         bias = statistics.mean(c.error for c in compared)
         print(f"| {action} | {level:.0%} | {limits[0]:g} / {limits[1]:g} | {len(errors)} | "
               f"{quantile(errors, 0.5):.1%} | {quantile(errors, 0.9):.1%} | {max(errors):.1%} | "
               f"{bias:+.1%} | {statistics.median(drifts):.2f} | "
-              f"{quantile(adjusted, 0.9):.1%} | {quantile(what_if, 0.9):.1%} | "
+              f"{quantile(adjusted, 0.9):.1%} | "
               f"{enforced.load[0]:.1f}-{enforced.load[1]:.1f} |")  # fmt: skip
     print()
     for action, errors in per_action.items():

@@ -32,14 +32,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devloop.config.load import load_workspace
-from devloop.core.policy import Policy, Usage
 from devloop.store import connect
 from devloop.store import runs as journal
 from devloop.tune.replay import Demand, demand_from_store, replay
@@ -371,50 +369,18 @@ def level_limits(demand: Demand, recorded: Phase, schedule: Sequence[Trigger],
     return found[0], found[1]
 
 
-@contextmanager
-def admitting_at_the_cap() -> Iterator[None]:
-    """A what-if, not the runtime: while it lasts, ``Policy.can_run`` sees every throttled
-    agent a hair under what it uses, so a scope held exactly at its CPU limit admits a run.
-
-    Live, a held scope's measured CPU jitters around its limit (the duty cycle's controller
-    converges on average), so ``can_run`` says yes within a tick or two; in the replay a held
-    run uses exactly its cap, the scope sits exactly at its limit and ``p_cpu >= share`` turns
-    every later run of the project away until the held one ends."""
-    original = Policy.can_run
-
-    def can_run(self: Policy, usage: Usage, agent: str, projects: Collection[str]) -> bool:
-        agents = {
-            key: replace(found, cores=found.cores * (1 - 1e-6)) if key in self.throttled else found
-            for key, found in usage.agents.items()
-        }
-        return original(self, Usage(usage.ts, usage.cores, agents), agent, projects)
-
-    Policy.can_run = can_run  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Policy.can_run = original  # type: ignore[method-assign]
-
-
 def compare(
     experiment: Experiment,
     schedule: Sequence[Trigger],
     demand: Demand,
     recorded: Phase,
     enforced: Phase,
-    *,
-    what_if: bool = False,
 ) -> list[Compared]:
     """The recorded demand replayed under the enforced phase's configuration, run by run
-    against the enforced phase's measured durations (runs missing from either are left out).
-    ``what_if``: replayed :func:`admitting_at_the_cap`."""
+    against the enforced phase's measured durations (runs missing from either are left out)."""
     workspace = load_workspace(enforced.folder)
     cores = demand.cores or os.cpu_count() or 1
-    if what_if:
-        with admitting_at_the_cap():
-            result = replay(demand.runs, workspace, cores=cores, interval=demand.interval)
-    else:
-        result = replay(demand.runs, workspace, cores=cores, interval=demand.interval)
+    result = replay(demand.runs, workspace, cores=cores, interval=demand.interval)
     by_id = {run.run_id: run for run in result.runs}
     compared = []
     for trigger in schedule:
