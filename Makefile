@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 # The main job on sample_data/: the sample workspace, its limits, and the reports over its real
 # 20-minute recording of ruff, mypy and pytest agents (sample_data/record.py made it).
 SAMPLE := sample_data/.devloop-workspace
+# The same workspace recorded over 3 hours under `devloop watch`, edits replayed at a human pace
+# (sample_data/record_watch.py): what autotune and its walk-forward backtest are shown on.
+WATCHED := sample_data/.devloop-watch
 demo: setup
 	$(BIN)/devloop workspace validate --workspace-dir $(SAMPLE)
 	$(BIN)/devloop workspace limits --workspace-dir $(SAMPLE) --at 10:00
@@ -26,9 +29,10 @@ demo: setup
 	$(BIN)/devloop workspace analytics bottlenecks --workspace-dir $(SAMPLE) --threshold 80
 	$(BIN)/devloop workspace analytics efficiency --workspace-dir $(SAMPLE)
 	$(BIN)/devloop workspace health --workspace-dir $(SAMPLE) --detailed --memory-analysis
-	$(BIN)/devloop workspace autotune --workspace-dir $(SAMPLE) --min-history 10m --format table \
+	$(BIN)/devloop workspace analytics runs --workspace-dir $(WATCHED) --summary
+	$(BIN)/devloop workspace autotune --workspace-dir $(WATCHED) --format table \
 		--output /tmp/devloop-suggestions.json --report /tmp/devloop-autotune.html
-	$(BIN)/devloop workspace apply-tuning /tmp/devloop-suggestions.json --workspace-dir $(SAMPLE) \
+	$(BIN)/devloop workspace apply-tuning /tmp/devloop-suggestions.json --workspace-dir $(WATCHED) \
 		--dry-run
 
 test: setup
