@@ -9,6 +9,7 @@ patches).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -400,23 +401,14 @@ def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
     for name, (cpu, memory, new_cpu, new_memory) in pool.profiles.items():
         if new_cpu is None or new_memory is None:
             continue
-        body: dict[str, Any] = {}
-        if new_cpu > cpu + 1e-9:
-            body["cpuLimit"] = int(new_cpu) if new_cpu.is_integer() else new_cpu
-        if new_memory > memory:
-            body["memoryLimit"] = f"{new_memory // MIB}MB"
+        body = _grown(("cpuLimit", "memoryLimit"), cpu, memory, new_cpu, new_memory)
         if body:
             sharing_patch = suggestions.patch.setdefault("resource_sharing", {})
             sharing_patch.setdefault("profiles", {})[name] = body
     if pool.suggested_cpu is None or pool.suggested_memory is None:
         return
-    raised: dict[str, Any] = {}
-    if pool.suggested_cpu > pool.cpu + 1e-9:
-        raised["maxCpu"] = (
-            int(pool.suggested_cpu) if pool.suggested_cpu.is_integer() else (pool.suggested_cpu)
-        )
-    if pool.suggested_memory > pool.memory_bytes:
-        raised["maxMemory"] = f"{pool.suggested_memory // MIB}MB"
+    raised = _grown(("maxCpu", "maxMemory"), pool.cpu, pool.memory_bytes, pool.suggested_cpu,
+                    pool.suggested_memory)  # fmt: skip
     if not raised:
         return
     # The pool is resource_sharing's cpuLimit/memoryLimit where given (never above the global
@@ -432,27 +424,31 @@ def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
         del suggestions.patch["resource_sharing"]
 
 
-def profiles_at(workspace: Workspace, moments: list[float]) -> dict[str, bool]:
-    """The time-of-day profiles (``resource_sharing.profiles`` with ``times``) in force at
-    some of ``moments`` (epoch seconds, read in local time as the runtime reads them); the
-    value says whether a profile also governs moments outside every profile (the base pool
-    then governs those: key ``""``)."""
+def _grown(
+    keys: tuple[str, str], cpu: float, memory: int, new_cpu: float, new_memory: int
+) -> dict[str, Any]:
+    """A pool's CPU and memory under ``keys`` as a patch writes them (a whole percent as an
+    int, memory in whole MB), each only where it grew."""
+    out: dict[str, Any] = {}
+    if new_cpu > cpu + 1e-9:
+        out[keys[0]] = int(new_cpu) if new_cpu.is_integer() else new_cpu
+    if new_memory > memory:
+        out[keys[1]] = f"{new_memory // MIB}MB"
+    return out
+
+
+def profiles_at(workspace: Workspace, moments: list[float]) -> set[str]:
+    """The names of the time-of-day profiles (``resource_sharing.profiles`` with ``times``)
+    in force at some of ``moments`` (epoch seconds, read in local time as the runtime reads
+    them); ``""`` for moments under the base pool."""
     from devloop.config.allocation import select_profile
 
     config = workspace.config
     if not any(p.times for p in config.resource_sharing.profiles.values()):
-        return {"": True} if moments else {}
-    found: dict[str, bool] = {}
-    seen: set[tuple[int, int]] = set()
-    for moment in moments:
-        local = datetime.fromtimestamp(moment).time()
-        minute = (local.hour, local.minute)
-        if minute in seen:
-            continue
-        seen.add(minute)
-        name, _ = select_profile(config, at=local)
-        found[name or ""] = True
-    return found
+        return {""} if moments else set()
+    minutes = {datetime.fromtimestamp(moment).time().replace(second=0, microsecond=0)
+               for moment in moments}  # fmt: skip
+    return {select_profile(config, at=minute)[0] or "" for minute in minutes}
 
 
 def _fit_all(
@@ -587,7 +583,7 @@ def _fit_pool(
     history: History,
     params: TuneParameters,
     priorities: dict[str, int],
-    governing: dict[str, bool] | None = None,
+    governing: Collection[str] = (),
 ) -> PoolFit:
     """The pool the projects' suggestions need. When the pool in force cannot hold them, the
     pool is raised to what they need, up to ``max_pool`` CPU; beyond that the CPU limits are fit
@@ -620,7 +616,7 @@ def _fit_pool(
     # one too small for the limits is raised like the base pool (a profile no run was
     # triggered under is left as it is: nothing says what it needs).
     short = []
-    for name in sorted(n for n in governing or {} if n):
+    for name in sorted(n for n in governing if n):
         profile = workspace.config.resource_sharing.profiles[name]
         cpu = profile.cpu_limit if profile.cpu_limit is not None else pool.cpu
         memory = (
