@@ -111,6 +111,8 @@ def test_a_burner_over_its_project_limit_is_paused_then_resumed(write_workspace)
         with Running(workspace, min_pause=2.0) as recorder:
             burner = start("busy", tags=(BUSY, "burner"))
             wait_until(lambda: proc_state(burner.pid) == "T")
+            # the log line of a pause is written after its SIGSTOP: wait for it too
+            wait_until(lambda: actions(folder, "pause"))
             pause = actions(folder, "pause")[0]
             assert pause["scope"] == "project" and pause["project"] == BUSY
             assert pause["agent"] == "burner" and pause["metric"] == "cpu"
