@@ -139,8 +139,64 @@ def test_custom_total_check_refuses_over_the_pool(write_workspace):
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: .devloop-workspace/workspace.json: resource_sharing.perProjectLimits: "
-        "custom limits total 61% CPU, over the pool of 60%\n"
+        "custom limits total 61% CPU, over the pool of 60% "
+        '(with "overcommitCpu": true they may, the pool enforced on their sum)\n'
     )
+
+
+OVERCOMMIT = {
+    "strategy": "custom",
+    "overcommitCpu": True,
+    "perProjectLimits": {
+        "auth-service": {"maxCpu": 40, "maxMemory": "800MB"},
+        "api-service": {"maxCpu": 35, "maxMemory": "500MB"},
+    },
+}
+
+
+def test_overcommit_keeps_each_cpu_limit_and_the_pool_holds_the_sum(write_workspace):
+    # 40 + 35 = 75% of a 60% pool: each kept as given; worker-service (no entry) shares what
+    # the given ones leave, which is nothing; memory still splits the rest of 2GB.
+    allocation = allocate(load_workspace(write_workspace(guide_workspace(OVERCOMMIT))))
+    assert allocation.pool.cpu == 60.0
+    assert {n: (p.cpu, p.memory_bytes) for n, p in allocation.projects.items()} == {
+        "auth-service": (40.0, 800 * MB),
+        "api-service": (35.0, 500 * MB),
+        "worker-service": (0.0, 2048 * MB - 1300 * MB),
+    }
+    assert allocation.notes[0] == (
+        "custom CPU limits total 75%, over the base pool of 60% (overcommitCpu): the pool "
+        "holds their sum"
+    )
+
+
+def test_overcommit_under_a_smaller_profile_caps_each_limit_at_it(write_workspace):
+    sharing = {**OVERCOMMIT, "profiles": {"idle": {"cpuLimit": 30, "memoryLimit": "2GB",
+                                                   "times": ["17:00-09:00"]}}}  # fmt: skip
+    allocation = allocate(load_workspace(write_workspace(guide_workspace(sharing))),
+                          at=time(18, 0))  # fmt: skip
+    assert allocation.profile == "idle"
+    assert [p.cpu for p in allocation.projects.values()] == [30.0, 30.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"perProjectLimits": {"auth-service": {"maxCpu": 61}}},
+         "resource_sharing.perProjectLimits.auth-service.maxCpu: 61% is over the pool of 60% "
+         "(with overcommitCpu the limits may total more than the pool, each within it)"),
+        ({"strategy": "weighted"},
+         "resource_sharing.overcommitCpu: overcommitCpu applies to the custom strategy (this "
+         "one is 'weighted')"),
+    ],
+)  # fmt: skip
+def test_overcommit_refuses_a_limit_over_the_pool_and_other_strategies(
+    write_workspace, change, message
+):
+    write_workspace(guide_workspace({**OVERCOMMIT, **change}))
+    result = CliRunner().invoke(cli, ["workspace", "limits"])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: .devloop-workspace/workspace.json: {message}\n"
 
 
 def test_custom_projects_without_entry_share_the_rest(write_workspace):

@@ -149,8 +149,11 @@ def test_memory_is_never_under_a_run_peak_and_a_run_over_it_fails(tmp_path):
     assert agent.memory_bytes == 345 * MB  # ceil(300 MB x 1.15) in whole MiB
 
 
-def test_limits_the_pool_cannot_hold_raise_it_up_to_max_pool(tmp_path):
-    # Two projects, each bursting at 75 % by turns: each needs 75 % alone (pause), 150 % in all.
+def test_limits_the_pool_cannot_hold_overcommit_it_when_the_runs_take_turns(tmp_path):
+    # Two projects, each bursting at 75 % by turns: each needs 75 % alone (pause), 150 % in all,
+    # more than the largest pool allowed (90 %). Fit into it by priority (a: 71.4 %, b:
+    # 18.6 %), every run is over its project's limit and paused for the 5-s minimum pause;
+    # overcommitted (each keeps 75 %, the pool holds their sum), runs taking turns never meet.
     runs = bursts(20, project="a", agent="t") + bursts(20, project="b", agent="t", offset=50)
     limits = {**PAUSE, "maxCpu": 60}
     ws = build(tmp_path / "ws", runs, limits=limits, projects=[("a", 0), ("b", 3)])
@@ -159,20 +162,47 @@ def test_limits_the_pool_cannot_hold_raise_it_up_to_max_pool(tmp_path):
     assert pool["fits"] is False
     assert pool["needed"]["cpu_percent"] == 150.0
     assert pool["suggested"]["cpu_percent"] == 90.0  # the default --max-pool
+    assert pool["overcommit_cpu"] is True
+    # (1 + 5 paused + 9) / 10 ticks: every run of both paused once at its first check
+    assert pool["compared"] == [
+        {"overcommit_cpu": False, "failed_or_unfinished": 0, "worst_p95": 28.0,
+         "mean_p95": 28.0},
+        {"overcommit_cpu": True, "failed_or_unfinished": 0, "worst_p95": 1.0, "mean_p95": 1.0},
+    ]  # fmt: skip
     assert result.patch["global"] == {"resourceLimits": {"maxCpu": 90}}
-    # fit into 90 % by priority (a: priority 0 weighs 4, b: 1), each keeping the 1 % floor
+    assert result.patch["resource_sharing"]["overcommitCpu"] is True
     a, b = result.projects["a"], result.projects["b"]
-    assert (a.needed_cpu, b.needed_cpu) == (75.0, 75.0)
-    assert a.scaled and b.scaled and a.cpu is not None and b.cpu is not None
-    assert a.cpu > b.cpu and a.cpu + b.cpu <= 90.0
-    # the report shows the slowdown that leaves: b's runs are paused at its share
-    assert b.at_pool is not None and b.at_pool["p95"] is None or b.at_pool["p95"] > 1.10
-    assert "the largest allowed pool grants" in b.rationale
-    # raised within max_pool when it is enough
+    assert (a.cpu, b.cpu) == (75.0, 75.0) and not a.scaled and not b.scaled
+    assert a.at_pool is not None and b.at_pool is not None
+    assert (a.at_pool["p95"], b.at_pool["p95"]) == (1.0, 1.0)
+    assert b.rationale.endswith(
+        "the projects' limits overcommit the pool (overcommitCpu): with every project at once, "
+        "p95 slowdown 1.0x."
+    )
+    # raised within max_pool when it is enough (37.5 % each, 75 % in all): no overcommit
+    runs = [(p, "t", start, [1.5] * 10, rss) for p, _, start, _, rss in runs]
     ws = build(tmp_path / "ws2", runs, limits=limits, projects=[("a", 0), ("b", 3)])
-    result = autotune(ws, params=TuneParameters(**{**PARAMS.__dict__, "max_pool": 100}))
-    assert result.to_json()["pool"]["suggested"]["cpu_percent"] == 100.0
-    assert not result.projects["a"].scaled
+    result = autotune(ws, params=PARAMS)
+    pool = result.to_json()["pool"]
+    assert pool["suggested"]["cpu_percent"] == 75.0
+    assert pool["overcommit_cpu"] is False and pool["compared"] == []
+    assert "overcommitCpu" not in result.patch["resource_sharing"]
+
+
+def test_runs_together_over_the_largest_pool_keep_the_better_of_the_two_pools(tmp_path):
+    # The same bursts at the same moments: 150 % at once. Fit by priority, both projects are
+    # paused at every run (28x); overcommitted, the pool pauses b (priority 3) for the minimum
+    # pause while a (priority 0) runs alone: a 1.0x, b (1 + 5 + ... ) 4.0x. The better is
+    # kept; with throttle the limits fit into the pool slow a little, b pays.
+    runs = bursts(20, project="a", agent="t") + bursts(20, project="b", agent="t")
+    ws = build(tmp_path / "ws", runs, limits={**PAUSE, "maxCpu": 60},
+               projects=[("a", 0), ("b", 3)])  # fmt: skip
+    result = autotune(ws, params=PARAMS)
+    assert [c["worst_p95"] for c in result.pool.compared] == [28.0, 4.0]
+    assert result.pool.overcommit
+    a, b = result.projects["a"], result.projects["b"]
+    assert a.at_pool is not None and b.at_pool is not None
+    assert (a.at_pool["p95"], b.at_pool["p95"]) == (1.0, 4.0)
 
 
 def test_an_agent_running_a_second_after_each_save_has_the_time_recorded_as_history(tmp_path):
@@ -220,3 +250,21 @@ def test_a_time_of_day_profile_too_small_for_the_runs_is_raised_in_the_patch(tmp
     assert totals["suggested"]["p95"] <= 1.10 and totals["suggested"]["not_finished"] == 0
     # under the current 20 %, the paused bursts are slowed far past the target
     assert totals["current"]["p95"] is None or totals["current"]["p95"] > 2.0
+
+
+def test_an_agents_json_cap_under_the_suggestion_is_raised_with_it(tmp_path):
+    # agents.json's own project cap (global.resourceLimits) holds the project at 25 % whatever
+    # workspace.json says: a suggestion of 75 % would not take effect unless it rises too.
+    ws = build(tmp_path / "ws", bursts(20), limits=PAUSE)
+    agents = ws.parent / "api" / ".devloop" / "agents.json"
+    agents.parent.mkdir(parents=True)
+    agents.write_text(json.dumps({"global": {"resourceLimits": {"maxCpu": 25, "maxMemory": 500}},
+                                  "agents": {"tests": {"resourceLimits": {"maxCpu": 10}}}}))
+    result = autotune(ws, params=PARAMS)
+    assert result.projects["api"].cpu == 75.0
+    patch = result.agents_patches["api"]["patch"]
+    assert patch["global"] == {"resourceLimits": {"maxCpu": 75}}  # 500 MB holds 115 MB
+    assert patch["agents"]["tests"]["resourceLimits"]["maxCpu"] == 75
+    # replayed with the cap raised: no run slowed (under 25 % each would be paused)
+    assert result.projects["api"].at_pool is not None
+    assert result.projects["api"].at_pool["p95"] == 1.0

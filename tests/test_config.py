@@ -216,7 +216,8 @@ MALFORMED = [
     (guide_workspace({"strategy": "custom", "perProjectLimits": {
         "auth-service": {"maxCpu": 30}, "api-service": {"maxCpu": 30},
         "worker-service": {"maxCpu": 10}}}),
-     f"{WS}: resource_sharing.perProjectLimits: custom limits total 70% CPU, over the pool of 60%"),
+     f"{WS}: resource_sharing.perProjectLimits: custom limits total 70% CPU, over the pool of 60% "
+     '(with "overcommitCpu": true they may, the pool enforced on their sum)'),
     (guide_workspace({"strategy": "custom", "perProjectLimits": {
         "auth-service": {"maxMemory": "1GB"}, "api-service": {"maxMemory": "800MB"},
         "worker-service": {"maxMemory": "512MB"}}}),

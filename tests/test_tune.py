@@ -210,10 +210,12 @@ def test_suggestions_fall_in_the_bands_the_data_gives(sim):
         peak = int(part["rss"].max())
         assert entry.evidence["memory_bytes"]["max"] == peak
         if not entry.leak and not entry.scaled:
+            # the runs' peak (their wait4 maximum) may be above the ticks' sum
+            top = max(peak, found.get("runs_peak_memory_bytes") or 0)
             assert (
                 peak
                 <= entry.memory_bytes
-                <= math.ceil(peak * 1.15 / MB) * MB * (1.25 if entry.censored_memory else 1)
+                <= math.ceil(top * 1.15 / MB) * MB * (1.25 if entry.censored_memory else 1)
             ), name
     assert result.to_json()["period"]["hours"] == pytest.approx(48, abs=0.01)
     assert {s.confidence for s in result.projects.values()} == {"medium"}

@@ -238,11 +238,15 @@ def priority(
     return {n: Share(cpus[n], b) for n, b in zip(names, mem_bytes, strict=True)}
 
 
-def custom(pool: Pool, names: Sequence[str], limits: Mapping[str, Limit]) -> dict[str, Share]:
+def custom(
+    pool: Pool, names: Sequence[str], limits: Mapping[str, Limit], *, overcommit_cpu: bool = False
+) -> dict[str, Share]:
     """``limits`` as given; projects without an entry (or a dimension) share the rest equally.
 
     The config loader already refused totals over the base pool; a smaller pool (a profile)
-    scales the given limits down in proportion.
+    scales the given limits down in proportion. With ``overcommit_cpu`` the CPU limits may total
+    more than the pool: each is only capped at it (the pool is enforced on the projects' sum),
+    and projects without a CPU entry share what the given ones leave, if anything.
     """
     shares: dict[str, list[float]] = {n: [0.0, 0.0] for n in names}
     for dim, capacity in ((0, float(pool.cpu)), (1, float(pool.memory_bytes))):
@@ -251,11 +255,16 @@ def custom(pool: Pool, names: Sequence[str], limits: Mapping[str, Limit]) -> dic
         }
         fixed = {n: float(v) for n, v in given.items() if v is not None}
         total = math.fsum(fixed.values())
-        scale = capacity / total if total > capacity > 0 else (0.0 if capacity <= 0 else 1.0)
-        for n, v in fixed.items():
-            shares[n][dim] = v * scale
+        if dim == 0 and overcommit_cpu:
+            for n, v in fixed.items():
+                shares[n][dim] = min(v, capacity)
+            remaining = max(capacity - total, 0.0)
+        else:
+            scale = capacity / total if total > capacity > 0 else (0.0 if capacity <= 0 else 1.0)
+            for n, v in fixed.items():
+                shares[n][dim] = v * scale
+            remaining = max(capacity - total * scale, 0.0)
         rest = [n for n in names if n not in fixed]
-        remaining = max(capacity - total * scale, 0.0)
         for n, part in zip(rest, split_cpu(remaining, [1.0] * len(rest)), strict=True):
             shares[n][dim] = part
     return {n: Share(cpu, math.floor(mem + 1e-6)) for n, (cpu, mem) in shares.items()}
@@ -457,12 +466,19 @@ def allocate(
         shares = priority(pool, [(p.name, p.priority) for p in projects],
                           sharing.per_project_limits)  # fmt: skip
     else:
-        shares = custom(pool, names, sharing.per_project_limits)
+        shares = custom(pool, names, sharing.per_project_limits,
+                        overcommit_cpu=sharing.overcommit_cpu)  # fmt: skip
         given_cpu = math.fsum(
             sharing.per_project_limits[n].cpu or 0.0 for n in names
             if n in sharing.per_project_limits
         )  # fmt: skip
-        if given_cpu > pool.cpu + 1e-9:
+        if sharing.overcommit_cpu:
+            if given_cpu > pool.cpu + 1e-9:
+                notes.append(
+                    f"custom CPU limits total {given_cpu:g}%, over the {profile_name or 'base'} "
+                    f"pool of {pool.cpu:g}% (overcommitCpu): the pool holds their sum"
+                )
+        elif given_cpu > pool.cpu + 1e-9:
             notes.append(
                 f"custom CPU limits total {given_cpu:g}%, over the {profile_name or 'base'} "
                 f"pool of {pool.cpu:g}%: scaled down in proportion"

@@ -382,6 +382,13 @@ def _sharing(node: Node, names: set[str], limits: ResourceLimits) -> ResourceSha
             if name not in names:
                 raise value.error(f"unknown project {name!r}{_known(names)}")
             per_project[name] = _limit(value)
+    overcommit_node = node.get("overcommitCpu")
+    overcommit = overcommit_node.boolean() if overcommit_node is not None else False
+    if overcommit and strategy != "custom":
+        assert overcommit_node is not None
+        raise overcommit_node.error(
+            f"overcommitCpu applies to the custom strategy (this one is {strategy!r})"
+        )
     adaptation_node = node.get("adaptation")
     profiles_node = node.get("profiles")
     sharing = ResourceSharing(
@@ -390,6 +397,7 @@ def _sharing(node: Node, names: set[str], limits: ResourceLimits) -> ResourceSha
         memory_limit_bytes=memory,
         weights=weights,
         per_project_limits=per_project,
+        overcommit_cpu=overcommit,
         adaptation=_adaptation(adaptation_node) if adaptation_node is not None else Adaptation(),
         profiles=_profiles(profiles_node.obj(), with_times=True) if profiles_node else {},
     )
@@ -402,7 +410,8 @@ def _pct(value: float) -> str:
 
 
 def _check_custom_total(config: WorkspaceConfig, node: Node) -> None:
-    """The guide's total check: custom per-project limits must fit the pool."""
+    """The guide's total check: custom per-project limits must fit the pool (CPU limits may
+    total more with ``overcommitCpu``, each still within it)."""
     sharing = config.resource_sharing
     if sharing.strategy != "custom":
         return
@@ -411,10 +420,19 @@ def _check_custom_total(config: WorkspaceConfig, node: Node) -> None:
     limits = [lim for name, lim in sharing.per_project_limits.items() if name in enabled]
     path = "resource_sharing.perProjectLimits"
     cpu_total = sum(lim.cpu or 0.0 for lim in limits)
-    if pool.cpu is not None and cpu_total > pool.cpu + 1e-9:
+    if sharing.overcommit_cpu:
+        for name, lim in sharing.per_project_limits.items():
+            if name in enabled and pool.cpu is not None and (lim.cpu or 0.0) > pool.cpu + 1e-9:
+                raise ConfigError(
+                    node.file, f"{path}.{name}.maxCpu",
+                    f"{_pct(lim.cpu or 0.0)} is over the pool of {_pct(pool.cpu)} (with "
+                    "overcommitCpu the limits may total more than the pool, each within it)",
+                )  # fmt: skip
+    elif pool.cpu is not None and cpu_total > pool.cpu + 1e-9:
         raise ConfigError(
             node.file, path,
-            f"custom limits total {_pct(cpu_total)} CPU, over the pool of {_pct(pool.cpu)}",
+            f"custom limits total {_pct(cpu_total)} CPU, over the pool of {_pct(pool.cpu)} "
+            '(with "overcommitCpu": true they may, the pool enforced on their sum)',
         )  # fmt: skip
     memory_total = sum(lim.memory_bytes or 0 for lim in limits)
     if pool.memory_bytes is not None and memory_total > pool.memory_bytes:

@@ -90,6 +90,9 @@ class ResourceSharing:
     memory_limit_bytes: int | None = None
     weights: dict[str, float] = field(default_factory=dict)
     per_project_limits: dict[str, Limit] = field(default_factory=dict)
+    #: ``overcommitCpu``: under ``custom``, the projects' CPU limits may total more than the
+    #: pool (each at most the pool); the pool is then enforced on their sum
+    overcommit_cpu: bool = False
     adaptation: Adaptation = field(default_factory=Adaptation)
     profiles: dict[str, Profile] = field(default_factory=dict)
 

@@ -115,6 +115,7 @@ def workspace_schema() -> dict[str, Any]:
                 "additionalProperties": {"type": "number", "exclusiveMinimum": 0},
             },
             "perProjectLimits": {"type": "object", "additionalProperties": _limit()},
+            "overcommitCpu": {"type": "boolean", "default": False},
             "adaptation": _obj(
                 {
                     "enabled": {"type": "boolean", "default": True},

@@ -27,11 +27,13 @@ def workspace_summary(workspace: Workspace) -> dict[str, Any]:
                 "agents": [a.name for a in agents.enabled_agents] if agents else [],
             }
         )
+    overcommit = {"overcommitCpu": True} if config.resource_sharing.overcommit_cpu else {}
     return {
         "file": display_path(config.file),
         "workspace_name": config.workspace_name,
         "workspace_root": str(config.workspace_root),
         "strategy": config.resource_sharing.strategy,
+        **overcommit,
         "pool": {"maxCpu": pool.cpu, "maxMemory_bytes": pool.memory_bytes},
         "global": {
             "maxCpu": limits.max_cpu,

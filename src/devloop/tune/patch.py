@@ -52,6 +52,7 @@ from devloop.units import MIB
 
 if TYPE_CHECKING:
     from devloop.config import Workspace
+    from devloop.config.models import AgentsConfig
     from devloop.store.lock import StoreLock
     from devloop.tune.suggestions import EntitySuggestion, Suggestions
 
@@ -127,6 +128,11 @@ def build_patches(suggestions: Suggestions, workspace: Workspace) -> None:
         if config.file is None:
             continue
         agents_raw = _raw(config.file)
+        agents_patch: dict[str, Any] = {}
+        raised = _raised_cap(suggestions.projects.get(project), config, agents_raw)
+        if raised:
+            agents_patch["global"] = {"resourceLimits": raised}
+            suggestions.agents_patches[project] = {"patch": agents_patch}
         agents_node = agents_raw.get("agents") if isinstance(agents_raw, dict) else None
         if not isinstance(agents_node, dict):
             continue
@@ -141,7 +147,26 @@ def build_patches(suggestions: Suggestions, workspace: Workspace) -> None:
                 "resourceLimits": _limits(found, old if isinstance(old, dict) else None)
             }
         if changes:
-            suggestions.agents_patches[project] = {"patch": {"agents": changes}}
+            agents_patch["agents"] = changes
+            suggestions.agents_patches[project] = {"patch": agents_patch}
+
+
+def _raised_cap(entry: EntitySuggestion | None, config: AgentsConfig, raw: Any) -> dict[str, Any]:
+    """agents.json's own project cap (``global.resourceLimits``) raised to the project's
+    suggested limits where it is under them: the runtime holds a project at the smaller of the
+    two, so a suggestion above the cap would not take effect."""
+    if entry is None or entry.cpu is None or entry.memory_bytes is None:
+        return {}
+    cap = config.resource_limits
+    node = raw.get("global") if isinstance(raw, dict) else None
+    existing = node.get("resourceLimits") if isinstance(node, dict) else None
+    out: dict[str, Any] = {}
+    if cap.cpu is not None and cap.cpu < entry.cpu - 1e-9:
+        out["maxCpu"] = int(entry.cpu) if float(entry.cpu).is_integer() else entry.cpu
+    if cap.memory_bytes is not None and cap.memory_bytes < entry.memory_bytes:
+        out.update(memory_fields(existing if isinstance(existing, dict) else None,
+                                 entry.memory_bytes))  # fmt: skip
+    return out
 
 
 # --- the files of the target workspace -----------------------------------------------------

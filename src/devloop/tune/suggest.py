@@ -112,6 +112,7 @@ def autotune(
                 result.censored_cpu,
                 result.censored_memory,
                 result.leak,
+                f"it keeps no limit of its own, as now ({kept})",
             )
         suggestions[key] = _suggestion(
             history, key, result, leak, allocation, params, backtest, priorities, counts[key]
@@ -119,14 +120,15 @@ def autotune(
         suggestions[key].objective = objective.describe(key, searches.get(key), kept)
         suggestions[key].rationale = _why(suggestions[key], params)
     governing = profiles_at(workspace, [run.queued_at for run in demand.runs])
-    pool = _fit_pool(suggestions, workspace, allocation, history, params, priorities, governing)
+    suggestions, pool, totals = _choose_pool(
+        suggestions, workspace, allocation, history, params, priorities, governing, objective,
+        unit,
+    )  # fmt: skip
     if pool.note:
         notes.append(pool.note)
-    _cap_agents_at_projects(suggestions)
-    totals = objective.totals(suggestions, pool, workspace, unit, history)
     for entry in suggestions.values():
-        if entry.scaled:
-            entry.rationale = _why(entry, params)
+        if entry.scaled or pool.overcommit:
+            entry.rationale = _why(entry, params, overcommit=pool.overcommit)
     if count < 2:
         notes.append("history too short for a backtest (it needs two hours)")
     if not demand.runs:
@@ -184,6 +186,8 @@ class _Objective:
         self.runs = runs
         # group replays of the searches, shared by the final fit and the backtest's folds
         self.replays: dict[Any, tuple[float, ...]] = {}
+        # every run replayed under the current configuration (totals)
+        self.current: Any = None
 
     def fit(
         self, key: Key, result: Fit, reference: float, before: float
@@ -311,10 +315,15 @@ class _Objective:
         hours = float(history.n_hours)
         suggested = suggested_workspace(workspace, suggestions, pool)
         for name, config in (("current", workspace), ("suggested", suggested)):
-            replayed = replay(
-                runs, config, cores=self.cores, interval=self.demand.interval,
-                host_cores=self.demand.host_cores,
-            )  # fmt: skip
+            if name == "current" and self.current is not None:
+                replayed = self.current  # the same for every pool tried
+            else:
+                replayed = replay(
+                    runs, config, cores=self.cores, interval=self.demand.interval,
+                    host_cores=self.demand.host_cores,
+                )  # fmt: skip
+            if name == "current":
+                self.current = replayed
             cpu = pool.cpu if name == "current" else (pool.suggested_cpu or pool.cpu)
             memory = (
                 pool.memory_bytes
@@ -363,6 +372,7 @@ def suggested_workspace(
         resource_sharing=replace(
             sharing,
             strategy="custom",
+            overcommit_cpu=pool.overcommit,
             cpu_limit=None,
             memory_limit_bytes=None,
             per_project_limits=per_project,
@@ -383,8 +393,94 @@ def suggested_workspace(
                         max_memory_bytes=wanted.memory_bytes,
                     ),
                 )
-        agents[project] = replace(found, agents=changed)
+        cap = found.resource_limits
+        own = suggestions.get((project, ""))
+        if own is not None and own.cpu is not None and own.memory_bytes is not None:
+            # agents.json's project cap, raised to the suggestion as the patch raises it
+            cap = Limit(
+                None if cap.cpu is None else max(cap.cpu, own.cpu),
+                None if cap.memory_bytes is None else max(cap.memory_bytes, own.memory_bytes),
+            )
+        agents[project] = replace(found, agents=changed, resource_limits=cap)
     return replace(workspace, config=new, agents=agents)
+
+
+def _choose_pool(
+    suggestions: dict[Key, EntitySuggestion],
+    workspace: Workspace,
+    allocation: Allocation,
+    history: History,
+    params: TuneParameters,
+    priorities: dict[str, int],
+    governing: Collection[str],
+    objective: _Objective,
+    unit: int,
+) -> tuple[dict[Key, EntitySuggestion], PoolFit, dict[str, Side]]:
+    """The pool for the suggestions and every run replayed under it. When the projects need
+    more CPU than ``--max-pool`` allows, two ways to live with it are replayed with every run
+    together: the limits fit into the pool by priority, and each project at its need with the
+    pool enforced on their sum (``overcommitCpu``: it pays only where the projects' runs
+    overlap). The better one is suggested: fewer runs failing on memory or never finishing,
+    then the smaller worst p95 slowdown of a project, then the smaller mean; a tie keeps the
+    limits within the pool."""
+    from dataclasses import replace
+
+    options = (
+        [False, True] if _needs_overcommit(suggestions, allocation, workspace, params) else [False]
+    )
+    best: tuple[Any, ...] | None = None
+    compared: list[dict[str, Any]] = []
+    chosen: tuple[dict[Key, EntitySuggestion], PoolFit, dict[str, Side]] | None = None
+    for overcommit in options:
+        trial = {key: replace(entry) for key, entry in suggestions.items()}
+        pool = _fit_pool(trial, workspace, allocation, history, params, priorities, governing,
+                         overcommit=overcommit)  # fmt: skip
+        _cap_agents_at_projects(trial)
+        totals = objective.totals(trial, pool, workspace, unit, history)
+        score = _pool_score(trial)
+        compared.append({"overcommit_cpu": overcommit, "failed_or_unfinished": int(score[0]),
+                         "worst_p95": _finite(score[1]), "mean_p95": _finite(score[2])})  # fmt: skip
+        if best is None or score < best:
+            best, chosen = score, (trial, pool, totals)
+    assert chosen is not None
+    if len(compared) > 1:
+        chosen[1].compared = compared
+    return chosen
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isinf(value) else round(value, 4)
+
+
+def _needs_overcommit(
+    suggestions: dict[Key, EntitySuggestion],
+    allocation: Allocation,
+    workspace: Workspace,
+    params: TuneParameters,
+) -> bool:
+    """Whether the projects' suggested CPU, with the shares of the projects without one, is
+    more than the largest pool allowed."""
+    fitted = {key[0] for key, e in suggestions.items() if not key[1] and e.cpu is not None}
+    needed = sum(e.cpu or 0.0 for key, e in suggestions.items() if not key[1])
+    needed += sum(p.cpu for name, p in allocation.projects.items() if name not in fitted)
+    base = workspace.config.pool
+    current = base.cpu if base.cpu is not None else allocation.pool.cpu
+    return needed > max(params.max_pool, current) + 1e-9
+
+
+def _pool_score(suggestions: dict[Key, EntitySuggestion]) -> tuple[float, float, float]:
+    """How bad the projects' runs fare with every project at once (lower is better)."""
+    failed, p95s = 0.0, []
+    for key, entry in suggestions.items():
+        found = entry.at_pool
+        if key[1] or not found:
+            continue
+        failed += (found.get("failed_memory") or 0) + (found.get("not_finished") or 0)
+        p95 = found.get("p95")
+        p95s.append(math.inf if p95 is None else float(p95))
+    if not p95s:
+        return (failed, 0.0, 0.0)
+    return (failed, max(p95s), sum(p95s) / len(p95s))
 
 
 def _mask(history: History, hours: range) -> Any:
@@ -405,6 +501,8 @@ def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
         if body:
             sharing_patch = suggestions.patch.setdefault("resource_sharing", {})
             sharing_patch.setdefault("profiles", {})[name] = body
+    if pool.overcommit:
+        suggestions.patch.setdefault("resource_sharing", {})["overcommitCpu"] = True
     if pool.suggested_cpu is None or pool.suggested_memory is None:
         return
     raised = _grown(("maxCpu", "maxMemory"), pool.cpu, pool.memory_bytes, pool.suggested_cpu,
@@ -584,6 +682,8 @@ def _fit_pool(
     params: TuneParameters,
     priorities: dict[str, int],
     governing: Collection[str] = (),
+    *,
+    overcommit: bool = False,
 ) -> PoolFit:
     """The pool the projects' suggestions need. When the pool in force cannot hold them, the
     pool is raised to what they need, up to ``max_pool`` CPU; beyond that the CPU limits are fit
@@ -658,7 +758,19 @@ def _fit_pool(
         + f"): the patch raises it to {result.suggested_cpu:g}% CPU and "
         f"{format_size(result.suggested_memory)}"
     )
-    if needed_cpu > top + 1e-9:
+    if needed_cpu > top + 1e-9 and overcommit:
+        result.overcommit = True
+        for entry in fitted.values():
+            if (entry.cpu or 0.0) > top:
+                entry.needed_cpu = entry.cpu
+                entry.cpu = round_cpu(top)
+        note += (
+            f", the largest allowed (--max-pool {top:g}%); the projects' CPU limits still "
+            f"total {needed_cpu:.1f}%: overcommitCpu lets each keep what its runs need, the "
+            "pool enforced on their sum (their runs overlap little in the replay; see each "
+            "project's slowdown at the pool)"
+        )
+    elif needed_cpu > top + 1e-9:
         granted = _grant(
             cpu_want, {n: params.min_cpu for n in cpu_want}, top - reserved_cpu, priorities
         )
@@ -796,8 +908,20 @@ def _rationale(
     return text + "."
 
 
-def _why(entry: EntitySuggestion, params: TuneParameters) -> str:
+def _why(entry: EntitySuggestion, params: TuneParameters, *, overcommit: bool = False) -> str:
     """One sentence of why, for an entity whose runs were replayed (else the percentile's)."""
+    text = _why_alone(entry, params)
+    if overcommit and not entry.agent and entry.at_pool:
+        p95 = entry.at_pool.get("p95")
+        shown = "some never finish" if p95 is None else f"p95 slowdown {p95}x"
+        text = text.rstrip(".") + (
+            f"; the projects' limits overcommit the pool (overcommitCpu): with every project "
+            f"at once, {shown}."
+        )
+    return text
+
+
+def _why_alone(entry: EntitySuggestion, params: TuneParameters) -> str:
     found = entry.objective or {}
     if found.get("method") != "replay" or entry.cpu is None or entry.memory_bytes is None:
         if found.get("why") and entry.cpu is not None:  # again after scaling: one prefix

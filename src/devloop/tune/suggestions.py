@@ -28,8 +28,8 @@ KIND = "devloop-autotune-suggestions"
 VERSION = 2
 #: Additions that keep version 2 readable: 1 = limits by run slowdown (``objective``,
 #: ``at_pool``, run-based ``backtest``); 2 = ``group`` (fleet autotune's machine class),
-#: ``pool.profiles``, ``not_finished`` in the backtest sides.
-MINOR = 2
+#: ``pool.profiles``, ``not_finished`` in the backtest sides; 3 = ``pool.overcommit_cpu`` and ``pool.compared``.
+MINOR = 3
 
 
 def sha256_file(path: Path) -> str | None:
@@ -155,6 +155,12 @@ class PoolFit:
     #: current memory, suggested CPU % or None, suggested memory or None). A profile is a pool
     #: of its own for its hours, raised like the base pool when it cannot hold the limits.
     profiles: dict[str, tuple[float, int, float | None, int | None]] = field(default_factory=dict)
+    #: The projects' CPU limits total more than the pool (``overcommitCpu``): each keeps what
+    #: its runs need and the pool is enforced on their sum.
+    overcommit: bool = False
+    #: When the projects need more than ``--max-pool``: the two pools replayed with every
+    #: run together (limits fit into the pool, and overcommitted), how their runs fared.
+    compared: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         suggested = None
@@ -186,6 +192,8 @@ class PoolFit:
             },
             "fits": self.fits,
             "suggested": suggested,
+            "overcommit_cpu": self.overcommit,
+            "compared": self.compared,
             "note": self.note,
         }
 
