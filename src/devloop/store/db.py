@@ -34,6 +34,8 @@ def mapped(what: str = "query failed") -> Iterator[None]:
 
     try:
         yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None  # Ctrl-C during a query: DuckDB took the SIGINT
     except duckdb.PermissionException as exc:
         raise QueryRefused(f"{what}: {exc}") from exc
     except duckdb.Error as exc:

@@ -100,6 +100,8 @@ def _collect(
                 tail = sql.format(file="'spool'", source=f"_spool_{table}")
                 rows.extend(list(values) for _, *values in connection.sql(tail).fetchall())
             found[table] = rows
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
     except duckdb.Error as exc:
         raise StoreError(f"cannot digest the small tables of {root}: {exc}") from exc
     return found, computed

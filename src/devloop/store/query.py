@@ -89,6 +89,8 @@ def connect_listed(
     try:
         connection = duckdb.connect(database)
         connection.execute("SET TimeZone = 'UTC'")
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
     except duckdb.Error as exc:
         raise StoreError(f"cannot open DuckDB: {exc}") from exc
     return connection, create_views(connection, root)
@@ -124,6 +126,8 @@ def create_views(connection: duckdb.DuckDBPyConnection, root: Path | str) -> Lis
         sql = _view_sql(table, [fact.path for fact in files[table]], spooled=tail is not None)
         try:
             connection.execute(sql)
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None  # Ctrl-C while DuckDB ran: not a store error
         except duckdb.Error as exc:
             raise StoreError(f"cannot create the {table} view over {root}: {exc}") from exc
     return Listing(files, frozenset(pending))
@@ -196,6 +200,8 @@ def _read_footers(connection: duckdb.DuckDBPyConnection, paths: Sequence[Path]) 
             "epoch_us(CAST(stats_max_value AS TIMESTAMPTZ)) "
             f"FROM parquet_metadata({listing}) WHERE path_in_schema = 'ts'"
         ).fetchall()
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
     except duckdb.Error:
         return  # an unreadable file among them: each is read (and judged) on its own
     kvs: dict[str, dict[bytes, bytes]] = {}

@@ -392,6 +392,8 @@ def build(connection: duckdb.DuckDBPyConnection, root: Path, hour: Hour) -> bool
             table = conform(kind, connection.sql(sql).to_arrow_table())
             metadata = {**table.schema.metadata, ROLLUP_SOURCES_KEY: sources}
             write_entry(table.replace_schema_metadata(metadata), final)
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
     except (OSError, duckdb.Error, pa.ArrowException):
         return False
     return True
@@ -612,6 +614,8 @@ class HourWriter:
             found = self.connection.sql(
                 "SELECT DISTINCT epoch_us(ts) // 3600000000 FROM _spool_samples"
             ).fetchall()
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
         except duckdb.Error as exc:
             raise StoreError(f"cannot read the spool of {self.root}: {exc}") from exc
         return frozenset(Partition.of_hour_index(int(hour)) for (hour,) in found)
