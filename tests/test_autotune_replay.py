@@ -13,6 +13,7 @@ import pyarrow as pa
 from devloop.store import write_table
 from devloop.store.columns import PROCESSES, RUNS, SAMPLES
 from devloop.tune import TuneParameters, autotune
+from devloop.tune.report import html_report
 
 MB = 1 << 20
 GB = 1 << 30
@@ -179,6 +180,10 @@ def test_limits_the_pool_cannot_hold_overcommit_it_when_the_runs_take_turns(tmp_
         "the projects' limits overcommit the pool (overcommitCpu): with every project at once, "
         "p95 slowdown 1.0x."
     )
+    page = html_report(result)
+    assert "<td>suggested (overcommitCpu)</td><td>90.00%</td>" in page
+    assert "<tr><td>fit into the pool</td><td>28.00x</td><td>28.00x</td><td>0</td></tr>" in page
+    assert "<tr><td>overcommitted (suggested)</td><td>1.00x</td>" in page
     # raised within max_pool when it is enough (37.5 % each, 75 % in all): no overcommit
     runs = [(p, "t", start, [1.5] * 10, rss) for p, _, start, _, rss in runs]
     ws = build(tmp_path / "ws2", runs, limits=limits, projects=[("a", 0), ("b", 3)])
@@ -258,8 +263,14 @@ def test_an_agents_json_cap_under_the_suggestion_is_raised_with_it(tmp_path):
     ws = build(tmp_path / "ws", bursts(20), limits=PAUSE)
     agents = ws.parent / "api" / ".devloop" / "agents.json"
     agents.parent.mkdir(parents=True)
-    agents.write_text(json.dumps({"global": {"resourceLimits": {"maxCpu": 25, "maxMemory": 500}},
-                                  "agents": {"tests": {"resourceLimits": {"maxCpu": 10}}}}))
+    agents.write_text(
+        json.dumps(
+            {
+                "global": {"resourceLimits": {"maxCpu": 25, "maxMemory": 500}},
+                "agents": {"tests": {"resourceLimits": {"maxCpu": 10}}},
+            }
+        )
+    )
     result = autotune(ws, params=PARAMS)
     assert result.projects["api"].cpu == 75.0
     patch = result.agents_patches["api"]["patch"]

@@ -179,6 +179,44 @@ def _slowdown_plot(name: str, backtest: dict[str, Any] | None) -> str:
     )
 
 
+def _pool_section(pool: dict[str, Any]) -> str:
+    """The pool: current, needed and suggested, and when the projects need more than the
+    largest pool allowed, how every run fared with the limits fit into it and overcommitted."""
+    suggested = pool["suggested"] or pool["current"]
+    text = (
+        "<h2>Pool</h2><table><tr><th></th><th>CPU</th><th>memory</th></tr>"
+        f"<tr><td>current</td><td>{_fmt(pool['current']['cpu_percent'], '%')}</td>"
+        f"<td>{_fmt(pool['current']['memory_bytes'], 'MB')}</td></tr>"
+        f"<tr><td>the projects' limits need</td><td>{_fmt(pool['needed']['cpu_percent'], '%')}"
+        f"</td><td>{_fmt(pool['needed']['memory_bytes'], 'MB')}</td></tr>"
+        f"<tr><td>suggested{' (overcommitCpu)' if pool['overcommit_cpu'] else ''}</td>"
+        f"<td>{_fmt(suggested['cpu_percent'], '%')}</td>"
+        f"<td>{_fmt(suggested['memory_bytes'], 'MB')}</td></tr></table>"
+    )
+    if pool["compared"]:
+        text += (
+            "<p>The projects need more CPU than the largest pool allowed: every run replayed "
+            "together with the limits fit into the pool by priority, and overcommitted (each "
+            "at its need, the pool enforced on their sum).</p><table><tr><th>limits</th>"
+            "<th>worst project p95</th><th>mean project p95</th><th>runs failed or never "
+            "finished</th></tr>"
+        )
+        for row in pool["compared"]:
+            name = "overcommitted" if row["overcommit_cpu"] else "fit into the pool"
+            chosen = row["overcommit_cpu"] == pool["overcommit_cpu"]
+            text += (
+                f"<tr><td>{name}{' (suggested)' if chosen else ''}</td>"
+                f"<td>{_p95(row['worst_p95'])}</td><td>{_p95(row['mean_p95'])}</td>"
+                f"<td>{row['failed_or_unfinished']}</td></tr>"
+            )
+        text += "</table>"
+    return text
+
+
+def _p95(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.2f}x"
+
+
 def html_report(suggestions: Suggestions) -> str:
     """The whole report as one HTML document."""
     data = suggestions.to_json()
@@ -209,6 +247,7 @@ def html_report(suggestions: Suggestions) -> str:
             f"<td class='flag'>{html.escape(', '.join(flags))}</td></tr>"
         )
     parts.append("</table>")
+    parts.append(_pool_section(data["pool"]))
     parts.append("<h2>Projects</h2>")
     ticks = history.system_ticks
     hours = [i for i in range(history.n_hours) if ticks[i] > 0]
