@@ -28,7 +28,8 @@ KIND = "devloop-autotune-suggestions"
 VERSION = 2
 #: Additions that keep version 2 readable: 1 = limits by run slowdown (``objective``,
 #: ``at_pool``, run-based ``backtest``); 2 = ``group`` (fleet autotune's machine class),
-#: ``pool.profiles``, ``not_finished`` in the backtest sides; 3 = ``pool.overcommit_cpu`` and ``pool.compared``.
+#: ``pool.profiles``, ``not_finished`` in the backtest sides; 3 = ``pool.overcommit_cpu`` and
+#: ``pool.compared``.
 MINOR = 3
 
 
