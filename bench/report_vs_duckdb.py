@@ -92,10 +92,19 @@ def main() -> None:
     parser.add_argument(
         "--source", action="store_true", help="no bytecode cache: compile devloop at every run"
     )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="this .devloop-workspace instead of DIR/sim-DAYSd (not a "
+        "symbolic link: _facts.json names the files by their real paths)",
+    )
+    parser.add_argument(
+        "--question", choices=sorted(DUCKDB), action="append", help="only these (repeatable)"
+    )
     args = parser.parse_args()
     if not args.source:
         bytecode(args.dir / "pycache")
-    ws = args.dir / f"sim-{args.days:g}d" / ".devloop-workspace"
+    ws = args.store or args.dir / f"sim-{args.days:g}d" / ".devloop-workspace"
     if not ws.exists():
         started = time.perf_counter()
         subprocess.run(
@@ -105,12 +114,15 @@ def main() -> None:
         )  # fmt: skip
         print(f"simulated {args.days:g} days in {time.perf_counter() - started:.0f} s")
     files = ws / "metrics" / "samples" / "*" / "*" / "*.parquet"
-    print(f"store: {ws} ({'source' if args.source else 'compiled bytecode'})")
+    print(f"store: {ws} ({'source' if args.source else 'compiled bytecode'}), "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     print(
         "| question | devloop cold | devloop warm (median) | DuckDB (median) | devloop / DuckDB |"
     )
     print("|---|---|---|---|---|")
     for question, code in DUCKDB.items():
+        if args.question and question not in args.question:
+            continue
         script = [sys.executable, "-c", code.format(files=files)]
         cold = timed(devloop_argv(question, ws))
         ours, theirs = [], []
@@ -120,6 +132,7 @@ def main() -> None:
         warm, plain = statistics.median(ours), statistics.median(theirs)
         print(f"| {question} | {cold:.2f} s | {warm:.2f} s | {plain:.2f} s | "
               f"{warm / plain:.2f}x |")  # fmt: skip
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

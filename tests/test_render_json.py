@@ -77,3 +77,68 @@ def test_every_report_renders_as_before(tmp_path: Path) -> None:
 def test_what_json_refuses_is_refused() -> None:
     with pytest.raises(TypeError):
         to_json({"when": object()})
+
+
+def _python_text(exported: Any, fmt: str) -> str:
+    """The export as rendered from its fetched rows, in Python (the text DuckDB must match)."""
+    from devloop.cli.render_reports import render_export
+
+    assert exported.result.rows is not None  # fetched: render_export takes the Python path
+    assert exported.text(fmt) is None
+    return render_export(exported, fmt)
+
+
+@pytest.mark.parametrize("interval", [5.0, 0.4, 7.0, 3600.0])
+@pytest.mark.parametrize("detailed", [False, True])
+def test_duckdb_writes_the_export_as_python_does(
+    tmp_path: Path, interval: float, detailed: bool
+) -> None:
+    from devloop.cli.render_reports import render_export
+
+    ws = build_store(tmp_path / ".devloop-workspace")
+    for fmt in ("json", "csv"):
+        exported = export_metrics(ws, interval=interval, detailed=detailed)
+        assert exported.text(fmt, {}, 1) is not None  # DuckDB writes it
+        assert render_export(exported, fmt) == _python_text(
+            export_metrics(ws, interval=interval, detailed=detailed), fmt
+        )
+
+
+def test_duckdb_writes_numbers_times_and_nulls_as_python_does(tmp_path: Path) -> None:
+    """Ties at 2 and 6 places, float noise, -0, NaN, infinities, huge and tiny numbers,
+    microseconds and nulls: the same digits as Python's round and repr."""
+    from devloop.analytics._db import open_store
+    from devloop.analytics.rows import Query
+    from devloop.cli.render_reports import _csv_rows
+
+    ws = build_store(tmp_path / ".devloop-workspace")
+    numbers = [0.125, 0.375, 2.675, 1.0049999996, 94.000001, -0.001, 1e-7, 1e-5, 123.4565,
+               1e15 + 0.3, 1e16, 1e22, 0.1 + 0.2, 33.333333333, 12.0, float("nan"),
+               float("inf"), float("-inf"), None]  # fmt: skip
+    rows = ", ".join(
+        f"(make_timestamptz({1_767_571_200_000_000 + i * 1_234_567}), 'p-{i}', {i}, ?)"
+        for i in range(len(numbers))
+    )
+    kinds: dict[str, Any] = {"interval_start": "ts", "project": "str", "ticks": "i64",
+                             "cpu_avg_percent": "f64"}  # fmt: skip
+    sql = f"SELECT * FROM (VALUES {rows}, (NULL, NULL, NULL, 1.5)) t({', '.join(kinds)})"
+    query = Query(open_store(ws), sql, tuple(numbers), kinds, "ticks NULLS LAST")
+    fetched = query.fetch()
+    want = to_json({"rows": fetched.records()}, rounded=True)
+    assert '{\n  "rows": ' + str(query.json({"cpu_avg_percent": 2}, 1)) + "\n}\n" == want
+    finite = Query(query.store, f"SELECT * FROM ({sql}) WHERE isfinite(cpu_avg_percent)"
+                   " OR cpu_avg_percent IS NULL", query.params, kinds, query.order)  # fmt: skip
+    assert finite.csv() == _csv_rows(finite.fetch())
+    assert query.csv() is None  # Python writes inf and nan in CSV
+
+
+@pytest.mark.parametrize("name", ['say "hi"', "a,b", "naïve", "back\\slash"])
+def test_names_duckdb_cannot_write_are_left_to_python(tmp_path: Path, name: str) -> None:
+    from devloop.analytics._db import open_store
+    from devloop.analytics.rows import Query
+
+    ws = build_store(tmp_path / ".devloop-workspace")
+    kinds: dict[str, Any] = {"project": "str", "ticks": "i64"}
+    query = Query(open_store(ws), "SELECT ? AS project, 1 AS ticks", (name,), kinds, "ticks")
+    assert query.json({}, 1) is None
+    assert query.csv() is None

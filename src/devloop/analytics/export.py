@@ -12,6 +12,7 @@ interval) and are exported by their own report, :func:`devloop.analytics.runs`:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from devloop.analytics._db import Selection, Store, open_store
 from devloop.analytics._series import project_series_sql, series_aligned, tick_sums_sql
-from devloop.analytics.rows import Rows, cast_columns, fetch
+from devloop.analytics.rows import Query, Rows
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 
@@ -55,27 +56,44 @@ class MetricsExport:
     * ``cpu_avg_percent``, ``cpu_max_percent``: mean and highest per-tick CPU % of the machine
     * ``memory_max_bytes``, ``fds_max``, ``threads_max``: highest per-tick sums
 
-    ``result`` holds the same rows as DuckDB returned them (what the CLI renders); ``rows``
-    is made of them when first asked for.
+    ``source`` is the rows as DuckDB returned them, or the query that returns them: then
+    ``result`` runs it when first asked for, and the CLI has DuckDB write them as JSON or CSV
+    text instead (:meth:`text`). ``rows`` is made of ``result`` when first asked for.
     """
 
     selection: Selection
     interval_seconds: float
     detailed: bool
-    result: Rows = field(repr=False)
+    source: Rows | Query = field(repr=False)
+
+    @cached_property
+    def result(self) -> Rows:
+        """The rows as DuckDB returned them (what the CLI renders)."""
+        source = self.source
+        return source if isinstance(source, Rows) else source.fetch()
 
     @cached_property
     def rows(self) -> pl.DataFrame:
         """The rows as a polars DataFrame."""
         return self.result.frame()
 
-    def to_json(self) -> dict[str, Any]:
-        """``{"range", "interval_seconds", "rows": [...]}``."""
-        return {
-            "range": self.selection.to_json(),
-            "interval_seconds": self.interval_seconds,
-            "rows": self.result.records(),
-        }
+    def to_json(self, *, rows: bool = True) -> dict[str, Any]:
+        """``{"range", "interval_seconds", "rows": [...]}`` (no ``rows`` unless ``rows``)."""
+        data = {"range": self.selection.to_json(), "interval_seconds": self.interval_seconds}
+        if rows:
+            data["rows"] = self.result.records()
+        return data
+
+    def text(
+        self, fmt: str, decimals: Mapping[str, int] | None = None, depth: int = 0
+    ) -> str | None:
+        """The rows written by DuckDB: ``fmt`` ``"json"`` as :meth:`Query.json` (the list at
+        ``depth``, floats rounded to ``decimals``), ``"csv"`` as :meth:`Query.csv`; None when
+        the rows are already fetched or only Python can write them."""
+        source = self.source
+        if isinstance(source, Rows) or "result" in self.__dict__:
+            return None
+        return source.json(decimals or {}, depth) if fmt == "json" else source.csv()
 
 
 def export_metrics(
@@ -87,7 +105,10 @@ def export_metrics(
     interval: float = 60.0,
     detailed: bool = False,
 ) -> MetricsExport:
-    """One row per ``interval`` seconds and project (agent when ``detailed``)."""
+    """One row per ``interval`` seconds and project (agent when ``detailed``).
+
+    The rows are fetched when first asked for (``result``, ``rows``, ``to_json()``), or at
+    once from a :class:`Store` passed in (which its owner may close)."""
     if not interval >= 1e-6:
         raise UsageError(f"the interval must be positive, not {interval:g}s")
     bucket_us = max(1, round(interval * 1e6))
@@ -115,9 +136,9 @@ def export_metrics(
         sql, params = _project_rows(store, selection, bucket_us)
         kinds = {name: kind for name, kind in EXPORT_KINDS.items() if name != "agent"}
         order = "interval_start, project"
-    sql = f"SELECT {cast_columns(kinds)} FROM ({sql}) ORDER BY {order}"
-    rows = fetch(store, sql, params, kinds)
-    return MetricsExport(selection, bucket_us / 1e6, detailed, rows)
+    query = Query(store, sql, tuple(params), kinds, order)
+    source = query.fetch() if store is workspace_dir else query
+    return MetricsExport(selection, bucket_us / 1e6, detailed, source)
 
 
 def _project_rows(store: Store, selection: Selection, bucket_us: int) -> tuple[str, list[Any]]:
