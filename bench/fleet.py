@@ -300,7 +300,7 @@ def _spark(master: str, hosts: int, hours: float) -> None:
             ),
             "runs --summary": (
                 lambda ws: records(run_summary(ws)),
-                lambda ws: run_summary_spark(spark, ws),
+                lambda ws: records(run_summary_spark(spark, ws)),
             ),
             "export 1m": (
                 lambda ws: export_metrics(ws).to_json(),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +148,11 @@ def test_runs_summary_equals_duckdb(spark: Any, shipped: Path, merged: Path) -> 
     expected = records(run_summary(merged))
     assert expected and any(row["estimated"] for row in expected)
     assert any(row["estimated"] < row["runs"] for row in expected)  # launched runs too
-    _same(run_summary_spark(spark, shipped), expected, "summary")
+    found = run_summary_spark(spark, shipped)
+    assert found.schema == run_summary(merged).schema  # the frame the CLI renders
+    _same(records(found), expected, "summary")
     _same(
-        run_summary_spark(spark, shipped, agent="lint*", estimated=False),
+        records(run_summary_spark(spark, shipped, agent="lint*", estimated=False)),
         records(run_summary(merged, agent="lint*", estimated=False)),
         "launched linters",
     )
@@ -177,12 +179,42 @@ def test_idle_ticks_and_unread_cpu(spark: Any, holes: Path) -> None:
     # arg_max over {v, n} structs took a null v as the largest until agent_hour and
     # project_hour version 2): the unread minutes of proj-2's formatter are never named.
     _same(found, expected, "holes")
-    _same(run_summary_spark(spark, holes), records(run_summary(holes)), "holes summary")
+    _same(records(run_summary_spark(spark, holes)), records(run_summary(holes)), "holes summary")
     _same(export_spark(spark, holes).to_json(), export_metrics(holes).to_json(), "holes export")
 
 
+def test_the_cli_says_what_spark_needs(monkeypatch: pytest.MonkeyPatch, merged: Path) -> None:
+    import sys
+
+    from click.testing import CliRunner
+
+    from devloop.cli import cli
+
+    args = ["workspace", "analytics", "efficiency", "--workspace-dir", str(merged),
+            "--engine", "spark"]  # fmt: skip
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "pyspark", None)  # as if it were not installed
+        found = CliRunner().invoke(cli, args)
+    assert (found.exit_code, found.output) == (
+        1, "Error: the Spark engine needs pyspark: pip install 'devloop-workspace[fleet]'\n"
+    )  # fmt: skip
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    found = CliRunner().invoke(cli, args)
+    assert (found.exit_code, found.output) == (
+        1, "Error: the Spark engine needs a Java runtime (JDK 17 or later) on the PATH\n"
+    )  # fmt: skip
+    found = CliRunner().invoke(cli, ["workspace", "metrics", "--workspace-dir", str(merged),
+                                     "--engine", "spark"])  # fmt: skip
+    assert found.exit_code == 2
+    assert "Error: --engine spark runs the export only (--interval or --format csv)" in found.output
+    found = CliRunner().invoke(cli, ["workspace", "analytics", "runs", "--workspace-dir",
+                                     str(merged), "--engine", "spark"])  # fmt: skip
+    assert found.exit_code == 2
+    assert "Error: --engine spark runs the summary only (--summary)" in found.output
+
+
 def test_the_cli_runs_peak_usage_on_spark(spark: Any, merged: Path) -> None:
-    # Last in the module: the command stops the session it gets (this module's).
     from click.testing import CliRunner
 
     from devloop.cli import cli
@@ -198,3 +230,54 @@ def test_the_cli_runs_peak_usage_on_spark(spark: Any, merged: Path) -> None:
     assert fleet["range"]["hosts"] == ["alpha", "bravo", "charlie"]
     ticks = json.loads(on_spark.output)["peaks"][0]["ticks"]
     assert ticks * 3 == fleet["peaks"][0]["ticks"]
+    # The command ran in this process's session and left it running (it stops only its own).
+    assert spark.range(3).count() == 3
+
+
+_CUT = ["--start", "2026-01-05T00:30:00Z", "--end", "2026-01-05T01:10:00Z"]
+
+
+@pytest.mark.parametrize(
+    ("store", "command", "facts"),
+    [
+        ("merged", ["metrics", "--interval", "5m", "--detailed", "--host", "bravo"],
+         lambda out: len(out["rows"]) == 24 * 4),
+        ("merged", ["analytics", "runs", "--summary", "--agent", "lint*", "--host", "bravo"],
+         lambda out: [row["agent"] for row in out["summary"]] == ["linter", "linter"]),
+        # efficiency and bottlenecks: their only Spark runs here (each costs seconds), on the
+        # three hosts with idle ticks and unread CPU; efficiency over a range cutting an hour
+        ("holes", ["analytics", "efficiency", *_CUT],
+         lambda out: out["range"]["hosts"] == ["alpha", "bravo", "charlie"]
+         and [(p["ticks"], p["pauses"]) for p in out["projects"]] == [(720, 0), (720, 6)]
+         and out["projects"][1]["cpu_over_limit_seconds"] == 1650.0 and len(out["notes"]) == 4),
+        # every interval: projects and the workspace, CPU and memory (the longest: first), up
+        # to three drivers
+        ("holes", ["analytics", "bottlenecks", "--threshold", "10", "--all"],
+         lambda out: out["intervals_found"] == len(out["intervals"]) == 53
+         and out["intervals"][0]["resource"] == "memory"
+         and {(i["scope"], i["resource"]) for i in out["intervals"]}
+         == {("project", "cpu"), ("project", "memory"), ("workspace", "cpu")}
+         and max(len(i["drivers"]) for i in out["intervals"]) == 3),
+    ],
+    ids=["export", "runs-summary", "efficiency", "bottlenecks"],
+)  # fmt: skip
+def test_the_cli_runs_on_spark(
+    spark: Any,
+    request: pytest.FixtureRequest,
+    store: str,
+    command: list[str],
+    facts: Callable[[dict[str, Any]], bool],
+) -> None:
+    from click.testing import CliRunner
+
+    from devloop.cli import cli
+
+    folder = request.getfixturevalue(store)
+    args = ["workspace", *command, "--workspace-dir", str(folder), "--format", "json"]
+    on_duckdb = CliRunner().invoke(cli, args)
+    on_spark = CliRunner().invoke(cli, [*args, "--engine", "spark"])
+    assert on_duckdb.exit_code == 0, (on_duckdb.output, on_duckdb.exception)
+    assert on_spark.exit_code == 0, (on_spark.output, on_spark.exception)
+    expected = json.loads(on_duckdb.output)
+    assert facts(expected), expected
+    _same(json.loads(on_spark.output), expected, "cli")

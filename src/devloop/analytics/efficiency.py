@@ -96,12 +96,26 @@ def efficiency(
     agents: tuple[str, ...] | list[str] = (),
 ) -> Efficiency:
     """Allocation against use per project and for the workspace over ``time_range``."""
-    import polars as pl
-
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    stats = _stats_sql(store, selection) or _stats_series(store, selection)
-    per_project, workspace_row, note = stats
+    per_project, workspace_row, note = _stats_sql(store, selection) or _stats_series(
+        store, selection
+    )
+    return _report(selection, per_project, workspace_row, _pauses(store, selection), note)
+
+
+def _report(
+    selection: Selection,
+    per_project: pl.DataFrame,
+    workspace_row: pl.DataFrame,
+    pauses: pl.DataFrame,
+    note: str | None,
+) -> Efficiency:
+    """The report from the statistics (``project`` and ``ticks``, then :func:`_aggregates`'
+    columns; the workspace's one row without ``project``), the ``pause`` events per project
+    (``project``, ``pauses``) and the note on the limits: the part every engine shares."""
+    import polars as pl
+
     per_project, workspace_row = (
         _derived(frame).with_columns(pl.col("ticks").cast(pl.Int64))
         for frame in (per_project, workspace_row)
@@ -110,7 +124,6 @@ def efficiency(
     workspace_row = workspace_row.with_columns(
         pl.lit("workspace").alias("scope"), pl.lit(None, dtype=pl.String).alias("project")
     )
-    pauses = _pauses(store, selection)
     table = (
         pl.concat([per_project.sort("project"), workspace_row], how="diagonal")
         .join(pauses, on="project", how="left", nulls_equal=True)

@@ -224,3 +224,27 @@ def report_folder(workspace_dir: Path | None, *, configured: bool = False) -> Pa
         return resolve_workspace_dir(workspace_dir)
     ctx.with_resource(reading(hosts=hosts))
     return data
+
+
+def engine_options(func: F) -> F:
+    """``--engine duckdb|spark`` and ``--spark-master URL``: which engine computes a report."""
+    decorators = [
+        click.option(
+            "--engine",
+            type=click.Choice(["duckdb", "spark"]),
+            default="duckdb",
+            show_default=True,
+            help="spark: the same report as a PySpark job (the fleet extra and a JDK 17; on one "
+            "machine DuckDB is faster: for data that outgrows it, docs/fleet.md).",
+        ),
+        click.option(
+            "--spark-master",
+            metavar="URL",
+            default="local[2]",
+            show_default=True,
+            help="With --engine spark: local[N], spark://HOST:7077, yarn...",
+        ),
+    ]
+    for decorate in reversed(decorators):
+        func = decorate(func)
+    return func

@@ -8,7 +8,6 @@ Each parses its options, calls one function of :mod:`devloop.analytics` and writ
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ from devloop.cli._options import (
     duration_value,
     echo_warnings,
     emit,
+    engine_options,
     fleet_options,
     format_option,
     output_option,
@@ -150,6 +150,7 @@ def _store_warnings() -> Iterator[None]:
     show_default=True,
     help="How long --baseline records (60, 5m).",
 )
+@engine_options
 @click.pass_context
 def metrics(
     ctx: click.Context,
@@ -166,6 +167,8 @@ def metrics(
     interval: str | None,
     baseline: bool,
     duration: str,
+    engine: str,
+    spark_master: str,
 ) -> None:
     """Workspace CPU and memory against the limits in force, per project.
 
@@ -173,7 +176,8 @@ def metrics(
     --interval (or --format csv, 1m by default) it exports the history instead: one row per
     interval and project with avg and max CPU %, max memory, file handles and threads (agent
     runs export with `analytics runs --format csv`). --baseline records the machine for
-    --duration and writes a summary; `metrics compare` compares two summaries.
+    --duration and writes a summary; `metrics compare` compares two summaries. The export
+    also runs on Spark (--engine spark).
 
     \b
     Example:
@@ -181,11 +185,15 @@ def metrics(
       devloop workspace metrics --detailed --compare-config
       devloop workspace metrics --format csv --start "2 hours ago" --interval 1m -o metrics.csv
       devloop workspace metrics --baseline --duration 60 --output baseline.json
+      devloop workspace metrics --store /mnt/fleet --interval 5m --format json --engine spark
     """
     if ctx.invoked_subcommand is not None:
         return
     time_range = _range(start, end, period)
     seconds = duration_value(interval, "--interval")
+    exporting = seconds is not None or fmt == "csv"
+    if engine == "spark" and not exporting:
+        raise click.UsageError("--engine spark runs the export only (--interval or --format csv)")
     if baseline and ctx.meta.get("devloop.store") is not None:
         raise click.UsageError("--baseline records this machine: not with --store")
     folder = report_folder(workspace_dir)
@@ -200,7 +208,16 @@ def metrics(
             summary = record_baseline(folder, duration=length)
         emit(to_json(summary), output)
         return
-    if seconds is not None or fmt == "csv":
+    if exporting and engine == "spark":
+        from devloop.analytics.spark import export_spark, spark_engine
+
+        with spark_engine(spark_master) as spark:
+            exported = export_spark(spark, folder, time_range, projects, agents,
+                                    interval=seconds or 60.0, detailed=detailed,
+                                    hosts=_hosts())  # fmt: skip
+        emit(render_export(exported, fmt), output)
+        return
+    if exporting:
         from devloop.analytics import export_metrics
 
         with _store_warnings():
@@ -254,21 +271,7 @@ def analytics() -> None:
 
 @analytics.command("peak-usage")
 @report_options
-@click.option(
-    "--engine",
-    type=click.Choice(["duckdb", "spark"]),
-    default="duckdb",
-    show_default=True,
-    help="spark: the same report as a PySpark job (the fleet extra and a JDK 17; on one "
-    "machine DuckDB is faster: for data that outgrows it, docs/fleet.md).",
-)
-@click.option(
-    "--spark-master",
-    metavar="URL",
-    default="local[2]",
-    show_default=True,
-    help="With --engine spark: local[N], spark://HOST:7077, yarn...",
-)
+@engine_options
 def peak_usage(
     workspace_dir: Path | None,
     fmt: str,
@@ -296,40 +299,20 @@ def peak_usage(
     folder = report_folder(workspace_dir)
     time_range = _range(start, end, period)
     if engine == "spark":
-        report = _on_spark(folder, spark_master, time_range, projects, agents)
+        from devloop.analytics.spark import peak_usage_spark, spark_engine
+
+        with spark_engine(spark_master) as spark:
+            report = peak_usage_spark(spark, folder, time_range, projects, agents, hosts=_hosts())
     else:
         with _store_warnings():
             report = run(folder, time_range, projects, agents)
     emit(render_peak_usage(report, fmt), output)
 
 
-def _on_spark(
-    folder: Path,
-    master: str,
-    time_range: Any,
-    projects: tuple[str, ...],
-    agents: tuple[str, ...],
-) -> Any:
-    """peak-usage as a PySpark job over the store at ``folder`` (a fleet's mirror with
-    --store), under --host; UsageError without pyspark or a JDK."""
-    import shutil
-
-    from devloop.errors import UsageError
-
-    try:
-        from devloop.analytics.spark import peak_usage_spark, spark_session
-    except ImportError as exc:  # pragma: no cover - pyspark is in the dev extra
-        raise UsageError(
-            "--engine spark needs pyspark: pip install 'devloop-workspace[fleet]'"
-        ) from exc
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        raise UsageError("--engine spark needs a Java runtime (JDK 17 or later) on the PATH")
+def _hosts() -> tuple[str, ...]:
+    """The --host globs, for the Spark engine (DuckDB's reports read them from the context)."""
     hosts: tuple[str, ...] = click.get_current_context().meta.get("devloop.hosts") or ()
-    spark = spark_session(master)
-    try:
-        return peak_usage_spark(spark, folder, time_range, projects, agents, hosts=hosts)
-    finally:
-        spark.stop()
+    return hosts
 
 
 @analytics.command("bottlenecks")
@@ -362,6 +345,7 @@ def _on_spark(
     show_default=True,
     help="Which resource to check.",
 )
+@engine_options
 def bottlenecks(
     workspace_dir: Path | None,
     fmt: str,
@@ -376,6 +360,8 @@ def bottlenecks(
     limit: int | None,
     show_all: bool,
     resource: str,
+    engine: str,
+    spark_master: str,
 ) -> None:
     """Intervals where a project or the workspace used >= THRESHOLD % of its limit.
 
@@ -386,6 +372,7 @@ def bottlenecks(
     Example:
       devloop workspace analytics bottlenecks --threshold 80 --min-duration 30s
       devloop workspace analytics bottlenecks --min-duration 5s --all
+      devloop workspace analytics bottlenecks --store /mnt/fleet --engine spark
     """
     from devloop.analytics import bottlenecks as run
     from devloop.errors import UsageError
@@ -399,22 +386,25 @@ def bottlenecks(
         raise click.BadParameter(str(exc), param_hint="--min-duration") from exc
     folder = report_folder(workspace_dir)
     resources = ("cpu", "memory") if resource == "all" else (resource,)
-    with _store_warnings():
-        report = run(
-            folder,
-            _range(start, end, period),
-            projects,
-            agents,
-            threshold=threshold,
-            min_duration=shortest,
-            limit=None if show_all else (limit or BOTTLENECKS_SHOWN),
-            resources=resources,
-        )
+    time_range = _range(start, end, period)
+    shown = None if show_all else (limit or BOTTLENECKS_SHOWN)
+    if engine == "spark":
+        from devloop.analytics.spark import bottlenecks_spark, spark_engine
+
+        with spark_engine(spark_master) as spark:
+            report = bottlenecks_spark(spark, folder, time_range, projects, agents,
+                                       threshold=threshold, min_duration=shortest, limit=shown,
+                                       resources=resources, hosts=_hosts())  # fmt: skip
+    else:
+        with _store_warnings():
+            report = run(folder, time_range, projects, agents, threshold=threshold,
+                         min_duration=shortest, limit=shown, resources=resources)  # fmt: skip
     emit(render_bottlenecks(report, fmt, threshold, min_duration), output)
 
 
 @analytics.command("efficiency")
 @report_options
+@engine_options
 def efficiency(
     workspace_dir: Path | None,
     fmt: str,
@@ -424,6 +414,8 @@ def efficiency(
     start: str | None,
     end: str | None,
     period: str | None,
+    engine: str,
+    spark_master: str,
 ) -> None:
     """Allocated vs used per project: utilisation, idle allocation, time over limit, pauses.
 
@@ -433,15 +425,22 @@ def efficiency(
     Example:
       devloop workspace analytics efficiency --workspace-dir .devloop-workspace \\
           --output efficiency-report.json
+      devloop workspace analytics efficiency --store /mnt/fleet --engine spark
     """
     from devloop.analytics import efficiency as run
 
     if str(output).endswith(".json") and fmt == "table":
         fmt = "json"
     folder = report_folder(workspace_dir)
-    with _store_warnings():
-        report = run(folder, _range(start, end, period), projects, agents)
+    time_range = _range(start, end, period)
+    if engine == "spark":
+        from devloop.analytics.spark import efficiency_spark, spark_engine
 
+        with spark_engine(spark_master) as spark:
+            report = efficiency_spark(spark, folder, time_range, projects, agents, hosts=_hosts())
+    else:
+        with _store_warnings():
+            report = run(folder, time_range, projects, agents)
     emit(render_efficiency(report, fmt), output)
 
 
@@ -470,6 +469,7 @@ def efficiency(
     is_flag=True,
     help="Leave out the runs estimated from ticks (agents devloop did not launch).",
 )
+@engine_options
 def runs(
     workspace_dir: Path | None,
     fmt: str,
@@ -484,13 +484,16 @@ def runs(
     slowest: int | None,
     summary: bool,
     no_estimated: bool,
+    engine: str,
+    spark_master: str,
 ) -> None:
     """Agent runs that started in the range: duration, exit, CPU, memory, waits.
 
     One row per run devloop launched (`devloop run`, `watch`, stress-test), exact from the
     kernel; and, for agents attributed by rule, runs estimated from the ticks (trigger
     "rule": a span of ticks with a process of the agent). --format csv (or json) exports
-    them: `{"runs": [...]}`, or with --summary `{"summary": [...]}`.
+    them: `{"runs": [...]}`, or with --summary `{"summary": [...]}`. The summary also runs
+    on Spark (--engine spark).
 
     \b
     Example:
@@ -498,11 +501,32 @@ def runs(
       devloop workspace analytics runs --agent tests --slowest 10 --no-estimated
       devloop workspace analytics runs --summary --start "yesterday 09:00"
       devloop workspace analytics runs --format csv --period 7d -o runs.csv
+      devloop workspace analytics runs --summary --store /mnt/fleet --engine spark
     """
     from devloop.analytics import run_summary, runs
 
+    if engine == "spark" and not summary:
+        raise click.UsageError("--engine spark runs the summary only (--summary)")
     time_range = _range(start, end, period)
     folder = report_folder(workspace_dir)
+    if engine == "spark":
+        from devloop.analytics.spark import run_summary_spark, spark_engine
+
+        with spark_engine(spark_master) as spark:
+            frame = run_summary_spark(
+                spark,
+                folder,
+                time_range,
+                project=projects or None,
+                agent=agents or None,
+                trigger=trigger,
+                failed=True if failed else None,
+                slowest=slowest,
+                estimated=not no_estimated,
+                hosts=_hosts(),
+            )
+        emit(render_runs(frame, fmt, summary=True), output)
+        return
     run = run_summary if summary else runs
     with _store_warnings():
         frame = run(

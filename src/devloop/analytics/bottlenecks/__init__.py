@@ -18,13 +18,14 @@ The pipeline, one module a stage:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, Store, open_store, records
 from devloop.analytics.bottlenecks.drivers import TOP_DRIVERS, drivers_type, ranked_drivers
-from devloop.analytics.bottlenecks.grid import project_grid
+from devloop.analytics.bottlenecks.grid import Grid, project_grid
 from devloop.analytics.bottlenecks.runs import runs_over
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
@@ -122,8 +123,23 @@ def bottlenecks(
     seconds: the ``limit`` longest, or every one when ``limit`` is None (the default; the
     command shows 20). Raises UsageError for a threshold not above 0, a limit below 1 or an
     unknown resource."""
-    import polars as pl
+    _check(threshold, limit, resources)
+    store = open_store(workspace_dir)
+    selection = store.select(time_range, projects, agents)
+    grid = project_grid(store, selection)
+    return _report(
+        selection,
+        grid,
+        lambda intervals: ranked_drivers(store, selection, grid, intervals),
+        threshold=threshold,
+        min_duration=min_duration,
+        limit=limit,
+        resources=resources,
+    )
 
+
+def _check(threshold: float, limit: int | None, resources: tuple[str, ...]) -> None:
+    """UsageError for a threshold not above 0, a limit below 1 or an unknown resource."""
     if not threshold > 0:
         raise UsageError(f"the threshold must be above 0, not {threshold:g}")
     if limit is not None and limit < 1:
@@ -131,9 +147,23 @@ def bottlenecks(
     unknown = sorted(set(resources) - set(RESOURCES))
     if unknown or not resources:
         raise UsageError(f"unknown resource {', '.join(unknown)!r} (use cpu or memory)")
-    store = open_store(workspace_dir)
-    selection = store.select(time_range, projects, agents)
-    grid = project_grid(store, selection)
+
+
+def _report(
+    selection: Selection,
+    grid: Grid,
+    drivers: Callable[[pl.DataFrame], pl.DataFrame],
+    *,
+    threshold: float,
+    min_duration: float,
+    limit: int | None,
+    resources: tuple[str, ...],
+) -> Bottlenecks:
+    """The report from the series ``grid``: its runs over the threshold, ranked, with the
+    ``drivers`` of the intervals kept (``rank``, ``drivers``, as :func:`ranked_drivers` gives
+    them): the part every engine shares."""
+    import polars as pl
+
     notes = (grid.note,) if grid.note else ()
     spans = runs_over(grid, resources, threshold, selection.interval)
     intervals = (
@@ -150,7 +180,7 @@ def bottlenecks(
     lasting = intervals.height
     if limit is not None:
         intervals = intervals.head(limit)
-    found = ranked_drivers(store, selection, grid, intervals)
+    found = drivers(intervals)
     intervals = intervals.join(found, on="rank", how="left").sort("rank")
     intervals = intervals.with_columns(
         pl.col("drivers").fill_null(pl.lit([], dtype=drivers_type()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from devloop.analytics.bottlenecks.usage import used_by_range, used_by_tick
+from devloop.analytics.bottlenecks.usage import Used, used_by_range, used_by_tick
 
 if TYPE_CHECKING:
     import polars as pl
@@ -32,19 +32,28 @@ def ranked_drivers(
     """Per interval (``rank``), ``drivers``: the agents with the largest share of its usage,
     each agent's per-tick sums over the interval's ticks (for the workspace, the agents of
     every selected project)."""
+    if intervals.is_empty():
+        return drivers_of(None, intervals)
+    # Which way, and why each is kept: :mod:`devloop.analytics.bottlenecks.usage`.
+    if grid.at_ticks:
+        found = used_by_range(store, selection, grid, intervals)
+    else:
+        found = used_by_tick(store, selection, grid, intervals)
+    return drivers_of(found, intervals)
+
+
+def drivers_of(found: Used | None, intervals: pl.DataFrame) -> pl.DataFrame:
+    """Per interval (``rank``), ``drivers``: the :data:`TOP_DRIVERS` agents with the largest
+    share of the usage ``found`` over it (None: no usage), the largest first, then by project
+    and agent."""
     import numpy as np
     import polars as pl
 
     empty = pl.DataFrame(
         {"rank": [], "drivers": []}, schema={"rank": pl.Int64, "drivers": drivers_type()}
     )
-    if intervals.is_empty():
+    if found is None:
         return empty
-    # Which way, and why each is kept: :mod:`devloop.analytics.bottlenecks.usage`.
-    if grid.at_ticks:
-        found = used_by_range(store, selection, grid, intervals)
-    else:
-        found = used_by_tick(store, selection, grid, intervals)
     interval, agent, used = found.interval, found.agent, found.used
     if not len(interval):
         return empty
