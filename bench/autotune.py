@@ -16,12 +16,21 @@ process (interpreter start included), timed from outside with its peak RSS; the 
   one tick) and the largest single run; runs failing on memory, current vs suggested.
 
 Goals (issue 14): walk-forward p95 slowdown <= 1.10 under the suggestion, 0 runs failing on
-memory, never worse than current, and autotune <= 10 s whole-process.
+memory, never worse than current, and autotune <= 10 s whole-process at 30M samples rows.
+
+First the times side by side: autotune whole-process on the week (9.7M samples rows), on
+``--also`` days of the same simulation (22: 30.4M rows, the goal's size; simulated under
+``DIR/22d`` when missing, about 3.5 minutes) and on the real recording
+(``sample_data/.devloop-watch``), each with autotune's workers as it picks them (two forked
+processes where two cores are free) and in one process (``DEVLOOP_TUNE_WORKERS=1``), with the
+machine's load average at the start of each run (the machine may be shared).
 
     python bench/autotune.py [--dir /tmp/devloop-autotune-bench] [--repeat 1] [--days 7]
+        [--also 22] [--real sample_data/.devloop-watch]
 
 ``--days 1`` simulates and times a day instead (under ``DIR/1d``; about a fifth of the week's
-time): quicker while iterating, not the goal's measure.
+time): quicker while iterating, not the goal's measure. ``--also 0`` and ``--real ''`` leave
+those stores out.
 """
 
 from __future__ import annotations
@@ -58,18 +67,56 @@ def folder(base: Path, days: float) -> Path:
     return base / ("week" if days == 7 else f"{days:g}d")
 
 
-def timed_autotune(ws: Path, output: Path) -> tuple[float, float]:
-    """Run autotune in a fresh interpreter: (wall seconds, peak RSS in MB)."""
+def timed_autotune(ws: Path, output: Path, workers: int | None = None) -> tuple[float, float]:
+    """Run autotune in a fresh interpreter: (wall seconds, peak RSS in MB, the largest of its
+    processes). ``workers``: ``DEVLOOP_TUNE_WORKERS`` (None: autotune's choice)."""
     command = [sys.executable, "-m", "devloop", "workspace", "autotune", "--workspace-dir",
                str(ws), "--output", str(output)]  # fmt: skip
+    env = dict(os.environ)
+    env.pop("DEVLOOP_TUNE_WORKERS", None)
+    if workers is not None:
+        env["DEVLOOP_TUNE_WORKERS"] = str(workers)
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"autotune exited {proc.returncode}")
     return seconds, usage.ru_maxrss / 1024
+
+
+def rows(ws: Path) -> tuple[int, int]:
+    """The store's samples rows and runs."""
+    from devloop.store import connect
+
+    with connect(ws / "metrics") as db:
+        ((samples,),) = db.execute("SELECT count(*) FROM samples").fetchall()
+        ((runs,),) = db.execute("SELECT count(*) FROM runs").fetchall()
+    return int(samples), int(runs)
+
+
+def times(stores: list[tuple[str, Path, Path]], repeat: int) -> None:
+    """Autotune whole-process on each ``(name, workspace, output)``, with its workers and in
+    one process, side by side (the fastest of ``repeat`` runs of each; the load average before
+    each run)."""
+    print("| store | samples rows | runs | autotune (workers) | autotune (1 process) "
+          "| peak RSS | load avg (1 min) |")  # fmt: skip
+    print("|---" * 7 + "|")
+    for name, ws, output in stores:
+        samples, runs = rows(ws)
+        found: dict[int | None, list[tuple[float, float]]] = {None: [], 1: []}
+        loads = []
+        for _ in range(max(1, repeat)):
+            for workers in (None, 1):
+                loads.append(os.getloadavg()[0])
+                found[workers].append(timed_autotune(ws, output, workers))
+        best = {workers: min(runs_) for workers, runs_ in found.items()}
+        every = {w: ", ".join(f"{s:.1f}" for s, _ in r) for w, r in found.items()}
+        print(f"| {name} | {samples:,} | {runs:,} | {best[None][0]:.1f} s ({every[None]}) "
+              f"| {best[1][0]:.1f} s ({every[1]}) | {max(best[None][1], best[1][1]):.0f} MB "
+              f"| {min(loads):.1f}-{max(loads):.1f} |", flush=True)  # fmt: skip
+    print("\ngoal: <= 10 s whole-process at 30M samples rows\n")
 
 
 def run_cpu(ws: Path) -> dict[str, dict[str, float]]:
@@ -156,16 +203,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="timed runs (the fastest counts)")
     parser.add_argument("--days", type=float, default=7,
                         help="days of history to simulate (7: the goal's week)")  # fmt: skip
+    parser.add_argument("--also", type=float, default=22,
+                        help="days of a larger store, timed too (22: 30M rows)")  # fmt: skip
+    parser.add_argument("--real", default="sample_data/.devloop-watch",
+                        help="a real recording timed beside them ('': none)")  # fmt: skip
     args = parser.parse_args()
-    if not args.days > 0:
-        parser.error("--days must be positive")
+    if not args.days > 0 or args.also < 0:
+        parser.error("--days must be positive and --also at least 0")
     ws = store(args.dir, args.days)
     output = folder(args.dir, args.days) / "suggestions.json"
-    times = [timed_autotune(ws, output) for _ in range(max(1, args.repeat))]
-    seconds, rss = min(times)
-    every = ", ".join(f"{s:.1f}" for s, _ in times)
-    print(f"\nautotune, whole process: {seconds:.1f} s (every run: {every}), peak {rss:.0f} MB "
-          "(goal: <= 10 s)\n")  # fmt: skip
+    stores = [(folder(args.dir, args.days).name, ws, output)]
+    if args.also:
+        stores.append((folder(args.dir, args.also).name, store(args.dir, args.also),
+                       folder(args.dir, args.also) / "suggestions.json"))  # fmt: skip
+    if args.real:
+        stores.append(("real", Path(args.real), args.dir / "real-suggestions.json"))
+    times(stores, args.repeat)
     doc = json.loads(output.read_text())
     table(doc, run_cpu(ws))
 

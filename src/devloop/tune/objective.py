@@ -135,6 +135,12 @@ def alone(
 
 def peak_demand(runs: Sequence[RunDemand], interval: float) -> tuple[float, int]:
     """The most cores and memory ``runs`` wanted at one tick, at their recorded times."""
+    if len(runs) == 1:  # most groups: the run's own peaks (the same sums as below)
+        (run,) = runs
+        return (
+            max((0.0 + float(c) for c in run.cores), default=0.0),
+            max((0 + int(m) for m in run.rss_bytes), default=0),
+        )
     cores: dict[int, float] = {}
     memory: dict[int, int] = {}
     for run in runs:

@@ -34,9 +34,10 @@ The model, in discrete time (one step = the recorded tick interval = one check):
 * The shortcuts change how often the runtime's code is asked, never what it decides: time with
   nothing in flight is skipped; stretches where every run runs free or stays paused, no scope
   comes near a limit and no paused run can resume (its minimum pause not over, or a scope it
-  belongs to at its resume bar) are taken in bulk (numpy); a check is skipped where nobody is
-  paused or throttled and every scope is under its limits; a stall (every run in flight paused,
-  nothing can change until a trigger, a queue timeout or a profile switch) is jumped over;
+  belongs to at its resume bar) are taken in bulk (lists for the first 40 ticks, numpy past
+  them); a check is skipped where nobody is paused or throttled and every scope is under its
+  limits; a stall (every run in flight paused, nothing can change until a trigger, a queue
+  timeout or a profile switch) is jumped over;
   ``LimitsInForce.update`` is asked only where it can change something, its history given
   every tick all the same. One shortcut stands in for the checks themselves: a run alone in
   flight that is paused for CPU, resumed for one tick and paused again takes those cycles at
@@ -288,6 +289,7 @@ class _Run:
     outcome: str = "unfinished"
     usage: AgentUsage = field(init=False)
     _arrays: tuple[Any, Any] | None = field(default=None, init=False)
+    _padded: list[float] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         project, agent = self.key
@@ -303,6 +305,12 @@ class _Run:
                 np.array(self.rss, dtype=np.int64),
             )
         return self._arrays
+
+    def padded(self) -> list[float]:
+        """The cores with a 0 after the last tick, as a list."""
+        if self._padded is None:
+            self._padded = [*self.cores, 0.0]
+        return self._padded
 
     def memory(self) -> int:
         """Its memory as a tick sees it: at the end of the last sample it finished."""
@@ -813,7 +821,10 @@ class _Replayer:
         else:
             window = min(m, _FIRST_WINDOW)
             while True:
-                taken, seen, over = self._window(k, window, runs, expiries)
+                if window <= _FIRST_WINDOW:
+                    taken, seen, over = self._window_small(k, window, runs, expiries)
+                else:
+                    taken, seen, over = self._window(k, window, runs, expiries)
                 if taken < window or window == m:
                     break
                 window = min(m, window * 8)
@@ -1084,6 +1095,141 @@ class _Replayer:
         taken = self._first_resume(k, taken, expiries, free_from)
         over = (wanted[:taken] * scale > pool.cpu) | (total_memory[:taken] > pool.memory_bytes)
         return taken, seen, int(over.sum())
+
+    def _window_small(
+        self, k: int, m: int, runs: list[_Run], expiries: dict[tuple[str, str], int]
+    ) -> tuple[int, list[tuple[_Run, Any, int, float, Any, Any]], int]:
+        """:meth:`_window` for a short window, in plain Python (numpy's set-up costs more than
+        a few ticks): the same sums in the same order, so the same floats, and the same
+        answer; the limits are compared only up to the first tick where the check must
+        judge."""
+        policy = self.policy
+        allocation = policy.allocation
+        scale = self.scale
+        total_cpu = [0.0] * m
+        total_memory = [0] * m
+        running_memory = [0] * m
+        wanted = [0.0] * m
+        projects: dict[str, list[Any]] = {}
+        bad = m  # the first tick where the check must judge
+        seen: list[tuple[_Run, Any, int, float, Any, Any]] = []
+        for run in runs:
+            cores, rss = run.padded(), run.rss
+            i, f = run.i, run.f
+            sums = projects.get(run.key[0])
+            if sums is None:
+                sums = projects[run.key[0]] = [[0.0] * m, [0] * m, [0] * m]
+            held = sums[1]
+            if run.paused:  # no progress: 0 cores, its memory kept
+                kept = run.memory()
+                asked = cores[min(i, len(run.cores) - 1)]
+                for j in range(m):
+                    wanted[j] += asked
+                    held[j] += kept
+                    total_memory[j] += kept
+                seen.append((run, cores, i, f, _Repeat(0.0), _Repeat(kept)))
+                continue
+            g = 1.0 - f
+            used = [run.used, *[g * cores[i + j - 1] + f * cores[i + j] for j in range(1, m)]]
+            if f > 0:
+                memory = rss[i : i + m]
+            elif i == 0:
+                memory = [rss[0], *rss[: m - 1]]
+            else:
+                memory = rss[i - 1 : i + m - 1]
+            cpu = [u * scale for u in used]
+            own = self._own_limits(run.key)
+            if own is not None:
+                cpu_bar, memory_bar = own[0] * (1 - _MARGIN), own[1]
+                for j in range(bad):
+                    if cpu[j] > cpu_bar or memory[j] > memory_bar:
+                        bad = j
+                        break
+            if run.fail_at is not None:
+                for j in range(bad):
+                    if memory[j] > run.fail_at:
+                        bad = j
+                        break
+            project_cpu, running = sums[0], sums[2]
+            for j in range(m):
+                c, b = cpu[j], memory[j]
+                project_cpu[j] += c
+                held[j] += b
+                running[j] += b
+                total_cpu[j] += c
+                total_memory[j] += b
+                running_memory[j] += b
+                wanted[j] += cores[i + j]
+            seen.append((run, cores, i, f, used, memory))
+        hungry = self.adaptation.usage_threshold * (1 - _MARGIN)
+        dynamic = self.dynamic and self.adaptation.enabled
+        for name, (cpu, memory, running) in projects.items():
+            share = allocation.projects[name]
+            bars = [(cpu, share.cpu * (1 - _MARGIN)), (running, share.memory_bytes)]
+            if dynamic:
+                if share.cpu > 0:
+                    bars.append((cpu, hungry * share.cpu))
+                if share.memory_bytes > 0:
+                    bars.append((memory, hungry * share.memory_bytes))
+            for series, bar in bars:
+                for j in range(bad):
+                    if series[j] > bar:
+                        bad = j
+                        break
+        pool = allocation.pool
+        for series, bar in ((total_cpu, pool.cpu * (1 - _MARGIN)),
+                            (running_memory, pool.memory_bytes)):  # fmt: skip
+            for j in range(bad):
+                if series[j] > bar:
+                    bad = j
+                    break
+        blocked_in: dict[tuple[str, str], list[bool]] = {}
+
+        def free_from(paused: Paused, first: int, taken: int) -> int | None:
+            group = (paused.project, paused.metric)
+            blocked = blocked_in.get(group)
+            if blocked is None:
+                blocked = blocked_in[group] = self._blocked_small(
+                    paused, projects, total_cpu, total_memory, m
+                )
+            return next((j for j in range(first, taken) if not blocked[j]), None)
+
+        taken = self._first_resume(k, bad, expiries, free_from)
+        over = sum(
+            1
+            for j in range(taken)
+            if wanted[j] * scale > pool.cpu or total_memory[j] > pool.memory_bytes
+        )
+        return taken, seen, over
+
+    def _blocked_small(
+        self,
+        paused: Paused,
+        projects: dict[str, list[Any]],
+        cpu: list[float],
+        memory: list[int],
+        m: int,
+    ) -> list[bool]:
+        """:meth:`_blocked` on lists."""
+        policy = self.policy
+        threshold = policy.rules.threshold_for(paused.project)
+        blocked = [False] * m
+        for scope, name, cpu_limit, memory_limit in policy.scopes_of(paused.project, paused.agent):
+            cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
+            memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
+            if scope == "agent":
+                continue
+            if scope == "project":
+                assert name is not None
+                scope_cpu, scope_memory = projects[name][0], projects[name][1]
+            else:
+                scope_cpu, scope_memory = cpu, memory
+            top = cpu_bar * (1 + _MARGIN)
+            for j in range(m):
+                over = scope_cpu[j] > top if cpu_bar > 0 else scope_cpu[j] >= cpu_bar
+                if over or scope_memory[j] >= memory_bar:
+                    blocked[j] = True
+        return blocked
 
     def _still(
         self, k: int, m: int, runs: list[_Run], expiries: dict[tuple[str, str], int]
@@ -1371,11 +1517,13 @@ def demand_from_store(
         if found:
             first = min(row[4] for row in found)
             last = max(row[5] for row in found) + timedelta(seconds=2 * interval)
+            # the runs' processes by a semi join: list_contains would scan the whole list of
+            # run ids for every process row (seconds at 17,000 runs)
             for run_id, cores, rss in store.rows(
                 """
                 WITH p AS (
                     SELECT DISTINCT host, pid, start_time, run_id FROM processes
-                    WHERE list_contains(?::VARCHAR[], run_id)
+                    WHERE run_id IN (SELECT unnest(?::VARCHAR[]))
                 ),
                 t AS (
                     SELECT p.run_id, s.ts, sum(s.cpu_cores) AS cores, sum(s.rss_bytes) AS rss

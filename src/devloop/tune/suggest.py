@@ -27,6 +27,7 @@ from devloop.tune.objective import (
 )
 from devloop.tune.params import TuneParameters
 from devloop.tune.suggestions import EntitySuggestion, PoolFit, Suggestions, sha256_file
+from devloop.tune.workers import fork_map
 from devloop.units import MIB, format_size
 
 if TYPE_CHECKING:
@@ -188,6 +189,10 @@ class _Objective:
         self.replays: dict[Any, tuple[float, ...]] = {}
         # every run replayed under the current configuration (totals)
         self.current: Any = None
+        # every entity's search on all its runs, and every backtest: each entity's work is
+        # independent of the others', so it is done for all at once on the cores (workers.py)
+        self.final: tuple[float, dict[Key, Search]] | None = None
+        self.backtests: tuple[tuple[Any, ...], dict[Key, EntityBacktest | None]] | None = None
 
     def fit(
         self, key: Key, result: Fit, reference: float, before: float
@@ -199,18 +204,17 @@ class _Objective:
         if not runs or result.cpu is None or result.memory_bytes is None:
             return None
         params = self.params
-        search = smallest_cpu(
-            runs,
-            self.workspace,
-            *key,
-            cores=self.cores,
-            interval=self.demand.interval,
-            max_slowdown=params.max_slowdown,
-            weights=decay_weights(runs, reference, params.half_life),
-            floor=params.min_cpu,
-            cache=self.replays,
-            host_cores=self.demand.host_cores,
-        )
+        if math.isinf(before):  # the final fits: every entity's search at once
+            if self.final is None or self.final[0] != reference:
+                keys = [k for k, found in self.runs.items() if found]
+                done = fork_map(lambda k: self._search(k, self.runs[k], reference, {}), keys,
+                                costs=[len(self.runs[k]) for k in keys])  # fmt: skip
+                for _, cache in done:
+                    self.replays.update(cache)
+                self.final = (reference, {k: s for k, (s, _) in zip(keys, done, strict=True)})
+            search = self.final[1][key]
+        else:
+            search = self._search(key, runs, reference, self.replays)[0]
         peak = peak_demand(runs, self.demand.interval)[1]
         memory = result.memory_bytes
         if not result.leak:
@@ -226,11 +230,45 @@ class _Objective:
         )
         return fitted, search
 
+    def _search(
+        self, key: Key, runs: list[RunDemand], reference: float, cache: dict[Any, Any]
+    ) -> tuple[Search, dict[Any, Any]]:
+        """The smallest CPU limit for ``key`` on ``runs``, and ``cache`` with its group
+        replays."""
+        params = self.params
+        search = smallest_cpu(
+            runs,
+            self.workspace,
+            *key,
+            cores=self.cores,
+            interval=self.demand.interval,
+            max_slowdown=params.max_slowdown,
+            weights=decay_weights(runs, reference, params.half_life),
+            floor=params.min_cpu,
+            cache=cache,
+            host_cores=self.demand.host_cores,
+        )
+        return search, cache
+
     def backtest(
         self, key: Key, history: History, held: dict[Key, float], unit: int, count: int
     ) -> EntityBacktest | None:
         """Walk-forward: for each block k+1, the limits fitted on blocks 1..k and the limit in
-        force now, each replayed on the runs of block k+1 (the entity's runs alone)."""
+        force now, each replayed on the runs of block k+1 (the entity's runs alone). Every
+        entity's at the first call, on the cores."""
+        asked = (id(history), id(held), unit, count)
+        if self.backtests is None or self.backtests[0] != asked:
+            keys = [k for k, found in self.runs.items() if found]
+            done = fork_map(lambda k: self._backtest(k, history, held, unit, count), keys,
+                            costs=[len(self.runs[k]) for k in keys])  # fmt: skip
+            self.backtests = (asked, dict(zip(keys, done, strict=True)))
+        if key in self.backtests[1]:
+            return self.backtests[1][key]
+        return self._backtest(key, history, held, unit, count)
+
+    def _backtest(
+        self, key: Key, history: History, held: dict[Key, float], unit: int, count: int
+    ) -> EntityBacktest | None:
         from devloop.tune.replay import replay
 
         runs = self.runs.get(key, [])
@@ -314,16 +352,14 @@ class _Objective:
             return totals
         hours = float(history.n_hours)
         suggested = suggested_workspace(workspace, suggestions, pool)
-        for name, config in (("current", workspace), ("suggested", suggested)):
-            if name == "current" and self.current is not None:
-                replayed = self.current  # the same for every pool tried
-            else:
-                replayed = replay(
-                    runs, config, cores=self.cores, interval=self.demand.interval,
-                    host_cores=self.demand.host_cores,
-                )  # fmt: skip
-            if name == "current":
-                self.current = replayed
+        configs = [suggested] if self.current is not None else [workspace, suggested]
+        done = fork_map(lambda config: replay(runs, config, cores=self.cores,
+                                              interval=self.demand.interval,
+                                              host_cores=self.demand.host_cores),
+                        configs)  # fmt: skip
+        if len(done) == 2:
+            self.current = done[0]  # the same for every pool tried
+        for name, replayed in (("current", self.current), ("suggested", done[-1])):
             cpu = pool.cpu if name == "current" else (pool.suggested_cpu or pool.cpu)
             memory = (
                 pool.memory_bytes
@@ -438,8 +474,14 @@ def _choose_pool(
         _cap_agents_at_projects(trial)
         totals = objective.totals(trial, pool, workspace, unit, history)
         score = _pool_score(trial)
-        compared.append({"overcommit_cpu": overcommit, "failed_or_unfinished": int(score[0]),
-                         "worst_p95": _finite(score[1]), "mean_p95": _finite(score[2])})  # fmt: skip
+        compared.append(
+            {
+                "overcommit_cpu": overcommit,
+                "failed_or_unfinished": int(score[0]),
+                "worst_p95": _finite(score[1]),
+                "mean_p95": _finite(score[2]),
+            }
+        )
         if best is None or score < best:
             best, chosen = score, (trial, pool, totals)
     assert chosen is not None
