@@ -108,6 +108,27 @@ def test_a_bursty_agent_is_suggested_what_keeps_its_runs_within_the_target(tmp_p
     assert autotune(ws, params=PARAMS).agents["api/tests"].cpu == 75.0
 
 
+def test_a_projects_limit_holds_the_few_heavy_runs_of_one_agent_among_many_light_ones(tmp_path):
+    # 95 lint runs at 0.5 core (12.5 % of 4) and 5 test runs at 3 cores (75 %), one every
+    # 100 s. Pooled, the 5 test runs are 5 % of the project's runs: a p95 over all of them is
+    # a lint run's, and the project's limit would hold the tests at a sixth of what they need.
+    # Taken per agent, the tests' own p95 decides: the same 67.5 % as the agent's own limit.
+    runs = [
+        ("api", "tests", i * 100, [3.0] * 10, [100 * MB] * 10)
+        if i % 20 == 19
+        else ("api", "lint", i * 100, [0.5] * 10, [50 * MB] * 10)
+        for i in range(100)
+    ]
+    ws = build(tmp_path / "ws", runs, limits=THROTTLE)
+    result = autotune(ws, params=PARAMS)
+    assert result.agents["api/tests"].cpu == 67.5
+    # (1 + 9 x 12.5 / c) / 10 <= 1.10 gives c >= 11.25: 11.3 on the 0.1 grid
+    assert result.agents["api/lint"].cpu == 11.3
+    assert result.projects["api"].cpu == 67.5
+    assert result.projects["api"].objective["p95_at_needed"] == 1.1
+    assert result.projects["api"].objective["kept_current"] is None
+
+
 def test_a_current_limit_that_does_better_is_kept_with_the_reason(tmp_path):
     # Day 1 (the fit): small runs at 25 %. Day 2 (the replay): bursts at 75 %. The fit on day
     # 1 gives 22.5 %, which slows day 2's runs; the current 100 % limit slows none: kept.

@@ -176,15 +176,18 @@ def smallest_cpu(
     host_cores: Mapping[str, int] | None = None,
 ) -> Search:
     """The smallest CPU limit, a multiple of 0.1 % from ``floor`` up, under which the
-    ``weights``-weighted p95 of the runs' replayed slowdowns is at most ``max_slowdown``.
+    ``weights``-weighted p95 of the runs' replayed slowdowns is at most ``max_slowdown`` for
+    every agent: the p95 is taken over each agent's runs apart, and the worst agent's decides.
+    A project's limit serves all its agents: pooled, 95 light lint runs would let the 5 test
+    runs that need the limit be slowed at will.
 
     Bisection over the limit, assuming a higher limit never slows a run more. Runs are taken
     in groups that overlapped in the recording; a group that wanted at most the candidate at
     every tick runs free (slowdown 1), so the top of the search is the weighted p95 of the
     groups' peaks and a candidate replays only the groups above it, each on its own (a group
     slowed into the next one is not seen together with it), the highest first, stopping as soon
-    as more than 5 % of the weight is too slow. Lower candidates bind more and cost more to
-    replay, so the search gallops down from the top before it bisects.
+    as more than 5 % of one agent's weight is too slow. Lower candidates bind more and cost more
+    to replay, so the search gallops down from the top before it bisects.
 
     ``cache``: the slowdowns of group replays already done, shared by searches over the same
     workspace, cores and interval (the walk-forward's folds replay most of the same groups at
@@ -210,14 +213,26 @@ def smallest_cpu(
     count = 0
 
     weight_of = {id(run): w for run, w in zip(runs, weights, strict=True)}
-    total = math.fsum(weights)
+    # the agents' runs apart: positions in ``runs`` and each agent's total weight
+    agents: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        agents.setdefault(run.agent, []).append(i)
+    total_of = {name: math.fsum(weights[i] for i in found) for name, found in agents.items()}
     by_peak = sorted(groups, key=lambda g: -g[0] * scale_of(g[1]))
 
     bound = max_slowdown + SLOWDOWN_TOLERANCE
 
+    def worst_p95(found: Sequence[float]) -> float:
+        """The largest of the agents' weighted p95 slowdowns."""
+        return max(
+            weighted_quantile([found[i] for i in mine], [weights[i] for i in mine], 0.95)
+            for mine in agents.values()
+        )
+
     def p95_at(units: int, *, exact: bool = False) -> float:
-        """The weighted p95 slowdown at ``units``, or infinity as soon as more than 5 % of the
-        weight is known to be slower than the target (the p95 cannot meet it then).
+        """The worst agent's weighted p95 slowdown at ``units``, or infinity as soon as more
+        than 5 % of one agent's weight is known to be slower than the target (its p95 cannot
+        meet it then).
 
         A group's replay stops once every run left in it is known to miss the target: how much
         slower it would be does not matter, unless the p95 is one of them (``exact``: replayed
@@ -226,7 +241,7 @@ def smallest_cpu(
         limit = units * CPU_BIN
         config = None
         found = [1.0] * len(runs)
-        slow = 0.0
+        slow = dict.fromkeys(agents, 0.0)
         cut = False
         for peak, members in by_peak:
             if peak * scale_of(members) <= limit * (1 + 1e-12):
@@ -254,19 +269,19 @@ def smallest_cpu(
                 slowdown = replayed[2 * j]
                 found[index[id(run)]] = slowdown
                 if slowdown > bound:
-                    slow += weight_of[id(run)]
+                    slow[run.agent] += weight_of[id(run)]
                     cut |= replayed[2 * j + 1] == 1.0
-            if slow > 0.05 * total * (1 + 1e-12):
-                return math.inf
-        p95 = weighted_quantile(found, weights, 0.95)
+                    if slow[run.agent] > 0.05 * total_of[run.agent] * (1 + 1e-12):
+                        return math.inf
+        p95 = worst_p95(found)
         if p95 > bound and cut:
             return p95_at(units, exact=True)
         return p95
 
-    # Every run of a group that wanted at most the limit runs free: the weighted p95 of the
-    # groups' peaks (per run) meets any target >= 1 without a replay.
+    # Every run of a group that wanted at most the limit runs free: per agent, the weighted
+    # p95 of its groups' peaks (per run) meets any target >= 1 without a replay.
     ordered = _per_run(groups, runs, scale_of)
-    high = max(low_units, min(top_units, int(weighted_quantile(ordered, weights, 0.95))))
+    high = max(low_units, min(top_units, int(worst_p95(ordered))))
     if high <= low_units:
         return Search(round(low_units * CPU_BIN, 1), p95_at(low_units), count)
     best_p95 = p95_at(high) if high < top_units else 1.0
