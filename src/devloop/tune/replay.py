@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1211,19 +1211,10 @@ class _Replayer:
         m: int,
     ) -> list[bool]:
         """:meth:`_blocked` on lists."""
-        policy = self.policy
-        threshold = policy.rules.threshold_for(paused.project)
         blocked = [False] * m
-        for scope, name, cpu_limit, memory_limit in policy.scopes_of(paused.project, paused.agent):
-            cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
-            memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
-            if scope == "agent":
-                continue
-            if scope == "project":
-                assert name is not None
-                scope_cpu, scope_memory = projects[name][0], projects[name][1]
-            else:
-                scope_cpu, scope_memory = cpu, memory
+        for scope_cpu, scope_memory, cpu_bar, memory_bar in self._bars(
+            paused, projects, cpu, memory
+        ):
             top = cpu_bar * (1 + _MARGIN)
             for j in range(m):
                 over = scope_cpu[j] > top if cpu_bar > 0 else scope_cpu[j] >= cpu_bar
@@ -1345,25 +1336,34 @@ class _Replayer:
         project paused for the same metric."""
         import numpy as np
 
-        policy = self.policy
-        threshold = policy.rules.threshold_for(paused.project)
         blocked = np.zeros(m, dtype=bool)
-        for scope, name, cpu_limit, memory_limit in policy.scopes_of(paused.project, paused.agent):
-            cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
-            memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
-            if scope == "agent":
-                continue
-            if scope == "project":
-                assert name is not None
-                scope_cpu, scope_memory = projects[name][0], projects[name][1]
-            else:
-                scope_cpu, scope_memory = cpu, memory
+        for scope_cpu, scope_memory, cpu_bar, memory_bar in self._bars(
+            paused, projects, cpu, memory
+        ):
             if cpu_bar > 0:
                 blocked |= scope_cpu > cpu_bar * (1 + _MARGIN)
             else:
                 blocked |= scope_cpu >= cpu_bar
             blocked |= scope_memory >= memory_bar
         return blocked
+
+    def _bars(
+        self, paused: Paused, projects: dict[str, list[Any]], cpu: Any, memory: Any
+    ) -> Iterator[tuple[Any, Any, float, float]]:
+        """For each scope over a paused agent but its own (its project, the workspace): that
+        scope's CPU and memory series and the bars under which the agent may resume."""
+        policy = self.policy
+        threshold = policy.rules.threshold_for(paused.project)
+        for scope, name, cpu_limit, memory_limit in policy.scopes_of(paused.project, paused.agent):
+            if scope == "agent":
+                continue
+            cpu_bar = cpu_limit * (threshold if paused.metric == "cpu" else 1.0)
+            memory_bar = memory_limit * (threshold if paused.metric == "memory" else 1.0)
+            if scope == "project":
+                assert name is not None
+                yield projects[name][0], projects[name][1], cpu_bar, memory_bar
+            else:
+                yield cpu, memory, cpu_bar, memory_bar
 
     def _over_pool_now(self) -> bool:
         pool = self.policy.allocation.pool
