@@ -298,15 +298,32 @@ def peak_usage(
 
     folder = report_folder(workspace_dir)
     time_range = _range(start, end, period)
-    if engine == "spark":
-        from devloop.analytics.spark import peak_usage_spark, spark_engine
-
-        with spark_engine(spark_master) as spark:
-            report = peak_usage_spark(spark, folder, time_range, projects, agents, hosts=_hosts())
-    else:
-        with _store_warnings():
-            report = run(folder, time_range, projects, agents)
+    report = _on_engine(engine, spark_master, run, "peak_usage_spark", folder, time_range,
+                        projects, agents)  # fmt: skip
     emit(render_peak_usage(report, fmt), output)
+
+
+def _on_engine(
+    engine: str,
+    master: str,
+    run: Callable[..., Any],
+    on_spark: str,
+    folder: Path,
+    time_range: Any,
+    projects: tuple[str, ...],
+    agents: tuple[str, ...],
+    **options: Any,
+) -> Any:
+    """The report ``run`` computes with DuckDB, or with ``engine`` "spark" the function of
+    that name in :mod:`devloop.analytics.spark` (the same records) under --host."""
+    if engine == "spark":
+        from devloop.analytics import spark as reports
+
+        with reports.spark_engine(master) as spark:
+            return getattr(reports, on_spark)(spark, folder, time_range, projects, agents,
+                                              hosts=_hosts(), **options)  # fmt: skip
+    with _store_warnings():
+        return run(folder, time_range, projects, agents, **options)
 
 
 def _hosts() -> tuple[str, ...]:
@@ -388,17 +405,9 @@ def bottlenecks(
     resources = ("cpu", "memory") if resource == "all" else (resource,)
     time_range = _range(start, end, period)
     shown = None if show_all else (limit or BOTTLENECKS_SHOWN)
-    if engine == "spark":
-        from devloop.analytics.spark import bottlenecks_spark, spark_engine
-
-        with spark_engine(spark_master) as spark:
-            report = bottlenecks_spark(spark, folder, time_range, projects, agents,
-                                       threshold=threshold, min_duration=shortest, limit=shown,
-                                       resources=resources, hosts=_hosts())  # fmt: skip
-    else:
-        with _store_warnings():
-            report = run(folder, time_range, projects, agents, threshold=threshold,
-                         min_duration=shortest, limit=shown, resources=resources)  # fmt: skip
+    report = _on_engine(engine, spark_master, run, "bottlenecks_spark", folder, time_range,
+                        projects, agents, threshold=threshold, min_duration=shortest,
+                        limit=shown, resources=resources)  # fmt: skip
     emit(render_bottlenecks(report, fmt, threshold, min_duration), output)
 
 
@@ -433,14 +442,8 @@ def efficiency(
         fmt = "json"
     folder = report_folder(workspace_dir)
     time_range = _range(start, end, period)
-    if engine == "spark":
-        from devloop.analytics.spark import efficiency_spark, spark_engine
-
-        with spark_engine(spark_master) as spark:
-            report = efficiency_spark(spark, folder, time_range, projects, agents, hosts=_hosts())
-    else:
-        with _store_warnings():
-            report = run(folder, time_range, projects, agents)
+    report = _on_engine(engine, spark_master, run, "efficiency_spark", folder, time_range,
+                        projects, agents)  # fmt: skip
     emit(render_efficiency(report, fmt), output)
 
 
