@@ -9,6 +9,7 @@ runs of a few agents, some of them over their memory limits, on a tick of 1 s, 0
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -241,3 +242,34 @@ def test_the_pause_cycles_are_taken_at_once(monkeypatch: pytest.MonkeyPatch):
         replay(demand, config, **options)
     assert sum(1 for n in taken if n > 0) >= 20
     assert max(taken) > 500
+
+
+def test_peak_demand_taken_per_overlapping_set_is_the_sum_over_all_runs_to_the_bit():
+    from devloop.tune.objective import peak_demand
+
+    def every_tick(runs: list[RunDemand], interval: float) -> tuple[float, int]:
+        cores: dict[int, float] = {}
+        memory: dict[int, int] = {}
+        for run in runs:
+            first = math.floor(run.queued_at / interval)
+            for i, (c, m) in enumerate(zip(run.cores, run.rss_bytes, strict=True)):
+                cores[first + i] = cores.get(first + i, 0.0) + float(c)
+                memory[first + i] = memory.get(first + i, 0) + int(m)
+        return max(cores.values(), default=0.0), max(memory.values(), default=0)
+
+    rng = random.Random(7)
+    overlapping = 0
+    for _ in range(500):
+        interval = rng.choice([0.5, 1.0, 2.0])
+        runs = []
+        for i in range(rng.randint(0, 10)):
+            ticks = rng.randint(0, 8)
+            runs.append(RunDemand(
+                f"r{i}", "p", "a", T0 + rng.uniform(0, 40),
+                [rng.random() * rng.choice([0.1, 1.0, 3.0]) for _ in range(ticks)],
+                [rng.randint(0, 1 << 30) for _ in range(ticks)],
+            ))  # fmt: skip
+        expected = every_tick(runs, interval)
+        assert peak_demand(runs, interval) == expected
+        overlapping += expected[0] > max((max(r.cores, default=0.0) for r in runs), default=0.0)
+    assert overlapping > 100  # the cases do sum coinciding runs

@@ -134,13 +134,41 @@ def alone(
 
 
 def peak_demand(runs: Sequence[RunDemand], interval: float) -> tuple[float, int]:
-    """The most cores and memory ``runs`` wanted at one tick, at their recorded times."""
-    if len(runs) == 1:  # most groups: the run's own peaks (the same sums as below)
-        (run,) = runs
-        return (
-            max((0.0 + float(c) for c in run.cores), default=0.0),
-            max((0 + int(m) for m in run.rss_bytes), default=0),
-        )
+    """The most cores and memory ``runs`` wanted at one tick, at their recorded times.
+
+    Runs whose ticks overlap no other's are taken on their own (their peaks), the others per
+    overlapping set, summed tick by tick in the order of ``runs`` (the same float sums as over
+    all of them at once)."""
+    if len(runs) == 1:
+        return _own_peaks(runs[0])
+    spans = sorted((math.floor(run.queued_at / interval), i) for i, run in enumerate(runs))
+    sets: list[list[int]] = []
+    end = -1
+    for first, i in spans:
+        if not sets or first >= end:
+            sets.append([])
+        sets[-1].append(i)
+        end = max(end, first + len(runs[i].cores))
+    top_cores, top_memory = 0.0, 0
+    for members in sets:
+        if len(members) == 1:
+            cores, memory = _own_peaks(runs[members[0]])
+        else:
+            cores, memory = _summed_peaks([runs[j] for j in sorted(members)], interval)
+        top_cores, top_memory = max(top_cores, cores), max(top_memory, memory)
+    return top_cores, top_memory
+
+
+def _own_peaks(run: RunDemand) -> tuple[float, int]:
+    """One run's most cores and memory at one tick."""
+    return (
+        max((0.0 + float(c) for c in run.cores), default=0.0),
+        max((0 + int(m) for m in run.rss_bytes), default=0),
+    )
+
+
+def _summed_peaks(runs: Sequence[RunDemand], interval: float) -> tuple[float, int]:
+    """The most cores and memory ``runs`` wanted together at one tick."""
     cores: dict[int, float] = {}
     memory: dict[int, int] = {}
     for run in runs:
