@@ -6,7 +6,8 @@ store (a fleet mirror's layout: ``metrics/<table>/date=D/hour=H/<host>--<name>.p
 DuckDB reads the store; Spark reads the shipped dataset and the store. Every record is compared
 key by key, floats to 1e-9 relative. A second store has idle gaps (an agent that stops for ten
 minutes an hour: project series filled with zeros, estimated runs split in two) and first-tick
-CPU readings that are null.
+CPU readings that are null. A third ties each run to its root process (``processes.run_id``,
+null in a simulated store), so autotune's run demand has per-tick series to join.
 
 One Spark session (local[2]) for the module: starting the JVM is most of the time.
 """
@@ -99,6 +100,35 @@ def holes(merged: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         index = table.schema.get_field_index("cpu_cores")
         cpu = pc.if_else(unread, pa.scalar(None, pa.float32()), table["cpu_cores"])
         table = table.set_column(index, table.schema.field(index), cpu)
+        pq.write_table(table.replace_schema_metadata(metadata), path)
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def tagged(merged: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``merged`` with each run's root process tagged with its run id in ``processes``: the
+    samples of the process from its run's start on are the run's (a simulated process idles
+    on after its run, some ticks held stopped by the enforcement)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    workspace = tmp_path_factory.mktemp("tagged") / ".devloop-workspace"
+    shutil.copytree(merged, workspace)
+
+    def roots(table: pa.Table) -> list[tuple[Any, ...]]:
+        return [
+            tuple(row.values()) for row in table.select(["host", "pid", "start_time"]).to_pylist()
+        ]
+
+    runs = pq.read_table(workspace / "metrics" / "runs")
+    run_of = dict(zip(roots(runs), runs["run_id"].to_pylist(), strict=True))
+    for path in sorted((workspace / "metrics" / "processes").rglob("*.parquet")):
+        table = pq.read_table(path)
+        metadata = pq.read_metadata(path).metadata
+        index = table.schema.get_field_index("run_id")
+        field = table.schema.field(index)
+        ids = pa.array([run_of.get(key) for key in roots(table)], field.type)
+        table = table.set_column(index, field, ids)
         pq.write_table(table.replace_schema_metadata(metadata), path)
     return workspace
 
@@ -281,3 +311,69 @@ def test_the_cli_runs_on_spark(
     expected = json.loads(on_duckdb.output)
     assert facts(expected), expected
     _same(json.loads(on_spark.output), expected, "cli")
+
+
+def _demand(rows: Any) -> dict[str, Any]:
+    """The Spark engine's rows made into autotune's Demand, as plain data for :func:`_same`."""
+    from devloop.tune.replay import demand_from_rows
+
+    return _plain(demand_from_rows(rows.found, rows.series, rows.machines, rows.interval))
+
+
+def _plain(demand: Any) -> dict[str, Any]:
+    return {
+        "runs": [{**vars(run), "cores": list(run.cores), "rss_bytes": list(run.rss_bytes)}
+                 for run in demand.runs],
+        "interval": demand.interval,
+        "cores": demand.cores,
+        "host_cores": dict(sorted(demand.host_cores.items())),
+    }  # fmt: skip
+
+
+def test_run_demand_equals_duckdb(spark: Any, shipped: Path, merged: Path, tagged: Path) -> None:
+    from datetime import datetime
+
+    from devloop.analytics.spark import run_demand_spark
+    from devloop.tune.replay import demand_from_store
+
+    expected = _plain(demand_from_store(merged))
+    assert len(expected["runs"]) == 11 and expected["interval"] == 10.0
+    assert expected["host_cores"] == {"alpha": 2, "bravo": 2, "charlie": 2}
+    # no run's processes are tagged: each run is its padding (its kernel CPU over its length)
+    assert [len(run["cores"]) for run in expected["runs"]] == [1] * 11
+    rows = run_demand_spark(spark, shipped)
+    assert [type(v) for v in rows.found[0]] == [str, str, str, float, datetime, datetime,
+                                                 float, float, int, str]  # fmt: skip
+    _same(_demand(rows), expected, "shipped")
+    # the join: each run's process ticks, less the 14 it was held stopped using nothing; a
+    # range cutting two hours, from the store's layout
+    asked = TimeRange(parse_moment("2026-01-05T00:40:00Z"), parse_moment("2026-01-05T01:30:00Z"))
+    expected = _plain(demand_from_store(tagged, asked.start, asked.end))
+    assert [len(run["cores"]) for run in expected["runs"]] == [237, 21, 3]
+    _same(_demand(run_demand_spark(spark, tagged, asked)), expected, "tagged")
+
+
+def test_the_cli_runs_autotune_on_spark(spark: Any, stores: dict[str, Path], tagged: Path) -> None:
+    from click.testing import CliRunner
+
+    from devloop.cli import cli
+
+    # alpha's workspace (its configuration) over the three hosts' tagged store
+    args = ["workspace", "autotune", "--workspace-dir", str(stores["alpha"]), "--store",
+            str(tagged), "--format", "json"]  # fmt: skip
+    on_duckdb = CliRunner().invoke(cli, args)
+    on_spark = CliRunner().invoke(cli, [*args, "--engine", "spark"])
+    assert on_duckdb.exit_code == 0, (on_duckdb.output, on_duckdb.exception)
+    assert on_spark.exit_code == 0, (on_spark.output, on_spark.exception)
+    expected = json.loads(on_duckdb.output)
+    found = json.loads(on_spark.output)
+    assert [p["objective"]["runs"] for p in expected["projects"].values()] == [7, 4]
+    assert found.pop("generated_at") and expected.pop("generated_at")
+    _same(found, expected, "autotune")
+    for extra, error in [
+        (["--duration", "1h"], "reads recorded runs: not with --duration"),
+        (["--group-by", "host"], "tunes the whole store: not with --group-by"),
+    ]:
+        refused = CliRunner().invoke(cli, [*args, "--engine", "spark", *extra])
+        assert refused.exit_code == 2
+        assert f"Error: --engine spark {error}" in refused.output

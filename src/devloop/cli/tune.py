@@ -11,6 +11,7 @@ from devloop.cli._options import (
     duration_value,
     echo_warnings,
     emit,
+    engine_options,
     fleet_options,
     report_folder,
     resolve_workspace_dir,
@@ -19,8 +20,10 @@ from devloop.cli._options import (
 )
 
 if TYPE_CHECKING:
+    from devloop.analytics import TimeRange
     from devloop.config import Workspace
     from devloop.tune import Suggestions
+    from devloop.tune.replay import Demand
 
 
 def percent_value(text: str | None, option: str) -> float | None:
@@ -295,6 +298,7 @@ def _no_suggestion(suggestions: Suggestions) -> list[str]:
     show_default=True,
     help="Fewer recorded runs than this (and fewer samples than --min-samples): no suggestion.",
 )
+@engine_options
 def autotune(
     workspace_dir: Path | None,
     period: str | None,
@@ -322,6 +326,8 @@ def autotune(
     min_samples: int,
     min_runs: int,
     group_by: str | None,
+    engine: str,
+    spark_master: str,
 ) -> None:
     """Suggest CPU and memory limits per project and agent from the recorded history.
 
@@ -330,14 +336,17 @@ def autotune(
     memory: never below a peak seen, plus a margin. The pool is raised to hold the projects'
     limits, up to --max-pool. A walk-forward backtest replays the runs under the current and
     the suggested limits; a limit that would do worse is not suggested. docs/autotune.md.
+    --engine spark reads the recorded runs' demand (their per-tick series) as a PySpark job;
+    the per-tick history and the fit stay on DuckDB here.
 
     \b
     Example:
       devloop workspace autotune --workspace-dir .devloop-workspace --period 7d \\
           --output suggestions.json --report report.html
       devloop workspace autotune --duration 3600 --output suggestions.json --format table
-      devloop workspace autotune --store s3://team-devloop/fleet --group-by class \
+      devloop workspace autotune --store s3://team-devloop/fleet --group-by class \\
           --output suggestions.json --format table
+      devloop workspace autotune --store /mnt/fleet --engine spark --output suggestions.json
     """
     from devloop.analytics import collected_warnings
     from devloop.cli.analytics import _range
@@ -375,6 +384,10 @@ def autotune(
         max_slowdown=max_slowdown,
         max_pool=max_pool,
     )
+    if engine == "spark" and duration is not None:
+        raise click.UsageError("--engine spark reads recorded runs: not with --duration")
+    if engine == "spark" and group_by is not None:
+        raise click.UsageError("--engine spark tunes the whole store: not with --group-by")
     time_range = _range(start, end, period)
     seconds = duration_value(duration, "--duration")
     every = duration_value(interval, "--interval")
@@ -401,7 +414,10 @@ def autotune(
     else:
         try:
             with collected_warnings() as messages:
-                suggestions = run_autotune(folder, time_range, params)
+                demand = (
+                    _spark_demand(folder, time_range, spark_master) if engine == "spark" else None
+                )
+                suggestions = run_autotune(folder, time_range, params, demand=demand)
         finally:
             echo_warnings(messages)
     text = to_json(suggestions.to_json())
@@ -413,6 +429,24 @@ def autotune(
         emit(html_report(suggestions), report)
     if fmt == "table":
         click.echo(_summary(suggestions), nl=False)
+
+
+def _spark_demand(folder: Path, time_range: TimeRange | None, master: str) -> Demand:
+    """The recorded runs' demand autotune replays, read on Spark from the store autotune reads
+    (the workspace's, or --store's) over the range autotune resolves."""
+    from devloop.analytics import Store, TimeRange
+    from devloop.analytics.spark import run_demand_spark, spark_engine
+    from devloop.cli.analytics import _hosts
+    from devloop.tune.replay import demand_from_rows
+
+    with Store(folder) as store:
+        selection = store.select(time_range)
+        root = store.root
+    with spark_engine(master) as spark:
+        rows = run_demand_spark(
+            spark, root, TimeRange(selection.start, selection.end), hosts=_hosts()
+        )
+    return demand_from_rows(rows.found, rows.series, rows.machines, rows.interval)
 
 
 def _emit_groups(groups: list[Any], output: Path, report: Path | None, fmt: str) -> None:

@@ -75,6 +75,7 @@ __all__ = [
     "ReplayedRun",
     "RunDemand",
     "SlowdownSummary",
+    "demand_from_rows",
     "demand_from_store",
     "replay",
     "summarize",
@@ -1478,14 +1479,14 @@ def demand_from_store(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> Demand:
-    """The runs of the ``runs`` table that started in ``[start, end)`` (an end not given: no
-    bound there) with their per-tick series, summed over the run's processes at each tick.
+    """The runs of the ``runs`` table that ended and started in ``[start, end)`` (an end not
+    given: no bound there) with their per-tick series, summed over the run's processes at each
+    tick, made into :class:`Demand` by :func:`demand_from_rows`.
 
     A run's trigger is its ``queued`` time. Ticks where every process of the run was stopped and
     used nothing (paused by the enforcement while recorded) are left out: they were not demand.
-    A run the ticks saw for fewer intervals than it lasted (a short run falls between ticks) is
-    padded at its end to its duration in whole ticks (at least one), with the CPU the kernel
-    counted and the ticks did not, and its last memory (else its ``max_rss_bytes``).
+    The interval is the store's (:meth:`Store.select <devloop.analytics.Store.select>` of the
+    range), the hosts' core counts their largest in ``system``.
     """
     from contextlib import nullcontext
 
@@ -1547,10 +1548,31 @@ def demand_from_store(
             for host, cores in store.rows("SELECT host, max(cores) FROM system GROUP BY host")
             if cores is not None
         }
+    return demand_from_rows(found, series, machines, interval)
+
+
+def demand_from_rows(
+    found: Sequence[tuple[Any, ...]],
+    series: Mapping[str, tuple[Sequence[float], Sequence[int]]],
+    machines: Mapping[str, int],
+    interval: float,
+) -> Demand:
+    """:class:`Demand` from what :func:`demand_from_store` reads (or the Spark engine's
+    :func:`~devloop.analytics.spark.run_demand_spark`): ``found``, the runs in trigger order as
+    ``(run_id, project, agent, queued_at, started, ended, duration_seconds, cpu_seconds,
+    max_rss_bytes, host)``, ``duration_seconds`` less the seconds it was paused; ``series``,
+    per run id its per-tick cores and memory (a run the ticks never saw: none);
+    ``machines``, each host's core count; ``interval``, the tick interval (seconds).
+
+    A run the ticks saw for fewer intervals than it lasted (a short run falls between ticks) is
+    padded at its end to its duration in whole ticks (at least one), with the CPU the kernel
+    counted and the ticks did not, and its last memory (else its ``max_rss_bytes``).
+    """
     machine = max(machines.values(), default=None)
     runs = []
     for run_id, project, agent, queued, _, _, duration, cpu, max_rss, host in found:
-        cores, memory = series.get(run_id, ([], []))
+        seen_cores, seen_memory = series.get(run_id, ((), ()))
+        cores, memory = list(seen_cores), list(seen_memory)
         wanted = max(1, round(max(duration, 0.0) / interval))
         if len(cores) < wanted:
             missing = wanted - len(cores)
@@ -1559,4 +1581,4 @@ def demand_from_store(
             cores = cores + [unseen / (missing * interval)] * missing
             memory = memory + [last_memory] * missing
         runs.append(RunDemand(run_id, project, agent, float(queued), cores, memory, host))
-    return Demand(tuple(runs), interval, machine, machines)
+    return Demand(tuple(runs), interval, machine, dict(machines))

@@ -53,9 +53,14 @@ def autotune(
     params: TuneParameters | None = None,
     *,
     now: datetime | None = None,
+    demand: Demand | None = None,
 ) -> Suggestions:
     """Suggested limits for every project and agent of the workspace, from the history in
-    ``time_range`` (all of it by default), with a walk-forward backtest and the patches."""
+    ``time_range`` (all of it by default), with a walk-forward backtest and the patches.
+
+    ``demand``: the recorded runs to replay, read elsewhere (the Spark engine's, made with
+    :func:`~devloop.tune.replay.demand_from_rows`) for the same range; default: read from the
+    store (:func:`~devloop.tune.replay.demand_from_store`)."""
     from devloop.analytics._db import open_store
     from devloop.config import WORKSPACE_FILE, load_workspace
     from devloop.config.allocation import allocate
@@ -76,7 +81,8 @@ def autotune(
     selection = store.select(time_range)
     history = read_history(store, selection, workspace, params)
     held = held_seconds(store, selection)
-    demand = demand_from_store(store, selection.start, selection.end)
+    if demand is None:
+        demand = demand_from_store(store, selection.start, selection.end)
     notes = [history.limits_note] if history.limits_note else []
     priorities = {p.name: p.priority for p in workspace.config.projects}
     runs = _runs_by_entity(demand, history)
@@ -122,9 +128,8 @@ def autotune(
         suggestions[key].rationale = _why(suggestions[key], params)
     governing = profiles_at(workspace, [run.queued_at for run in demand.runs])
     suggestions, pool, totals = _choose_pool(
-        suggestions, workspace, allocation, history, params, priorities, governing, objective,
-        unit,
-    )  # fmt: skip
+        suggestions, workspace, allocation, history, params, priorities, governing, objective
+    )
     if pool.note:
         notes.append(pool.note)
     for entry in suggestions.values():
@@ -187,8 +192,6 @@ class _Objective:
         self.runs = runs
         # group replays of the searches, shared by the final fit and the backtest's folds
         self.replays: dict[Any, tuple[float, ...]] = {}
-        # every run replayed under the current configuration (totals)
-        self.current: Any = None
         # every entity's search on all its runs, and every backtest: each entity's work is
         # independent of the others', so it is done for all at once on the cores (workers.py)
         self.final: tuple[float, dict[Key, Search]] | None = None
@@ -335,44 +338,43 @@ class _Objective:
 
     def totals(
         self,
-        suggestions: dict[Key, EntitySuggestion],
-        pool: PoolFit,
+        trials: list[tuple[dict[Key, EntitySuggestion], PoolFit]],
         workspace: Workspace,
-        unit: int,
         history: History,
-    ) -> dict[str, Side]:
-        """Every run replayed with all the others under the current configuration and under
-        the suggested one (the pool included): what the pool does to them. In-sample (the
-        final suggestion over the whole history), unlike the entities' walk-forward."""
+    ) -> list[dict[str, Side]]:
+        """Per trial (suggestions and their pool), every run replayed with all the others under
+        the current configuration and under the suggested one (the pool included): what the
+        pool does to them, and each project's ``at_pool``. In-sample (the final suggestion over
+        the whole history), unlike the entities' walk-forward. The current configuration is
+        replayed once, beside the trials' on the cores."""
         from devloop.tune.replay import replay
 
-        totals = {"current": Side(), "suggested": Side()}
         runs = list(self.demand.runs)
         if not runs:
-            return totals
+            return [{"current": Side(), "suggested": Side()} for _ in trials]
         hours = float(history.n_hours)
-        suggested = suggested_workspace(workspace, suggestions, pool)
-        configs = [suggested] if self.current is not None else [workspace, suggested]
+        configs = [workspace] + [suggested_workspace(workspace, s, pool) for s, pool in trials]
         done = fork_map(lambda config: replay(runs, config, cores=self.cores,
                                               interval=self.demand.interval,
                                               host_cores=self.demand.host_cores),
                         configs)  # fmt: skip
-        if len(done) == 2:
-            self.current = done[0]  # the same for every pool tried
-        for name, replayed in (("current", self.current), ("suggested", done[-1])):
-            cpu = pool.cpu if name == "current" else (pool.suggested_cpu or pool.cpu)
-            memory = (
-                pool.memory_bytes
-                if name == "current"
-                else (pool.suggested_memory or pool.memory_bytes)
+        found = []
+        for (suggestions, pool), replayed in zip(trials, done[1:], strict=True):
+            totals = {"current": Side(), "suggested": Side()}
+            totals["current"].add(list(done[0].runs), pool.cpu, pool.memory_bytes, hours)
+            totals["suggested"].add(
+                list(replayed.runs),
+                pool.suggested_cpu or pool.cpu,
+                pool.suggested_memory or pool.memory_bytes,
+                hours,
             )
-            totals[name].add(list(replayed.runs), cpu, memory, hours)
-        for key, entry in suggestions.items():
-            if not key[1]:
-                mine = [r for r in totals["suggested"].runs if r.project == key[0]]
-                stats = slowdowns(mine)
-                entry.at_pool = None if stats is None else stats.to_json()
-        return totals
+            for key, entry in suggestions.items():
+                if not key[1]:
+                    mine = [r for r in totals["suggested"].runs if r.project == key[0]]
+                    stats = slowdowns(mine)
+                    entry.at_pool = None if stats is None else stats.to_json()
+            found.append(totals)
+        return found
 
 
 def suggested_workspace(
@@ -450,7 +452,6 @@ def _choose_pool(
     priorities: dict[str, int],
     governing: Collection[str],
     objective: _Objective,
-    unit: int,
 ) -> tuple[dict[Key, EntitySuggestion], PoolFit, dict[str, Side]]:
     """The pool for the suggestions and every run replayed under it. When the projects need
     more CPU than ``--max-pool`` allows, two ways to live with it are replayed with every run
@@ -467,12 +468,15 @@ def _choose_pool(
     best: tuple[Any, ...] | None = None
     compared: list[dict[str, Any]] = []
     chosen: tuple[dict[Key, EntitySuggestion], PoolFit, dict[str, Side]] | None = None
+    trials = []
     for overcommit in options:
         trial = {key: replace(entry) for key, entry in suggestions.items()}
         pool = _fit_pool(trial, workspace, allocation, history, params, priorities, governing,
                          overcommit=overcommit)  # fmt: skip
         _cap_agents_at_projects(trial)
-        totals = objective.totals(trial, pool, workspace, unit, history)
+        trials.append((trial, pool))
+    replayed = objective.totals(trials, workspace, history)
+    for overcommit, (trial, pool), totals in zip(options, trials, replayed, strict=True):
         score = _pool_score(trial)
         compared.append(
             {

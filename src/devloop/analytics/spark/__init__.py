@@ -3,13 +3,13 @@
 Each function reads the hive-partitioned Parquet tables (``<root>/<table>/[host=H/]date=D/
 hour=H/*.parquet``) with ``spark.read.parquet`` and gives the same records as the DuckDB
 engine's report of the same name (``peak_usage``, ``bottlenecks``, ``efficiency``,
-``export_metrics``, ``run_summary``), so a
-fleet too large for one machine runs on a cluster (``spark_session("spark://...")`` or
-``spark-submit``) and gives the figures one machine would. The definitions are
-:mod:`devloop.analytics._db`'s: CPU % of the machine from each host's newest core count, project
-series at every collector tick with 0 where nothing ran, the workspace peak the coincident one,
-percentiles linear between the closest ranks (Spark's exact ``percentile``, as DuckDB's
-``quantile_cont``), the earliest tick among equal maxima.
+``export_metrics``, ``run_summary``; ``run_demand_spark``: the rows of autotune's run demand
+that ``demand_from_store`` reads), so a fleet too large for one machine runs on a cluster
+(``spark_session("spark://...")`` or ``spark-submit``) and gives the figures one machine
+would. The definitions are :mod:`devloop.analytics._db`'s: CPU % of the machine from each
+host's newest core count, project series at every collector tick with 0 where nothing ran, the
+workspace peak the coincident one, percentiles linear between the closest ranks (Spark's exact
+``percentile``, as DuckDB's ``quantile_cont``), the earliest tick among equal maxima.
 
 What Spark reads: the Parquet files only. A store's spool (the newest minutes of a running
 collector) and its rollups are not read; a fleet's dataset and its mirror have neither. A
@@ -22,6 +22,7 @@ this package costs nothing.
     reports.py      peak-usage, the export, the runs summary
     efficiency.py   efficiency (its Python finish is the DuckDB engine's)
     bottlenecks.py  bottlenecks (its runs, ranking and drivers are the DuckDB engine's)
+    demand.py       autotune's run demand: the runs and their per-tick series (its fit is local)
 
     spark = spark_session()                       # local[2]; or "spark://host:7077", "yarn"
     report = peak_usage_spark(spark, "s3a://fleet-metrics/devloop", TimeRange(...))
@@ -30,6 +31,7 @@ this package costs nothing.
 
 from devloop.analytics.spark.bottlenecks import bottlenecks_spark
 from devloop.analytics.spark.dataset import TABLES, Dataset, dataset_root
+from devloop.analytics.spark.demand import RunDemandRows, run_demand_spark
 from devloop.analytics.spark.efficiency import efficiency_spark
 from devloop.analytics.spark.reports import (
     SUMMARY_KINDS,
@@ -49,12 +51,14 @@ __all__ = [
     "SUMMARY_KINDS",
     "TABLES",
     "Dataset",
+    "RunDemandRows",
     "bottlenecks_spark",
     "check_spark",
     "dataset_root",
     "efficiency_spark",
     "export_spark",
     "peak_usage_spark",
+    "run_demand_spark",
     "run_summary_spark",
     "spark_engine",
     "spark_session",
