@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from devloop.analytics import Store, TimeRange
     from devloop.config import Workspace
     from devloop.config.allocation import Allocation
-    from devloop.tune.replay import Demand, RunDemand
+    from devloop.tune.replay import Demand, Replay, RunDemand
 
 
 def round_cpu(value: float) -> float:
@@ -192,6 +192,8 @@ class _Objective:
         self.runs = runs
         # group replays of the searches, shared by the final fit and the backtest's folds
         self.replays: dict[Any, tuple[float, ...]] = {}
+        # every run replayed together under the current configuration (totals)
+        self.current: Any = None
         # every entity's search on all its runs, and every backtest: each entity's work is
         # independent of the others', so it is done for all at once on the cores (workers.py)
         self.final: tuple[float, dict[Key, Search]] | None = None
@@ -258,16 +260,44 @@ class _Objective:
     ) -> EntityBacktest | None:
         """Walk-forward: for each block k+1, the limits fitted on blocks 1..k and the limit in
         force now, each replayed on the runs of block k+1 (the entity's runs alone). Every
-        entity's at the first call, on the cores."""
+        entity's at the first call, on the cores, beside the in-sample replay of every run
+        under the current configuration (:meth:`totals`: it does not depend on the
+        suggestions)."""
         asked = (id(history), id(held), unit, count)
         if self.backtests is None or self.backtests[0] != asked:
             keys = [k for k, found in self.runs.items() if found]
-            done = fork_map(lambda k: self._backtest(k, history, held, unit, count), keys,
-                            costs=[len(self.runs[k]) for k in keys])  # fmt: skip
+            items: list[Key | None] = [*keys]
+            costs = [len(self.runs[k]) for k in keys]
+            if self.current is None and self.demand.runs:
+                items.append(None)  # the current configuration's in-sample replay
+                costs.append(len(self.demand.runs))
+            done: list[Any] = fork_map(
+                lambda k: (
+                    self._replay_all(self.workspace)
+                    if k is None
+                    else self._backtest(k, history, held, unit, count)
+                ),
+                items,
+                costs=costs,
+            )
+            if len(done) > len(keys):
+                self.current = done.pop()
             self.backtests = (asked, dict(zip(keys, done, strict=True)))
         if key in self.backtests[1]:
             return self.backtests[1][key]
         return self._backtest(key, history, held, unit, count)
+
+    def _replay_all(self, config: Workspace) -> Replay:
+        """Every recorded run replayed together under ``config``."""
+        from devloop.tune.replay import replay
+
+        return replay(
+            list(self.demand.runs),
+            config,
+            cores=self.cores,
+            interval=self.demand.interval,
+            host_cores=self.demand.host_cores,
+        )
 
     def _backtest(
         self, key: Key, history: History, held: dict[Key, float], unit: int, count: int
@@ -346,18 +376,18 @@ class _Objective:
         the current configuration and under the suggested one (the pool included): what the
         pool does to them, and each project's ``at_pool``. In-sample (the final suggestion over
         the whole history), unlike the entities' walk-forward. The current configuration is
-        replayed once, beside the trials' on the cores."""
-        from devloop.tune.replay import replay
-
-        runs = list(self.demand.runs)
-        if not runs:
+        replayed once (beside the backtests when they ran first), the trials' on the cores."""
+        if not self.demand.runs:
             return [{"current": Side(), "suggested": Side()} for _ in trials]
         hours = float(history.n_hours)
-        configs = [workspace] + [suggested_workspace(workspace, s, pool) for s, pool in trials]
-        done = fork_map(lambda config: replay(runs, config, cores=self.cores,
-                                              interval=self.demand.interval,
-                                              host_cores=self.demand.host_cores),
-                        configs)  # fmt: skip
+        current = self.current if workspace is self.workspace else None
+        configs = [suggested_workspace(workspace, s, pool) for s, pool in trials]
+        done = fork_map(self._replay_all, configs if current is not None else [workspace, *configs])
+        if current is None:
+            current = done.pop(0)
+            if workspace is self.workspace:
+                self.current = current
+        done.insert(0, current)
         found = []
         for (suggestions, pool), replayed in zip(trials, done[1:], strict=True):
             totals = {"current": Side(), "suggested": Side()}
