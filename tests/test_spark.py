@@ -30,6 +30,7 @@ from devloop.analytics import (
     peak_usage,
     records,
     run_summary,
+    runs,
 )
 from devloop.store.ship import ship
 from tests.helpers.s3 import side_by_side, simulated_stores
@@ -188,6 +189,19 @@ def test_runs_summary_equals_duckdb(spark: Any, shipped: Path, merged: Path) -> 
     )
 
 
+def test_runs_equal_duckdb(spark: Any, shipped: Path, merged: Path) -> None:
+    from devloop.analytics.spark import runs_spark
+
+    expected = runs(merged)
+    # 12 estimated (each host's four agents: one span over the two hours), 11 launched
+    assert (expected.height, expected["estimated"].sum()) == (23, 12)
+    found = runs_spark(spark, shipped)
+    assert found.schema == expected.schema  # the frame the CLI renders
+    # the same rows in the same order (by start, then run id and host), datetimes included;
+    # the filters (shared with the summary, above) and --slowest are in the CLI case below
+    _same(found.rows(named=True), expected.rows(named=True), "runs")
+
+
 def test_export_equals_duckdb(spark: Any, shipped: Path, merged: Path) -> None:
     from devloop.analytics.spark import export_spark
 
@@ -238,10 +252,6 @@ def test_the_cli_says_what_spark_needs(monkeypatch: pytest.MonkeyPatch, merged: 
                                      "--engine", "spark"])  # fmt: skip
     assert found.exit_code == 2
     assert "Error: --engine spark runs the export only (--interval or --format csv)" in found.output
-    found = CliRunner().invoke(cli, ["workspace", "analytics", "runs", "--workspace-dir",
-                                     str(merged), "--engine", "spark"])  # fmt: skip
-    assert found.exit_code == 2
-    assert "Error: --engine spark runs the summary only (--summary)" in found.output
 
 
 def test_the_cli_runs_peak_usage_on_spark(spark: Any, merged: Path) -> None:
@@ -274,6 +284,12 @@ _CUT = ["--start", "2026-01-05T00:30:00Z", "--end", "2026-01-05T01:10:00Z"]
          lambda out: len(out["rows"]) == 24 * 4),
         ("merged", ["analytics", "runs", "--summary", "--agent", "lint*", "--host", "bravo"],
          lambda out: [row["agent"] for row in out["summary"]] == ["linter", "linter"]),
+        # the six estimated linters last the two hours from one start (a tie: by run id, then
+        # host), then the two longest launched ones
+        ("merged", ["analytics", "runs", "--agent", "lint*", "--slowest", "8"],
+         lambda out: [(r["project"], r["host"], r["duration_seconds"]) for r in out["runs"]]
+         == [(p, h, 7200.0) for p in ("proj-1", "proj-2") for h in ("alpha", "bravo", "charlie")]
+         + [("proj-1", "charlie", 14.899), ("proj-2", "alpha", 13.735)]),
         # efficiency and bottlenecks: their only Spark runs here (each costs seconds), on the
         # three hosts with idle ticks and unread CPU; efficiency over a range cutting an hour
         ("holes", ["analytics", "efficiency", *_CUT],
@@ -289,7 +305,7 @@ _CUT = ["--start", "2026-01-05T00:30:00Z", "--end", "2026-01-05T01:10:00Z"]
          == {("project", "cpu"), ("project", "memory"), ("workspace", "cpu")}
          and max(len(i["drivers"]) for i in out["intervals"]) == 3),
     ],
-    ids=["export", "runs-summary", "efficiency", "bottlenecks"],
+    ids=["export", "runs-summary", "runs", "efficiency", "bottlenecks"],
 )  # fmt: skip
 def test_the_cli_runs_on_spark(
     spark: Any,

@@ -495,8 +495,8 @@ def runs(
     One row per run devloop launched (`devloop run`, `watch`, stress-test), exact from the
     kernel; and, for agents attributed by rule, runs estimated from the ticks (trigger
     "rule": a span of ticks with a process of the agent). --format csv (or json) exports
-    them: `{"runs": [...]}`, or with --summary `{"summary": [...]}`. The summary also runs
-    on Spark (--engine spark).
+    them: `{"runs": [...]}`, or with --summary `{"summary": [...]}`. Both also run on Spark
+    (--engine spark).
 
     \b
     Example:
@@ -508,40 +508,25 @@ def runs(
     """
     from devloop.analytics import run_summary, runs
 
-    if engine == "spark" and not summary:
-        raise click.UsageError("--engine spark runs the summary only (--summary)")
     time_range = _range(start, end, period)
     folder = report_folder(workspace_dir)
+    filters: dict[str, Any] = {
+        "project": projects or None,
+        "agent": agents or None,
+        "trigger": trigger,
+        "failed": True if failed else None,
+        "slowest": slowest,
+        "estimated": not no_estimated,
+    }
     if engine == "spark":
-        from devloop.analytics.spark import run_summary_spark, spark_engine
+        from devloop.analytics.spark import run_summary_spark, runs_spark, spark_engine
 
+        on_spark = run_summary_spark if summary else runs_spark
         with spark_engine(spark_master) as spark:
-            frame = run_summary_spark(
-                spark,
-                folder,
-                time_range,
-                project=projects or None,
-                agent=agents or None,
-                trigger=trigger,
-                failed=True if failed else None,
-                slowest=slowest,
-                estimated=not no_estimated,
-                hosts=_hosts(),
-            )
-        emit(render_runs(frame, fmt, summary=True), output)
-        return
-    run = run_summary if summary else runs
-    with _store_warnings():
-        frame = run(
-            folder,
-            time_range,
-            project=projects or None,
-            agent=agents or None,
-            trigger=trigger,
-            failed=True if failed else None,
-            slowest=slowest,
-            estimated=not no_estimated,
-        )
+            frame = on_spark(spark, folder, time_range, hosts=_hosts(), **filters)
+    else:
+        with _store_warnings():
+            frame = (run_summary if summary else runs)(folder, time_range, **filters)
     emit(render_runs(frame, fmt, summary=summary), output)
 
 

@@ -3,8 +3,8 @@
 Each function reads the hive-partitioned Parquet tables (``<root>/<table>/[host=H/]date=D/
 hour=H/*.parquet``) with ``spark.read.parquet`` and gives the same records as the DuckDB
 engine's report of the same name (``peak_usage``, ``bottlenecks``, ``efficiency``,
-``export_metrics``, ``run_summary``; ``run_demand_spark``: the rows of autotune's run demand
-that ``demand_from_store`` reads), so a fleet too large for one machine runs on a cluster
+``export_metrics``, ``runs``, ``run_summary``; ``run_demand_spark``: the rows of autotune's run
+demand that ``demand_from_store`` reads), so a fleet too large for one machine runs on a cluster
 (``spark_session("spark://...")`` or ``spark-submit``) and gives the figures one machine
 would. The definitions are :mod:`devloop.analytics._db`'s: CPU % of the machine from each
 host's newest core count, project series at every collector tick with 0 where nothing ran, the
@@ -19,7 +19,7 @@ this package costs nothing.
 
     session.py      the session: made, or the one running in the process (spark_engine)
     dataset.py      the tables as DataFrames, the question resolved, the per-tick series
-    reports.py      peak-usage, the export, the runs summary
+    reports.py      peak-usage, the export, the runs and their summary
     efficiency.py   efficiency (its Python finish is the DuckDB engine's)
     bottlenecks.py  bottlenecks (its runs, ranking and drivers are the DuckDB engine's)
     demand.py       autotune's run demand: the runs and their per-tick series (its fit is local)
@@ -38,6 +38,7 @@ from devloop.analytics.spark.reports import (
     export_spark,
     peak_usage_spark,
     run_summary_spark,
+    runs_spark,
 )
 from devloop.analytics.spark.session import (
     DEFAULT_MASTER,
@@ -60,6 +61,7 @@ __all__ = [
     "peak_usage_spark",
     "run_demand_spark",
     "run_summary_spark",
+    "runs_spark",
     "spark_engine",
     "spark_session",
 ]

@@ -1,4 +1,4 @@
-"""peak-usage, the export and the runs summary on Spark."""
+"""peak-usage, the export, the runs and their summary on Spark."""
 
 from __future__ import annotations
 
@@ -8,6 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics._db import Selection, match
+from devloop.analytics.runs import (
+    _RUN_TYPES,
+    _SUMMARY_TYPES,
+    GAP_INTERVALS,
+    RULE,
+    RUN_COLUMNS,
+    RUN_TRIGGERS,
+)
 from devloop.analytics.spark.dataset import (
     _AGGREGATES,
     Dataset,
@@ -30,9 +38,6 @@ if TYPE_CHECKING:
     from devloop.analytics.export import MetricsExport
     from devloop.analytics.peaks import PeakUsage
     from devloop.store.columns import Kind
-
-#: An estimated run ends at a gap longer than this many tick intervals (runs.GAP_INTERVALS).
-_GAP_INTERVALS = 2
 
 
 # --- peak-usage ----------------------------------------------------------------------------------
@@ -150,7 +155,7 @@ def export_spark(
     )
 
 
-# --- runs --summary -----------------------------------------------------------------------------
+# --- runs, runs --summary ----------------------------------------------------------------------
 
 
 #: Columns of :func:`run_summary_spark`'s records (runs.SUMMARY_COLUMNS), with their kinds.
@@ -186,13 +191,7 @@ def run_summary_spark(
     and agent, of the runs launched and estimated that started in the range."""
     import polars as pl
 
-    from devloop.analytics.runs import _SUMMARY_TYPES
-    from devloop.store.runs import TRIGGERS
-
-    if trigger is not None and trigger not in (*TRIGGERS, "rule"):
-        raise UsageError(f"unknown trigger {trigger!r} (use {', '.join((*TRIGGERS, 'rule'))})")
-    if slowest is not None and slowest < 1:
-        raise UsageError(f"--slowest must be at least 1, not {slowest}")
+    _check(trigger, slowest)
     data = Dataset(spark, root, hosts)
     runs = _runs_frame(data, time_range, _globs(project), _globs(agent), trigger, failed,
                        slowest, estimated)  # fmt: skip
@@ -215,6 +214,48 @@ def run_summary_spark(
     return pl.DataFrame(rows, schema=_SUMMARY_TYPES(), orient="row")
 
 
+def runs_spark(
+    spark: Any,
+    root: Path | str,
+    time_range: TimeRange | None = None,
+    *,
+    project: str | Sequence[str] | None = None,
+    agent: str | Sequence[str] | None = None,
+    trigger: str | None = None,
+    failed: bool | None = None,
+    slowest: int | None = None,
+    estimated: bool = True,
+    hosts: Sequence[str] = (),
+) -> pl.DataFrame:
+    """:func:`devloop.analytics.runs` on Spark: the same frame (columns, types, rows in the
+    same order; ``records()`` of it is what ``analytics runs --format json`` lists), one row per
+    run launched or estimated that started in the range, with the same filters. ``hosts``:
+    globs of the hosts whose rows count."""
+    import polars as pl
+
+    _check(trigger, slowest)
+    data = Dataset(spark, root, hosts)
+    runs = _runs_frame(data, time_range, _globs(project), _globs(agent), trigger, failed,
+                       slowest, estimated)  # fmt: skip
+    if runs is None:
+        return pl.DataFrame(schema=_RUN_TYPES())
+    order: list[Any] = ["started", "run_id", "host"]
+    if slowest is not None:
+        order.insert(0, runs["duration_seconds"].desc_nulls_last())
+    # Moments as epoch microseconds: the frame's UTC datetimes, whatever the session's zone.
+    columns = [f"unix_micros({c}) AS {c}" if c in ("started", "ended") else c for c in RUN_COLUMNS]
+    found = pl.DataFrame(runs.orderBy(*order).selectExpr(*columns).toArrow())
+    return found.select([pl.col(name).cast(kind) for name, kind in _RUN_TYPES().items()])
+
+
+def _check(trigger: str | None, slowest: int | None) -> None:
+    """UsageError for a filter :func:`devloop.analytics.runs` refuses."""
+    if trigger is not None and trigger not in RUN_TRIGGERS:
+        raise UsageError(f"unknown trigger {trigger!r} (use {', '.join(RUN_TRIGGERS)})")
+    if slowest is not None and slowest < 1:
+        raise UsageError(f"--slowest must be at least 1, not {slowest}")
+
+
 def _globs(names: str | Sequence[str] | None) -> tuple[str, ...]:
     if names is None:
         return ()
@@ -231,9 +272,9 @@ def _runs_frame(
     slowest: int | None,
     estimated: bool,
 ) -> Any | None:
-    """The runs of :func:`devloop.analytics.runs` as a DataFrame (the columns the summary
-    needs: project, agent, started, run_id, host, failed, estimated, duration_seconds,
-    cpu_seconds, max_rss_bytes); None when there can be none."""
+    """The runs of :func:`devloop.analytics.runs` as a DataFrame (its columns, ``started``
+    and ``ended`` as timestamps; the N slowest when ``slowest``, else in no order); None when
+    there can be none."""
     time_range = time_range or TimeRange()
     known = _known(data, runs=True)
     if not time_range.bounded:
@@ -270,12 +311,8 @@ def _runs_frame(
         names.append(_in_list("project", selection.projects))
     if selection.agent_filter:
         names.append(_in_list("agent", selection.agents))
-    columns = (
-        "project, agent, started, run_id, host, failed, estimated, duration_seconds, "
-        "cpu_seconds, max_rss_bytes"
-    )
     parts: list[Any] = []
-    if trigger != "rule":
+    if trigger != RULE:
         conditions = [
             f"unix_micros(started) >= {_us(start)}",
             f"unix_micros(started) < {_us(end)}",
@@ -288,23 +325,26 @@ def _runs_frame(
         parts.append(
             data.sql(
                 f"""
-                SELECT project, agent, started, run_id, host,
+                SELECT run_id, host, project, agent, trigger, status, command, started, ended,
+                       (unix_micros(ended) - unix_micros(started)) / 1e6 AS duration_seconds,
+                       CAST(exit_code AS BIGINT) AS exit_code, CAST(signal AS BIGINT) AS signal,
                        (coalesce(exit_code <> 0, false) OR signal IS NOT NULL
                         OR status = 'incomplete') AS failed,
-                       false AS estimated,
-                       (unix_micros(ended) - unix_micros(started)) / 1e6 AS duration_seconds,
+                       queue_wait_seconds, paused_seconds, throttled_seconds,
                        cpu_user_seconds + cpu_system_seconds AS cpu_seconds,
-                       max_rss_bytes
+                       cpu_user_seconds, cpu_system_seconds, max_rss_bytes,
+                       CAST(peak_cores AS DOUBLE) AS peak_cores, peak_rss_bytes,
+                       CAST(ticks AS BIGINT) AS ticks, log_path, false AS estimated
                 FROM {{runs}} WHERE {" AND ".join(conditions)}
                 """,
                 runs=data.table("runs"),
             )
         )
-    if estimated and trigger in (None, "rule") and failed is not True:
-        parts.append(_estimated(data, selection).select(*columns.split(", ")))
+    if estimated and trigger in (None, RULE) and failed is not True:
+        parts.append(_estimated(data, selection))
     if not parts:
         return None
-    union = parts[0]
+    union = parts[0].select(*RUN_COLUMNS)
     for part in parts[1:]:
         union = union.unionByName(part)
     if failed is not None:
@@ -318,9 +358,10 @@ def _runs_frame(
 
 def _estimated(data: Dataset, selection: Selection) -> Any:
     """The runs estimated from the ticks of agents devloop did not launch (runs._estimated_sql:
-    a span of ticks with a process, a gap of more than two intervals ending it)."""
+    a span of ticks with a process, a gap of more than two intervals ending it), with the
+    columns of :func:`devloop.analytics.runs`."""
     interval_us = max(1, round(selection.interval * 1e6))
-    gap_us = _GAP_INTERVALS * interval_us
+    gap_us = GAP_INTERVALS * interval_us
     last_day = (selection.end - timedelta(microseconds=1)).astimezone(UTC).date()
     return data.sql(
         f"""
@@ -348,15 +389,23 @@ def _estimated(data: Dataset, selection: Selection) -> Any:
         ),
         runs AS (
             SELECT host, project, agent, min(us) - {interval_us} AS started_us,
-                   max(us) AS ended_us, sum(cores) * CAST({interval_us / 1e6!r} AS DOUBLE)
-                   AS cpu_seconds
+                   max(us) AS ended_us, count(*) AS ticks,
+                   sum(cores) * CAST({interval_us / 1e6!r} AS DOUBLE) AS cpu_seconds,
+                   max(cores) AS peak_cores, max(rss) AS peak_rss_bytes
             FROM spans GROUP BY host, project, agent, span
         )
-        SELECT project, agent, timestamp_micros(started_us) AS started,
-               concat('est-', project, '-', agent, '-', CAST(started_us AS STRING)) AS run_id,
-               host, false AS failed, true AS estimated,
-               (ended_us - started_us) / 1e6 AS duration_seconds, cpu_seconds,
-               CAST(NULL AS BIGINT) AS max_rss_bytes
+        SELECT concat('est-', project, '-', agent, '-', CAST(started_us AS STRING)) AS run_id,
+               host, project, agent, '{RULE}' AS trigger, 'estimated' AS status,
+               CAST(NULL AS STRING) AS command, timestamp_micros(started_us) AS started,
+               timestamp_micros(ended_us) AS ended,
+               (ended_us - started_us) / 1e6 AS duration_seconds,
+               CAST(NULL AS BIGINT) AS exit_code, CAST(NULL AS BIGINT) AS signal,
+               false AS failed, CAST(NULL AS DOUBLE) AS queue_wait_seconds,
+               CAST(NULL AS DOUBLE) AS paused_seconds, CAST(NULL AS DOUBLE) AS throttled_seconds,
+               cpu_seconds, CAST(NULL AS DOUBLE) AS cpu_user_seconds,
+               CAST(NULL AS DOUBLE) AS cpu_system_seconds, CAST(NULL AS BIGINT) AS max_rss_bytes,
+               peak_cores, CAST(peak_rss_bytes AS BIGINT) AS peak_rss_bytes, ticks,
+               CAST(NULL AS STRING) AS log_path, true AS estimated
         FROM runs
         """,
         processes=data.table("processes"),
