@@ -1141,16 +1141,10 @@ class _Replayer:
             cpu = [u * scale for u in used]
             own = self._own_limits(run.key)
             if own is not None:
-                cpu_bar, memory_bar = own[0] * (1 - _MARGIN), own[1]
-                for j in range(bad):
-                    if cpu[j] > cpu_bar or memory[j] > memory_bar:
-                        bad = j
-                        break
+                bad = _first_over(cpu, own[0] * (1 - _MARGIN), bad)
+                bad = _first_over(memory, own[1], bad)
             if run.fail_at is not None:
-                for j in range(bad):
-                    if memory[j] > run.fail_at:
-                        bad = j
-                        break
+                bad = _first_over(memory, run.fail_at, bad)
             project_cpu, running = sums[0], sums[2]
             for j in range(m):
                 c, b = cpu[j], memory[j]
@@ -1173,17 +1167,10 @@ class _Replayer:
                 if share.memory_bytes > 0:
                     bars.append((memory, hungry * share.memory_bytes))
             for series, bar in bars:
-                for j in range(bad):
-                    if series[j] > bar:
-                        bad = j
-                        break
+                bad = _first_over(series, bar, bad)
         pool = allocation.pool
-        for series, bar in ((total_cpu, pool.cpu * (1 - _MARGIN)),
-                            (running_memory, pool.memory_bytes)):  # fmt: skip
-            for j in range(bad):
-                if series[j] > bar:
-                    bad = j
-                    break
+        bad = _first_over(total_cpu, pool.cpu * (1 - _MARGIN), bad)
+        bad = _first_over(running_memory, pool.memory_bytes, bad)
         blocked_in: dict[tuple[str, str], list[bool]] = {}
 
         def free_from(paused: Paused, first: int, taken: int) -> int | None:
@@ -1409,6 +1396,11 @@ class _Replayer:
                 )
             )
         return Replay(tuple(replayed), dt, self.cores, self.steps, self.over_pool)
+
+
+def _first_over(series: Sequence[float], bar: float, before: int) -> int:
+    """The first tick under ``before`` where ``series`` is over ``bar``, else ``before``."""
+    return next((j for j in range(before) if series[j] > bar), before)
 
 
 class _Repeat:
