@@ -1,7 +1,11 @@
 """Fleet benchmark (issue 16): ship throughput to a local S3-compatible server, what shipping
 adds to the collector, and reports over the fleet against a local copy.
 
-    python bench/fleet.py [--days 1] [--jobs 8] [--keep DIR] [--read-days 1]
+    python bench/fleet.py [--days 1] [--jobs 8] [--keep DIR] [--read-days 1] [--projects 3]
+    python bench/fleet.py --engine spark [--spark-hosts 3] [--spark-hours 6] [--repeat 2]
+
+The issue's size, 3 hosts x 7 days of 4 projects (29M samples rows): ``--read-days 7
+--projects 4`` and ``--engine spark --spark-hours 168 --projects 4 --repeat 1``.
 
 Simulates ``--days`` of the default workspace (12 processes at 1 s), compacts it, starts moto's
 S3 server on 127.0.0.1 (the ``fleet`` extra) and times, in one run:
@@ -16,9 +20,10 @@ S3 server on 127.0.0.1 (the ``fleet`` extra) and times, in one run:
   fetched) and a warm one (one listing), against the same report over a local copy of the same
   files (one store holding the three hosts), as a ratio (goal: at most 3x).
 
-``--engine spark`` times the Spark engine instead (nothing above): peak-usage, the runs summary
-and the 1m export on Spark ``--spark-master`` (default ``local[2]``) against DuckDB on the same
-store, at 1x, 2x and 4x the data (``--spark-hosts`` simulated hosts of ``--spark-hours`` each,
+``--engine spark`` times the Spark engine instead (nothing above): peak-usage, the runs summary,
+the 1m export, bottlenecks, efficiency and autotune's run demand on Spark ``--spark-master``
+(default ``local[2]``) against DuckDB on the same store (its rows: no rollups, as Spark reads
+it), at 1x, 2x and 4x the data (``--spark-hosts`` simulated hosts of ``--spark-hours`` each,
 then copies of them under other host names: the fleet grows by hosts), both in-process with a
 warm engine (the Spark session and its JIT warmed on the 1x data; the session's start is
 printed apart), and from a straight-line fit of each engine's time against the rows, the
@@ -106,9 +111,16 @@ def main() -> None:
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--spark-hosts", type=int, default=3)
     parser.add_argument("--spark-hours", type=float, default=6.0)
+    parser.add_argument(
+        "--projects", type=int, default=3,
+        help="Projects per simulated host (4 agents each, one process per agent at 1 s).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="Spark part: the best of this many runs."
+    )
     args = parser.parse_args()
     if args.engine == "spark":
-        _spark(args.spark_master, args.spark_hosts, args.spark_hours)
+        _spark(args.spark_master, args.spark_hosts, args.spark_hours, args.projects, args.repeat)
         return
     os.environ.update(CREDENTIALS)
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
@@ -166,7 +178,7 @@ def main() -> None:
                   f"child pays it anyway): {added:.3f} % added")  # fmt: skip
             print(f"  (a child with nothing to ship: {idle_cpu:.2f}s CPU, {idle_wall:.2f}s wall)")
             if args.read_days > 0:
-                _read(work, endpoint, args.read_days)
+                _read(work, endpoint, args.read_days, args.projects)
         finally:
             server.kill()
             server.wait()
@@ -180,10 +192,23 @@ READ_REPORTS = {
     "bottlenecks": ["analytics", "bottlenecks"],
     "efficiency": ["analytics", "efficiency"],
     "runs": ["analytics", "runs"],
+    "runs --summary": ["analytics", "runs", "--summary"],
+    "export 1m": ["metrics", "--interval", "1m"],
+    "autotune": ["autotune"],
 }
 
 
-def _read(work: Path, endpoint: str, days: float) -> None:
+def _comparable(output: bytes) -> bytes:
+    """A report's JSON without what differs run to run (autotune's ``generated_at``)."""
+    import json
+
+    data = json.loads(output)
+    if isinstance(data, dict):
+        data.pop("generated_at", None)
+    return json.dumps(data, sort_keys=True).encode()
+
+
+def _read(work: Path, endpoint: str, days: float, projects: int) -> None:
     """Three hosts shipped to ``s3://bench/read``; each report over it (cold and warm mirror)
     against the same report over one local store holding the same files."""
     import pyarrow as pa
@@ -198,7 +223,7 @@ def _read(work: Path, endpoint: str, days: float) -> None:
     rows = 0
     for seed, host in enumerate(hosts, start=1):
         out = work / host / ".devloop-workspace"
-        rows += simulate(out, days=days, seed=seed).rows["samples"]
+        rows += simulate(out, days=days, seed=seed, projects=projects).rows["samples"]
         root = out / "metrics"
         for table in ("samples", "system", "processes", "events", "limits", "runs"):
             for _, directory in iter_partitions(root, table):
@@ -232,30 +257,48 @@ def _read(work: Path, endpoint: str, days: float) -> None:
 
     print("| report | local copy | S3 cold | S3 warm | cold / local | warm / local |")
     print("|---|---|---|---|---|---|")
+    # autotune needs a configuration: the first host's workspace, over the store read
+    configured = work / hosts[0] / ".devloop-workspace"
     for name, command in READ_REPORTS.items():
         shutil.rmtree(work / "cache", ignore_errors=True)
         argv = [*devloop, *command, "--format", "json"]
-        local, expected = timed([*argv, "--workspace-dir", str(merged)])
+        if command[0] == "autotune":
+            argv += ["--workspace-dir", str(configured)]
+            local, expected = timed([*argv, "--store", str(merged)])
+        else:
+            local, expected = timed([*argv, "--workspace-dir", str(merged)])
         cold, got_cold = timed([*argv, *store])
         warm, got_warm = timed([*argv, *store])
-        assert got_cold == expected == got_warm, f"{name}: the fleet's report differs"
+        same = _comparable(got_cold) == _comparable(expected) == _comparable(got_warm)
+        assert same, f"{name}: the fleet's report differs"
         print(f"| {name} | {local:.2f} s | {cold:.2f} s | {warm:.2f} s | "
               f"{cold / local:.2f}x | {warm / local:.2f}x |")  # fmt: skip
 
 
-def _spark(master: str, hosts: int, hours: float) -> None:
+def _spark(master: str, hosts: int, hours: float, projects: int, repeat: int) -> None:
     """Spark against DuckDB on one store of ``hosts`` x ``hours``, then 2x and 4x the hosts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from devloop.analytics import export_metrics, peak_usage, records, run_summary
+    from devloop.analytics import (
+        bottlenecks,
+        efficiency,
+        export_metrics,
+        peak_usage,
+        records,
+        run_summary,
+    )
     from devloop.analytics.spark import (
+        bottlenecks_spark,
+        efficiency_spark,
         export_spark,
         peak_usage_spark,
+        run_demand_spark,
         run_summary_spark,
         spark_session,
     )
     from devloop.store.layout import data_files, iter_partitions
+    from devloop.tune.replay import demand_from_rows, demand_from_store
 
     tables = ("samples", "system", "processes", "events", "limits", "runs")
     work = Path(tempfile.mkdtemp(prefix="devloop-spark-"))
@@ -264,7 +307,7 @@ def _spark(master: str, hosts: int, hours: float) -> None:
         sources = []
         for seed in range(hosts):
             out = work / f"sim-{seed}" / ".devloop-workspace"
-            simulate(out, hours=hours, seed=seed + 1)
+            simulate(out, hours=hours, seed=seed + 1, projects=projects)
             sources.append(out / "metrics")
         print(f"spark: {hosts} hosts x {hours:g} h simulated in "
               f"{time.perf_counter() - began:.0f}s")  # fmt: skip
@@ -306,11 +349,25 @@ def _spark(master: str, hosts: int, hours: float) -> None:
                 lambda ws: export_metrics(ws).to_json(),
                 lambda ws: export_spark(spark, ws).to_json(),
             ),
+            "bottlenecks": (
+                lambda ws: bottlenecks(ws).to_json(),
+                lambda ws: bottlenecks_spark(spark, ws).to_json(),
+            ),
+            "efficiency": (
+                lambda ws: efficiency(ws).to_json(),
+                lambda ws: efficiency_spark(spark, ws).to_json(),
+            ),
+            "autotune's run demand": (
+                lambda ws: demand_from_store(ws),
+                lambda ws: (lambda r: demand_from_rows(r.found, r.series, r.machines, r.interval))(
+                    run_demand_spark(spark, ws)
+                ),
+            ),
         }
 
         def best(run: object, workspace: Path) -> float:
             times = []
-            for _ in range(2):
+            for _ in range(repeat):
                 began = time.perf_counter()
                 run(workspace)  # type: ignore[operator]
                 times.append(time.perf_counter() - began)

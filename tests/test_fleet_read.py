@@ -26,6 +26,7 @@ from devloop.store import StoreWriter
 from devloop.store.files import read_rows
 from devloop.store.fleet import CACHE_ENV, HOST_SEPARATOR, cache_dir, sync
 from devloop.store.layout import data_files, iter_partitions
+from devloop.store.rollups import DAY_PREFIX, KINDS, ROLLUPS_DIR, hours, resolve
 from devloop.store.schema import TABLES as TABLES_SCHEMA
 from devloop.store.ship import MANIFESTS_DIR, parse_target, published, ship
 from tests.helpers.s3 import (
@@ -207,9 +208,11 @@ def test_second_read_fetches_nothing(fleet: str, endpoint: str, _cache: Path) ->
     first = sync(target, ["a*", "charlie"])
     assert (first.hosts, first.fetched, first.removed) == (("alpha", "charlie"), 2 * HOURS, 0)
     tables = {h.host: 0 for h in published(target)}
+    shipped = dict(tables)
     for hour in published(target):
         tables[hour.host] += sum(1 for f in hour.files if f.table in TABLES)
-    assert first.files == tables["alpha"] + tables["charlie"]
+        shipped[hour.host] += len(hour.files)  # the tables' files and the rollups
+    assert first.files == shipped["alpha"] + shipped["charlie"]
     assert first.folder == cache_dir(target) and first.folder.parent == _cache
     second = sync(target)
     assert (second.fetched, second.unchanged) == (HOURS, 2 * HOURS)  # bravo's hours only
@@ -218,9 +221,17 @@ def test_second_read_fetches_nothing(fleet: str, endpoint: str, _cache: Path) ->
     assert third.unchanged == len(HOSTS) * HOURS
     result = _run(*REPORTS["peak-usage"], "--store", fleet, "--endpoint-url", endpoint)
     assert result.exit_code == 0 and "Fleet " not in result.stderr  # nothing fetched
-    files = sorted(p.name for p in (first.folder / "metrics").rglob("*") if p.is_file())
+    metrics = first.folder / "metrics"
+    files = sorted(p.name for p in metrics.rglob("*") if p.is_file())
     assert not [name for name in files if name.startswith(".")]
-    assert len(files) == sum(tables.values()) + 1  # and _facts.json
+    rolled = sorted(p.name for p in (metrics / ROLLUPS_DIR).rglob("*") if p.is_file())
+    assert len(files) == sum(tables.values()) + len(rolled) + 1  # and _facts.json
+    # every hour of the three hosts is read from the rollups the sync made of theirs
+    sources = resolve(metrics, hours(metrics))
+    assert len(sources.partitions) == HOURS and not sources.raw
+    # an entry per hour and kind, and per kind the day's file (its two hours are all it has)
+    assert len(rolled) == (HOURS + 1) * len(KINDS)
+    assert sum(name.startswith(DAY_PREFIX) for name in rolled) == len(KINDS)
 
 
 def test_half_published_and_removed_hours(
@@ -280,12 +291,43 @@ def test_killed_sync_leaves_whole_hours(stores: dict[str, Path], tmp_path: Path)
     (mirror.folder / ".syncing").touch()
     again = sync(f"file://{folder}")
     (_, second) = published(f"file://{folder}")
-    sent = sum(1 for f in second.files if f.table in TABLES)
+    sent = len(second.files)
     assert (again.fetched, again.files, again.unchanged) == (1, sent, HOURS - 1)
     assert [p.name for p in hour.iterdir()] == [
         f"alpha{HOST_SEPARATOR}{p.name}" for p in data_files(_hour_dir(stores["alpha"]))
     ]
     assert not (mirror.folder / ".syncing").exists()
+    metrics = mirror.folder / "metrics"  # every hour's rollups made again
+    assert len(resolve(metrics, hours(metrics)).partitions) == HOURS
+
+
+def test_an_hour_without_every_hosts_rollups_is_read_from_rows(
+    stores: dict[str, Path], merged: Path, tmp_path: Path
+) -> None:
+    from devloop.store.fleet import HOST_ROLLUPS_DIR, _combine_rollups
+    from devloop.store.layout import Partition
+
+    folder = tmp_path / "fleet"
+    for store in stores.values():
+        ship(store / "metrics", f"file://{folder}")
+    mirror = sync(f"file://{folder}")
+    metrics = mirror.folder / "metrics"
+    expected = {
+        name: _ok(*REPORTS[name], "--workspace-dir", str(merged))
+        for name in ("peak-usage", "efficiency", "export")
+    }
+    # bravo's hour 1 without one kind of rollup (as from a devloop with other kinds): the
+    # mirror's hour 1 is read from its rows, hour 0 from the rollups, the reports unchanged
+    hour = Partition("2026-01-05", 1)
+    (lost,) = (mirror.folder / HOST_ROLLUPS_DIR / "agent_cpu" / hour.relative_dir).glob("bravo--*")
+    lost.unlink()
+    _combine_rollups(mirror.folder, {hour})
+    sources = resolve(metrics, hours(metrics))
+    assert sources.partitions == (Partition("2026-01-05", 0),)
+    assert sorted(p.name.partition(HOST_SEPARATOR)[0] for p in sources.raw) == list(HOSTS)
+    assert not (metrics / ROLLUPS_DIR / "agent" / hour.relative_dir).exists()
+    for name, text in expected.items():
+        assert _ok(*REPORTS[name], "--workspace-dir", str(mirror.folder)) == text, name
 
 
 def _hour_dir(store: Path) -> Path:

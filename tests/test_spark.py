@@ -369,7 +369,9 @@ def test_run_demand_equals_duckdb(spark: Any, shipped: Path, merged: Path, tagge
     _same(_demand(run_demand_spark(spark, tagged, asked)), expected, "tagged")
 
 
-def test_the_cli_runs_autotune_on_spark(spark: Any, stores: dict[str, Path], tagged: Path) -> None:
+def test_the_cli_runs_autotune_on_spark(
+    spark: Any, stores: dict[str, Path], tagged: Path, tmp_path: Path
+) -> None:
     from click.testing import CliRunner
 
     from devloop.cli import cli
@@ -386,10 +388,25 @@ def test_the_cli_runs_autotune_on_spark(spark: Any, stores: dict[str, Path], tag
     assert [p["objective"]["runs"] for p in expected["projects"].values()] == [7, 4]
     assert found.pop("generated_at") and expected.pop("generated_at")
     _same(found, expected, "autotune")
-    for extra, error in [
-        (["--duration", "1h"], "reads recorded runs: not with --duration"),
-        (["--group-by", "host"], "tunes the whole store: not with --group-by"),
-    ]:
-        refused = CliRunner().invoke(cli, [*args, "--engine", "spark", *extra])
-        assert refused.exit_code == 2
-        assert f"Error: --engine spark {error}" in refused.output
+    # a fleet: each host its own class, its demand read on Spark from its own rows
+    for engine in ("duckdb", "spark"):
+        out = tmp_path / engine / "s.json"
+        out.parent.mkdir()
+        grouped = ["--group-by", "host", "--engine", engine, "-o", str(out)]
+        done = CliRunner().invoke(cli, [*args, *grouped])
+        assert done.exit_code == 0, (done.output, done.exception)
+    files = sorted(p.name for p in (tmp_path / "duckdb").iterdir())
+    assert files == ["s.alpha.json", "s.bravo.json", "s.charlie.json"]
+    assert sorted(p.name for p in (tmp_path / "spark").iterdir()) == files
+    runs = []
+    for name in files:
+        expected = json.loads((tmp_path / "duckdb" / name).read_text())
+        found = json.loads((tmp_path / "spark" / name).read_text())
+        assert found.pop("generated_at") and expected.pop("generated_at")
+        assert expected["group"]["hosts"] == [name.split(".")[1]]
+        runs.append(sum(p["objective"]["runs"] for p in expected["projects"].values()))
+        _same(found, expected, name)
+    assert sum(runs) == 11, runs  # every host's runs, each in its own class
+    refused = CliRunner().invoke(cli, [*args, "--engine", "spark", "--duration", "1h"])
+    assert refused.exit_code == 2
+    assert "Error: --engine spark reads recorded runs: not with --duration" in refused.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from devloop.cli._options import (
 )
 
 if TYPE_CHECKING:
-    from devloop.analytics import TimeRange
+    from devloop.analytics import Store, TimeRange
     from devloop.config import Workspace
     from devloop.tune import Suggestions
     from devloop.tune.replay import Demand
@@ -348,7 +350,7 @@ def autotune(
           --output suggestions.json --format table
       devloop workspace autotune --store /mnt/fleet --engine spark --output suggestions.json
     """
-    from devloop.analytics import collected_warnings
+    from devloop.analytics import Store, collected_warnings
     from devloop.cli.analytics import _range
     from devloop.cli.render import to_json
     from devloop.config import load_workspace
@@ -386,8 +388,6 @@ def autotune(
     )
     if engine == "spark" and duration is not None:
         raise click.UsageError("--engine spark reads recorded runs: not with --duration")
-    if engine == "spark" and group_by is not None:
-        raise click.UsageError("--engine spark tunes the whole store: not with --group-by")
     time_range = _range(start, end, period)
     seconds = duration_value(duration, "--duration")
     every = duration_value(interval, "--interval")
@@ -403,8 +403,11 @@ def autotune(
         from devloop.tune.fleet import autotune_fleet
 
         try:
-            with collected_warnings() as messages:
-                groups = autotune_fleet(folder, time_range, params, group_by=group_by)
+            with (
+                collected_warnings() as messages,
+                _demand_engine(engine, spark_master, time_range) as read,
+            ):
+                groups = autotune_fleet(folder, time_range, params, group_by=group_by, demand=read)
         finally:
             echo_warnings(messages)
         if len(groups) > 1:
@@ -413,10 +416,14 @@ def autotune(
         suggestions = groups[0][1]
     else:
         try:
-            with collected_warnings() as messages:
-                demand = (
-                    _spark_demand(folder, time_range, spark_master) if engine == "spark" else None
-                )
+            with (
+                collected_warnings() as messages,
+                _demand_engine(engine, spark_master, time_range) as read,
+            ):
+                demand = None
+                if read is not None:
+                    with Store(folder) as store:
+                        demand = read(store, None)
                 suggestions = run_autotune(folder, time_range, params, demand=demand)
         finally:
             echo_warnings(messages)
@@ -431,22 +438,32 @@ def autotune(
         click.echo(_summary(suggestions), nl=False)
 
 
-def _spark_demand(folder: Path, time_range: TimeRange | None, master: str) -> Demand:
-    """The recorded runs' demand autotune replays, read on Spark from the store autotune reads
-    (the workspace's, or --store's) over the range autotune resolves."""
-    from devloop.analytics import Store, TimeRange
+@contextmanager
+def _demand_engine(
+    engine: str, master: str, time_range: TimeRange | None
+) -> Iterator[Callable[[Store, Any], Demand] | None]:
+    """With ``--engine spark``: one Spark session, and a reader of the recorded runs' demand
+    autotune replays over a store (the workspace's, --store's, or one narrowed to a machine
+    class's hosts) and the range autotune resolves on it; None with DuckDB."""
+    if engine != "spark":
+        yield None
+        return
+    from devloop.analytics import TimeRange
     from devloop.analytics.spark import run_demand_spark, spark_engine
     from devloop.cli.analytics import _hosts
     from devloop.tune.replay import demand_from_rows
 
-    with Store(folder) as store:
-        selection = store.select(time_range)
-        root = store.root
     with spark_engine(master) as spark:
-        rows = run_demand_spark(
-            spark, root, TimeRange(selection.start, selection.end), hosts=_hosts()
-        )
-    return demand_from_rows(rows.found, rows.series, rows.machines, rows.interval)
+
+        def read(store: Store, machine: Any) -> Demand:
+            selection = store.select(time_range)
+            hosts = _hosts() if machine is None else machine.hosts
+            rows = run_demand_spark(
+                spark, store.root, TimeRange(selection.start, selection.end), hosts=hosts
+            )
+            return demand_from_rows(rows.found, rows.series, rows.machines, rows.interval)
+
+        yield read
 
 
 def _emit_groups(groups: list[Any], output: Path, report: Path | None, fmt: str) -> None:

@@ -5,6 +5,8 @@ folder) is made one by :func:`sync`, which mirrors its *published* hours, and on
 cache folder laid out as a workspace's store::
 
     <cache>/metrics/<table>/date=YYYY-MM-DD/hour=H/<host>--<name>.parquet   the hours' files
+    <cache>/metrics/_rollups/<kind>/date=YYYY-MM-DD/hour=H/<key>.parquet    every host's rollups
+    <cache>/_host_rollups/<kind>/date=YYYY-MM-DD/hour=H/<host>--<key>.parquet   as shipped
     <cache>/_manifests/host=<host>/date=YYYY-MM-DD/hour=H/<digest>.json     what is mirrored
     <cache>/fleet.json                                                      which dataset
 
@@ -12,8 +14,14 @@ cache folder laid out as a workspace's store::
 (``~/.cache/...`` by default), ``key`` a hash of the URI and endpoint. Every host's files of an
 hour sit side by side in the hour's folder (the views read every live file of a partition, and
 the rows carry ``host``); a host's name prefixes its files, so two machines' files never
-collide. The fleet's per-host rollups are not mirrored: a report reads the mirror's rows (the
-same numbers, see :mod:`devloop.store.rollups`), never a rollup of part of an hour.
+collide. Each host's rollups of an hour come with it (``_host_rollups``); when every host of a
+mirrored hour has them, in this devloop's versions, the sync concatenates them into the hour's
+rollups of the mirror's store (every kind is per host: rows of one host never mix with
+another's), keyed on the hour's mirrored files as compaction keys a machine's, with the
+whole-day files of the days it completes. Reports then read a fleet's closed hours from rollups
+as they read a machine's own (the same numbers: :mod:`devloop.store.rollups`); an hour some host
+shipped without them, or a ``--host`` filter (the hour's files are then a part of it), is read
+from its rows.
 
 What a sync does, with one listing of the fleet's ``_manifests/`` and nothing more when nothing
 changed:
@@ -24,6 +32,7 @@ changed:
   dot name and renamed; then the older version's other files go and the manifest is written;
 * an hour the mirror holds and the fleet no longer publishes (retention, or a new version being
   shipped) is removed, its manifest first;
+* the rollups of every hour fetched or removed are made again from its hosts' (or removed);
 * ``hosts`` (globs) restricts both to the matching hosts; other hosts' hours already mirrored
   stay (a report filters them out, :func:`narrow`).
 
@@ -56,6 +65,7 @@ from typing import TYPE_CHECKING, Final
 
 from devloop.errors import ShipError, StoreError, UsageError
 from devloop.store.layout import Partition
+from devloop.store.rollups import KINDS, ROLLUPS_DIR, source_key
 from devloop.store.ship import (
     DEFAULT_JOBS,
     MANIFEST_FORMAT,
@@ -78,6 +88,12 @@ MIRROR_FILE: Final = "fleet.json"
 CACHE_ENV: Final = "DEVLOOP_FLEET_CACHE"
 #: Between a mirror file's host and its name in the dataset.
 HOST_SEPARATOR: Final = "--"
+
+#: Each host's rollups of a mirrored hour, as shipped (see the module doc).
+HOST_ROLLUPS_DIR: Final = "_host_rollups"
+#: The mirror's layout: a mirror of another (older devloops mirrored no rollups) is dropped and
+#: fetched again by the next sync (it is a cache).
+MIRROR_LAYOUT: Final = 2
 
 _SYNCING = ".syncing"
 _LOCK = ".sync.lock"
@@ -184,8 +200,11 @@ def sync(
     }
     folder = cache or cache_dir(target)
     with _locked(folder):
-        _mark(folder, target)
-        if (folder / _SYNCING).exists():
+        if _mark(folder, target):
+            for name in ("metrics", MANIFESTS_DIR, HOST_ROLLUPS_DIR):
+                shutil.rmtree(folder / name, ignore_errors=True)
+        killed = (folder / _SYNCING).exists()
+        if killed:
             _clean(folder)
         held = _mirrored(folder)
         stale = [
@@ -195,7 +214,7 @@ def sync(
         ]
         todo = sorted(place for place, digest in wanted.items() if held.get(place) != digest)
         fetched = files = size = 0
-        if stale or todo:
+        if stale or todo or killed:
             (folder / _SYNCING).touch()
             for place, digest in stale:
                 if place not in wanted:
@@ -208,6 +227,10 @@ def sync(
                     fetched += 1
                     files += sent
                     size += sent_bytes
+            # after a killed sync, every hour's: it may have died before making them
+            touched = {p for _, p in held} if killed else set()
+            touched |= {place[1] for place in todo} | {p[1] for p, _ in stale}
+            _combine_rollups(folder, touched)
             _save_facts(folder)
             (folder / _SYNCING).unlink()
     removed = len(stale)
@@ -239,15 +262,21 @@ def reading_mirror(folder: Path) -> Iterator[None]:
         yield
 
 
-def _mark(folder: Path, target: Target) -> None:
-    data = {"uri": target.uri, "endpoint_url": target.endpoint_url}
+def _mark(folder: Path, target: Target) -> bool:
+    """Name the dataset the mirror holds; True when the mirror held another layout (an older
+    devloop's), whose files the caller then drops."""
+    data = {"uri": target.uri, "endpoint_url": target.endpoint_url, "layout": MIRROR_LAYOUT}
     path = folder / MIRROR_FILE
+    old: object = None
     try:
-        if path.is_file() and json.loads(path.read_text()) == data:
-            return
+        if path.is_file():
+            old = json.loads(path.read_text())
+            if old == data:
+                return False
     except (OSError, ValueError):
         pass
     _write(path, json.dumps(data, indent=1).encode())
+    return isinstance(old, dict) and old.get("layout") != MIRROR_LAYOUT
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -283,16 +312,26 @@ def _mirrored(folder: Path) -> dict[tuple[str, Partition], str]:
 
 
 def _local_files(folder: Path, place: tuple[str, Partition], manifest: dict) -> list[Path]:  # type: ignore[type-arg]
-    """Where the table files a manifest lists live in the mirror (rollups are not mirrored)."""
-    host, partition = place
+    """Where the files a manifest lists live in the mirror (what it does not know, skipped)."""
     paths = []
     for entry in manifest["files"]:
-        table = str(entry["table"])
-        if table in TABLES:
-            name = str(entry["path"]).rpartition("/")[2]
-            directory = folder / "metrics" / table / partition.relative_dir
-            paths.append(directory / f"{host}{HOST_SEPARATOR}{name}")
+        local = _local_path(folder, place, str(entry["table"]), str(entry["path"]))
+        if local is not None:
+            paths.append(local)
     return paths
+
+
+def _local_path(folder: Path, place: tuple[str, Partition], table: str, path: str) -> Path | None:
+    """Where a fleet file of ``table`` (or ``_rollups/<kind>``) of the hour ``place`` lives in
+    the mirror; None for what this devloop does not read (a table or kind it does not know)."""
+    host, partition = place
+    name = f"{host}{HOST_SEPARATOR}{path.rpartition('/')[2]}"
+    if table in TABLES:
+        return folder / "metrics" / table / partition.relative_dir / name
+    kind = table.removeprefix(f"{ROLLUPS_DIR}/")
+    if kind != table and kind in KINDS:
+        return folder / HOST_ROLLUPS_DIR / kind / partition.relative_dir / name
+    return None
 
 
 def _read_manifest(path: Path) -> dict:  # type: ignore[type-arg]
@@ -355,10 +394,9 @@ def _fetch_hour(
         old_manifest.unlink(missing_ok=True)  # the mirror holds no version of it now
     sent = sent_bytes = 0
     for path, table, size, sha256 in entries:
-        if table not in TABLES:
-            continue  # a rollup of one host's hour (see the module doc)
-        local = folder / "metrics" / table / partition.relative_dir
-        local = local / f"{host}{HOST_SEPARATOR}{path.rpartition('/')[2]}"
+        local = _local_path(folder, place, table, path)
+        if local is None:
+            continue  # of a newer devloop
         if local in old and _size(local) == size:
             continue  # unchanged between the versions, checked when it came
         _download(remote, path, local, size, sha256)
@@ -420,13 +458,70 @@ def _clean(folder: Path) -> None:
             listed.update(_local_files(folder, place, _read_manifest(manifest)))
         except StoreError:
             manifest.unlink(missing_ok=True)  # half a manifest cannot be: but a hand-edited one
-    for table in TABLES:
-        for path in (folder / "metrics" / table).glob("date=*/hour=*/*"):
+    tables = [folder / "metrics" / table for table in TABLES]
+    tables += [folder / HOST_ROLLUPS_DIR / kind for kind in KINDS]
+    for directory in tables:
+        for path in directory.glob("date=*/hour=*/*"):
             if path not in listed:
                 path.unlink(missing_ok=True)
                 _prune(path.parent, folder)
     for temp in (folder / MANIFESTS_DIR).glob("**/.*.tmp"):
         temp.unlink(missing_ok=True)
+
+
+def _combine_rollups(folder: Path, partitions: set[Partition]) -> None:
+    """Make the mirror's rollups of ``partitions`` again from their hosts' (see the module
+    doc), then the whole-day files of their days; an hour without every host's, removed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from devloop.store.columns import ROLLUP_VERSIONS, SCHEMA_VERSION_KEY
+    from devloop.store.files import scan_partition
+    from devloop.store.rollups import conform, consolidated, drop_hour, hour_dir, write_entry
+
+    root = folder / "metrics"
+    dates = set()
+    for partition in sorted(partitions):
+        directory = root / "samples" / partition.relative_dir
+        live = scan_partition(directory, "samples").live if directory.is_dir() else ()
+        hosts = sorted({f.path.name.partition(HOST_SEPARATOR)[0] for f in live})
+        drop_hour(root, partition)
+        dates.add(partition.date)
+        if not hosts:
+            continue
+        key = source_key(live)
+        built: dict[str, pa.Table] = {}
+        for kind in KINDS:
+            shipped = folder / HOST_ROLLUPS_DIR / kind / partition.relative_dir
+            parts = []
+            for host in hosts:
+                found = sorted(shipped.glob(f"{host}{HOST_SEPARATOR}*.parquet"))
+                if len(found) != 1:
+                    break
+                try:
+                    table = pq.read_table(found[0])
+                except (OSError, pa.ArrowException):
+                    break
+                version = (table.schema.metadata or {}).get(SCHEMA_VERSION_KEY)
+                if version != str(ROLLUP_VERSIONS[kind]).encode():
+                    break  # another devloop's version: the hour is read from its rows
+                parts.append(table.replace_schema_metadata(None))
+            if len(parts) != len(hosts):
+                break
+            try:
+                built[kind] = conform(kind, pa.concat_tables(parts))
+            except (StoreError, pa.ArrowException):
+                break
+        if len(built) != len(KINDS):
+            continue
+        for kind, table in built.items():
+            write_entry(table, hour_dir(root, kind, partition) / f"{key}.parquet")
+    base = root / ROLLUPS_DIR
+    for kind in KINDS:
+        for date in sorted(dates):
+            entries = sorted((base / kind / f"date={date}").glob("hour=*/*.parquet"))
+            if len(entries) > 1:
+                consolidated(entries, write=True)
 
 
 def _save_facts(folder: Path) -> None:

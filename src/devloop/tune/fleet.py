@@ -8,6 +8,7 @@ machines are one class), ``cores`` by cores alone, ``host`` tunes each host apar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from devloop.units import GIB
 if TYPE_CHECKING:
     from devloop.analytics import Store, TimeRange
     from devloop.tune.params import TuneParameters
+    from devloop.tune.replay import Demand
     from devloop.tune.suggestions import Suggestions
 
 #: How ``--group-by`` may group hosts.
@@ -63,10 +65,14 @@ def autotune_fleet(
     params: TuneParameters | None = None,
     *,
     group_by: str = "class",
+    demand: Callable[[Store, MachineClass], Demand] | None = None,
 ) -> list[tuple[MachineClass, Suggestions]]:
     """Per machine class of the store's hosts, the suggestions from that class's hosts alone
     (:func:`~devloop.tune.suggest.autotune` on a store narrowed to them); each names its class
-    (``Suggestions.group``). One class: one entry, as a plain autotune of the whole store."""
+    (``Suggestions.group``). One class: one entry, as a plain autotune of the whole store.
+
+    ``demand``: reads a class's recorded runs elsewhere (the Spark engine), given the store
+    narrowed to the class's hosts and the class; default: from that store."""
     from devloop.analytics import Store
     from devloop.tune.suggest import autotune
 
@@ -77,7 +83,8 @@ def autotune_fleet(
     found = []
     for machine in classes:
         with Store(workspace_dir, hosts=machine.hosts) as narrowed:
-            suggestions = autotune(narrowed, time_range, params)
+            runs = None if demand is None else demand(narrowed, machine)
+            suggestions = autotune(narrowed, time_range, params, demand=runs)
         suggestions.group = machine
         found.append((machine, suggestions))
     return found
