@@ -17,8 +17,10 @@ S3 server on 127.0.0.1 (the ``fleet`` extra) and times, in one run:
   the fleet lacks, its CPU time from ``getrusage``, as a share of a core over the hour;
 * reading (``--read-days``, 0 to skip): three simulated hosts shipped to the server, then each
   report as a whole ``devloop`` process over ``--store s3://…`` with a cold mirror (everything
-  fetched) and a warm one (one listing), against the same report over a local copy of the same
-  files (one store holding the three hosts), as a ratio (goal: at most 3x).
+  fetched, each host's rollups combined) and a warm one (one listing), against the same report
+  over a local copy of the same files (one store holding the three hosts, no rollups: read
+  from its rows) and over that copy with its rollups (as a machine's own store has them), as
+  ratios (goal: at most 3x). The outputs are asserted equal.
 
 ``--engine spark`` times the Spark engine instead (nothing above): peak-usage, the runs summary,
 the 1m export, bottlenecks, efficiency and autotune's run demand on Spark ``--spark-master``
@@ -220,7 +222,7 @@ def _read(work: Path, endpoint: str, days: float, projects: int) -> None:
     merged = work / "merged" / ".devloop-workspace"
     target = parse_target("s3://bench/read", endpoint)
     began = time.perf_counter()
-    rows = 0
+    rows = shipped = 0
     for seed, host in enumerate(hosts, start=1):
         out = work / host / ".devloop-workspace"
         rows += simulate(out, days=days, seed=seed, projects=projects).rows["samples"]
@@ -237,7 +239,7 @@ def _read(work: Path, endpoint: str, days: float, projects: int) -> None:
         shutil.rmtree(root / "_rollups", ignore_errors=True)
         (root / "_facts.json").unlink(missing_ok=True)
         compact(root)
-        ship(root, target)
+        shipped += ship(root, target).bytes
         for table in ("samples", "system", "processes", "events", "limits", "runs"):
             for _, directory in iter_partitions(root, table):
                 into = merged / "metrics" / directory.relative_to(root)
@@ -245,7 +247,36 @@ def _read(work: Path, endpoint: str, days: float, projects: int) -> None:
                 for path in data_files(directory):
                     shutil.copy2(path, into / f"{host}--{path.name}")
     print(f"read: {len(hosts)} hosts x {days:g} days ({rows:,} samples rows) simulated, "
-          f"compacted and shipped in {time.perf_counter() - began:.0f}s")  # fmt: skip
+          f"compacted and shipped ({shipped / 1e6:.0f} MB with the rollups) in "
+          f"{time.perf_counter() - began:.0f}s")  # fmt: skip
+    # the same local copy with its rollups, as a machine's own store has them
+    rolled = work / "rolled" / ".devloop-workspace"
+    began = time.perf_counter()
+    shutil.copytree(merged, rolled)
+    from devloop.store import write_rollups
+
+    write_rollups(rolled / "metrics")
+    print(f"local copy with rollups made in {time.perf_counter() - began:.0f}s")
+    # What a cold read cannot beat: the download itself, devloop's sync against a plain copy of
+    # the same objects through pyarrow (no manifest, no checks), from the same server.
+    import pyarrow.fs as pafs
+
+    from devloop.store.fleet import sync
+
+    began = time.perf_counter()
+    mirror = sync(target, cache=work / "sync-only")
+    synced = time.perf_counter() - began
+    fs = pafs.S3FileSystem(endpoint_override=endpoint.removeprefix("http://"), scheme="http",
+                           region="us-east-1")  # fmt: skip
+    began = time.perf_counter()
+    pafs.copy_files("bench/read", str(work / "plain-copy"), source_filesystem=fs,
+                    destination_filesystem=pafs.LocalFileSystem(), use_threads=True)  # fmt: skip
+    plain = time.perf_counter() - began
+    size = sum(p.stat().st_size for p in (work / "plain-copy").rglob("*") if p.is_file())
+    print(f"cold download: devloop's sync {mirror.bytes / 1e6:.0f} MB in {synced:.1f} s "
+          f"({mirror.bytes / 1e6 / synced:.1f} MB/s, {mirror.files} files, the rollups combined "
+          f"included); a plain pyarrow copy of the prefix {size / 1e6:.0f} MB in {plain:.1f} s "
+          f"({size / 1e6 / plain:.1f} MB/s)")  # fmt: skip
     devloop = [sys.executable, "-m", "devloop", "workspace"]
     store = ["--store", target.uri, "--endpoint-url", endpoint]
     env = {**os.environ, "DEVLOOP_FLEET_CACHE": str(work / "cache")}
@@ -255,8 +286,9 @@ def _read(work: Path, endpoint: str, days: float, projects: int) -> None:
         done = subprocess.run(argv, check=True, capture_output=True, env=env)
         return time.perf_counter() - began, done.stdout
 
-    print("| report | local copy | S3 cold | S3 warm | cold / local | warm / local |")
-    print("|---|---|---|---|---|---|")
+    print("| report | local copy | with rollups | S3 cold | S3 warm | cold / local | "
+          "warm / local | warm / with rollups |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     # autotune needs a configuration: the first host's workspace, over the store read
     configured = work / hosts[0] / ".devloop-workspace"
     for name, command in READ_REPORTS.items():
@@ -265,14 +297,17 @@ def _read(work: Path, endpoint: str, days: float, projects: int) -> None:
         if command[0] == "autotune":
             argv += ["--workspace-dir", str(configured)]
             local, expected = timed([*argv, "--store", str(merged)])
+            with_rollups, got_rolled = timed([*argv, "--store", str(rolled)])
         else:
             local, expected = timed([*argv, "--workspace-dir", str(merged)])
+            with_rollups, got_rolled = timed([*argv, "--workspace-dir", str(rolled)])
         cold, got_cold = timed([*argv, *store])
         warm, got_warm = timed([*argv, *store])
-        same = _comparable(got_cold) == _comparable(expected) == _comparable(got_warm)
-        assert same, f"{name}: the fleet's report differs"
-        print(f"| {name} | {local:.2f} s | {cold:.2f} s | {warm:.2f} s | "
-              f"{cold / local:.2f}x | {warm / local:.2f}x |")  # fmt: skip
+        same = {_comparable(out) for out in (expected, got_rolled, got_cold, got_warm)}
+        assert len(same) == 1, f"{name}: the fleet's report differs"
+        print(f"| {name} | {local:.2f} s | {with_rollups:.2f} s | {cold:.2f} s | {warm:.2f} s | "
+              f"{cold / local:.2f}x | {warm / local:.2f}x | "
+              f"{warm / with_rollups:.2f}x |")  # fmt: skip
 
 
 def _spark(master: str, hosts: int, hours: float, projects: int, repeat: int) -> None:
