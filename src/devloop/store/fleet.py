@@ -484,7 +484,7 @@ def _combine_rollups(folder: Path, partitions: set[Partition]) -> None:
     for partition in sorted(partitions):
         directory = root / "samples" / partition.relative_dir
         live = scan_partition(directory, "samples").live if directory.is_dir() else ()
-        hosts = sorted({f.path.name.partition(HOST_SEPARATOR)[0] for f in live})
+        hosts = sorted({f.path.name.rpartition(HOST_SEPARATOR)[0] for f in live})
         drop_hour(root, partition)
         dates.add(partition.date)
         if not hosts:
@@ -495,7 +495,11 @@ def _combine_rollups(folder: Path, partitions: set[Partition]) -> None:
             shipped = folder / HOST_ROLLUPS_DIR / kind / partition.relative_dir
             parts = []
             for host in hosts:
-                found = sorted(shipped.glob(f"{host}{HOST_SEPARATOR}*.parquet"))
+                found = [
+                    path
+                    for path in shipped.glob(f"{host}{HOST_SEPARATOR}*.parquet")
+                    if path.name.rpartition(HOST_SEPARATOR)[0] == host  # not host--x's
+                ]
                 if len(found) != 1:
                     break
                 try:
