@@ -423,7 +423,7 @@ def autotune(
                 demand = None
                 if read is not None:
                     with Store(folder) as store:
-                        demand = read(store, None)
+                        demand = read(store)
                 suggestions = run_autotune(folder, time_range, params, demand=demand)
         finally:
             echo_warnings(messages)
@@ -441,25 +441,27 @@ def autotune(
 @contextmanager
 def _demand_engine(
     engine: str, master: str, time_range: TimeRange | None
-) -> Iterator[Callable[[Store, Any], Demand] | None]:
+) -> Iterator[Callable[[Store], Demand] | None]:
     """With ``--engine spark``: one Spark session, and a reader of the recorded runs' demand
     autotune replays over a store (the workspace's, --store's, or one narrowed to a machine
-    class's hosts) and the range autotune resolves on it; None with DuckDB."""
+    class's hosts), of the hosts it keeps, and the range autotune resolves on it; None with
+    DuckDB."""
     if engine != "spark":
         yield None
         return
     from devloop.analytics import TimeRange
     from devloop.analytics.spark import run_demand_spark, spark_engine
-    from devloop.cli.analytics import _hosts
     from devloop.tune.replay import demand_from_rows
 
     with spark_engine(master) as spark:
 
-        def read(store: Store, machine: Any) -> Demand:
+        def read(store: Store) -> Demand:
             selection = store.select(time_range)
-            hosts = _hosts() if machine is None else machine.hosts
             rows = run_demand_spark(
-                spark, store.root, TimeRange(selection.start, selection.end), hosts=hosts
+                spark,
+                store.root,
+                TimeRange(selection.start, selection.end),
+                hosts=store.hosts or (),
             )
             return demand_from_rows(rows.found, rows.series, rows.machines, rows.interval)
 

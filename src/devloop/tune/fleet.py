@@ -65,14 +65,14 @@ def autotune_fleet(
     params: TuneParameters | None = None,
     *,
     group_by: str = "class",
-    demand: Callable[[Store, MachineClass], Demand] | None = None,
+    demand: Callable[[Store], Demand] | None = None,
 ) -> list[tuple[MachineClass, Suggestions]]:
     """Per machine class of the store's hosts, the suggestions from that class's hosts alone
     (:func:`~devloop.tune.suggest.autotune` on a store narrowed to them); each names its class
     (``Suggestions.group``). One class: one entry, as a plain autotune of the whole store.
 
     ``demand``: reads a class's recorded runs elsewhere (the Spark engine), given the store
-    narrowed to the class's hosts and the class; default: from that store."""
+    narrowed to the class's hosts; default: from that store."""
     from devloop.analytics import Store
     from devloop.tune.suggest import autotune
 
@@ -83,7 +83,7 @@ def autotune_fleet(
     found = []
     for machine in classes:
         with Store(workspace_dir, hosts=machine.hosts) as narrowed:
-            runs = None if demand is None else demand(narrowed, machine)
+            runs = None if demand is None else demand(narrowed)
             suggestions = autotune(narrowed, time_range, params, demand=runs)
         suggestions.group = machine
         found.append((machine, suggestions))
