@@ -186,11 +186,17 @@ def test_limits_the_pool_cannot_hold_overcommit_it_when_the_runs_take_turns(tmp_
     assert pool["suggested"]["cpu_percent"] == 90.0  # the default --max-pool
     assert pool["overcommit_cpu"] is True
     # (1 + 5 paused + 9) / 10 ticks: every run of both paused once at its first check
+    # dynamic: the pool split 45 / 45 by the needs; a run of 10 s is over before the 30 s the
+    # rule waits to move a share, so every run is paused as under the limits fit by priority
     assert pool["compared"] == [
-        {"overcommit_cpu": False, "failed_or_unfinished": 0, "worst_p95": 28.0,
-         "mean_p95": 28.0},
-        {"overcommit_cpu": True, "failed_or_unfinished": 0, "worst_p95": 1.0, "mean_p95": 1.0},
+        {"limits": "fit", "overcommit_cpu": False, "failed_or_unfinished": 0,
+         "worst_p95": 28.0, "mean_p95": 28.0},
+        {"limits": "overcommit", "overcommit_cpu": True, "failed_or_unfinished": 0,
+         "worst_p95": 1.0, "mean_p95": 1.0},
+        {"limits": "dynamic", "overcommit_cpu": False, "failed_or_unfinished": 0,
+         "worst_p95": 28.0, "mean_p95": 28.0},
     ]  # fmt: skip
+    assert pool["dynamic"] is False and pool["weights"] is None
     assert result.patch["global"] == {"resourceLimits": {"maxCpu": 90}}
     assert result.patch["resource_sharing"]["overcommitCpu"] is True
     a, b = result.projects["a"], result.projects["b"]
@@ -224,11 +230,79 @@ def test_runs_together_over_the_largest_pool_keep_the_better_of_the_two_pools(tm
     ws = build(tmp_path / "ws", runs, limits={**PAUSE, "maxCpu": 60},
                projects=[("a", 0), ("b", 3)])  # fmt: skip
     result = autotune(ws, params=PARAMS)
-    assert [c["worst_p95"] for c in result.pool.compared] == [28.0, 4.0]
+    assert [c["worst_p95"] for c in result.pool.compared] == [28.0, 4.0, 28.0]
     assert result.pool.overcommit
     a, b = result.projects["a"], result.projects["b"]
     assert a.at_pool is not None and b.at_pool is not None
     assert (a.at_pool["p95"], b.at_pool["p95"]) == (1.0, 4.0)
+
+
+def long_runs(project: str, offset: int, *, rss: int = 100 * MB):
+    """6 runs of 120 ticks at 3 cores (75 % of 4), one every 400 s from ``offset``."""
+    return [(project, "t", offset + i * 400, [3.0] * 120, [rss] * 120) for i in range(6)]
+
+
+def test_the_dynamic_strategy_is_replayed_beside_the_two_pools(tmp_path):
+    # Two projects taking turns with runs of 2 minutes at 75 %, throttled: 150 % needed, 90 %
+    # allowed. Fit by priority b gets 90 - 71.4 = 18.6 %: its runs stretch ~4x, into a's next
+    # ones and its own next trigger (3.42x at p95). Under dynamic both start at 45 % (the pool by
+    # their needs) and a run over 80 % of its share for 30 s takes 20 % more from the idle
+    # project: each run climbs from 45 % towards its 68.2 % cap, between the other two.
+    runs = long_runs("a", 0) + long_runs("b", 200)
+    ws = build(tmp_path / "ws", runs, limits={**THROTTLE, "maxCpu": 60},
+               projects=[("a", 0), ("b", 3)])  # fmt: skip
+    result = autotune(ws, params=PARAMS)
+    fit, overcommit, dynamic = result.pool.compared
+    assert (fit["limits"], overcommit["limits"], dynamic["limits"]) == (
+        "fit", "overcommit", "dynamic"
+    )  # fmt: skip
+    assert fit["worst_p95"] == 3.42
+    assert (
+        overcommit["worst_p95"] == 1.0989
+    )  # each alone at its 68.2 %: (1 + 119 x 75 / 68.2) / 120
+    assert abs((1 + 119 * 75 / 68.2) / 120 - 1.0989) < 1e-4
+    assert overcommit["worst_p95"] < dynamic["worst_p95"] < fit["worst_p95"]
+    assert dynamic["worst_p95"] == 1.9123
+    assert result.pool.overcommit and not result.pool.dynamic  # the best of the three
+
+
+def test_a_dynamic_pool_holds_each_projects_memory_in_its_share_and_patches_the_strategy(
+    tmp_path, monkeypatch
+):
+    # Only the dynamic trial (as when it replays best): the pool is split by the CPU needs
+    # (68.2 : 68.2), so each project's memory share is half the pool; b's runs reach 5 GB,
+    # its limit 5.75 GB (+ 15 %): the memory pool is raised to twice that, 11.5 GB.
+    import devloop.tune.suggest as suggest
+    from devloop.config import load_workspace
+    from devloop.config.allocation import allocate
+    from devloop.tune.patch import apply_tuning
+
+    monkeypatch.setattr(suggest, "POOL_MODES", ("dynamic",))
+    runs = long_runs("a", 0) + long_runs("b", 200, rss=5 * GB)
+    ws = build(tmp_path / "ws", runs, limits={**THROTTLE, "maxCpu": 60},
+               projects=[("a", 0), ("b", 3)])  # fmt: skip
+    result = autotune(ws, params=PARAMS)
+    pool = result.to_json()["pool"]
+    assert pool["dynamic"] is True and pool["weights"] == {"a": 68.2, "b": 68.2}
+    b_memory = result.projects["b"].memory_bytes
+    assert b_memory == 5888 * MB  # 5 GB x 1.15
+    assert pool["suggested"] == {"cpu_percent": 90.0, "memory_bytes": 2 * b_memory,
+                                 "memory": "11.5GB"}  # fmt: skip
+    sharing = result.patch["resource_sharing"]
+    assert sharing["strategy"] == "dynamic"
+    assert sharing["weights"] == {"a": 68.2, "b": 68.2}
+    assert sharing["perProjectLimits"]["b"] == {"maxCpu": 68.2, "maxMemory": "5888MB"}
+    assert "overcommitCpu" not in sharing and "adaptation" not in sharing  # enabled by default
+    assert "dynamic strategy shares the pool" in result.projects["b"].rationale
+    assert "(dynamic, weights a 68.2, b 68.2)" in html_report(result)
+    # applied, the files load, and every project starts with its memory in its share
+    out = tmp_path / "suggestions.json"
+    out.write_text(json.dumps(result.to_json()))
+    apply_tuning(out, ws)
+    allocation = allocate(load_workspace(ws))
+    assert allocation.strategy == "dynamic"
+    assert {n: p.cpu for n, p in allocation.projects.items()} == {"a": 45.0, "b": 45.0}
+    assert allocation.projects["b"].memory_bytes >= b_memory
 
 
 def test_an_agent_running_a_second_after_each_save_has_the_time_recorded_as_history(tmp_path):

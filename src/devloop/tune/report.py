@@ -181,36 +181,48 @@ def _slowdown_plot(name: str, backtest: dict[str, Any] | None) -> str:
 
 def _pool_section(pool: dict[str, Any]) -> str:
     """The pool: current, needed and suggested, and when the projects need more than the
-    largest pool allowed, how every run fared with the limits fit into it and overcommitted."""
+    largest pool allowed, how every run fared with the limits fit into it, overcommitted and
+    shared by the dynamic strategy."""
     suggested = pool["suggested"] or pool["current"]
+    how = " (overcommitCpu)" if pool["overcommit_cpu"] else ""
+    if pool.get("dynamic"):
+        weights = ", ".join(f"{html.escape(n)} {w:g}" for n, w in (pool["weights"] or {}).items())
+        how = f" (dynamic, weights {weights})"
     text = (
         "<h2>Pool</h2><table><tr><th></th><th>CPU</th><th>memory</th></tr>"
         f"<tr><td>current</td><td>{_fmt(pool['current']['cpu_percent'], '%')}</td>"
         f"<td>{_fmt(pool['current']['memory_bytes'], 'MB')}</td></tr>"
         f"<tr><td>the projects' limits need</td><td>{_fmt(pool['needed']['cpu_percent'], '%')}"
         f"</td><td>{_fmt(pool['needed']['memory_bytes'], 'MB')}</td></tr>"
-        f"<tr><td>suggested{' (overcommitCpu)' if pool['overcommit_cpu'] else ''}</td>"
+        f"<tr><td>suggested{how}</td>"
         f"<td>{_fmt(suggested['cpu_percent'], '%')}</td>"
         f"<td>{_fmt(suggested['memory_bytes'], 'MB')}</td></tr></table>"
     )
     if pool["compared"]:
         text += (
             "<p>The projects need more CPU than the largest pool allowed: every run replayed "
-            "together with the limits fit into the pool by priority, and overcommitted (each "
-            "at its need, the pool enforced on their sum).</p><table><tr><th>limits</th>"
-            "<th>worst project p95</th><th>mean project p95</th><th>runs failed or never "
-            "finished</th></tr>"
+            "together with the limits fit into the pool by priority, overcommitted (each at "
+            "its need, the pool enforced on their sum) and under the dynamic strategy (the "
+            "pool shared in proportion to the needs, moved to the busy projects).</p><table>"
+            "<tr><th>limits</th><th>worst project p95</th><th>mean project p95</th><th>runs "
+            "failed or never finished</th></tr>"
+        )
+        chosen_mode = (
+            "dynamic" if pool.get("dynamic") else "overcommit" if pool["overcommit_cpu"] else "fit"
         )
         for row in pool["compared"]:
-            name = "overcommitted" if row["overcommit_cpu"] else "fit into the pool"
-            chosen = row["overcommit_cpu"] == pool["overcommit_cpu"]
+            mode = row.get("limits") or ("overcommit" if row["overcommit_cpu"] else "fit")
+            name = _POOL_MODE_NAMES[mode]
             text += (
-                f"<tr><td>{name}{' (suggested)' if chosen else ''}</td>"
+                f"<tr><td>{name}{' (suggested)' if mode == chosen_mode else ''}</td>"
                 f"<td>{_p95(row['worst_p95'])}</td><td>{_p95(row['mean_p95'])}</td>"
                 f"<td>{row['failed_or_unfinished']}</td></tr>"
             )
         text += "</table>"
     return text
+
+
+_POOL_MODE_NAMES = {"fit": "fit into the pool", "overcommit": "overcommitted", "dynamic": "dynamic"}
 
 
 def _p95(value: float | None) -> str:

@@ -26,7 +26,14 @@ from devloop.tune.objective import (
     smallest_cpu,
 )
 from devloop.tune.params import TuneParameters
-from devloop.tune.suggestions import EntitySuggestion, PoolFit, Suggestions, sha256_file
+from devloop.tune.suggestions import (
+    POOL_MODES,
+    EntitySuggestion,
+    PoolFit,
+    PoolMode,
+    Suggestions,
+    sha256_file,
+)
 from devloop.tune.workers import fork_map
 from devloop.units import MIB, format_size
 
@@ -133,8 +140,8 @@ def autotune(
     if pool.note:
         notes.append(pool.note)
     for entry in suggestions.values():
-        if entry.scaled or pool.overcommit:
-            entry.rationale = _why(entry, params, overcommit=pool.overcommit)
+        if entry.scaled or pool.overcommit or pool.dynamic:
+            entry.rationale = _why(entry, params, pool=pool)
     if count < 2:
         notes.append("history too short for a backtest (it needs two hours)")
     if not demand.runs:
@@ -410,8 +417,9 @@ class _Objective:
 def suggested_workspace(
     workspace: Workspace, suggestions: dict[Key, EntitySuggestion], pool: PoolFit
 ) -> Workspace:
-    """``workspace`` with the suggestions in force: the pool, ``custom`` project limits, the
-    agents' own limits."""
+    """``workspace`` with the suggestions in force: the pool, ``custom`` project limits (under
+    ``dynamic``: the pool shared by the weights, each project capped at its limit), the agents'
+    own limits."""
     from dataclasses import replace
 
     from devloop.config.models import Limit
@@ -439,12 +447,16 @@ def suggested_workspace(
         ),
         resource_sharing=replace(
             sharing,
-            strategy="custom",
+            strategy="dynamic" if pool.dynamic else "custom",
             overcommit_cpu=pool.overcommit,
             cpu_limit=None,
             memory_limit_bytes=None,
             per_project_limits=per_project,
             profiles=profiles,
+            weights=dict(pool.weights) if pool.dynamic else sharing.weights,
+            adaptation=replace(sharing.adaptation, enabled=True)
+            if pool.dynamic
+            else sharing.adaptation,
         ),
     )
     agents = {}
@@ -484,33 +496,35 @@ def _choose_pool(
     objective: _Objective,
 ) -> tuple[dict[Key, EntitySuggestion], PoolFit, dict[str, Side]]:
     """The pool for the suggestions and every run replayed under it. When the projects need
-    more CPU than ``--max-pool`` allows, two ways to live with it are replayed with every run
-    together: the limits fit into the pool by priority, and each project at its need with the
-    pool enforced on their sum (``overcommitCpu``: it pays only where the projects' runs
-    overlap). The better one is suggested: fewer runs failing on memory or never finishing,
-    then the smaller worst p95 slowdown of a project, then the smaller mean; a tie keeps the
-    limits within the pool."""
+    more CPU than ``--max-pool`` allows, three ways to live with it are replayed with every run
+    together: the limits fit into the pool by priority; each project at its need with the pool
+    enforced on their sum (``overcommitCpu``: it pays only where the projects' runs overlap);
+    and the ``dynamic`` strategy, the pool shared in proportion to the needs, each project
+    capped at its need, the shares moved to the busy projects as the runtime moves them. The
+    best is suggested: fewer runs failing on memory or never finishing, then the smaller worst
+    p95 slowdown of a project, then the smaller mean; a tie keeps the earlier of the three."""
     from dataclasses import replace
 
-    options = (
-        [False, True] if _needs_overcommit(suggestions, allocation, workspace, params) else [False]
+    modes: tuple[PoolMode, ...] = (
+        POOL_MODES if _needs_overcommit(suggestions, allocation, workspace, params) else ("fit",)
     )
     best: tuple[Any, ...] | None = None
     compared: list[dict[str, Any]] = []
     chosen: tuple[dict[Key, EntitySuggestion], PoolFit, dict[str, Side]] | None = None
     trials = []
-    for overcommit in options:
+    for mode in modes:
         trial = {key: replace(entry) for key, entry in suggestions.items()}
         pool = _fit_pool(trial, workspace, allocation, history, params, priorities, governing,
-                         overcommit=overcommit)  # fmt: skip
+                         mode=mode)  # fmt: skip
         _cap_agents_at_projects(trial)
         trials.append((trial, pool))
     replayed = objective.totals(trials, workspace, history)
-    for overcommit, (trial, pool), totals in zip(options, trials, replayed, strict=True):
+    for mode, (trial, pool), totals in zip(modes, trials, replayed, strict=True):
         score = _pool_score(trial)
         compared.append(
             {
-                "overcommit_cpu": overcommit,
+                "limits": mode,
+                "overcommit_cpu": mode == "overcommit",
                 "failed_or_unfinished": int(score[0]),
                 "worst_p95": _finite(score[1]),
                 "mean_p95": _finite(score[2]),
@@ -579,6 +593,18 @@ def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
             sharing_patch.setdefault("profiles", {})[name] = body
     if pool.overcommit:
         suggestions.patch.setdefault("resource_sharing", {})["overcommitCpu"] = True
+    if pool.dynamic:
+        sharing_patch = suggestions.patch.setdefault("resource_sharing", {})
+        current = workspace.config.resource_sharing
+        sharing_patch.pop("strategy", None)
+        if current.strategy != "dynamic":
+            sharing_patch["strategy"] = "dynamic"
+        sharing_patch["weights"] = {
+            name: int(weight) if float(weight).is_integer() else weight
+            for name, weight in pool.weights.items()
+        }
+        if not current.adaptation.enabled:
+            sharing_patch["adaptation"] = {"enabled": True}
     if pool.suggested_cpu is None or pool.suggested_memory is None:
         return
     raised = _grown(("maxCpu", "maxMemory"), pool.cpu, pool.memory_bytes, pool.suggested_cpu,
@@ -759,7 +785,7 @@ def _fit_pool(
     priorities: dict[str, int],
     governing: Collection[str] = (),
     *,
-    overcommit: bool = False,
+    mode: PoolMode = "fit",
 ) -> PoolFit:
     """The pool the projects' suggestions need. When the pool in force cannot hold them, the
     pool is raised to what they need, up to ``max_pool`` CPU; beyond that the CPU limits are fit
@@ -834,17 +860,40 @@ def _fit_pool(
         + f"): the patch raises it to {result.suggested_cpu:g}% CPU and "
         f"{format_size(result.suggested_memory)}"
     )
-    if needed_cpu > top + 1e-9 and overcommit:
-        result.overcommit = True
+    if needed_cpu > top + 1e-9 and mode != "fit":
         for entry in fitted.values():
             if (entry.cpu or 0.0) > top:
                 entry.needed_cpu = entry.cpu
                 entry.cpu = round_cpu(top)
+    if needed_cpu > top + 1e-9 and mode == "overcommit":
+        result.overcommit = True
         note += (
             f", the largest allowed (--max-pool {top:g}%); the projects' CPU limits still "
             f"total {needed_cpu:.1f}%: overcommitCpu lets each keep what its runs need, the "
             "pool enforced on their sum (their runs overlap little in the replay; see each "
             "project's slowdown at the pool)"
+        )
+    elif needed_cpu > top + 1e-9 and mode == "dynamic":
+        result.dynamic = True
+        # Each project's share of the pool in proportion to its CPU need (a project without a
+        # suggestion: its share now), capped at its need by perProjectLimits. The memory pool
+        # splits by the same weights, so it is raised until every share holds its project's
+        # memory need: the dynamic strategy never starts a project under a run's peak.
+        memory_need = {n: e.memory_bytes or 0 for n, e in fitted.items()}
+        for name, share in allocation.projects.items():
+            if name not in fitted:
+                cpu_want[name] = share.cpu
+                memory_need[name] = share.memory_bytes
+        result.weights = {n: max(round_cpu(w), 0.1) for n, w in sorted(cpu_want.items())}
+        total = math.fsum(result.weights.values())
+        for name, weight in result.weights.items():
+            share_needed = round_memory(math.ceil(memory_need[name] * total / weight))
+            result.suggested_memory = max(result.suggested_memory, share_needed)
+        note += (
+            f", the largest allowed (--max-pool {top:g}%); the projects' CPU limits still "
+            f"total {needed_cpu:.1f}%: the dynamic strategy shares the pool in proportion to "
+            "their needs and moves it to the projects that are busy (see each project's "
+            "slowdown at the pool)"
         )
     elif needed_cpu > top + 1e-9:
         granted = _grant(
@@ -984,16 +1033,19 @@ def _rationale(
     return text + "."
 
 
-def _why(entry: EntitySuggestion, params: TuneParameters, *, overcommit: bool = False) -> str:
+def _why(entry: EntitySuggestion, params: TuneParameters, *, pool: PoolFit | None = None) -> str:
     """One sentence of why, for an entity whose runs were replayed (else the percentile's)."""
     text = _why_alone(entry, params)
-    if overcommit and not entry.agent and entry.at_pool:
-        p95 = entry.at_pool.get("p95")
+    if pool is not None and (pool.overcommit or pool.dynamic) and not entry.agent:
+        p95 = (entry.at_pool or {}).get("p95")
         shown = "some never finish" if p95 is None else f"p95 slowdown {p95}x"
-        text = text.rstrip(".") + (
-            f"; the projects' limits overcommit the pool (overcommitCpu): with every project "
-            f"at once, {shown}."
+        how = (
+            "the projects' limits overcommit the pool (overcommitCpu)"
+            if pool.overcommit
+            else "the dynamic strategy shares the pool in proportion to the projects' needs"
         )
+        if entry.at_pool:
+            text = text.rstrip(".") + f"; {how}: with every project at once, {shown}."
     return text
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from devloop.tune.backtest import EntityBacktest, Side, blocks
 from devloop.units import format_size
@@ -29,8 +29,13 @@ VERSION = 2
 #: Additions that keep version 2 readable: 1 = limits by run slowdown (``objective``,
 #: ``at_pool``, run-based ``backtest``); 2 = ``group`` (fleet autotune's machine class),
 #: ``pool.profiles``, ``not_finished`` in the backtest sides; 3 = ``pool.overcommit_cpu`` and
-#: ``pool.compared``.
-MINOR = 3
+#: ``pool.compared``; 4 = ``pool.dynamic``, ``pool.weights`` and ``limits`` in each
+#: ``pool.compared`` row (the ``dynamic`` strategy replayed beside the other two).
+MINOR = 4
+#: How limits the pool cannot hold are lived with: fit into it by priority, overcommitted
+#: (``overcommitCpu``), or shared by the ``dynamic`` strategy.
+PoolMode = Literal["fit", "overcommit", "dynamic"]
+POOL_MODES: tuple[PoolMode, ...] = ("fit", "overcommit", "dynamic")
 
 
 def sha256_file(path: Path) -> str | None:
@@ -159,8 +164,12 @@ class PoolFit:
     #: The projects' CPU limits total more than the pool (``overcommitCpu``): each keeps what
     #: its runs need and the pool is enforced on their sum.
     overcommit: bool = False
-    #: When the projects need more than ``--max-pool``: the two pools replayed with every
-    #: run together (limits fit into the pool, and overcommitted), how their runs fared.
+    #: The ``dynamic`` strategy: the pool shared in proportion to ``weights`` (the projects'
+    #: CPU needs), each project capped at its need, shares moved to busy projects live.
+    dynamic: bool = False
+    weights: dict[str, float] = field(default_factory=dict)
+    #: When the projects need more than ``--max-pool``: the three ways (limits fit into the
+    #: pool, overcommitted, dynamic) replayed with every run together, how their runs fared.
     compared: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -194,6 +203,8 @@ class PoolFit:
             "fits": self.fits,
             "suggested": suggested,
             "overcommit_cpu": self.overcommit,
+            "dynamic": self.dynamic,
+            "weights": self.weights or None,
             "compared": self.compared,
             "note": self.note,
         }
