@@ -12,8 +12,8 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
-from devloop.config.allocation import Allocation, UsagePoint, allocate, rebalance
-from devloop.config.models import Workspace
+from devloop.config.allocation import Allocation, UsagePoint, allocate, rebalance, select_profile
+from devloop.config.models import Adaptation, Workspace
 from devloop.core.policy import MB, Action, Usage
 
 
@@ -36,13 +36,72 @@ class LimitsInForce:
         self.base: Allocation = allocate(workspace, profile=profile)
         self.allocation: Allocation = self.base
         self._history: dict[str, deque[UsagePoint]] = {}
+        # the allocation of each profile in force so far (a pure function of the workspace and
+        # the profile: asked at every check, built once)
+        self._bases: dict[str | None, Allocation] = {self.base.profile: self.base}
+        self._timed = profile is None and any(
+            p.times for p in workspace.config.resource_sharing.profiles.values()
+        )
+
+    def observe(self, now: float, usage: Usage) -> None:
+        """Add ``usage`` at ``now`` to the history the ``dynamic`` rule judges, as
+        :meth:`update` does first; alone, for a caller that knows no project is over
+        ``usageThreshold`` x its share at ``now`` (the rule can move nothing there)."""
+        base = self.base
+        if base.strategy != "dynamic":
+            return
+        keep = 2 * self.workspace.config.resource_sharing.adaptation.adjustment_frequency
+        cores: dict[str, float] = dict.fromkeys(base.projects, 0.0)
+        memory: dict[str, int] = dict.fromkeys(base.projects, 0)
+        for agent in usage.agents.values():
+            if agent.project in cores:
+                cores[agent.project] += agent.cores
+                memory[agent.project] += agent.memory_bytes
+        for name in base.projects:
+            history = self._history.setdefault(name, deque())
+            history.append(UsagePoint(now, cores[name] / usage.cores * 100, memory[name]))
+            while history and history[0].t < now - keep:
+                history.popleft()
+
+    def _any_hungry(self, adaptation: Adaptation) -> bool:
+        """Whether a project is hungry as :func:`rebalance` judges it: over the threshold x its
+        allocation (CPU or memory) at every point of a window as long as the adjustment
+        frequency. Without one the rule moves nothing, so it is not asked (it is exact)."""
+        threshold, window = adaptation.usage_threshold, adaptation.adjustment_frequency
+        for name, share in self.allocation.projects.items():
+            history = self._history.get(name)
+            if not history or history[-1].t - history[0].t < window:
+                continue
+            since = history[-1].t - window
+            cpu, memory = threshold * share.cpu, threshold * share.memory_bytes
+            hungry_cpu, hungry_memory = share.cpu > 0, share.memory_bytes > 0
+            for point in reversed(history):
+                if point.t < since:
+                    break
+                hungry_cpu = hungry_cpu and point.cpu > cpu
+                hungry_memory = hungry_memory and point.memory_bytes > memory
+                if not hungry_cpu and not hungry_memory:
+                    break
+            if hungry_cpu or hungry_memory:
+                return True
+        return False
+
+    def _base_at(self, now: float) -> Allocation:
+        if not self._timed:  # no time window: the profile of the start holds
+            return self._bases[self.base.profile]
+        at = datetime.fromtimestamp(now).time()
+        name = select_profile(self.workspace.config, profile=self.profile, at=at)[0]
+        base = self._bases.get(name)
+        if base is None:
+            base = self._bases[name] = allocate(self.workspace, profile=self.profile, at=at)
+        return base
 
     def update(self, now: float, usage: Usage | None) -> LimitChange:
         """The limits at ``now``: a profile switch, then (``dynamic``) a rebalance on the usage
         of the last ``adjustmentFrequency`` seconds, whose window starts afresh after a move."""
         actions: list[Action] = []
         allocations: list[tuple[Allocation, str]] = []
-        base = allocate(self.workspace, profile=self.profile, at=datetime.fromtimestamp(now).time())
+        base = self._base_at(now)
         if base.profile != self.base.profile or base.pool != self.base.pool:
             actions.append(
                 Action(
@@ -60,13 +119,9 @@ class LimitsInForce:
         if base.strategy != "dynamic" or usage is None:
             return LimitChange(actions, allocations)
         adaptation = self.workspace.config.resource_sharing.adaptation
-        for name in base.projects:
-            history = self._history.setdefault(name, deque())
-            agents = [a for a in usage.agents.values() if a.project == name]
-            cpu = sum(a.cores for a in agents) / usage.cores * 100
-            history.append(UsagePoint(now, cpu, sum(a.memory_bytes for a in agents)))
-            while history and history[0].t < now - 2 * adaptation.adjustment_frequency:
-                history.popleft()
+        self.observe(now, usage)
+        if not adaptation.enabled or not self._any_hungry(adaptation):
+            return LimitChange(actions, allocations)  # the rule moves nothing (it is exact)
         projects, changes = rebalance(
             self.allocation.projects, self._history, adaptation,
             base=self.base.projects, pool=base.pool,

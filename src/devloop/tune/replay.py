@@ -458,9 +458,9 @@ class _Replayer:
                 self.missed.append((k, [(a.project, a.agent, a.cores, a.memory_bytes)
                                         for a in usage.agents.values()]))  # fmt: skip
             return False
-        for j, agents in self.missed:
+        for j, agents in self.missed:  # no project over its threshold: history only
             seen = {(p, a): AgentUsage(p, a, c, m) for p, a, c, m in agents}
-            self.limits.update(j * self.dt, Usage(j * self.dt, self.cores, seen))
+            self.limits.observe(j * self.dt, Usage(j * self.dt, self.cores, seen))
         self.missed.clear()
         changed = bool(self.limits.update(t, usage).actions)
         self.policy.allocation = self.limits.allocation
