@@ -4,11 +4,13 @@ recorded in the ``runs`` table with their processes' ticks in ``samples``."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from devloop.store import write_table
 from devloop.store.columns import PROCESSES, RUNS, SAMPLES
@@ -374,3 +376,90 @@ def test_an_agents_json_cap_under_the_suggestion_is_raised_with_it(tmp_path):
     # replayed with the cap raised: no run slowed (under 25 % each would be paused)
     assert result.projects["api"].at_pool is not None
     assert result.projects["api"].at_pool["p95"] == 1.0
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Local time is UTC (profile windows and the daily pattern are read in local time)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def working_days(days: int, *, night_run: int | None = None):
+    """Runs of 10 ticks at 1 core (25 % of 4) for projects a and b together, every 10 minutes
+    from 09:00 to 17:00 UTC on ``days`` days (T0 is 08:00); on day ``night_run``, one of a's at
+    03:00 the next morning."""
+    runs = []
+    for day in range(days):
+        for slot in range(48):
+            start = day * 86_400 + 3_600 + slot * 600
+            runs += [(p, "t", start, [1.0] * 10, [100 * MB] * 10) for p in ("a", "b")]
+    if night_run is not None:
+        runs.append(("a", "t", night_run * 86_400 + 19 * 3_600, [1.0] * 10, [100 * MB] * 10))
+    return runs
+
+
+def test_a_profile_for_the_quiet_hours_is_learned_and_suggested_when_the_runs_fare_no_worse(
+    tmp_path, utc
+):
+    # Three days: both projects' runs from 09:00 to 17:00 only. Each needs 22.5 % (a run at 25 %
+    # throttled: (1 + 9 x 25 / c) / 10 <= 1.10), 45 % in all: the hours 09-17 use 45 % of the
+    # 60 % pool at once, the others nothing. Quiet: 17:00-09:00, where the pool can be the
+    # least (1 % per project: 2 %), the runs unchanged; on average 60 x 8/24 + 2 x 16/24 %.
+    ws = build(tmp_path / "ws", working_days(3), limits={**THROTTLE, "maxCpu": 60},
+               projects=[("a", 0), ("b", 0)])  # fmt: skip
+    result = autotune(ws, params=PARAMS)
+    assert (result.projects["a"].cpu, result.projects["b"].cpu) == (22.5, 22.5)
+    learned = result.to_json()["pool"]["learned_profile"]
+    assert learned["suggested"] is True
+    assert learned["times"] == ["17:00-09:00"]
+    assert learned["quiet_hours"] == [*range(9), *range(17, 24)]
+    assert learned["cpu_percent"] == 2.0
+    assert learned["peak_percent_by_hour"][9:17] == [45.0] * 8
+    assert learned["reserved_cpu_percent"] == round((60 * 8 + 2 * 16) / 24, 2)
+    assert learned["compared"]["with"] == learned["compared"]["without"]
+    assert result.patch["resource_sharing"]["profiles"] == {
+        "quiet": {"cpuLimit": 2, "times": ["17:00-09:00"]}
+    }
+    assert any(note.startswith("learned profile 'quiet'") for note in result.notes)
+    assert "Learned time-of-day profile <code>quiet</code> (suggested): pool 2% at 17:00-09:00" in (
+        html_report(result)
+    )
+    totals = result.to_json()["backtest"]["totals"]["suggested"]
+    assert totals["reserved_cpu_percent"] == learned["reserved_cpu_percent"]
+    # applied, the files load and the pool is the profile's at night, the base one by day
+    from datetime import time as clock
+
+    from devloop.config import load_workspace
+    from devloop.config.allocation import allocate
+    from devloop.tune.patch import apply_tuning
+
+    (tmp_path / "s.json").write_text(json.dumps(result.to_json()))
+    apply_tuning(tmp_path / "s.json", ws)
+    applied = load_workspace(ws)
+    assert allocate(applied, at=clock(3, 0)).pool.cpu == 2.0
+    assert allocate(applied, at=clock(12, 0)).pool.cpu == 60.0
+    assert totals["p95"] == 1.1  # the target, as without the profile
+
+    # A run of a's at 03:00 on the second night: it uses a's whole 22.5 % limit, which a pool
+    # under the limits' 45 % would scale down, so hour 3 needs 45 %: the windows split there.
+    ws = build(tmp_path / "night", working_days(3, night_run=1), limits={**THROTTLE,
+               "maxCpu": 60}, projects=[("a", 0), ("b", 0)])  # fmt: skip
+    learned = autotune(ws, params=PARAMS).to_json()["pool"]["learned_profile"]
+    assert learned["times"] == ["04:00-09:00", "17:00-03:00"]
+    assert learned["peak_percent_by_hour"][3] == 45.0
+    assert learned["suggested"] is True
+
+    # Two days of history are not two recordings of every hour of the day: nothing learned.
+    ws = build(tmp_path / "short", working_days(1), limits={**THROTTLE, "maxCpu": 60},
+               projects=[("a", 0), ("b", 0)])  # fmt: skip
+    learned = autotune(ws, params=PARAMS).to_json()["pool"]["learned_profile"]
+    assert learned == {
+        "name": "quiet",
+        "suggested": False,
+        "why": "too little history to learn a daily pattern (every hour of the day recorded "
+        "on 2 days; the least recorded has 0)",
+    }

@@ -219,6 +219,17 @@ def _pool_section(pool: dict[str, Any]) -> str:
                 f"<td>{row['failed_or_unfinished']}</td></tr>"
             )
         text += "</table>"
+    learned = pool.get("learned_profile")
+    if learned and learned.get("times"):
+        verdict = "suggested" if learned["suggested"] else "not suggested"
+        text += (
+            f"<p>Learned time-of-day profile <code>{html.escape(learned['name'])}</code> "
+            f"({verdict}): pool {learned['cpu_percent']:g}% at "
+            f"{html.escape(', '.join(learned['times']))} (local time). "
+            f"{html.escape(learned['why'])}.</p>"
+        )
+    elif learned:
+        text += f"<p>No time-of-day profile learned: {html.escape(learned['why'])}.</p>"
     return text
 
 

@@ -9,7 +9,7 @@ patches).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from devloop.analytics import Store, TimeRange
     from devloop.config import Workspace
     from devloop.config.allocation import Allocation
+    from devloop.tune.profiles import LearnedProfile
     from devloop.tune.replay import Demand, Replay, RunDemand
 
 
@@ -137,8 +138,12 @@ def autotune(
     suggestions, pool, totals = _choose_pool(
         suggestions, workspace, allocation, history, params, priorities, governing, objective
     )
+    pool.learned = _learn_profile(suggestions, pool, totals, workspace, allocation, history,
+                                  params, objective)  # fmt: skip
     if pool.note:
         notes.append(pool.note)
+    if pool.learned is not None and pool.learned.suggested:
+        notes.append(pool.learned.why)
     for entry in suggestions.values():
         if entry.scaled or pool.overcommit or pool.dynamic:
             entry.rationale = _why(entry, params, pool=pool)
@@ -538,6 +543,93 @@ def _choose_pool(
     return chosen
 
 
+def _learn_profile(
+    suggestions: dict[Key, EntitySuggestion],
+    pool: PoolFit,
+    totals: dict[str, Side],
+    workspace: Workspace,
+    allocation: Allocation,
+    history: History,
+    params: TuneParameters,
+    objective: _Objective,
+) -> LearnedProfile | None:
+    """The time-of-day profile learned from the runs' daily pattern (:mod:`profiles`), replayed
+    with every run under the suggested configuration; suggested when no project's runs fare
+    worse (then the projects' ``at_pool`` and the suggested totals are the replay's with it)."""
+    from devloop.tune.profiles import NAME, QUIET_SHARE, LearnedProfile, learn
+
+    demand = objective.demand
+    if not demand.runs:
+        return None
+    config = workspace.config
+    if any(p.times for p in config.resource_sharing.profiles.values()):
+        return LearnedProfile(why="the workspace has time-of-day profiles of its own")
+    if NAME in config.resource_sharing.profiles or NAME in config.resource_profiles:
+        return LearnedProfile(why=f"the workspace has a profile named {NAME!r} already")
+    pool_cpu = pool.suggested_cpu or pool.cpu
+    limits = {}
+    for name, share in allocation.projects.items():
+        entry = suggestions.get((name, ""))
+        cpu = entry.cpu if entry is not None and entry.cpu is not None else share.cpu
+        limits[name] = min(cpu, pool_cpu)
+    found = learn(demand.runs, history, interval=demand.interval, cores=objective.cores,
+                  host_cores=demand.host_cores, limits=limits, pool_cpu=pool_cpu,
+                  scaled=not pool.overcommit, floor=params.min_cpu * len(limits))  # fmt: skip
+    if not found.hours:
+        return found
+    replayed = objective._replay_all(with_profile(suggested_workspace(workspace, suggestions,
+                                                                      pool), found))  # fmt: skip
+    at_pool: dict[str, dict[str, Any] | None] = {}
+    for name in limits:
+        stats = slowdowns([run for run in replayed.runs if run.project == name])
+        at_pool[name] = None if stats is None else stats.to_json()
+    before = _pool_score(suggestions)
+    after = _score(at_pool.values())
+    found.compared = {
+        side: {"failed_or_unfinished": int(score[0]), "worst_p95": _finite(score[1]),
+               "mean_p95": _finite(score[2])}
+        for side, score in (("without", before), ("with", after))
+    }  # fmt: skip
+    worse = any(a > b + 1e-9 for a, b in zip(after, before, strict=True))
+    if worse:
+        found.why = (
+            f"not suggested: with the pool at {found.cpu:g}% in the quiet hours "
+            f"({', '.join(found.times)}) the replayed runs fare worse"
+        )
+        return found
+    found.suggested = True
+    found.why = (
+        f"learned profile {NAME!r}: the runs use at most {QUIET_SHARE:.0%} of the pool at "
+        f"{', '.join(found.times)} (local time, every hour recorded on {min(found.days)}+ days): "
+        f"the pool there can be {found.cpu:g}% (reserved on average {found.reserved_cpu:g}% "
+        f"instead of {pool_cpu:g}%), no project's runs faring worse in the replay"
+    )
+    for key, entry in suggestions.items():
+        if not key[1]:
+            entry.at_pool = at_pool.get(key[0])
+    side = Side()
+    side.add(list(replayed.runs), found.reserved_cpu,
+             pool.suggested_memory or pool.memory_bytes, float(history.n_hours))  # fmt: skip
+    totals["suggested"] = side
+    return found
+
+
+def with_profile(workspace: Workspace, learned: LearnedProfile) -> Workspace:
+    """``workspace`` with the learned profile among its time-of-day profiles."""
+    from dataclasses import replace
+
+    from devloop.config.models import Profile
+    from devloop.config.timewindow import parse_window
+    from devloop.tune.profiles import NAME
+
+    sharing = workspace.config.resource_sharing
+    profile = Profile(NAME, cpu_limit=learned.cpu,
+                      times=tuple(parse_window(text) for text in learned.times))  # fmt: skip
+    config = replace(workspace.config, resource_sharing=replace(
+        sharing, profiles={**sharing.profiles, NAME: profile}))  # fmt: skip
+    return replace(workspace, config=config)
+
+
 def _finite(value: float) -> float | None:
     return None if math.isinf(value) else round(value, 4)
 
@@ -560,10 +652,15 @@ def _needs_overcommit(
 
 def _pool_score(suggestions: dict[Key, EntitySuggestion]) -> tuple[float, float, float]:
     """How bad the projects' runs fare with every project at once (lower is better)."""
+    return _score(entry.at_pool for key, entry in suggestions.items() if not key[1])
+
+
+def _score(at_pools: Iterable[dict[str, Any] | None]) -> tuple[float, float, float]:
+    """Runs failing on memory or never finishing, the worst and the mean p95 slowdown over
+    the projects' ``at_pool`` summaries (lower is better)."""
     failed, p95s = 0.0, []
-    for key, entry in suggestions.items():
-        found = entry.at_pool
-        if key[1] or not found:
+    for found in at_pools:
+        if not found:
             continue
         failed += (found.get("failed_memory") or 0) + (found.get("not_finished") or 0)
         p95 = found.get("p95")
@@ -593,6 +690,15 @@ def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
             sharing_patch.setdefault("profiles", {})[name] = body
     if pool.overcommit:
         suggestions.patch.setdefault("resource_sharing", {})["overcommitCpu"] = True
+    if pool.learned is not None and pool.learned.suggested:
+        from devloop.tune.profiles import NAME
+
+        cpu = pool.learned.cpu
+        sharing_patch = suggestions.patch.setdefault("resource_sharing", {})
+        sharing_patch.setdefault("profiles", {})[NAME] = {
+            "cpuLimit": int(cpu) if float(cpu).is_integer() else cpu,
+            "times": pool.learned.times,
+        }
     if pool.dynamic:
         sharing_patch = suggestions.patch.setdefault("resource_sharing", {})
         current = workspace.config.resource_sharing
@@ -886,9 +992,15 @@ def _fit_pool(
                 memory_need[name] = share.memory_bytes
         result.weights = {n: max(round_cpu(w), 0.1) for n, w in sorted(cpu_want.items())}
         total = math.fsum(result.weights.values())
+        raised = result.suggested_memory
         for name, weight in result.weights.items():
             share_needed = round_memory(math.ceil(memory_need[name] * total / weight))
             result.suggested_memory = max(result.suggested_memory, share_needed)
+        if result.suggested_memory > raised:
+            note += (
+                f", memory to {format_size(result.suggested_memory)} (the pool splits by the "
+                "weights: each project's share holds its memory limit)"
+            )
         note += (
             f", the largest allowed (--max-pool {top:g}%); the projects' CPU limits still "
             f"total {needed_cpu:.1f}%: the dynamic strategy shares the pool in proportion to "

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from devloop.analytics import Selection
     from devloop.tune.history import History
     from devloop.tune.params import TuneParameters
+    from devloop.tune.profiles import LearnedProfile
 
 KIND = "devloop-autotune-suggestions"
 #: Version 2 names projects, never paths. Version 1 named each file by its absolute path (so a
@@ -30,7 +31,8 @@ VERSION = 2
 #: ``at_pool``, run-based ``backtest``); 2 = ``group`` (fleet autotune's machine class),
 #: ``pool.profiles``, ``not_finished`` in the backtest sides; 3 = ``pool.overcommit_cpu`` and
 #: ``pool.compared``; 4 = ``pool.dynamic``, ``pool.weights`` and ``limits`` in each
-#: ``pool.compared`` row (the ``dynamic`` strategy replayed beside the other two).
+#: ``pool.compared`` row (the ``dynamic`` strategy replayed beside the other two), and
+#: ``pool.learned_profile`` (a time-of-day profile learned from the runs' daily pattern).
 MINOR = 4
 #: How limits the pool cannot hold are lived with: fit into it by priority, overcommitted
 #: (``overcommitCpu``), or shared by the ``dynamic`` strategy.
@@ -168,6 +170,9 @@ class PoolFit:
     #: CPU needs), each project capped at its need, shares moved to busy projects live.
     dynamic: bool = False
     weights: dict[str, float] = field(default_factory=dict)
+    #: The time-of-day profile learned from the runs' daily pattern (``tune/profiles.py``):
+    #: the candidate, whether it is suggested and why (None without runs).
+    learned: LearnedProfile | None = None
     #: When the projects need more than ``--max-pool``: the three ways (limits fit into the
     #: pool, overcommitted, dynamic) replayed with every run together, how their runs fared.
     compared: list[dict[str, Any]] = field(default_factory=list)
@@ -205,6 +210,7 @@ class PoolFit:
             "overcommit_cpu": self.overcommit,
             "dynamic": self.dynamic,
             "weights": self.weights or None,
+            "learned_profile": None if self.learned is None else self.learned.to_json(),
             "compared": self.compared,
             "note": self.note,
         }
