@@ -597,3 +597,35 @@ def test_bad_options_are_refused_before_anything_runs(sim):
     result = CliRunner().invoke(cli, [*base, "--profile", "dev"])
     assert result.exit_code == 2
     assert "Error: --profile is the profile to enforce: it needs --record" in result.stderr
+
+
+def test_ctrl_c_quits_even_inside_code_that_swallows_keyboard_interrupt(sim, monkeypatch):
+    """Ctrl-C sets the dashboard's stop and wakes its wait: it quits even when the signal lands
+    in code that catches the KeyboardInterrupt (a library's blanket ``except``), as a DuckDB
+    query on a loaded machine once did (the dashboard kept drawing, a test hung 60 s)."""
+    import devloop.dashboard.app as app
+
+    frames = []
+    real = app._frame
+
+    def swallowing(*args: Any) -> Any:
+        frames.append(time.monotonic())
+        if len(frames) == 1:
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            time.sleep(1.0)  # the signal arrives here
+        except KeyboardInterrupt:
+            pass
+        return real(*args)
+
+    monkeypatch.setattr(app, "_frame", swallowing)
+    stop = threading.Event()
+    timer = threading.Timer(DEADLINE, stop.set)  # without the fix: drawn until this deadline
+    timer.start()
+    try:
+        run_dashboard(load_workspace(sim), refresh=0.1, keys=io.StringIO(), stop=stop,
+                      console=Console(file=io.StringIO(), width=100))  # fmt: skip
+    finally:
+        timer.cancel()
+    assert len(frames) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back

@@ -60,13 +60,22 @@ def cbreak(stream: TextIO) -> Iterator[int | None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-def wait_for_key(fd: int | None, timeout: float, stop: threading.Event) -> bool:
-    """Wait up to ``timeout`` seconds; True when a quit key was pressed."""
-    if fd is None:
+def wait_for_key(
+    fd: int | None, timeout: float, stop: threading.Event, wake: int | None = None
+) -> bool:
+    """Wait up to ``timeout`` seconds; True when a quit key was pressed. ``wake``: a pipe a
+    signal writes to (``signal.set_wakeup_fd``): a signal ends the wait at once."""
+    watched = [f for f in (fd, wake) if f is not None]
+    if not watched:
         stop.wait(timeout)
         return False
-    ready, _, _ = select.select([fd], [], [], max(timeout, 0.0))
-    if not ready:
+    ready, _, _ = select.select(watched, [], [], max(timeout, 0.0))
+    if wake is not None and wake in ready:
+        try:
+            os.read(wake, 512)
+        except BlockingIOError:
+            pass
+    if fd is None or fd not in ready:
         return False
     data = os.read(fd, 64)
     return not data or any(byte in QUIT_KEYS for byte in data)
@@ -155,9 +164,19 @@ def run_dashboard(
     def on_term(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    # Ctrl-C and SIGTERM set ``stop`` and wake the wait (the pipe): the loop ends at once,
+    # whatever code (a DuckDB query, rich) the signal arrives in; no exception has to find
+    # its way out of it.
     main = threading.current_thread() is threading.main_thread()
+    wake: tuple[int, int] | None = None
+    old_wakeup = -1
     if main:
         previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_term)
+        wake = os.pipe()
+        for end in wake:
+            os.set_blocking(end, False)
+        old_wakeup = signal.set_wakeup_fd(wake[1], warn_on_full_buffer=False)
     connection = None
     try:
         if record:
@@ -177,14 +196,12 @@ def run_dashboard(
                     refresh=True,
                 )
                 left = refresh - (time.monotonic() - began)
-                if wait_for_key(fd, left, stop):
+                if wait_for_key(fd, left, stop, None if wake is None else wake[0]):
                     break
     except KeyboardInterrupt:
-        pass  # Ctrl-C quits, as q does
+        pass  # Ctrl-C quits, as q does (a caller's own SIGINT handler may still raise it)
     finally:
         stop.set()
-        if main:  # a second Ctrl-C must not cut the recorder's shutdown short
-            previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_term)
         try:
             if connection is not None:
                 connection.close()
@@ -195,6 +212,10 @@ def run_dashboard(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if wake is not None:
+                signal.set_wakeup_fd(old_wakeup)
+                for end in wake:
+                    os.close(end)
 
 
 def _frame(connection: Any, workspace: Workspace, window: float, who: str) -> DashboardData:
