@@ -394,7 +394,11 @@ class _Objective:
         hours = float(history.n_hours)
         current = self.current if workspace is self.workspace else None
         configs = [suggested_workspace(workspace, s, pool) for s, pool in trials]
-        done = fork_map(self._replay_all, configs if current is not None else [workspace, *configs])
+        asked = configs if current is not None else [workspace, *configs]
+        # the dynamic trial's replay is the longest (its rule must see every tick): first,
+        # so the other worker takes the rest meanwhile
+        costs = [4.0 if c.config.resource_sharing.strategy == "dynamic" else 1.0 for c in asked]
+        done = fork_map(self._replay_all, asked, costs=costs)
         if current is None:
             current = done.pop(0)
             if workspace is self.workspace:
