@@ -290,6 +290,8 @@ def test_a_dynamic_pool_holds_each_projects_memory_in_its_share_and_patches_the_
     assert b_memory == 5888 * MB  # 5 GB x 1.15
     assert pool["suggested"] == {"cpu_percent": 90.0, "memory_bytes": 2 * b_memory,
                                  "memory": "11.5GB"}  # fmt: skip
+    assert result.pool.note is not None
+    assert "raises it to 90% CPU and 11.5GB (the dynamic pool splits memory" in result.pool.note
     sharing = result.patch["resource_sharing"]
     assert sharing["strategy"] == "dynamic"
     assert sharing["weights"] == {"a": 68.2, "b": 68.2}

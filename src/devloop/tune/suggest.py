@@ -1001,9 +1001,11 @@ def _fit_pool(
             share_needed = round_memory(math.ceil(memory_need[name] * total / weight))
             result.suggested_memory = max(result.suggested_memory, share_needed)
         if result.suggested_memory > raised:
-            note += (
-                f", memory to {format_size(result.suggested_memory)} (the pool splits by the "
-                "weights: each project's share holds its memory limit)"
+            note = note.replace(
+                f"% CPU and {format_size(raised)}",
+                f"% CPU and {format_size(result.suggested_memory)} (the dynamic pool splits "
+                "memory by the weights too: each project's share holds its memory limit)",
+                1,
             )
         note += (
             f", the largest allowed (--max-pool {top:g}%); the projects' CPU limits still "
