@@ -423,6 +423,12 @@ def test_a_profile_for_the_quiet_hours_is_learned_and_suggested_when_the_runs_fa
     assert learned["peak_percent_by_hour"][9:17] == [45.0] * 8
     assert learned["reserved_cpu_percent"] == round((60 * 8 + 2 * 16) / 24, 2)
     assert learned["compared"]["with"] == learned["compared"]["without"]
+    # walk-forward: learned on the first two days, the third day's 96 runs fare the same
+    (fold,) = learned["walk_forward"]
+    assert (fold["day"], fold["runs"], fold["times"], fold["cpu_percent"]) == (
+        2, 96, ["17:00-09:00"], 2.0
+    )  # fmt: skip
+    assert fold["with"] == fold["without"] and fold["worse"] is False
     assert result.patch["resource_sharing"]["profiles"] == {
         "quiet": {"cpuLimit": 2, "times": ["17:00-09:00"]}
     }
@@ -454,6 +460,25 @@ def test_a_profile_for_the_quiet_hours_is_learned_and_suggested_when_the_runs_fa
     assert learned["times"] == ["04:00-09:00", "17:00-03:00"]
     assert learned["peak_percent_by_hour"][3] == 45.0
     assert learned["suggested"] is True
+
+    # The same run on the third night instead: the profile learned on the first two days holds
+    # it to 2 % (the walk-forward says so), though in-sample hour 3 is busy and it would not.
+    ws = build(tmp_path / "late", working_days(3, night_run=2), limits={**THROTTLE,
+               "maxCpu": 60}, projects=[("a", 0), ("b", 0)])  # fmt: skip
+    result = autotune(ws, params=PARAMS)
+    learned = result.to_json()["pool"]["learned_profile"]
+    assert learned["times"] == ["04:00-09:00", "17:00-03:00"]
+    assert learned["compared"]["with"] == learned["compared"]["without"]  # in-sample: the same
+    (fold,) = learned["walk_forward"]
+    assert fold["times"] == ["17:00-09:00"] and fold["worse"] is True
+    # a's night run held to 1 % (its 22.5 % scaled into 2 %): one run of 49, so a's p95 does
+    # not show it (1.1x either way); the runs slowed over 2x do
+    assert fold["without"]["worst_p95"] == fold["with"]["worst_p95"] == 1.1
+    assert (fold["without"]["slowed_2x"], fold["with"]["slowed_2x"]) == (0, 1)
+    assert learned["suggested"] is False
+    assert learned["why"].startswith("not suggested: learned on the days before it, the profile "
+                                     "makes day 3's runs fare worse")  # fmt: skip
+    assert "profiles" not in result.patch["resource_sharing"]
 
     # Two days of history are not two recordings of every hour of the day: nothing learned.
     ws = build(tmp_path / "short", working_days(1), limits={**THROTTLE, "maxCpu": 60},

@@ -50,6 +50,8 @@ class LearnedProfile:
     why: str = ""
     compared: dict[str, Any] = field(default_factory=dict)
     reserved_cpu: float | None = None  # the pool averaged over the day, with the profile
+    #: per day after the first two: the profile learned before it, its runs with and without
+    walk_forward: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def times(self) -> list[str]:
@@ -69,6 +71,7 @@ class LearnedProfile:
             "suggested": self.suggested,
             "why": self.why,
             "compared": self.compared,
+            "walk_forward": self.walk_forward,
         }
 
 
@@ -100,20 +103,24 @@ def learn(
     pool_cpu: float,
     scaled: bool,
     floor: float,
+    until: int | None = None,
 ) -> LearnedProfile:
     """The quiet profile the runs' daily pattern suggests (see the module doc). ``limits``: each
     project's CPU limit (percent of the machine) under the suggested pool ``pool_cpu``;
     ``scaled``: whether a smaller pool scales the limits in proportion (``custom``,
-    ``dynamic``), not only caps them (``overcommitCpu``); ``floor``: the least pool."""
+    ``dynamic``), not only caps them (``overcommitCpu``); ``floor``: the least pool;
+    ``until``: learn from the history's first ``until`` hours only (the walk-forward's)."""
     import numpy as np
 
     origin = history.origin.timestamp()
-    minutes = history.n_hours * 60
+    seen = history.n_hours if until is None else min(until, history.n_hours)
+    runs = [run for run in runs if run.queued_at < origin + seen * 3600]
+    minutes = seen * 60
     local_hour = np.array(
         [datetime.fromtimestamp(origin + 60 * m + 30).hour for m in range(minutes)], dtype=np.int64
     )
     days = [0] * 24
-    for hour in range(history.n_hours):
+    for hour in range(seen):
         if history.system_ticks[hour] > 0:
             days[int(local_hour[hour * 60 + 30])] += 1
     found = LearnedProfile(days=tuple(days))
@@ -202,4 +209,4 @@ def _hour_peaks(
     return peaks
 
 
-__all__ = ["NAME", "QUIET_SHARE", "LearnedProfile", "learn", "windows"]
+__all__ = ["MIN_DAYS", "NAME", "QUIET_SHARE", "LearnedProfile", "learn", "windows"]

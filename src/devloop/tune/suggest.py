@@ -558,8 +558,10 @@ def _learn_profile(
     objective: _Objective,
 ) -> LearnedProfile | None:
     """The time-of-day profile learned from the runs' daily pattern (:mod:`profiles`), replayed
-    with every run under the suggested configuration; suggested when no project's runs fare
-    worse (then the projects' ``at_pool`` and the suggested totals are the replay's with it)."""
+    with every run under the suggested configuration, and walked forward (learned on days
+    1..k, day k+1's runs replayed); suggested when no project's runs fare worse in either
+    (failed or unfinished, slowed over 2x, worst and mean p95): then the projects' ``at_pool``
+    and the suggested totals are the replay's with it."""
     from devloop.tune.profiles import NAME, QUIET_SHARE, LearnedProfile, learn
 
     demand = objective.demand
@@ -576,29 +578,34 @@ def _learn_profile(
         entry = suggestions.get((name, ""))
         cpu = entry.cpu if entry is not None and entry.cpu is not None else share.cpu
         limits[name] = min(cpu, pool_cpu)
-    found = learn(demand.runs, history, interval=demand.interval, cores=objective.cores,
-                  host_cores=demand.host_cores, limits=limits, pool_cpu=pool_cpu,
-                  scaled=not pool.overcommit, floor=params.min_cpu * len(limits))  # fmt: skip
+    options: dict[str, Any] = {"interval": demand.interval, "cores": objective.cores,
+               "host_cores": demand.host_cores, "limits": limits, "pool_cpu": pool_cpu,
+               "scaled": not pool.overcommit, "floor": params.min_cpu * len(limits)}  # fmt: skip
+    found = learn(demand.runs, history, **options)
     if not found.hours:
         return found
-    replayed = objective._replay_all(with_profile(suggested_workspace(workspace, suggestions,
-                                                                      pool), found))  # fmt: skip
+    suggested = suggested_workspace(workspace, suggestions, pool)
+    replayed = objective._replay_all(with_profile(suggested, found))
     at_pool: dict[str, dict[str, Any] | None] = {}
     for name in limits:
         stats = slowdowns([run for run in replayed.runs if run.project == name])
         at_pool[name] = None if stats is None else stats.to_json()
-    before = _pool_score(suggestions)
-    after = _score(at_pool.values())
-    found.compared = {
-        side: {"failed_or_unfinished": int(score[0]), "worst_p95": _finite(score[1]),
-               "mean_p95": _finite(score[2])}
-        for side, score in (("without", before), ("with", after))
-    }  # fmt: skip
-    worse = any(a > b + 1e-9 for a, b in zip(after, before, strict=True))
-    if worse:
+    before = _profile_score(entry.at_pool for key, entry in suggestions.items() if not key[1])
+    after = _profile_score(at_pool.values())
+    found.compared = {"without": _profile_json(before), "with": _profile_json(after)}
+    if _worse(after, before):
         found.why = (
             f"not suggested: with the pool at {found.cpu:g}% in the quiet hours "
             f"({', '.join(found.times)}) the replayed runs fare worse"
+        )
+        return found
+    found.walk_forward = _profile_walk_forward(demand, history, suggested, options, objective)
+    late = [fold for fold in found.walk_forward if fold["worse"]]
+    if late:
+        found.why = (
+            f"not suggested: learned on the days before it, the profile makes day "
+            f"{late[0]['day'] + 1}'s runs fare worse (walk-forward: "
+            f"{', '.join(late[0]['times'])} at {late[0]['cpu_percent']:g}%)"
         )
         return found
     found.suggested = True
@@ -616,6 +623,64 @@ def _learn_profile(
              pool.suggested_memory or pool.memory_bytes, float(history.n_hours))  # fmt: skip
     totals["suggested"] = side
     return found
+
+
+def _profile_walk_forward(
+    demand: Demand,
+    history: History,
+    suggested: Workspace,
+    options: dict[str, Any],
+    objective: _Objective,
+) -> list[dict[str, Any]]:
+    """For each day k after the first two of the history, the profile learned on days 1..k
+    and day k+1's runs replayed under the suggested configuration with it and without it."""
+    from devloop.tune.profiles import MIN_DAYS, learn
+    from devloop.tune.replay import replay
+
+    folds = []
+    origin = history.origin.timestamp()
+    for day in range(MIN_DAYS, math.ceil(history.n_hours / 24)):
+        start, stop = origin + day * 86_400, origin + (day + 1) * 86_400
+        block = [run for run in demand.runs if start <= run.queued_at < stop]
+        if not block:
+            continue
+        past = learn(demand.runs, history, until=day * 24, **options)
+        if not past.hours:
+            continue
+        scores = []
+        for config in (suggested, with_profile(suggested, past)):
+            replayed = replay(block, config, cores=objective.cores, interval=demand.interval,
+                              host_cores=demand.host_cores)  # fmt: skip
+            by_project: dict[str, list[Any]] = {}
+            for run in replayed.runs:
+                by_project.setdefault(run.project, []).append(run)
+            stats = [slowdowns(found) for found in by_project.values()]
+            scores.append(_profile_score(None if s is None else s.to_json() for s in stats))
+        without, with_it = scores
+        folds.append({
+            "day": day, "runs": len(block), "times": past.times, "cpu_percent": past.cpu,
+            "without": _profile_json(without), "with": _profile_json(with_it),
+            "worse": _worse(with_it, without),
+        })  # fmt: skip
+    return folds
+
+
+def _profile_score(at_pools: Iterable[dict[str, Any] | None]) -> tuple[float, ...]:
+    """:func:`_score` with the runs slowed more than 2x second: a profile is an extra, and
+    must not make a run much slower that was not (a p95 can hide one such run)."""
+    found = list(at_pools)
+    failed, worst, mean = _score(found)
+    return (failed, float(sum((f or {}).get("slowed_2x") or 0 for f in found)), worst, mean)
+
+
+def _profile_json(score: tuple[float, ...]) -> dict[str, Any]:
+    return {"failed_or_unfinished": int(score[0]), "slowed_2x": int(score[1]),
+            "worst_p95": _finite(score[2]), "mean_p95": _finite(score[3])}  # fmt: skip
+
+
+def _worse(score: tuple[float, ...], than: tuple[float, ...]) -> bool:
+    """Whether any part of ``score`` is worse than ``than``'s."""
+    return any(a > b + 1e-9 for a, b in zip(score, than, strict=True))
 
 
 def with_profile(workspace: Workspace, learned: LearnedProfile) -> Workspace:
