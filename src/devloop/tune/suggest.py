@@ -613,7 +613,8 @@ def _learn_profile(
         f"learned profile {NAME!r}: the runs use at most {QUIET_SHARE:.0%} of the pool at "
         f"{', '.join(found.times)} (local time, every hour recorded on {min(found.days)}+ days): "
         f"the pool there can be {found.cpu:g}% (reserved on average {found.reserved_cpu:g}% "
-        f"instead of {pool_cpu:g}%), no project's runs faring worse in the replay"
+        f"instead of {pool_cpu:g}%), no project's runs faring worse in the replay or walked "
+        "forward"
     )
     for key, entry in suggestions.items():
         if not key[1]:
