@@ -92,7 +92,18 @@ def windows(hours: Sequence[int]) -> list[str]:
     return out
 
 
-def learn(
+@dataclass(frozen=True)
+class Pattern:
+    """The runs' daily pattern, minute by minute of the history: ``local_hour`` the hour of the
+    day of each minute (local time), ``peaks`` the largest pool any tick of it could use
+    (percent), ``recorded`` whether each hour of the history holds collector ticks."""
+
+    local_hour: Any
+    peaks: Any
+    recorded: tuple[bool, ...]
+
+
+def daily_pattern(
     runs: Sequence[RunDemand],
     history: History,
     *,
@@ -100,29 +111,38 @@ def learn(
     cores: int,
     host_cores: Mapping[str, int],
     limits: Mapping[str, float],
-    pool_cpu: float,
     scaled: bool,
-    floor: float,
-    until: int | None = None,
-) -> LearnedProfile:
-    """The quiet profile the runs' daily pattern suggests (see the module doc). ``limits``: each
-    project's CPU limit (percent of the machine) under the suggested pool ``pool_cpu``;
-    ``scaled``: whether a smaller pool scales the limits in proportion (``custom``,
-    ``dynamic``), not only caps them (``overcommitCpu``); ``floor``: the least pool;
-    ``until``: learn from the history's first ``until`` hours only (the walk-forward's)."""
+) -> Pattern:
+    """The pattern :func:`learn` reads, computed once for the whole history. ``limits``: each
+    project's CPU limit (percent of the machine) under the suggested pool; ``scaled``: whether
+    a smaller pool scales the limits in proportion (``custom``, ``dynamic``), not only caps
+    them (``overcommitCpu``)."""
     import numpy as np
 
     origin = history.origin.timestamp()
-    seen = history.n_hours if until is None else min(until, history.n_hours)
-    runs = [run for run in runs if run.queued_at < origin + seen * 3600]
-    minutes = seen * 60
+    minutes = history.n_hours * 60
     local_hour = np.array(
         [datetime.fromtimestamp(origin + 60 * m + 30).hour for m in range(minutes)], dtype=np.int64
     )
+    peaks = _minute_peaks(runs, origin, minutes, interval=interval, cores=cores,
+                          host_cores=host_cores, limits=limits, scaled=scaled)  # fmt: skip
+    recorded = tuple(bool(history.system_ticks[hour] > 0) for hour in range(history.n_hours))
+    return Pattern(local_hour, peaks, recorded)
+
+
+def learn(
+    pattern: Pattern, *, pool_cpu: float, floor: float, until: int | None = None
+) -> LearnedProfile:
+    """The quiet profile the daily pattern suggests under the pool ``pool_cpu`` (see the
+    module doc); ``floor``: the least pool; ``until``: from the history's first ``until``
+    hours only (the walk-forward's)."""
+    import numpy as np
+
+    seen = len(pattern.recorded) if until is None else min(until, len(pattern.recorded))
     days = [0] * 24
     for hour in range(seen):
-        if history.system_ticks[hour] > 0:
-            days[int(local_hour[hour * 60 + 30])] += 1
+        if pattern.recorded[hour]:
+            days[int(pattern.local_hour[hour * 60 + 30])] += 1
     found = LearnedProfile(days=tuple(days))
     if min(days) < MIN_DAYS:
         found.why = (
@@ -130,8 +150,8 @@ def learn(
             f"{MIN_DAYS} days; the least recorded has {min(days)})"
         )
         return found
-    peaks = _hour_peaks(runs, origin, minutes, local_hour, interval=interval, cores=cores,
-                        host_cores=host_cores, limits=limits, scaled=scaled)  # fmt: skip
+    peaks = np.zeros(24)
+    np.maximum.at(peaks, pattern.local_hour[: seen * 60], pattern.peaks[: seen * 60])
     found.peaks = tuple(float(p) for p in peaks)
     quiet = tuple(h for h in range(24) if peaks[h] <= QUIET_SHARE * pool_cpu + 1e-9)
     if len(quiet) < MIN_QUIET_HOURS or len(quiet) == 24:
@@ -146,11 +166,10 @@ def learn(
     return found
 
 
-def _hour_peaks(
+def _minute_peaks(
     runs: Sequence[RunDemand],
     origin: float,
     minutes: int,
-    local_hour: Any,
     *,
     interval: float,
     cores: int,
@@ -158,19 +177,18 @@ def _hour_peaks(
     limits: Mapping[str, float],
     scaled: bool,
 ) -> Any:
-    """Per hour of the day, the largest pool the runs of any tick could use (percent)."""
+    """Per minute of the history, the largest pool the runs of any of its ticks could use
+    (percent): each project's use up to its limit, summed per host; under ``scaled``, also
+    what keeps each project's scaled limit over its use."""
     import numpy as np
 
-    peaks = np.zeros(24)
+    peaks = np.zeros(minutes)
     projects = sorted(limits)
-    if not runs or not projects:
+    kept = [run for run in runs if run.project in limits and len(run.cores)]
+    if not kept or not minutes:
         return peaks
     index = {name: i for i, name in enumerate(projects)}
-    hosts = sorted({run.host for run in runs})
-    host_index = {host: i for i, host in enumerate(hosts)}
-    kept = [run for run in runs if run.project in index and len(run.cores)]
-    if not kept:
-        return peaks
+    host_index = {host: i for i, host in enumerate(sorted({run.host for run in kept}))}
     ticks = np.concatenate(
         [round((run.queued_at - origin) / interval) + np.arange(len(run.cores)) for run in kept]
     )
@@ -187,26 +205,31 @@ def _hour_peaks(
         return peaks
     # each project's use at each tick of each host, up to its limit
     span = int(ticks.max()) + 1
-    key = (host * len(projects) + project) * span + ticks
-    keys, where = np.unique(key, return_inverse=True)
-    use = np.bincount(where, weights=percent)
-    key_project = (keys // span) % len(projects)
-    key_host, key_tick = keys // span // len(projects), keys % span
-    limit = np.array([limits[name] for name in projects])[key_project]
-    use = np.minimum(use, limit)
-    hour = local_hour[np.minimum((key_tick * interval // 60).astype(np.int64), minutes - 1)]
-    # the sum over projects at each tick of each host
-    tick_key = key_host * span + key_tick
-    ticks_of, at = np.unique(tick_key, return_inverse=True)
+    keys, where = np.unique((host * len(projects) + project) * span + ticks, return_inverse=True)
+    limit = np.array([limits[name] for name in projects])[(keys // span) % len(projects)]
+    use = np.minimum(np.bincount(where, weights=percent), limit)
+    tick = keys % span
+    minute = np.minimum((tick * interval // 60).astype(np.int64), minutes - 1)
+    # the sum over the projects at each tick of each host
+    tick_keys, at = np.unique(keys // span // len(projects) * span + tick, return_inverse=True)
     total = np.bincount(at, weights=use)
-    np.maximum.at(peaks, local_hour[np.minimum((ticks_of % span * interval // 60)
-                                               .astype(np.int64), minutes - 1)], total)  # fmt: skip
+    np.maximum.at(peaks, np.minimum((tick_keys % span * interval // 60).astype(np.int64),
+                                    minutes - 1), total)  # fmt: skip
     if scaled:
         # under a pool q < the limits' total L a project gets limit x q / L: q >= L x use / limit
         whole = math.fsum(limits.values())
         need = np.where(limit > 0, use * whole / np.maximum(limit, 1e-12), 0.0)
-        np.maximum.at(peaks, hour, np.minimum(need, whole))
+        np.maximum.at(peaks, minute, np.minimum(need, whole))
     return peaks
 
 
-__all__ = ["MIN_DAYS", "NAME", "QUIET_SHARE", "LearnedProfile", "learn", "windows"]
+__all__ = [
+    "MIN_DAYS",
+    "NAME",
+    "QUIET_SHARE",
+    "LearnedProfile",
+    "Pattern",
+    "daily_pattern",
+    "learn",
+    "windows",
+]

@@ -9,7 +9,7 @@ patches).
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -562,7 +562,7 @@ def _learn_profile(
     1..k, day k+1's runs replayed); suggested when no project's runs fare worse in either
     (failed or unfinished, slowed over 2x, worst and mean p95): then the projects' ``at_pool``
     and the suggested totals are the replay's with it."""
-    from devloop.tune.profiles import NAME, QUIET_SHARE, LearnedProfile, learn
+    from devloop.tune.profiles import NAME, QUIET_SHARE, LearnedProfile, daily_pattern, learn
 
     demand = objective.demand
     if not demand.runs:
@@ -578,10 +578,11 @@ def _learn_profile(
         entry = suggestions.get((name, ""))
         cpu = entry.cpu if entry is not None and entry.cpu is not None else share.cpu
         limits[name] = min(cpu, pool_cpu)
-    options: dict[str, Any] = {"interval": demand.interval, "cores": objective.cores,
-               "host_cores": demand.host_cores, "limits": limits, "pool_cpu": pool_cpu,
-               "scaled": not pool.overcommit, "floor": params.min_cpu * len(limits)}  # fmt: skip
-    found = learn(demand.runs, history, **options)
+    pattern = daily_pattern(demand.runs, history, interval=demand.interval,
+                            cores=objective.cores, host_cores=demand.host_cores, limits=limits,
+                            scaled=not pool.overcommit)  # fmt: skip
+    floor = params.min_cpu * len(limits)
+    found = learn(pattern, pool_cpu=pool_cpu, floor=floor)
     if not found.hours:
         return found
     suggested = suggested_workspace(workspace, suggestions, pool)
@@ -599,7 +600,10 @@ def _learn_profile(
             f"({', '.join(found.times)}) the replayed runs fare worse"
         )
         return found
-    found.walk_forward = _profile_walk_forward(demand, history, suggested, options, objective)
+    found.walk_forward = _profile_walk_forward(
+        demand, history, suggested, objective, lambda day: learn(
+            pattern, pool_cpu=pool_cpu, floor=floor, until=day * 24)
+    )  # fmt: skip
     late = [fold for fold in found.walk_forward if fold["worse"]]
     if late:
         found.why = (
@@ -630,12 +634,13 @@ def _profile_walk_forward(
     demand: Demand,
     history: History,
     suggested: Workspace,
-    options: dict[str, Any],
     objective: _Objective,
+    learned_before: Callable[[int], LearnedProfile],
 ) -> list[dict[str, Any]]:
     """For each day k after the first two of the history, the profile learned on days 1..k
-    and day k+1's runs replayed under the suggested configuration with it and without it."""
-    from devloop.tune.profiles import MIN_DAYS, learn
+    (``learned_before(k)``) and day k+1's runs replayed under the suggested configuration
+    with it and without it."""
+    from devloop.tune.profiles import MIN_DAYS
     from devloop.tune.replay import replay
 
     folds = []
@@ -645,7 +650,7 @@ def _profile_walk_forward(
         block = [run for run in demand.runs if start <= run.queued_at < stop]
         if not block:
             continue
-        past = learn(demand.runs, history, until=day * 24, **options)
+        past = learned_before(day)
         if not past.hours:
             continue
         scores = []
