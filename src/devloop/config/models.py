@@ -96,6 +96,11 @@ class ResourceSharing:
     adaptation: Adaptation = field(default_factory=Adaptation)
     profiles: dict[str, Profile] = field(default_factory=dict)
 
+    @property
+    def timed(self) -> bool:
+        """Whether some profile is chosen by the time of day (has ``times``)."""
+        return any(p.times for p in self.profiles.values())
+
 
 @dataclass(frozen=True)
 class Project:

@@ -39,9 +39,8 @@ class LimitsInForce:
         # the allocation of each profile in force so far (a pure function of the workspace and
         # the profile: asked at every check, built once)
         self._bases: dict[str | None, Allocation] = {self.base.profile: self.base}
-        self._timed = profile is None and any(
-            p.times for p in workspace.config.resource_sharing.profiles.values()
-        )
+        #: whether the time of day can switch the profile (none named, some with windows)
+        self.timed = profile is None and workspace.config.resource_sharing.timed
 
     def observe(self, now: float, usage: Usage) -> None:
         """Add ``usage`` at ``now`` to the history the ``dynamic`` rule judges, as
@@ -87,7 +86,7 @@ class LimitsInForce:
         return False
 
     def _base_at(self, now: float) -> Allocation:
-        if not self._timed:  # no time window: the profile of the start holds
+        if not self.timed:  # no time window: the profile of the start holds
             return self._bases[self.base.profile]
         at = datetime.fromtimestamp(now).time()
         name = select_profile(self.workspace.config, profile=self.profile, at=at)[0]

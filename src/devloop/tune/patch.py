@@ -91,10 +91,14 @@ def memory_fields(existing: dict[str, Any] | None, value: int) -> dict[str, Any]
     return out
 
 
+def json_number(value: float) -> float | int:
+    """A number as a patch writes it: a whole one as an int (``60``, not ``60.0``)."""
+    return int(value) if float(value).is_integer() else value
+
+
 def _limits(entry: EntitySuggestion, existing: dict[str, Any] | None) -> dict[str, Any]:
     assert entry.cpu is not None and entry.memory_bytes is not None
-    cpu = int(entry.cpu) if float(entry.cpu).is_integer() else entry.cpu
-    return {"maxCpu": cpu, **memory_fields(existing, entry.memory_bytes)}
+    return {"maxCpu": json_number(entry.cpu), **memory_fields(existing, entry.memory_bytes)}
 
 
 def build_patches(suggestions: Suggestions, workspace: Workspace) -> None:
@@ -162,7 +166,7 @@ def _raised_cap(entry: EntitySuggestion | None, config: AgentsConfig, raw: Any) 
     existing = node.get("resourceLimits") if isinstance(node, dict) else None
     out: dict[str, Any] = {}
     if cap.cpu is not None and cap.cpu < entry.cpu - 1e-9:
-        out["maxCpu"] = int(entry.cpu) if float(entry.cpu).is_integer() else entry.cpu
+        out["maxCpu"] = json_number(entry.cpu)
     if cap.memory_bytes is not None and cap.memory_bytes < entry.memory_bytes:
         out.update(memory_fields(existing if isinstance(existing, dict) else None,
                                  entry.memory_bytes))  # fmt: skip

@@ -344,9 +344,7 @@ class _Replayer:
         self.limits = LimitsInForce(workspace, profile)
         self.policy = Policy(self.limits.allocation, Rules.of(workspace, min_pause=self.min_pause))
         self.dynamic = config.resource_sharing.strategy == "dynamic"
-        self.timed = profile is None and any(
-            p.times for p in config.resource_sharing.profiles.values()
-        )
+        self.timed = self.limits.timed
         self.adaptation = config.resource_sharing.adaptation
         # the ticks a dynamic history holds (two windows)
         self.warmup = math.ceil(2 * self.adaptation.adjustment_frequency / interval) + 1

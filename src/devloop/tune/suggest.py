@@ -26,6 +26,7 @@ from devloop.tune.objective import (
     smallest_cpu,
 )
 from devloop.tune.params import TuneParameters
+from devloop.tune.patch import json_number
 from devloop.tune.suggestions import (
     POOL_MODES,
     EntitySuggestion,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from devloop.config import Workspace
     from devloop.config.allocation import Allocation
     from devloop.tune.profiles import LearnedProfile
-    from devloop.tune.replay import Demand, Replay, RunDemand
+    from devloop.tune.replay import Demand, Replay, ReplayedRun, RunDemand
 
 
 def round_cpu(value: float) -> float:
@@ -414,11 +415,10 @@ class _Objective:
                 pool.suggested_memory or pool.memory_bytes,
                 hours,
             )
+            by_project = _project_stats(totals["suggested"].runs)
             for key, entry in suggestions.items():
                 if not key[1]:
-                    mine = [r for r in totals["suggested"].runs if r.project == key[0]]
-                    stats = slowdowns(mine)
-                    entry.at_pool = None if stats is None else stats.to_json()
+                    entry.at_pool = by_project.get(key[0])
             found.append(totals)
         return found
 
@@ -568,7 +568,7 @@ def _learn_profile(
     if not demand.runs:
         return None
     config = workspace.config
-    if any(p.times for p in config.resource_sharing.profiles.values()):
+    if config.resource_sharing.timed:
         return LearnedProfile(why="the workspace has time-of-day profiles of its own")
     if NAME in config.resource_sharing.profiles or NAME in config.resource_profiles:
         return LearnedProfile(why=f"the workspace has a profile named {NAME!r} already")
@@ -587,10 +587,8 @@ def _learn_profile(
         return found
     suggested = suggested_workspace(workspace, suggestions, pool)
     replayed = objective._replay_all(with_profile(suggested, found))
-    at_pool: dict[str, dict[str, Any] | None] = {}
-    for name in limits:
-        stats = slowdowns([run for run in replayed.runs if run.project == name])
-        at_pool[name] = None if stats is None else stats.to_json()
+    by_project = _project_stats(replayed.runs)
+    at_pool = {name: by_project.get(name) for name in limits}
     before = _profile_score(entry.at_pool for key, entry in suggestions.items() if not key[1])
     after = _profile_score(at_pool.values())
     found.compared = {"without": _profile_json(before), "with": _profile_json(after)}
@@ -657,11 +655,7 @@ def _profile_walk_forward(
         for config in (suggested, with_profile(suggested, past)):
             replayed = replay(block, config, cores=objective.cores, interval=demand.interval,
                               host_cores=demand.host_cores)  # fmt: skip
-            by_project: dict[str, list[Any]] = {}
-            for run in replayed.runs:
-                by_project.setdefault(run.project, []).append(run)
-            stats = [slowdowns(found) for found in by_project.values()]
-            scores.append(_profile_score(None if s is None else s.to_json() for s in stats))
+            scores.append(_profile_score(_project_stats(replayed.runs).values()))
         without, with_it = scores
         folds.append({
             "day": day, "runs": len(block), "times": past.times, "cpu_percent": past.cpu,
@@ -669,6 +663,18 @@ def _profile_walk_forward(
             "worse": _worse(with_it, without),
         })  # fmt: skip
     return folds
+
+
+def _project_stats(runs: Iterable[ReplayedRun]) -> dict[str, dict[str, Any]]:
+    """Per project of ``runs``, the summary of its runs' slowdowns (``at_pool``'s form)."""
+    by_project: dict[str, list[ReplayedRun]] = {}
+    for run in runs:
+        by_project.setdefault(run.project, []).append(run)
+    return {
+        name: stats.to_json()
+        for name, found in by_project.items()
+        if (stats := slowdowns(found)) is not None
+    }
 
 
 def _profile_score(at_pools: Iterable[dict[str, Any] | None]) -> tuple[float, ...]:
@@ -771,7 +777,7 @@ def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
         cpu = pool.learned.cpu
         sharing_patch = suggestions.patch.setdefault("resource_sharing", {})
         sharing_patch.setdefault("profiles", {})[NAME] = {
-            "cpuLimit": int(cpu) if float(cpu).is_integer() else cpu,
+            "cpuLimit": json_number(cpu),
             "times": pool.learned.times,
         }
     if pool.dynamic:
@@ -780,10 +786,7 @@ def _pool_patch(suggestions: Suggestions, workspace: Workspace) -> None:
         sharing_patch.pop("strategy", None)
         if current.strategy != "dynamic":
             sharing_patch["strategy"] = "dynamic"
-        sharing_patch["weights"] = {
-            name: int(weight) if float(weight).is_integer() else weight
-            for name, weight in pool.weights.items()
-        }
+        sharing_patch["weights"] = {name: json_number(w) for name, w in pool.weights.items()}
         if not current.adaptation.enabled:
             sharing_patch["adaptation"] = {"enabled": True}
     if pool.suggested_cpu is None or pool.suggested_memory is None:
@@ -812,7 +815,7 @@ def _grown(
     int, memory in whole MB), each only where it grew."""
     out: dict[str, Any] = {}
     if new_cpu > cpu + 1e-9:
-        out[keys[0]] = int(new_cpu) if new_cpu.is_integer() else new_cpu
+        out[keys[0]] = json_number(new_cpu)
     if new_memory > memory:
         out[keys[1]] = f"{new_memory // MIB}MB"
     return out
@@ -825,7 +828,7 @@ def profiles_at(workspace: Workspace, moments: list[float]) -> set[str]:
     from devloop.config.allocation import select_profile
 
     config = workspace.config
-    if not any(p.times for p in config.resource_sharing.profiles.values()):
+    if not config.resource_sharing.timed:
         return {""} if moments else set()
     minutes = {datetime.fromtimestamp(moment).time().replace(second=0, microsecond=0)
                for moment in moments}  # fmt: skip
