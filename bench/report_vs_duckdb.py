@@ -9,8 +9,14 @@ answering the same question over the same Parquet files. The first devloop run i
 (nothing of devloop's in memory; the files in the OS cache, as for the DuckDB run beside it);
 then ``--repeat`` alternating runs of each, median reported, and the ratio devloop / DuckDB.
 
-Questions: peak-usage (per project: peak and p95 of the per-tick CPU and memory sums) and export
-(per project and minute: mean CPU and memory).
+Questions: peak-usage (per project: peak and p95 of the per-tick CPU and memory sums), export
+(per project and minute: mean CPU and memory), efficiency (per project and for the workspace:
+mean, p95 and peak of CPU and memory against the limits, ticks over them, pauses), bottlenecks
+(the 20 longest runs of ticks at 80 % of a limit or more, with the agents driving each) and
+health (per process life of an hour or more, the trend of memory and of open files; lives under
+a minute per agent and hour; stopped samples). The hand-written queries answer each as a user
+would write it: least squares where devloop fits Theil-Sen on thinned points, the limits typed in
+as numbers.
 
 Both run with compiled bytecode, as an installed package does (pip compiles it): in a session
 whose environment says PYTHONDONTWRITEBYTECODE, devloop's ~100 modules would be compiled from
@@ -51,14 +57,114 @@ WITH t AS (SELECT ts, project, sum(cpu_cores) AS cpu, sum(rss_bytes) AS rss
 SELECT time_bucket(INTERVAL 1 minute, ts) AS minute, project, avg(cpu), avg(rss)
 FROM t GROUP BY ALL ORDER BY ALL''').fetchall()
 """,
+    # per project and for the workspace, over every tick of the system table (a tick without a
+    # sample is 0): mean, p95 and peak of CPU (% of the machine) and memory, ticks over the
+    # limit; pauses from the events
+    "efficiency": """
+import duckdb
+duckdb.sql('''
+WITH sys AS (SELECT ts, cores FROM read_parquet('{system}', hive_partitioning = true)),
+n AS (SELECT max(cores) AS cores FROM sys),
+lim(project, cpu, mem) AS (VALUES {limits}),
+s AS (SELECT ts, project, sum(cpu_cores) AS cpu, sum(rss_bytes) AS rss
+      FROM read_parquet('{files}', hive_partitioning = true) GROUP BY ts, project),
+p AS (SELECT lim.project, coalesce(s.cpu, 0) / n.cores * 100 AS cpu, coalesce(s.rss, 0) AS rss,
+             lim.cpu AS cl, lim.mem AS ml
+      FROM sys CROSS JOIN lim CROSS JOIN n
+      LEFT JOIN s ON s.ts = sys.ts AND s.project = lim.project),
+w AS (SELECT coalesce(sum(s.cpu), 0) / any_value(n.cores) * 100 AS cpu,
+             coalesce(sum(s.rss), 0) AS rss,
+             {pool_cpu} AS cl, {pool_mem} AS ml
+      FROM sys CROSS JOIN n LEFT JOIN s ON s.ts = sys.ts GROUP BY sys.ts),
+e AS (SELECT project, count(*) AS pauses FROM read_parquet('{events}', hive_partitioning = true)
+      WHERE action = 'pause' GROUP BY project),
+u AS (SELECT project, cpu, rss, cl, ml FROM p UNION ALL SELECT NULL, cpu, rss, cl, ml FROM w)
+SELECT u.project, count(*), avg(cpu), quantile_cont(cpu, 0.95), max(cpu),
+       count(*) FILTER (cpu > cl),
+       avg(rss), quantile_cont(rss, 0.95), max(rss), count(*) FILTER (rss > ml), any_value(e.pauses)
+FROM u LEFT JOIN e ON e.project IS NOT DISTINCT FROM u.project GROUP BY u.project ORDER BY u.project
+''').fetchall()
+""",
+    # intervals (consecutive ticks) where a project's or the workspace's CPU or memory is at
+    # 80 % of its limit or more, the 20 longest, each with its agents' shares of the usage
+    "bottlenecks": """
+import duckdb
+duckdb.sql('''
+CREATE TEMP TABLE a AS SELECT ts, project, agent, sum(cpu_cores) AS cpu, sum(rss_bytes) AS rss
+FROM read_parquet('{files}', hive_partitioning = true) GROUP BY ALL''')
+duckdb.sql('''
+WITH n AS (SELECT max(cores) AS cores FROM read_parquet('{system}', hive_partitioning = true)),
+lim(project, cpu, mem) AS (VALUES {limits}, (NULL, {pool_cpu}, {pool_mem})),
+p AS (SELECT ts, project, sum(cpu) / any_value(n.cores) * 100 AS cpu, sum(rss) AS rss
+      FROM a CROSS JOIN n GROUP BY ts, project
+      UNION ALL SELECT ts, NULL, sum(cpu) / any_value(n.cores) * 100, sum(rss)
+      FROM a CROSS JOIN n GROUP BY ts),
+o AS (SELECT p.project, 'cpu' AS res, ts, p.cpu AS v, lim.cpu AS l FROM p JOIN lim
+        ON lim.project IS NOT DISTINCT FROM p.project WHERE p.cpu >= 0.8 * lim.cpu
+      UNION ALL SELECT p.project, 'memory', ts, p.rss, lim.mem FROM p JOIN lim
+        ON lim.project IS NOT DISTINCT FROM p.project WHERE p.rss >= 0.8 * lim.mem),
+g AS (SELECT *, epoch(ts) - row_number() OVER (PARTITION BY project, res ORDER BY ts) AS island
+      FROM o),
+iv AS (SELECT project, res, min(ts) AS start, max(ts) AS stop, count(*) AS ticks, max(v) AS peak,
+              any_value(l) AS l FROM g GROUP BY project, res, island
+       ORDER BY ticks DESC, start LIMIT 20),
+d AS (SELECT iv.project, iv.res, iv.start, a.project || '/' || a.agent AS agent,
+             sum(CASE WHEN iv.res = 'cpu' THEN a.cpu ELSE a.rss END) AS used
+      FROM iv JOIN a ON a.ts BETWEEN iv.start AND iv.stop
+        AND (iv.project IS NULL OR a.project = iv.project) GROUP BY ALL)
+SELECT iv.*, list(d.agent || ' ' || d.used ORDER BY d.used DESC)[1:3]
+FROM iv JOIN d ON d.project IS NOT DISTINCT FROM iv.project AND d.res = iv.res
+  AND d.start = iv.start GROUP BY ALL ORDER BY ticks DESC, iv.start
+''').fetchall()
+""",
+    # per process life of an hour or more: the trend of memory and of open files (least squares
+    # per hour), lives under a minute per agent and hour (restart loops), stopped samples, and
+    # the newest tick
+    "health": """
+import duckdb
+duckdb.sql('''
+WITH s AS (SELECT * FROM read_parquet('{files}', hive_partitioning = true)),
+life AS (SELECT project, agent, pid, start_time, min(ts) AS first, max(ts) AS last,
+                regr_slope(rss_bytes, epoch(ts)) * 3600 / 1048576 AS mb_per_hour,
+                corr(rss_bytes, epoch(ts)) AS r_mem,
+                regr_slope(fds, epoch(ts)) * 3600 AS fds_per_hour, corr(fds, epoch(ts)) AS r_fds,
+                count(*) FILTER (state = 'stopped') AS stopped
+         FROM s GROUP BY ALL)
+SELECT * FROM life WHERE last - first >= INTERVAL 1 hour
+  AND ((mb_per_hour >= 5 AND r_mem >= 0.5) OR (fds_per_hour >= 10 AND r_fds >= 0.5))
+UNION ALL SELECT project, agent, NULL, NULL, date_trunc('hour', first), NULL, count(*), NULL,
+                 NULL, NULL, NULL
+  FROM life WHERE last - first < INTERVAL 60 second GROUP BY ALL HAVING count(*) >= 30
+UNION ALL SELECT project, agent, pid, start_time, first, last, NULL, NULL, NULL, NULL, stopped
+  FROM life WHERE stopped >= 300
+''').fetchall()
+duckdb.sql("SELECT max(ts) FROM read_parquet('{system}', hive_partitioning = true)").fetchall()
+""",
 }
 
 
 def devloop_argv(question: str, ws: Path) -> list[str]:
     common = ["--workspace-dir", str(ws), "--format", "json", "--output", "/dev/null"]
-    if question == "peak-usage":
-        return [*DEVLOOP, "workspace", "analytics", "peak-usage", *common]
-    return [*DEVLOOP, "workspace", "metrics", "--interval", "1m", *common]
+    if question == "export-1m":
+        return [*DEVLOOP, "workspace", "metrics", "--interval", "1m", *common]
+    if question == "health":
+        return [*DEVLOOP, "workspace", "health", *common]
+    return [*DEVLOOP, "workspace", "analytics", question, *common]
+
+
+def limits(ws: Path) -> dict[str, str]:
+    """The limits in force, as a user would copy them into the query (the store's workspace has
+    no time-of-day profile)."""
+    from devloop.config import load_workspace
+    from devloop.config.allocation import allocate
+
+    allocation = allocate(load_workspace(ws))
+    rows = ", ".join(
+        f"('{name}', {share.cpu!r}, {share.memory_bytes})"
+        for name, share in allocation.projects.items()
+    )
+    pool = allocation.pool
+    return {"limits": rows, "pool_cpu": repr(pool.cpu), "pool_mem": str(pool.memory_bytes)}
 
 
 #: The children's environment (see the module doc; set by main).
@@ -113,7 +219,11 @@ def main() -> None:
             check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         print(f"simulated {args.days:g} days in {time.perf_counter() - started:.0f} s")
-    files = ws / "metrics" / "samples" / "*" / "*" / "*.parquet"
+    tables = {
+        name if name != "samples" else "files": str(ws / "metrics" / name / "*" / "*" / "*.parquet")
+        for name in ("samples", "system", "events")
+    }
+    values = {**tables, **limits(ws)}
     print(f"store: {ws} ({'source' if args.source else 'compiled bytecode'}), "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")  # fmt: skip
     print(
@@ -123,7 +233,7 @@ def main() -> None:
     for question, code in DUCKDB.items():
         if args.question and question not in args.question:
             continue
-        script = [sys.executable, "-c", code.format(files=files)]
+        script = [sys.executable, "-c", code.format(**values)]
         cold = timed(devloop_argv(question, ws))
         ours, theirs = [], []
         for _ in range(args.repeat):

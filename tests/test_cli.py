@@ -134,3 +134,32 @@ def test_python_dash_m_and_a_light_import():
     version = subprocess.run([sys.executable, "-m", "devloop", "--version"], capture_output=True,
                              text=True, check=True)  # fmt: skip
     assert version.stdout.strip() == "devloop, version 0.1.0"
+
+
+#: What each lean report command imports from the heavy libraries: DuckDB (and NumPy for
+#: health's fit), never polars or pyarrow (their DataFrames are built only for the Python API).
+LEAN = {
+    ("workspace", "analytics", "peak-usage"): [],
+    ("workspace", "metrics", "--interval", "1m"): [],
+    ("workspace", "health", "--detailed", "--memory-analysis"): ["numpy"],
+}
+
+
+@pytest.mark.parametrize("command", list(LEAN), ids=" ".join)
+@pytest.mark.parametrize("fmt", ["table", "json", "csv"])
+def test_lean_reports_import_neither_polars_nor_pyarrow(simulated_day, command, fmt):
+    code = (
+        "import sys, runpy\n"
+        f"sys.argv = ['devloop', *{list(command)!r}, '--workspace-dir', {str(simulated_day)!r},"
+        f" '--format', {fmt!r}]\n"
+        "try:\n"
+        "    runpy.run_module('devloop', run_name='__main__')\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = {'polars', 'pyarrow', 'numpy', 'duckdb'} & set(sys.modules)\n"
+        "print(sorted(heavy), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip()  # the report was written
+    assert out.stderr.strip().splitlines()[-1] == str(sorted(["duckdb", *LEAN[command]]))

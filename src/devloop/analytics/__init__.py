@@ -20,21 +20,69 @@ rest; they never write into the store.
     sql.py           run_sql             SQL over the views
     stats.py         theil_sen, ...      the statistics reports and autotune share
     timerange.py     parse_range, TimeRange   "2 hours ago", "yesterday 09:00", ISO 8601
+
+Each name below is loaded from its module on first use (PEP 562): a command that runs one
+report imports that report's modules, not every report's.
 """
 
-from devloop.analytics._db import Selection, Store, collected_warnings, iso, reading, records
-from devloop.analytics.audit import Audit, audit_query
-from devloop.analytics.baseline import compare_summaries, read_summary, summarise
-from devloop.analytics.bottlenecks import Bottlenecks, bottlenecks
-from devloop.analytics.efficiency import Efficiency, efficiency
-from devloop.analytics.export import MetricsExport, export_metrics
-from devloop.analytics.health import Health, health
-from devloop.analytics.metrics import WorkspaceMetrics, workspace_metrics
-from devloop.analytics.peaks import PeakUsage, peak_usage
-from devloop.analytics.runs import run_summary, runs
-from devloop.analytics.sql import run_sql
-from devloop.analytics.stats import theil_sen
-from devloop.analytics.timerange import TimeRange, format_moment, parse_moment, parse_range
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+TYPE_CHECKING = False  # not typing's: nothing more is imported with the package
+if TYPE_CHECKING:
+    from typing import Any
+
+    from devloop.analytics._db import Selection, Store, collected_warnings, iso, reading, records
+    from devloop.analytics.audit import Audit, audit_query
+    from devloop.analytics.baseline import compare_summaries, read_summary, summarise
+    from devloop.analytics.bottlenecks import Bottlenecks, bottlenecks
+    from devloop.analytics.efficiency import Efficiency, efficiency
+    from devloop.analytics.export import MetricsExport, export_metrics
+    from devloop.analytics.health import Health, health
+    from devloop.analytics.metrics import WorkspaceMetrics, workspace_metrics
+    from devloop.analytics.peaks import PeakUsage, peak_usage
+    from devloop.analytics.runs import run_summary, runs
+    from devloop.analytics.sql import run_sql
+    from devloop.analytics.stats import theil_sen
+    from devloop.analytics.timerange import TimeRange, format_moment, parse_moment, parse_range
+
+#: Where each public name lives.
+_MODULES: dict[str, str] = {
+    "Selection": "_db",
+    "Store": "_db",
+    "collected_warnings": "_db",
+    "iso": "_db",
+    "reading": "_db",
+    "records": "_db",
+    "Audit": "audit",
+    "audit_query": "audit",
+    "compare_summaries": "baseline",
+    "read_summary": "baseline",
+    "summarise": "baseline",
+    "Bottlenecks": "bottlenecks",
+    "bottlenecks": "bottlenecks",
+    "Efficiency": "efficiency",
+    "efficiency": "efficiency",
+    "MetricsExport": "export",
+    "export_metrics": "export",
+    "Health": "health",
+    "health": "health",
+    "WorkspaceMetrics": "metrics",
+    "workspace_metrics": "metrics",
+    "PeakUsage": "peaks",
+    "peak_usage": "peaks",
+    "run_summary": "runs",
+    "runs": "runs",
+    "run_sql": "sql",
+    "theil_sen": "stats",
+    "TimeRange": "timerange",
+    "format_moment": "timerange",
+    "parse_moment": "timerange",
+    "parse_range": "timerange",
+}
 
 __all__ = [
     "Audit",
@@ -69,3 +117,29 @@ __all__ = [
     "theil_sen",
     "workspace_metrics",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Loading the submodule health.py (or runs.py, efficiency.py, bottlenecks/) makes the
+        # import system set the package's attribute of that name to the module; the public
+        # name is the function.
+        if isinstance(value, types.ModuleType) and _MODULES.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

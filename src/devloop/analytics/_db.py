@@ -212,26 +212,32 @@ class Store:
 
         From the files' footers (their ``ts`` range) and the spool tail, without a scan."""
         for table in ("system", "samples"):
-            facts = [fact for fact in self.listing.files[table] if fact.rows]
-            if any(fact.ts_min_us is None or fact.ts_max_us is None for fact in facts):
-                ((first, last),) = self.rows(f"SELECT min(ts), max(ts) FROM {table}")
-                if first is not None:  # a footer without statistics: scan
-                    return _aware(first), _aware(last)
-                continue
-            ends = [
-                (fact.ts_min_us, fact.ts_max_us)
-                for fact in facts
-                if fact.ts_min_us is not None and fact.ts_max_us is not None
-            ]
-            if table in self.listing.spooled:
-                ((first, last),) = self.rows(
-                    f"SELECT epoch_us(min(ts)), epoch_us(max(ts)) FROM _spool_{table}"
-                )
-                if first is not None:
-                    ends.append((first, last))
-            if ends:
-                return _from_us(min(e[0] for e in ends)), _from_us(max(e[1] for e in ends))
+            found = self.ends(table)
+            if found is not None:
+                return found
         return None, None
+
+    def ends(self, table: str) -> tuple[datetime, datetime] | None:
+        """The oldest and newest tick of ``table`` (None when it has no row), from the files'
+        footers and the spool tail; by a scan where a footer has no statistics."""
+        facts = [fact for fact in self.listing.files[table] if fact.rows]
+        if any(fact.ts_min_us is None or fact.ts_max_us is None for fact in facts):
+            ((first, last),) = self.rows(f"SELECT min(ts), max(ts) FROM {table}")
+            return None if first is None else (_aware(first), _aware(last))
+        ends = [
+            (fact.ts_min_us, fact.ts_max_us)
+            for fact in facts
+            if fact.ts_min_us is not None and fact.ts_max_us is not None
+        ]
+        if table in self.listing.spooled:
+            ((first, last),) = self.rows(
+                f"SELECT epoch_us(min(ts)), epoch_us(max(ts)) FROM _spool_{table}"
+            )
+            if first is not None:
+                ends.append((first, last))
+        if not ends:
+            return None
+        return _from_us(min(e[0] for e in ends)), _from_us(max(e[1] for e in ends))
 
     def _digests(self) -> dict[str, list[list[Any]]]:
         """The small tables' per-file digests (see :mod:`devloop.store.digests`), read once."""

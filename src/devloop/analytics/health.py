@@ -19,15 +19,17 @@
 
 from __future__ import annotations
 
-import warnings
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, iso, open_store, records
+from devloop.analytics._db import Selection, Store, iso, open_store
 from devloop.analytics._series import lives_sql
+from devloop.analytics.rows import Rows, fetch
 from devloop.analytics.stats import theil_sen_rows
 from devloop.analytics.timerange import TimeRange
 from devloop.units import MIB
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import polars as pl
 
+    from devloop.store.columns import Kind
     from devloop.store.layout import Partition
     from devloop.store.rollups import Raw
 
@@ -66,6 +69,41 @@ TREND_COLUMNS = (
 )
 
 
+#: The kinds of the trend rows' columns (:data:`TREND_COLUMNS`).
+TREND_KINDS: dict[str, Kind] = {
+    "project": "str",
+    "agent": "str",
+    "pid": "i64",
+    "start_time": "ts",
+    "first": "ts",
+    "last": "ts",
+    "hours": "f64",
+    "points": "i64",
+    "start_value": "i64",
+    "end_value": "i64",
+    "slope_per_hour": "f64",
+    "tau": "f64",
+    "leak": "bool",
+}
+RESTART_KINDS: dict[str, Kind] = {
+    "project": "str",
+    "agent": "str",
+    "hour": "ts",
+    "short_lives": "i64",
+    "flagged": "bool",
+}
+STOPPED_KINDS: dict[str, Kind] = {
+    "project": "str",
+    "agent": "str",
+    "pid": "i64",
+    "start_time": "ts",
+    "first_stopped": "ts",
+    "last_stopped": "ts",
+    "stopped_seconds": "f64",
+    "still_stopped": "bool",
+}
+
+
 @dataclass(frozen=True)
 class Health:
     """The health report.
@@ -81,13 +119,16 @@ class Health:
       ``spool_bytes``; ``findings``: one line per problem found (empty when healthy)
     * ``min_life``: the shortest life analysed for leaks (seconds); ``short_lives``: how many
       process lives in the range were shorter, so not analysed (in no trend table)
+
+    The four tables are DataFrames made when first asked for, from their rows as DuckDB and
+    the fit returned them (``memory_rows`` and so on: what the CLI renders, without polars).
     """
 
     selection: Selection
-    memory: pl.DataFrame
-    fds: pl.DataFrame
-    restarts: pl.DataFrame
-    stopped: pl.DataFrame
+    memory_rows: Rows
+    fds_rows: Rows
+    restart_rows: Rows
+    stopped_rows: Rows
     newest_tick: datetime | None
     collector_age_seconds: float | None
     collector_fresh: bool
@@ -96,6 +137,22 @@ class Health:
     findings: tuple[str, ...]
     min_life: float = 3600.0
     short_lives: int = 0
+
+    @cached_property
+    def memory(self) -> pl.DataFrame:
+        return self.memory_rows.frame()
+
+    @cached_property
+    def fds(self) -> pl.DataFrame:
+        return self.fds_rows.frame()
+
+    @cached_property
+    def restarts(self) -> pl.DataFrame:
+        return self.restart_rows.frame()
+
+    @cached_property
+    def stopped(self) -> pl.DataFrame:
+        return self.stopped_rows.frame()
 
     @property
     def short_lives_note(self) -> str | None:
@@ -119,8 +176,6 @@ class Health:
         "restart_loops", "stopped", "memory_trends", "fd_trends", "short_lives"}`` (trends:
         every life analysed; ``short_lives``: ``{"min_life_seconds", "skipped", "note"}``, the
         lives too short to analyse)."""
-        import polars as pl
-
         return {
             "range": self.selection.to_json(),
             "healthy": self.healthy,
@@ -131,18 +186,24 @@ class Health:
                 "fresh": self.collector_fresh,
             },
             "store": {"spool_segments": self.spool_segments, "spool_bytes": self.spool_bytes},
-            "memory_leaks": records(self.memory.filter(pl.col("leak"))),
-            "fd_leaks": records(self.fds.filter(pl.col("leak"))),
-            "restart_loops": records(self.restarts.filter(pl.col("flagged"))),
-            "stopped": records(self.stopped),
-            "memory_trends": records(self.memory),
-            "fd_trends": records(self.fds),
+            "memory_leaks": _flagged(self.memory_rows, "leak").records(),
+            "fd_leaks": _flagged(self.fds_rows, "leak").records(),
+            "restart_loops": _flagged(self.restart_rows, "flagged").records(),
+            "stopped": self.stopped_rows.records(),
+            "memory_trends": self.memory_rows.records(),
+            "fd_trends": self.fds_rows.records(),
             "short_lives": {
                 "min_life_seconds": self.min_life,
                 "skipped": self.short_lives,
                 "note": self.short_lives_note,
             },
         }
+
+
+def _flagged(rows: Rows, column: str) -> Rows:
+    """The rows whose boolean ``column`` is true."""
+    index = rows.columns.index(column)
+    return replace(rows, rows=[row for row in rows.rows if row[index]])
 
 
 def _duration(seconds: float) -> str:
@@ -152,6 +213,10 @@ def _duration(seconds: float) -> str:
     hours, minutes = divmod(int(seconds) // 60, 60)
     return " ".join(part for part in (f"{hours}h" if hours else "",
                                       f"{minutes}m" if minutes else "") if part)  # fmt: skip
+
+
+#: The temporary tables a report's lives and trends are kept in while it runs.
+_LIVES, _TREND_LIVES, _ENDS = "devloop_health_lives", "devloop_lives", "devloop_ends"
 
 
 def health(
@@ -170,99 +235,88 @@ def health(
     now: datetime | None = None,
 ) -> Health:
     """Run every check over ``time_range`` (see the module doc for the thresholds)."""
-    import polars as pl
-
-    from devloop.store import StoreWarning, store_info
+    from devloop.store.recovery import spool_backlog
 
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)
-    lives = _lives(store, selection)
-    memory, fds = _trends(store, selection, lives, min_life)
-    short_lives = _short_lives(lives, min_life)
+    lives_rel, params = lives_sql(store, selection)
+    store.db.execute(f"CREATE OR REPLACE TEMP TABLE {_LIVES} AS SELECT * FROM {lives_rel}", params)
+    try:
+        memory, fds = _trends(store, selection, min_life)
+        ((short_lives,),) = store.rows(
+            f"""
+            SELECT count(*) FROM (
+                SELECT min(first) AS first, max(last) AS last FROM {_LIVES}
+                GROUP BY host, pid, start_time)
+            WHERE epoch_us(last) - epoch_us(first) < ?
+            """,
+            [round(min_life * 1e6)],
+        )
+        restarts = _restarts(store, short_life, restart_threshold)
+        stopped = _stopped(store, selection, stopped_min)
+    finally:
+        store.db.execute(f"DROP TABLE IF EXISTS {_LIVES}")
     memory = _flag(memory, leak_mb_per_hour, min_tau)
     fds = _flag(fds, fd_per_hour, min_tau)
-    restarts = _restarts(lives, short_life, restart_threshold)
-    stopped = _stopped(store, selection, lives, stopped_min)
-    ((newest,),) = store.rows("SELECT max(ts) FROM system")
+    ends = store.ends("system")
+    newest = ends[1] if ends is not None else None
     now = now or datetime.now(UTC)
     age = (now - newest).total_seconds() if newest is not None else None
     fresh = age is not None and age <= 3 * selection.interval
-    with warnings.catch_warnings():  # connect() already warned about skipped files
-        warnings.simplefilter("ignore", StoreWarning)
-        info = store_info(store.root)
+    spool_segments, spool_bytes = spool_backlog(store.root)
     findings: list[str] = []
-    for row in memory.filter(pl.col("leak")).iter_rows(named=True):
+    for row in _flagged(memory, "leak").records():
         findings.append(
             f"memory leak: {row['project']}/{row['agent']} pid {row['pid']} grows "
             f"{row['slope_per_hour']:.1f}MB/hour over {row['hours']:.1f}h (tau {row['tau']:.2f})"
         )
-    for row in fds.filter(pl.col("leak")).iter_rows(named=True):
+    for row in _flagged(fds, "leak").records():
         findings.append(
             f"file-handle leak: {row['project']}/{row['agent']} pid {row['pid']} opens "
             f"{row['slope_per_hour']:.1f} more per hour over {row['hours']:.1f}h "
             f"(tau {row['tau']:.2f})"
         )
-    for row in restarts.filter(pl.col("flagged")).iter_rows(named=True):
+    for project, agent, hour, count, _ in _flagged(restarts, "flagged").rows:
         findings.append(
-            f"restart loop: {row['project']}/{row['agent']} started {row['short_lives']} "
-            f"processes that lived under {short_life:g}s in the hour from {iso(row['hour'])}"
+            f"restart loop: {project}/{agent} started {count} "
+            f"processes that lived under {short_life:g}s in the hour from {iso(hour)}"
         )
-    for row in stopped.iter_rows(named=True):
-        state = "still stopped" if row["still_stopped"] else "stopped"
+    for project, agent, pid, _, _, last_stopped, seconds, still in stopped.rows:
+        state = "still stopped" if still else "stopped"
         findings.append(
-            f"stopped process: {row['project']}/{row['agent']} pid {row['pid']} {state} "
-            f"for {row['stopped_seconds']:g}s (last at {iso(row['last_stopped'])})"
+            f"stopped process: {project}/{agent} pid {pid} {state} "
+            f"for {seconds:g}s (last at {iso(last_stopped)})"
         )
     if not fresh:
         shown = f"{age:.0f}s ago" if age is not None else "never"
         findings.append(
             f"collector: the newest tick is {shown}; is `devloop workspace collect` running?"
         )
-    if info.spool_segments > BACKLOG_SEGMENTS:
+    if spool_segments > BACKLOG_SEGMENTS:
         findings.append(
-            f"store backlog: {info.spool_segments} spool segments await conversion to Parquet"
+            f"store backlog: {spool_segments} spool segments await conversion to Parquet"
         )
     return Health(
         selection=selection,
-        memory=memory,
-        fds=fds,
-        restarts=restarts,
-        stopped=stopped,
+        memory_rows=memory,
+        fds_rows=fds,
+        restart_rows=restarts,
+        stopped_rows=stopped,
         newest_tick=newest.astimezone(UTC) if newest is not None else None,
         collector_age_seconds=age,
         collector_fresh=fresh,
-        spool_segments=info.spool_segments,
-        spool_bytes=info.spool_bytes,
+        spool_segments=spool_segments,
+        spool_bytes=spool_bytes,
         findings=tuple(findings),
         min_life=min_life,
         short_lives=short_lives,
     )
 
 
-def _lives(store: Store, selection: Selection) -> pl.DataFrame:
-    """:func:`lives_sql` as a frame (what the trends and the restart loops start from)."""
-    lives_rel, params = lives_sql(store, selection)
-    return store.frame(f"SELECT * FROM {lives_rel}", params)
-
-
-def _short_lives(all_lives: pl.DataFrame, min_life: float) -> int:
-    """How many lives (as :func:`_trends` joins them) lasted under ``min_life`` in the range."""
-    import polars as pl
-
-    spans = all_lives.group_by("host", "pid", "start_time").agg(
-        pl.col("first").min(), pl.col("last").max()
-    )
-    return spans.filter(
-        pl.col("last").dt.epoch("us") - pl.col("first").dt.epoch("us") < round(min_life * 1e6)
-    ).height
-
-
-def _trends(
-    store: Store, selection: Selection, all_lives: pl.DataFrame, min_life: float
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Theil-Sen trends of rss and fds for every life at least ``min_life`` long."""
+def _trends(store: Store, selection: Selection, min_life: float) -> tuple[Rows, Rows]:
+    """Theil-Sen trends of rss and fds for every life at least ``min_life`` long (of the lives
+    in the temporary table ``_LIVES``), not yet flagged (``leak`` None)."""
     import numpy as np
-    import polars as pl
 
     from devloop.store.layout import Partition
     from devloop.store.rollups import THINNED_EVERY, THINNED_TICK_US
@@ -271,58 +325,56 @@ def _trends(
     # Thin in SQL first (every k-th tick, so a life of min_life keeps about MAX_POINTS), then
     # evenly to MAX_POINTS per life below.
     every = max(1, int(min_life / selection.interval) // MAX_POINTS)
-    lives = (
-        all_lives.group_by("host", "pid", "start_time")
-        .agg(
-            pl.col("project").sort_by("first").first(),
-            pl.col("agent").sort_by("first").first(),
-            pl.col("first").min(),
-            pl.col("last").max(),
-        )
-        .filter(
-            pl.col("last").dt.epoch("us") - pl.col("first").dt.epoch("us") >= round(min_life * 1e6)
-        )
-        .sort("host", "pid", "start_time")
-        .with_row_index("life")
+    # A life's project and agent are those of its first rows (a pid seen under two names).
+    store.db.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {_TREND_LIVES} AS
+        SELECT CAST(row_number() OVER (ORDER BY host, pid, start_time) - 1 AS BIGINT) AS life,
+               host, pid, start_time, project, agent, first, last
+        FROM (SELECT host, pid, start_time, arg_min(project, first) AS project,
+                     arg_min(agent, first) AS agent, min(first) AS first, max(last) AS last
+              FROM {_LIVES} GROUP BY host, pid, start_time)
+        WHERE epoch_us(last) - epoch_us(first) >= ?
+        """,
+        [round(min_life * 1e6)],
     )
-    # The thinned ticks of a grid that is a multiple of the ``thinned`` rollup's are all in
-    # it (a tick t with (t // I) % E = 0 has t mod I*E < I <= the rollup's tick, and I*E is a
-    # multiple of the rollup's grid), so the cached hours read it and filter it further.
-    rollup = (
-        interval_us <= THINNED_TICK_US
-        and (interval_us * every) % (THINNED_TICK_US * THINNED_EVERY) == 0
-        and selection.start >= _EPOCH
-    )
-    end_hours = {
-        Partition.of_datetime(moment)
-        for moment in (*lives["first"].to_list(), *lives["last"].to_list())
-    }
-    sql, params = _points_sql(store, selection, interval_us, every, end_hours, rollup=rollup)
-    ends = pl.concat(
-        [
-            lives.select("host", "pid", "start_time", pl.col(end).alias("ts"))
-            for end in ("first", "last")
-        ]
-    ).unique()
-    registered = {
-        "devloop_lives": lives.select("life", "host", "pid", "start_time").to_arrow(),
-        "devloop_ends": ends.to_arrow(),
-    }
-    with store.db.registered(registered):
-        points = store.frame(
+    try:
+        lives = store.rows(
+            f"SELECT project, agent, pid, start_time, first, last FROM {_TREND_LIVES} ORDER BY life"
+        )
+        store.db.execute(
             f"""
-            SELECT l.life, epoch_us(p.ts) AS ts, coalesce(p.rss_bytes, 0) AS rss,
-                   coalesce(p.fds, 0) AS fds
-            FROM ({sql}) p JOIN devloop_lives l
+            CREATE OR REPLACE TEMP TABLE {_ENDS} AS
+            SELECT host, pid, start_time, first AS ts FROM {_TREND_LIVES}
+            UNION SELECT host, pid, start_time, last FROM {_TREND_LIVES}
+            """
+        )
+        # The thinned ticks of a grid that is a multiple of the ``thinned`` rollup's are all in
+        # it (a tick t with (t // I) % E = 0 has t mod I*E < I <= the rollup's tick, and I*E is
+        # a multiple of the rollup's grid), so the cached hours read it and filter it further.
+        rollup = (
+            interval_us <= THINNED_TICK_US
+            and (interval_us * every) % (THINNED_TICK_US * THINNED_EVERY) == 0
+            and selection.start >= _EPOCH
+        )
+        end_hours = {
+            Partition.of_datetime(moment) for *_, first, last in lives for moment in (first, last)
+        }
+        sql, params = _points_sql(store, selection, interval_us, every, end_hours, rollup=rollup)
+        points = store.db.numpy(
+            f"""
+            SELECT l.life, epoch_us(p.ts) AS ts, CAST(coalesce(p.rss_bytes, 0) AS DOUBLE) AS rss,
+                   CAST(coalesce(p.fds, 0) AS DOUBLE) AS fds
+            FROM ({sql}) p JOIN {_TREND_LIVES} l
               ON p.host = l.host AND p.pid = l.pid AND p.start_time = l.start_time
             ORDER BY l.life, ts
             """,
             params,
         )
-    life = points["life"].to_numpy()
-    ts = points["ts"].to_numpy()
-    rss = points["rss"].to_numpy().astype(np.float64)
-    handles = points["fds"].to_numpy().astype(np.float64)
+    finally:
+        store.db.execute(f"DROP TABLE IF EXISTS {_TREND_LIVES}")
+        store.db.execute(f"DROP TABLE IF EXISTS {_ENDS}")
+    life, ts, rss, handles = (np.asarray(points[name]) for name in ("life", "ts", "rss", "fds"))
     # Per life (in order): the rows fitted, evenly spread to at most MAX_POINTS.
     cuts = (np.flatnonzero(np.diff(life)) + 1).tolist()
     fitted: list[tuple[int, npt.NDArray[np.int64]]] = []
@@ -350,39 +402,22 @@ def _trends(
     memory_rows: list[tuple[Any, ...]] = []
     fd_rows: list[tuple[Any, ...]] = []
     for k, (number, rows) in enumerate(fitted):
-        row = lives.row(number, named=True)
-        first, last = row["first"], row["last"]
+        project, agent, pid, start_time, first, last = lives[number]
         head = (
-            row["project"],
-            row["agent"],
-            int(row["pid"]),
-            row["start_time"],
+            project,
+            agent,
+            int(pid),
+            start_time,
             first,
             last,
             (last - first).total_seconds() / 3600,
             len(rows),
         )
         lo, hi = rows[0], rows[-1]
-        memory_rows.append((*head, int(rss[lo]), int(rss[hi]), *values[k][:2]))
-        fd_rows.append((*head, int(handles[lo]), int(handles[hi]), *values[k][2:]))
-    schema: Any = {
-        "project": pl.String,
-        "agent": pl.String,
-        "pid": pl.Int64,
-        "start_time": pl.Datetime("us", "UTC"),
-        "first": pl.Datetime("us", "UTC"),
-        "last": pl.Datetime("us", "UTC"),
-        "hours": pl.Float64,
-        "points": pl.Int64,
-        "start_value": pl.Int64,
-        "end_value": pl.Int64,
-        "slope_per_hour": pl.Float64,
-        "tau": pl.Float64,
-    }
-    return (
-        pl.DataFrame(memory_rows, schema=schema, orient="row"),
-        pl.DataFrame(fd_rows, schema=schema, orient="row"),
-    )
+        memory_rows.append((*head, int(rss[lo]), int(rss[hi]), *values[k][:2], None))
+        fd_rows.append((*head, int(handles[lo]), int(handles[hi]), *values[k][2:], None))
+    kinds = tuple(TREND_KINDS.values())
+    return Rows(TREND_COLUMNS, kinds, memory_rows), Rows(TREND_COLUMNS, kinds, fd_rows)
 
 
 def _points_sql(
@@ -515,43 +550,42 @@ def _read(paths: Sequence[Raw]) -> str:
     return _series._read(paths)
 
 
-def _flag(trends: pl.DataFrame, threshold: float, min_tau: float) -> pl.DataFrame:
-    import polars as pl
+def _flag(trends: Rows, threshold: float, min_tau: float) -> Rows:
+    """The trends with ``leak`` set, leaks first, steepest first (a NaN slope counts as the
+    steepest, as polars sorts it), then by project, agent and pid."""
 
-    flagged = trends.with_columns(
-        ((pl.col("slope_per_hour") >= threshold) & (pl.col("tau") >= min_tau)).alias("leak")
-    )
-    return flagged.sort(
-        ["leak", "slope_per_hour", "project", "agent", "pid"],
-        descending=[True, True, False, False, False],
-    ).select(TREND_COLUMNS)
+    def steepest(slope: float) -> float:
+        return -math.inf if math.isnan(slope) else -slope
 
-
-def _restarts(all_lives: pl.DataFrame, short_life: float, threshold: int) -> pl.DataFrame:
-    import polars as pl
-
-    frame = (
-        all_lives.filter(
-            pl.col("last").dt.epoch("us") - pl.col("start_time").dt.epoch("us")
-            < round(short_life * 1e6)
-        )
-        .group_by("project", "agent", pl.col("start_time").dt.truncate("1h").alias("hour"))
-        .agg(pl.len().cast(pl.Int64).alias("short_lives"))
-    )
-    return frame.with_columns((pl.col("short_lives") >= threshold).alias("flagged")).sort(
-        ["flagged", "short_lives", "project", "agent", "hour"],
-        descending=[True, True, False, False, False],
-    )
+    flagged = [(*row[:-1], row[-3] >= threshold and row[-2] >= min_tau) for row in trends.rows]
+    flagged.sort(key=lambda row: (not row[-1], steepest(row[-3]), row[0], row[1], row[2]))
+    return replace(trends, rows=flagged)
 
 
-def _stopped(
-    store: Store, selection: Selection, all_lives: pl.DataFrame, stopped_min: float
-) -> pl.DataFrame:
-    import polars as pl
-
-    where, params = store.where(selection)
-    stopped = store.frame(
+def _restarts(store: Store, short_life: float, threshold: int) -> Rows:
+    """Per agent and UTC hour of their start, the lives shorter than ``short_life``."""
+    return fetch(
+        store,
         f"""
+        SELECT project, agent, hour, short_lives, short_lives >= ? AS flagged
+        FROM (SELECT project, agent, time_bucket(INTERVAL 1 hour, start_time) AS hour,
+                     CAST(count(*) AS BIGINT) AS short_lives
+              FROM {_LIVES} WHERE epoch_us(last) - epoch_us(start_time) < ?
+              GROUP BY ALL)
+        ORDER BY flagged DESC, short_lives DESC, project, agent, hour
+        """,
+        [threshold, round(short_life * 1e6)],
+        RESTART_KINDS,
+    )
+
+
+def _stopped(store: Store, selection: Selection, stopped_min: float) -> Rows:
+    """Lives sampled stopped for ``stopped_min`` seconds or more, and whether their last
+    sample in the range is a stopped one."""
+    where, params = store.where(selection)
+    store.db.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE devloop_stopped AS
         SELECT host, project, agent, pid, start_time, min(ts) AS first_stopped,
                max(ts) AS last_stopped, count(*) AS ticks
         FROM samples WHERE {where} AND state = 'stopped'
@@ -559,37 +593,40 @@ def _stopped(
         """,
         params,
     )
-    keys = ["host", "pid", "start_time"]
-    # A life's last tick in the range: the newest of its files' rows (``all_lives``) and of
-    # the spool's rows of the hours without a rollup (``samples`` there).
-    seen = [all_lives.select(*keys, "last")]
-    sources = store.sources(selection)
-    rest, rest_params = _samples_outside(
-        store, selection, set(sources.partitions), "host, pid, start_time, ts AS last"
-    )
-    if rest and not stopped.is_empty():
-        with store.db.registered({"devloop_stopped": stopped.select(keys).to_arrow()}):
-            newest = store.frame(
+    try:
+        # A life's last tick in the range: the newest of its files' rows (the lives) and of
+        # the spool's rows of the hours without a rollup (``samples`` there).
+        seen = [f"SELECT host, pid, start_time, last FROM {_LIVES}"]
+        seen_params: list[Any] = []
+        rest, rest_params = _samples_outside(
+            store, selection, set(store.sources(selection).partitions),
+            "host, pid, start_time, ts AS last",
+        )  # fmt: skip
+        if rest and store.rows("SELECT count(*) FROM devloop_stopped")[0][0]:
+            seen.append(
                 f"""
                 SELECT r.host, r.pid, r.start_time, max(r.last) AS last
                 FROM ({rest}) r SEMI JOIN devloop_stopped t
                   ON r.host = t.host AND r.pid = t.pid AND r.start_time = t.start_time
                 GROUP BY r.host, r.pid, r.start_time
-                """,
-                rest_params,
+                """
             )
-        seen.append(newest.cast(seen[0].schema))
-    last_seen = pl.concat(seen).group_by(keys).agg(pl.col("last").max())
-    frame = stopped.join(last_seen, on=keys).select(
-        "project",
-        "agent",
-        pl.col("pid").cast(pl.Int64),
-        "start_time",
-        "first_stopped",
-        "last_stopped",
-        (pl.col("ticks") * selection.interval).alias("stopped_seconds"),
-        (pl.col("last_stopped") == pl.col("last")).alias("still_stopped"),
-    )
-    return frame.filter(pl.col("stopped_seconds") >= stopped_min).sort(
-        ["stopped_seconds", "project", "agent", "pid"], descending=[True, False, False, False]
-    )
+            seen_params = rest_params
+        return fetch(
+            store,
+            f"""
+            SELECT s.project, s.agent, CAST(s.pid AS BIGINT) AS pid, s.start_time,
+                   s.first_stopped, s.last_stopped, s.ticks * ? AS stopped_seconds,
+                   s.last_stopped = l.last AS still_stopped
+            FROM devloop_stopped s JOIN (
+                SELECT host, pid, start_time, max(last) AS last
+                FROM ({" UNION ALL ".join(seen)}) GROUP BY host, pid, start_time) l
+              ON s.host = l.host AND s.pid = l.pid AND s.start_time = l.start_time
+            WHERE s.ticks * ? >= ?
+            ORDER BY stopped_seconds DESC, project, agent, pid
+            """,
+            [selection.interval, *seen_params, selection.interval, stopped_min],
+            STOPPED_KINDS,
+        )
+    finally:
+        store.db.execute("DROP TABLE IF EXISTS devloop_stopped")

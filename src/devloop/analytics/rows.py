@@ -44,6 +44,7 @@ _SQL_TYPES: dict[str, str] = {
     "i64": "BIGINT",
     "f64": "DOUBLE",
     "ts": "TIMESTAMPTZ",
+    "bool": "BOOLEAN",
 }
 
 
@@ -64,6 +65,7 @@ def dtypes(kinds: Mapping[str, Kind]) -> dict[str, pl.DataType]:
         "i64": pl.Int64(),
         "f64": pl.Float64(),
         "ts": pl.Datetime("us", "UTC"),
+        "bool": pl.Boolean(),
     }
     return {name: types[kind] for name, kind in kinds.items()}
 
@@ -256,4 +258,4 @@ def _cell(name: str, kind: Kind, decimals: int | None, *, as_json: bool) -> tupl
 
 _NUMERIC = frozenset({"i8", "i16", "i32", "i64", "i128", "f32", "f64"})
 #: Kinds whose values JSON takes as they are.
-_AS_IS = frozenset({"i8", "i16", "i32", "i64", "str"})
+_AS_IS = frozenset({"i8", "i16", "i32", "i64", "str", "bool"})

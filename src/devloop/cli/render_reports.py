@@ -7,7 +7,8 @@ the record and the options that shape the text; each returns what the command wr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,13 +95,15 @@ def _csv_rows(rows: Rows) -> str:
     return to_csv(rows.columns, [[cell(v) for v in row] for row in rows.rows])
 
 
-def _table_rows(rows: Rows, formats: Mapping[str, Callable[[Any], str]]) -> str:
+def _table_rows(
+    rows: Rows, formats: Mapping[str, Callable[[Any], str]], title: str | None = None
+) -> str:
     """:func:`_table` of :meth:`Rows.frame`, from the rows themselves (no polars)."""
     cells = [
         [formats.get(name, _cell)(value) for name, value in zip(rows.columns, row, strict=True)]
         for row in rows.rows
     ]
-    return table(rows.columns, cells, right=rows.numeric)
+    return table(rows.columns, cells, title=title, right=rows.numeric)
 
 
 def _render_rows(report: Any, fmt: str, rows: Rows, text: Callable[[], str]) -> str:
@@ -503,72 +506,83 @@ def render_health(
 ) -> str:
     """``workspace health``: the problems found, and the trends and checks asked for
     (``min_life``: the --min-life text, named when no process lived that long)."""
-    frame = report.memory if memory_analysis else report.fds if detailed else report.memory
-    return _render(
+    rows = report.memory_rows if memory_analysis or not detailed else report.fds_rows
+    return _render_rows(
         report,
         fmt,
-        frame,
+        rows,
         lambda: _health_text(
             report, detailed=detailed, memory_analysis=memory_analysis, min_life=min_life
         ),
     )
 
 
+#: The columns of the trend tables shown (``start_time`` and ``points`` left out).
+_TREND_SHOWN = (
+    "project",
+    "agent",
+    "pid",
+    "first",
+    "last",
+    "hours",
+    "start_value",
+    "end_value",
+    "slope_per_hour",
+    "tau",
+    "leak",
+)
+
+
 def _health_text(
     report: Health, *, detailed: bool, memory_analysis: bool, min_life: str = "1h"
 ) -> str:
-    import polars as pl
+    from devloop.analytics.rows import Rows
 
     lines = [_range_line(report).rstrip("\n")]
     lines.append("Healthy." if report.healthy else f"{len(report.findings)} problem(s):")
     lines += [f"  - {finding}" for finding in report.findings]
     out = "\n".join(lines) + "\n"
-    trend = {
-        "start_value": _cell,
-        "end_value": _cell,
-        "slope_per_hour": _cell,
-        "tau": lambda v: f"{v:.2f}",
-    }
-    columns = [
-        "project",
-        "agent",
-        "pid",
-        "first",
-        "last",
-        "hours",
-        "start_value",
-        "end_value",
-        "slope_per_hour",
-        "tau",
-        "leak",
-    ]
+    tau = {"tau": lambda v: f"{v:.2f}"}
     if memory_analysis:
-        memory = (
-            report.memory.select(columns)
-            .rename(
-                {
-                    "start_value": "start_mb",
-                    "end_value": "end_mb",
-                    "slope_per_hour": "mb_per_hour",
-                }
-            )
-            .with_columns(pl.col("start_mb", "end_mb") / MIB)
-        )
-        out += "\n" + _table(memory, {"tau": trend["tau"]}, title="Memory trends")
+        names = {"start_value": "start_mb", "end_value": "end_mb", "slope_per_hour": "mb_per_hour"}
+        memory = _columns(report.memory_rows, _TREND_SHOWN, names)
+        start, end = memory.columns.index("start_mb"), memory.columns.index("end_mb")
+        kinds = tuple("f64" if i in (start, end) else k for i, k in enumerate(memory.kinds))
+        values = [
+            tuple(v / MIB if i in (start, end) and v is not None else v for i, v in enumerate(row))
+            for row in memory.rows
+        ]
+        memory = Rows(memory.columns, kinds, values)
+        out += "\n" + _table_rows(memory, tau, title="Memory trends")
         out += _short_lives(report, min_life)
     if detailed:
-        fds = report.fds.select(columns).rename({"slope_per_hour": "fds_per_hour"})
-        out += "\n" + _table(fds, {"tau": trend["tau"]}, title="File-handle trends")
+        fds = _columns(report.fds_rows, _TREND_SHOWN, {"slope_per_hour": "fds_per_hour"})
+        out += "\n" + _table_rows(fds, tau, title="File-handle trends")
         if not memory_analysis:
             out += _short_lives(report, min_life)
-        out += "\n" + _table(report.restarts.head(20), title="Short-lived processes per hour")
-        out += "\n" + _table(report.stopped, title="Stopped processes")
+        restarts = report.restart_rows
+        out += "\n" + _table_rows(
+            replace(restarts, rows=restarts.rows[:20]), {}, title="Short-lived processes per hour"
+        )
+        out += "\n" + _table_rows(report.stopped_rows, {}, title="Stopped processes")
         out += (
             f"\nCollector: newest tick {_cell(report.newest_tick) or 'none'}"
             f" ({'fresh' if report.collector_fresh else 'stale'})\n"
             f"Store: {report.spool_segments} spool segment(s), {report.spool_bytes} bytes\n"
         )
     return out
+
+
+def _columns(rows: Rows, shown: Sequence[str], names: Mapping[str, str]) -> Rows:
+    """``rows`` with only the columns ``shown``, in that order, renamed by ``names``."""
+    from devloop.analytics.rows import Rows
+
+    index = [rows.columns.index(name) for name in shown]
+    return Rows(
+        tuple(names.get(name, name) for name in shown),
+        tuple(rows.kinds[i] for i in index),
+        [tuple(row[i] for i in index) for row in rows.rows],
+    )
 
 
 def _short_lives(report: Health, min_life: str) -> str:
@@ -581,7 +595,7 @@ def _short_lives(report: Health, min_life: str) -> str:
              f"and {'are' if count != 1 else 'is'} not analysed for leaks; a smaller "
              "--min-life includes them"]
         )  # fmt: skip
-    if report.memory.is_empty():
+    if not report.memory_rows.rows:
         return _notes(["no process in the range"])
     return ""
 

@@ -30,7 +30,19 @@ from __future__ import annotations
 from typing import Final, Literal, NamedTuple
 
 Kind = Literal[
-    "ts", "str", "i8", "i16", "i32", "i64", "f32", "f64", "list_i32", "i128", "top_f64", "top_i64"
+    "ts",
+    "str",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "f32",
+    "f64",
+    "list_i32",
+    "i128",
+    "top_f64",
+    "top_i64",
+    "bool",
 ]
 
 SCHEMA_VERSION_KEY: Final = b"devloop.schema_version"

@@ -21,6 +21,7 @@ from devloop.errors import QueryError, QueryRefused, StoreError
 
 if TYPE_CHECKING:
     import duckdb
+    import numpy.typing as npt
     import polars as pl
     import pyarrow as pa
 
@@ -97,6 +98,11 @@ class Database:
         with mapped(self._failed):
             result: pl.DataFrame = self.connection.sql(sql, params=list(params)).pl()
             return result
+
+    def numpy(self, sql: str, params: Sequence[Any] = ()) -> dict[str, npt.NDArray[Any]]:
+        """The result of ``sql`` as a NumPy array per column (no polars, no pyarrow)."""
+        with mapped(self._failed):
+            return dict(self.connection.sql(sql, params=list(params)).fetchnumpy())
 
     def arrow(self, sql: str, params: Sequence[Any] = (), batch: int = 1 << 17) -> pa.Table:
         """The result of ``sql`` as an Arrow table (read ``batch`` rows at a time)."""

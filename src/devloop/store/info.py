@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devloop.errors import StoreError
 from devloop.store.files import scan_partition, warn_invalid
 from devloop.store.layout import iter_partitions
-from devloop.store.recovery import segment_paths
+from devloop.store.recovery import spool_backlog
 from devloop.store.schema import TABLES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,9 +86,5 @@ def store_info(root: Path | str) -> StoreInfo:
                 _EPOCH + timedelta(microseconds=max(highs)) if highs else None,
             )
         )
-    segments = segment_paths(root)
-    try:
-        spool_bytes = sum(path.stat().st_size for path in segments)
-    except OSError as exc:
-        raise StoreError(f"cannot stat the spool of {root}: {exc}") from exc
-    return StoreInfo(root, tuple(tables), len(segments), spool_bytes, tuple(skipped))
+    segments, spool_bytes = spool_backlog(root)
+    return StoreInfo(root, tuple(tables), segments, spool_bytes, tuple(skipped))

@@ -109,6 +109,16 @@ def segment_paths(root: Path) -> list[Path]:
     return [spool_dir(root) / name for name in sorted(names) if name.endswith(SEGMENT_SUFFIX)]
 
 
+def spool_backlog(root: Path) -> tuple[int, int]:
+    """How many spool segments wait for conversion, and their bytes (the spool alone is
+    listed: what ``workspace health`` needs of the store's state)."""
+    segments = segment_paths(root)
+    try:
+        return len(segments), sum(path.stat().st_size for path in segments)
+    except OSError as exc:
+        raise StoreError(f"cannot stat the spool of {root}: {exc}") from exc
+
+
 def _contained(directory: Path, table: str) -> set[str]:
     """Names that a compacted file in ``directory`` already holds."""
     from devloop.store.files import read_facts
