@@ -14,7 +14,8 @@ Questions: peak-usage (per project: peak and p95 of the per-tick CPU and memory 
 mean, p95 and peak of CPU and memory against the limits, ticks over them, pauses), bottlenecks
 (the 20 longest runs of ticks at 80 % of a limit or more, with the agents driving each) and
 health (per process life of an hour or more, the trend of memory and of open files; lives under
-a minute per agent and hour; stopped samples). The hand-written queries answer each as a user
+a minute per agent and hour; stopped samples) and runs (the launched runs and those estimated
+from ticks as spans split at gaps). The hand-written queries answer each as a user
 would write it: least squares where devloop fits Theil-Sen on thinned points, the limits typed in
 as numbers.
 
@@ -140,6 +141,32 @@ UNION ALL SELECT project, agent, pid, start_time, first, last, NULL, NULL, NULL,
 ''').fetchall()
 duckdb.sql("SELECT max(ts) FROM read_parquet('{system}', hive_partitioning = true)").fetchall()
 """,
+    # every run: the launched ones (the runs table) and, for the processes no launched run
+    # owns, each agent's spans of ticks split at gaps of more than two ticks (1 s ticks)
+    "runs": """
+import duckdb
+duckdb.sql('''
+WITH launched AS (SELECT DISTINCT host, pid, start_time
+                  FROM read_parquet('{processes}', hive_partitioning = true)
+                  WHERE run_id IS NOT NULL),
+t AS (SELECT s.host, s.project, s.agent, s.ts, sum(s.cpu_cores) AS cores,
+             sum(s.rss_bytes) AS rss
+      FROM read_parquet('{files}', hive_partitioning = true) s ANTI JOIN launched l
+        ON l.host = s.host AND l.pid = s.pid AND l.start_time = s.start_time
+      GROUP BY ALL),
+g AS (SELECT *, sum(CASE WHEN gap <= 2 THEN 0 ELSE 1 END)
+                OVER (PARTITION BY host, project, agent ORDER BY ts) AS span
+      FROM (SELECT *, epoch(ts) - lag(epoch(ts)) OVER (PARTITION BY host, project, agent
+                                                       ORDER BY ts) AS gap FROM t)),
+e AS (SELECT host, project, agent, min(ts) - INTERVAL 1 second AS started, max(ts) AS ended,
+             sum(cores) AS cpu_seconds, max(cores) AS peak_cores, max(rss) AS peak_rss
+      FROM g GROUP BY host, project, agent, span)
+SELECT host, project, agent, started, ended, cpu_seconds, peak_cores, peak_rss FROM e
+UNION ALL
+SELECT host, project, agent, started, ended, cpu_user_seconds + cpu_system_seconds,
+       peak_cores, peak_rss_bytes FROM read_parquet('{runs}', hive_partitioning = true)
+ORDER BY started''').fetchall()
+""",
 }
 
 
@@ -221,7 +248,7 @@ def main() -> None:
         print(f"simulated {args.days:g} days in {time.perf_counter() - started:.0f} s")
     tables = {
         name if name != "samples" else "files": str(ws / "metrics" / name / "*" / "*" / "*.parquet")
-        for name in ("samples", "system", "events")
+        for name in ("samples", "system", "events", "processes", "runs")
     }
     values = {**tables, **limits(ws)}
     print(f"store: {ws} ({'source' if args.source else 'compiled bytecode'}), "

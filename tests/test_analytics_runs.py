@@ -367,3 +367,66 @@ def test_the_command_refuses_bad_input(launched: Path) -> None:
     assert code == 2 and "Invalid value for '--slowest': 0 is not in the range x>=1." in err
     code, _, err = invoke("--workspace-dir", str(launched), "--trigger", "cron")
     assert code == 2 and "Invalid value for '--trigger'" in err
+
+
+def test_estimated_runs_read_the_agent_rollups_where_no_launched_process_ran(
+    ticked: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hour 10 (the ticked store) has a launched process: its estimated runs come from its raw
+    samples less that process's. Hour 11 gets api/lsp ticks and none launched: its runs come
+    from the hour's ``agent`` rollup. Same runs as from raw rows, in batches of any size; a
+    rollup doubled shows in hour 11's run only (so it is what is read there, and only there)."""
+    import importlib
+
+    import pyarrow.parquet as pq
+
+    from devloop.analytics import Store
+    from devloop.store import write_rollups
+    from devloop.store.rollups import ROLLUPS_DIR
+
+    root = ticked / "metrics"
+    hour = 3600
+    write_table(
+        root,
+        "system",
+        pa.Table.from_pylist(
+            [{"ts": at(hour + t), "host": "h1", "cores": 4} for t in range(0, 40, 2)]
+        ),
+    )
+    write_table(
+        root,
+        "samples",
+        pa.Table.from_pylist([
+            row(SAMPLES, ts=at(hour + t), host="h1", project="api", agent="lsp", pid=300,
+                start_time=at(-100), cpu_cores=0.5, rss_bytes=80 * MB)
+            for t in (4, 6, 8, 20)
+        ]),
+    )  # fmt: skip
+    with Store(ticked) as store:
+        store.use_rollups = False
+        raw = runs(store)
+    write_rollups(root)
+    hours = {p.parent.name for p in (root / ROLLUPS_DIR / "agent").rglob("hour=*/*.parquet")}
+    assert hours == {"hour=10", "hour=11"}
+    assert runs(ticked).rows() == raw.rows()
+    # an agent a batch (the module, not the function the package names ``runs``)
+    monkeypatch.setattr(importlib.import_module("devloop.analytics.runs"), "BATCH_SAMPLES", 1)
+    assert runs(ticked).rows() == raw.rows()
+    assert run_summary(ticked).rows() == run_summary(ticked, estimated=True).rows()
+    # hour 11: api/lsp's ticks at 4-8 s and at 20 s are two runs of 0.5 cores x 2 s a tick
+    late = raw.filter(pl.col("started") >= at(hour)).select("run_id", "cpu_seconds", "ticks")
+    assert late.rows() == [
+        (f"est-api-lsp-{us(hour + 2)}", 3.0, 3),
+        (f"est-api-lsp-{us(hour + 18)}", 1.0, 1),
+    ]
+    for entry in (root / ROLLUPS_DIR / "agent").rglob("*.parquet"):
+        table = pq.read_table(entry)
+        index = table.schema.get_field_index("cpu")
+        doubled = pa.array(table.column("cpu").to_numpy() * 2, table.schema.field(index).type)
+        pq.write_table(table.set_column(index, table.schema.field(index), doubled), entry)
+    cpu = {r: c for r, c in runs(ticked).select("run_id", "cpu_seconds").rows()}
+    assert cpu == {
+        **{r: c for r, c in raw.select("run_id", "cpu_seconds").rows()},
+        f"est-api-lsp-{us(hour + 2)}": 6.0,
+        f"est-api-lsp-{us(hour + 18)}": 2.0,
+    }

@@ -21,7 +21,8 @@ unknown).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,11 +128,11 @@ def runs(
     import polars as pl
 
     store = open_store(workspace_dir)
-    query = _runs_sql(store, time_range, project, agent, trigger, failed, slowest, estimated)
-    if query is None:
-        return pl.DataFrame(schema=_RUN_TYPES())
-    sql, params = query
-    frame = store.frame(sql, params)
+    with _runs_sql(store, time_range, project, agent, trigger, failed, slowest, estimated) as query:
+        if query is None:
+            return pl.DataFrame(schema=_RUN_TYPES())
+        sql, params = query
+        frame = store.frame(sql, params)
     return frame.with_columns(pl.col("started", "ended").dt.convert_time_zone("UTC")).select(
         [pl.col(name).cast(kind) for name, kind in _RUN_TYPES().items()]
     )
@@ -159,29 +160,30 @@ def run_summary(
     import polars as pl
 
     store = open_store(workspace_dir)
-    query = _runs_sql(store, time_range, project, agent, trigger, failed, slowest, estimated)
-    if query is None:
-        return pl.DataFrame(schema=_SUMMARY_TYPES())
-    sql, params = query
-    frame = store.frame(
-        f"""
-        SELECT project, agent, count(*) AS runs, count(*) FILTER (WHERE failed) AS failed,
-               count(*) FILTER (WHERE estimated) AS estimated,
-               quantile_cont(duration_seconds, 0.5) AS duration_p50_seconds,
-               quantile_cont(duration_seconds, 0.95) AS duration_p95_seconds,
-               avg(cpu_seconds) AS cpu_mean_seconds,
-               quantile_cont(cpu_seconds, 0.95) AS cpu_p95_seconds,
-               max(max_rss_bytes) AS max_rss_bytes
-        FROM ({sql}) GROUP BY project, agent ORDER BY project, agent
-        """,
-        params,
-    )
+    with _runs_sql(store, time_range, project, agent, trigger, failed, slowest, estimated) as query:
+        if query is None:
+            return pl.DataFrame(schema=_SUMMARY_TYPES())
+        sql, params = query
+        frame = store.frame(
+            f"""
+            SELECT project, agent, count(*) AS runs, count(*) FILTER (WHERE failed) AS failed,
+                   count(*) FILTER (WHERE estimated) AS estimated,
+                   quantile_cont(duration_seconds, 0.5) AS duration_p50_seconds,
+                   quantile_cont(duration_seconds, 0.95) AS duration_p95_seconds,
+                   avg(cpu_seconds) AS cpu_mean_seconds,
+                   quantile_cont(cpu_seconds, 0.95) AS cpu_p95_seconds,
+                   max(max_rss_bytes) AS max_rss_bytes
+            FROM ({sql}) GROUP BY project, agent ORDER BY project, agent
+            """,
+            params,
+        )
     return frame.select([pl.col(name).cast(kind) for name, kind in _SUMMARY_TYPES().items()])
 
 
 # --- the query -------------------------------------------------------------------------------
 
 
+@contextmanager
 def _runs_sql(
     store: Store,
     time_range: TimeRange | None,
@@ -191,16 +193,18 @@ def _runs_sql(
     failed: bool | None,
     slowest: int | None,
     estimated: bool,
-) -> tuple[str, list[Any]] | None:
-    """The SQL (and parameters) of :func:`runs`' rows; None when there can be none (an empty
-    store or range, or only estimated runs asked for and none wanted)."""
+) -> Iterator[tuple[str, list[Any]] | None]:
+    """The SQL (and parameters) of :func:`runs`' rows, to be run inside the block (the
+    estimated runs are in a temporary table until it ends); None when there can be none (an
+    empty store or range, or only estimated runs asked for and none wanted)."""
     if trigger is not None and trigger not in RUN_TRIGGERS:
         raise UsageError(f"unknown trigger {trigger!r} (use {', '.join(RUN_TRIGGERS)})")
     if slowest is not None and slowest < 1:
         raise UsageError(f"--slowest must be at least 1, not {slowest}")
     selection = _select(store, time_range or TimeRange(), _globs(project), _globs(agent))
     if selection is None:
-        return None
+        yield None
+        return
     parts: list[str] = []
     params: list[Any] = []
     if trigger != RULE:
@@ -208,10 +212,21 @@ def _runs_sql(
         parts.append(sql)
         params += more
     # an estimated run never failed: asking for failures needs none of them
-    if estimated and trigger in (None, RULE) and failed is not True:
-        sql, more = _estimated_sql(store, selection)
-        parts.append(sql)
-        params += more
+    with_estimated = estimated and trigger in (None, RULE) and failed is not True
+    if with_estimated:
+        _estimate(store, selection)
+        parts.append(f"SELECT * FROM {_ESTIMATED}")
+    try:
+        yield _union(parts, params, failed, slowest)
+    finally:
+        if with_estimated:
+            store.db.execute(f"DROP TABLE IF EXISTS {_ESTIMATED}")
+
+
+def _union(
+    parts: list[str], params: list[Any], failed: bool | None, slowest: int | None
+) -> tuple[str, list[Any]] | None:
+    """The runs of ``parts`` filtered on ``failed``, in order (the ``slowest`` first)."""
     if not parts:  # estimated runs only, yet none wanted
         return None
     union = " UNION ALL BY NAME ".join(f"({part})" for part in parts)
@@ -312,44 +327,147 @@ def _launched_sql(selection: Selection, trigger: str | None) -> tuple[str, list[
     return sql, params
 
 
-def _estimated_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
-    """Spans of ticks of the samples no launched run owns (gaps and islands, see module doc)."""
+#: The temporary table the estimated runs are written to while a report runs.
+_ESTIMATED = "devloop_estimated_runs"
+
+#: Ticks windowed together at most when estimating runs: the agents are taken in batches of
+#: about this many samples (each batch's window holds its ticks in memory; one agent's ticks
+#: are never split).
+BATCH_SAMPLES = 4_000_000
+
+
+def _estimate(store: Store, selection: Selection) -> None:
+    """Write the estimated runs (gaps and islands of each agent's ticks, see the module doc)
+    into the temporary table :data:`_ESTIMATED`.
+
+    An agent's ticks are its per-tick sums of the samples no launched run owns: the hours'
+    ``agent`` rollups where no launched process was sampled in the hour, the raw samples
+    less the launched processes' elsewhere. The agents are windowed a batch at a time
+    (:data:`BATCH_SAMPLES`), so memory follows the largest batch, not the range."""
+    from devloop.analytics._series import _conditions, _read, lives_sql
+    from devloop.store.layout import Partition
+
     interval_us = max(1, round(selection.interval * 1e6))
     gap_us = GAP_INTERVALS * interval_us
-    where, params = store.where(selection, "s")
     last_day = (selection.end - timedelta(microseconds=1)).astimezone(UTC).date()
-    sql = f"""
-        WITH launched AS (
-            SELECT DISTINCT host, pid, start_time FROM processes
-            WHERE run_id IS NOT NULL AND ts < ? AND date <= ?
-        ),
-        ticks AS (
+    lives, lives_params = lives_sql(store, selection)
+    launched_sql = (
+        "SELECT DISTINCT host, pid, start_time FROM processes "
+        "WHERE run_id IS NOT NULL AND ts < ? AND date <= ?"
+    )
+    launched_params = [selection.end, last_day]
+    # the hours where a launched process was sampled: read raw there, to leave its rows out
+    spans = store.rows(
+        f"""
+        SELECT min(l.first), max(l.last) FROM {lives} l SEMI JOIN ({launched_sql}) p
+          ON l.host = p.host AND l.pid = p.pid AND l.start_time = p.start_time
+        GROUP BY l.host, l.pid, l.start_time
+        """,
+        [*lives_params, *launched_params],
+    )
+    launched_hours: set[Partition] = set()
+    for first, last in spans:
+        hour = first.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        while hour <= last:
+            launched_hours.add(Partition.of_datetime(hour))
+            hour += timedelta(hours=1)
+    sources = store.sources(selection)
+    entries: list[Path] = []
+    raw = list(sources.raw)
+    for partition, entry in zip(sources.partitions, sources.cached["agent"], strict=True):
+        if partition in launched_hours:
+            raw.extend(sources.files[partition])
+        else:
+            entries.append(entry)
+    where, where_params = _conditions(selection)
+    # each part of the ticks: its SQL (the range's condition, then {keys}, the batch's
+    # agents) and the parameters after the batch's
+    ticks: list[tuple[str, list[Any]]] = []
+    if entries:
+        ticks.append((
+            f"SELECT host, project, agent, ts, cpu AS cores, rss FROM {_read(entries)} "
+            f"WHERE {where} AND {{keys}}",
+            [],
+        ))  # fmt: skip
+    if raw:
+        ticks.append((
+            f"""
             SELECT s.host, s.project, s.agent, s.ts, sum(s.cpu_cores) AS cores,
                    sum(s.rss_bytes) AS rss
-            FROM samples s
-            WHERE {where} AND NOT EXISTS (
-                SELECT 1 FROM launched l
+            FROM {_read(raw)} s
+            WHERE {where} AND {{keys}} AND NOT EXISTS (
+                SELECT 1 FROM ({launched_sql}) l
                 WHERE l.host = s.host AND l.pid = s.pid AND l.start_time = s.start_time
             )
             GROUP BY s.host, s.project, s.agent, s.ts
+            """,
+            launched_params,
+        ))  # fmt: skip
+    # the agents with samples in the range, in batches of about BATCH_SAMPLES samples
+    agents = store.rows(
+        f"SELECT host, project, agent, sum(rows) FROM {lives} GROUP BY ALL ORDER BY ALL",
+        lives_params,
+    )
+    batches: list[list[tuple[str, str, str]]] = [[]]
+    size = 0
+    for host, project, agent, count in agents:
+        if batches[-1] and size + count > BATCH_SAMPLES:
+            batches.append([])
+            size = 0
+        batches[-1].append((host, project, agent))
+        size += count
+    for number, batch in enumerate(batches):
+        keys = " OR ".join("(host = ? AND project = ? AND agent = ?)" for _ in batch)
+        key_params = [value for key in batch for value in key]
+        parts: list[str] = []
+        params: list[Any] = []
+        for sql, after in ticks if batch else []:
+            parts.append(sql.format(keys=f"({keys})"))
+            params += [*where_params, *key_params, *after]
+        if not parts:  # no agent, or no hour: no tick
+            parts.append(
+                "SELECT CAST(NULL AS VARCHAR) AS host, CAST(NULL AS VARCHAR) AS project, "
+                "CAST(NULL AS VARCHAR) AS agent, CAST(NULL AS TIMESTAMPTZ) AS ts, "
+                "CAST(NULL AS DOUBLE) AS cores, CAST(NULL AS DOUBLE) AS rss WHERE false"
+            )
+        verb = f"INSERT INTO {_ESTIMATED}"
+        if number == 0:
+            verb = f"CREATE OR REPLACE TEMP TABLE {_ESTIMATED} AS"
+        source = " UNION ALL ".join(parts)
+        numbered = [value for key, names in enumerate(batch) for value in (key, *names)]
+        sql = _estimated_sql(source, len(batch) or 1, interval_us, gap_us)
+        store.db.execute(f"{verb} {sql}", [*(numbered or [0, "", "", ""]), *params])
+
+
+def _estimated_sql(source: str, agents: int, interval_us: int, gap_us: int) -> str:
+    """The estimated runs of the per-tick sums ``source`` (host, project, agent, ts, cores,
+    rss) of ``agents`` agents (numbered in the relation ``devloop_batch(key, host, project,
+    agent)``, as its parameters give them): each agent's ticks split where a gap is longer
+    than ``gap_us``. The windows see a number and the tick's microseconds, not the names."""
+    batch = ", ".join("(?, ?, ?, ?)" for _ in range(agents))
+    return f"""
+        WITH batch(key, host, project, agent) AS (VALUES {batch}),
+        ticks AS (
+            SELECT b.key, epoch_us(t.ts) AS us, t.cores, t.rss
+            FROM ({source}) t JOIN batch b
+              ON t.host = b.host AND t.project = b.project AND t.agent = b.agent
         ),
         marked AS (
-            SELECT *, CASE WHEN epoch_us(ts) - lag(epoch_us(ts)) OVER w <= {gap_us} THEN 0
-                           ELSE 1 END AS opens
-            FROM ticks WINDOW w AS (PARTITION BY host, project, agent ORDER BY ts)
+            SELECT *, CASE WHEN us - lag(us) OVER w <= {gap_us} THEN 0 ELSE 1 END AS opens
+            FROM ticks WINDOW w AS (PARTITION BY key ORDER BY us)
         ),
         spans AS (
-            SELECT *, sum(opens) OVER (PARTITION BY host, project, agent ORDER BY ts
+            SELECT *, sum(opens) OVER (PARTITION BY key ORDER BY us
                                        ROWS UNBOUNDED PRECEDING) AS span
             FROM marked
         ),
         runs AS (
-            SELECT host, project, agent,
-                   make_timestamptz(epoch_us(min(ts)) - {interval_us}) AS started,
-                   max(ts) AS ended, count(*) AS ticks,
-                   sum(cores) * {interval_us / 1e6!r} AS cpu_seconds,
-                   max(cores) AS peak_cores, max(rss) AS peak_rss_bytes
-            FROM spans GROUP BY host, project, agent, span
+            SELECT b.host, b.project, b.agent, r.*
+            FROM (SELECT key, make_timestamptz(min(us) - {interval_us}) AS started,
+                         make_timestamptz(max(us)) AS ended, count(*) AS ticks,
+                         sum(cores) * {interval_us / 1e6!r} AS cpu_seconds,
+                         max(cores) AS peak_cores, max(rss) AS peak_rss_bytes
+                  FROM spans GROUP BY key, span) r JOIN batch b USING (key)
         )
         SELECT 'est-' || project || '-' || agent || '-' || CAST(epoch_us(started) AS VARCHAR)
                    AS run_id,
@@ -359,14 +477,13 @@ def _estimated_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
                CAST(NULL AS BIGINT) AS exit_code, CAST(NULL AS BIGINT) AS signal,
                false AS failed, CAST(NULL AS DOUBLE) AS queue_wait_seconds,
                CAST(NULL AS DOUBLE) AS paused_seconds, CAST(NULL AS DOUBLE) AS throttled_seconds,
-               cpu_seconds, CAST(NULL AS DOUBLE) AS cpu_user_seconds,
+               CAST(cpu_seconds AS DOUBLE) AS cpu_seconds, CAST(NULL AS DOUBLE) AS cpu_user_seconds,
                CAST(NULL AS DOUBLE) AS cpu_system_seconds, CAST(NULL AS BIGINT) AS max_rss_bytes,
                CAST(peak_cores AS DOUBLE) AS peak_cores,
                CAST(peak_rss_bytes AS BIGINT) AS peak_rss_bytes, CAST(ticks AS BIGINT) AS ticks,
                CAST(NULL AS VARCHAR) AS log_path, true AS estimated
         FROM runs
     """
-    return sql, [selection.end, last_day, *params]
 
 
 def _RUN_TYPES() -> dict[str, Any]:  # noqa: N802 - a constant that needs polars imported
