@@ -27,14 +27,10 @@ report imports that report's modules, not every report's.
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
+from devloop._lazy import install
 
 TYPE_CHECKING = False  # not typing's: nothing more is imported with the package
 if TYPE_CHECKING:
-    from typing import Any
-
     from devloop.analytics._db import Selection, Store, collected_warnings, iso, reading, records
     from devloop.analytics.audit import Audit, audit_query
     from devloop.analytics.baseline import compare_summaries, read_summary, summarise
@@ -119,27 +115,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Loading the submodule health.py (or runs.py, efficiency.py, bottlenecks/) makes the
-        # import system set the package's attribute of that name to the module; the public
-        # name is the function.
-        if isinstance(value, types.ModuleType) and _MODULES.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+install(__name__, _MODULES)

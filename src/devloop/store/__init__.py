@@ -23,14 +23,10 @@ or DuckDB (it converts its spool in a child process, see convert.py).
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
+from devloop._lazy import install
 
 TYPE_CHECKING = False  # not typing's: this package is imported on devloop run's fast path
 if TYPE_CHECKING:
-    from typing import Any
-
     from devloop.store.compact import CompactReport, compact
     from devloop.store.files import write_table
     from devloop.store.info import StoreInfo, TableInfo, store_info
@@ -87,26 +83,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Loading the submodule compact.py (or retention.py) makes the import system set the
-        # package's attribute of that name to the module; the public name is the function.
-        if isinstance(value, types.ModuleType) and _MODULES.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+install(__name__, _MODULES)
