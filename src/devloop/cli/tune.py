@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -407,7 +409,10 @@ def autotune(
                 collected_warnings() as messages,
                 _demand_engine(engine, spark_master, time_range) as read,
             ):
-                groups = autotune_fleet(folder, time_range, params, group_by=group_by, demand=read)
+                groups = autotune_fleet(
+                    folder, time_range, params, group_by=group_by, demand=read,
+                    progress=_progress(),
+                )  # fmt: skip
         finally:
             echo_warnings(messages)
         if len(groups) > 1:
@@ -424,7 +429,9 @@ def autotune(
                 if read is not None:
                     with Store(folder) as store:
                         demand = read(store)
-                suggestions = run_autotune(folder, time_range, params, demand=demand)
+                suggestions = run_autotune(
+                    folder, time_range, params, demand=demand, progress=_progress()
+                )
         finally:
             echo_warnings(messages)
     text = to_json(suggestions.to_json())
@@ -436,6 +443,20 @@ def autotune(
         emit(html_report(suggestions), report)
     if fmt == "table":
         click.echo(_summary(suggestions), nl=False)
+
+
+def _progress() -> Callable[[str], None] | None:
+    """On a terminal, a line on standard error as each step of autotune begins, with the
+    seconds since it started (``autotune  12.3s  walk-forward backtest: ...``); elsewhere
+    (a pipe, a file, a test) None: the output stays what it was."""
+    if not sys.stderr.isatty():
+        return None
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        click.echo(f"autotune {time.monotonic() - started:6.1f}s  {line}", err=True)
+
+    return say
 
 
 @contextmanager

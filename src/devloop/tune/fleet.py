@@ -66,13 +66,15 @@ def autotune_fleet(
     *,
     group_by: str = "class",
     demand: Callable[[Store], Demand] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[tuple[MachineClass, Suggestions]]:
     """Per machine class of the store's hosts, the suggestions from that class's hosts alone
     (:func:`~devloop.tune.suggest.autotune` on a store narrowed to them); each names its class
     (``Suggestions.group``). One class: one entry, as a plain autotune of the whole store.
 
     ``demand``: reads a class's recorded runs elsewhere (the Spark engine), given the store
-    narrowed to the class's hosts; default: from that store."""
+    narrowed to the class's hosts; default: from that store. ``progress``: as autotune's, each
+    line after the class it is about."""
     from devloop.analytics import Store
     from devloop.tune.suggest import autotune
 
@@ -84,10 +86,16 @@ def autotune_fleet(
     for machine in classes:
         with Store(workspace_dir, hosts=machine.hosts) as narrowed:
             runs = None if demand is None else demand(narrowed)
-            suggestions = autotune(narrowed, time_range, params, demand=runs)
+            say = None if progress is None else _prefixed(progress, machine.name)
+            suggestions = autotune(narrowed, time_range, params, demand=runs, progress=say)
         suggestions.group = machine
         found.append((machine, suggestions))
     return found
+
+
+def _prefixed(progress: Callable[[str], None], name: str) -> Callable[[str], None]:
+    """``progress`` with ``name: `` before each line."""
+    return lambda line: progress(f"{name}: {line}")
 
 
 __all__ = ["GROUPINGS", "MachineClass", "autotune_fleet", "machine_classes"]

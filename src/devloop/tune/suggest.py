@@ -63,13 +63,15 @@ def autotune(
     *,
     now: datetime | None = None,
     demand: Demand | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Suggestions:
     """Suggested limits for every project and agent of the workspace, from the history in
     ``time_range`` (all of it by default), with a walk-forward backtest and the patches.
 
     ``demand``: the recorded runs to replay, read elsewhere (the Spark engine's, made with
     :func:`~devloop.tune.replay.demand_from_rows`) for the same range; default: read from the
-    store (:func:`~devloop.tune.replay.demand_from_store`)."""
+    store (:func:`~devloop.tune.replay.demand_from_store`). ``progress``: called with a line
+    saying what is being done as each step begins (a long history takes minutes)."""
     from devloop.analytics._db import open_store
     from devloop.config import WORKSPACE_FILE, load_workspace
     from devloop.config.allocation import allocate
@@ -77,6 +79,8 @@ def autotune(
     from devloop.tune.replay import demand_from_store
 
     params = params or TuneParameters()
+    say = progress or (lambda line: None)
+    say("reading the history")
     store = open_store(workspace_dir)
     workspace = load_workspace(store.workspace_dir)
     workspace_file = store.workspace_dir / WORKSPACE_FILE
@@ -100,6 +104,11 @@ def autotune(
 
     end = history.end.timestamp()
     counts = {key: len(found) for key, found in runs.items()}
+    if demand.runs:
+        say(
+            f"replaying {len(demand.runs):,} runs of {history.n_hours:,} hours: the smallest "
+            "limits that keep them within --max-slowdown"
+        )
     entities = _fit_all(
         history, allocation, params, history.end, range(history.n_hours), held, counts
     )
@@ -112,6 +121,7 @@ def autotune(
     _cap_agents(entities)
 
     unit, count = blocks(history)
+    say("walk-forward backtest: current and suggested limits side by side")
     backtests = {key: objective.backtest(key, history, held, unit, count) for key in entities}
 
     suggestions: dict[Key, EntitySuggestion] = {}
@@ -136,9 +146,12 @@ def autotune(
         suggestions[key].objective = objective.describe(key, searches.get(key), kept)
         suggestions[key].rationale = _why(suggestions[key], params)
     governing = profiles_at(workspace, [run.queued_at for run in demand.runs])
+    say("the pool: every run replayed together under the suggested limits")
     suggestions, pool, totals = _choose_pool(
-        suggestions, workspace, allocation, history, params, priorities, governing, objective
-    )
+        suggestions, workspace, allocation, history, params, priorities, governing, objective,
+        say,
+    )  # fmt: skip
+    say("a time-of-day profile from the daily pattern")
     pool.learned = _learn_profile(suggestions, pool, totals, workspace, allocation, history,
                                   params, objective)  # fmt: skip
     if pool.note:
@@ -503,6 +516,7 @@ def _choose_pool(
     priorities: dict[str, int],
     governing: Collection[str],
     objective: _Objective,
+    say: Callable[[str], None],
 ) -> tuple[dict[Key, EntitySuggestion], PoolFit, dict[str, Side]]:
     """The pool for the suggestions and every run replayed under it. When the projects need
     more CPU than ``--max-pool`` allows, three ways to live with it are replayed with every run
@@ -527,6 +541,8 @@ def _choose_pool(
                          mode=mode)  # fmt: skip
         _cap_agents_at_projects(trial)
         trials.append((trial, pool))
+    if len(modes) > 1:
+        say(f"the projects need more than --max-pool: replaying {', '.join(modes)} side by side")
     replayed = objective.totals(trials, workspace, history)
     for mode, (trial, pool), totals in zip(modes, trials, replayed, strict=True):
         score = _pool_score(trial)
