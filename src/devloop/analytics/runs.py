@@ -417,6 +417,7 @@ def _estimate(store: Store, selection: Selection) -> None:
         batches[-1].append((host, project, agent))
         size += count
     for number, batch in enumerate(batches):
+        # the batch's agents as a condition too, which the Parquet reads can skip rows on
         keys = " OR ".join("(host = ? AND project = ? AND agent = ?)" for _ in batch)
         key_params = [value for key in batch for value in key]
         parts: list[str] = []
@@ -441,9 +442,9 @@ def _estimate(store: Store, selection: Selection) -> None:
 
 def _estimated_sql(source: str, agents: int, interval_us: int, gap_us: int) -> str:
     """The estimated runs of the per-tick sums ``source`` (host, project, agent, ts, cores,
-    rss) of ``agents`` agents (numbered in the relation ``devloop_batch(key, host, project,
-    agent)``, as its parameters give them): each agent's ticks split where a gap is longer
-    than ``gap_us``. The windows see a number and the tick's microseconds, not the names."""
+    rss) of ``agents`` agents, numbered by the relation ``batch(key, host, project, agent)``
+    whose rows are the first parameters: each agent's ticks split where a gap is longer than
+    ``gap_us``. The windows see the number and the tick's microseconds, not the names."""
     batch = ", ".join("(?, ?, ?, ?)" for _ in range(agents))
     return f"""
         WITH batch(key, host, project, agent) AS (VALUES {batch}),
