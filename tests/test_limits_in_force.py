@@ -1,9 +1,11 @@
 """``LimitsInForce`` asks the dynamic rule only where it can move something (a project hungry
-over its whole window) and builds each profile's allocation once: the limits it gives, tick by
+over its whole window, and not before a move it judged impossible could be possible) and builds
+each profile's allocation once: the limits it gives, tick by
 tick, are those of asking the rule and allocating afresh at every update, as it did before."""
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime, timedelta
 
@@ -25,6 +27,9 @@ class EveryTick(LimitsInForce):
     def _any_hungry(self, adaptation):  # type: ignore[no-untyped-def]
         return True
 
+    def _still_before(self, now, adaptation, pool):  # type: ignore[no-untyped-def]
+        return -math.inf
+
     def _base_at(self, now: float) -> Allocation:
         return allocate(self.workspace, profile=self.profile,
                         at=datetime.fromtimestamp(now).time())  # fmt: skip
@@ -45,6 +50,10 @@ def _workspace(rng: random.Random, tmp_path) -> Workspace:  # type: ignore[no-un
             },
         },
     }
+    if rng.random() < 0.5:  # a project capped under its share: the pool keeps some free
+        data["resource_sharing"]["perProjectLimits"] = {
+            "a": {"maxCpu": rng.choice([5, 15]), "maxMemory": rng.choice(["200MB", "500MB"])}
+        }
     if rng.random() < 0.5:  # the pool halves for 10 minutes, 5 minutes in (local time)
         start = datetime.fromtimestamp(T0 + 300)
         window = f"{start:%H:%M}-{start + timedelta(minutes=10):%H:%M}"
@@ -64,7 +73,7 @@ def test_the_shortcuts_give_the_limits_of_asking_at_every_update(seed, tmp_path)
     for tick in range(1800):
         for name in NAMES:
             if rng.random() < 1 / 30:
-                level[name] = rng.choice([0.0, 0.05, 0.2, 0.35, 0.6])
+                level[name] = rng.choice([0.0, rng.uniform(0.01, 0.7)])
         agents = {
             (n, "t"): AgentUsage(n, "t", max(0.0, rng.gauss(level[n], 0.02)) * 4,
                                  int(rng.choice([100, 300, 600, 900]) * 2**20))

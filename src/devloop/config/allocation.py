@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time
-from typing import Any
+from typing import Any, NamedTuple
 
 from devloop.config.models import (
     Adaptation,
@@ -273,9 +273,9 @@ def custom(
 # --- dynamic -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class UsagePoint:
-    """A project's usage at one moment (seconds since any fixed origin)."""
+class UsagePoint(NamedTuple):
+    """A project's usage at one moment (seconds since any fixed origin). A named tuple: the
+    ``dynamic`` history takes one per project per check."""
 
     t: float
     cpu: float

@@ -209,6 +209,11 @@ def _always(agent: AgentUsage) -> bool:
     return True
 
 
+def _warned_about(warned: set[tuple[str, str, str]], scope: str, name: str) -> bool:
+    """Whether a warning about the scope's CPU or memory is out (to re-arm)."""
+    return (scope, name, "cpu") in warned or (scope, name, "memory") in warned
+
+
 class Policy:
     """The enforcement's decisions and the state they need, as plain data."""
 
@@ -234,6 +239,8 @@ class Policy:
         ] = (None, [])
         # per allocation: the scopes each agent is under (scopes_of)
         self._scopes: tuple[Allocation | None, dict[AgentKey, list[Scope]]] = (None, {})
+        # per allocation: whether an agent has a cap on file handles or threads
+        self._capped: tuple[Allocation | None, bool] = (None, False)
         # ``project/agent`` scope names split, as _enforce_scope splits them
         self._names: dict[str, list[str]] = {}
         # during a check: the sums per project (and None: the workspace) of its usage, as
@@ -567,33 +574,69 @@ class Policy:
 
     def _enforce(self, usage: Usage, now: float, pausable: Pausable) -> list[Decision]:
         decisions: list[Decision] = []
-        # narrowest scope first: agents with limits of their own, projects, the workspace
-        for project, agent in usage.agents:
+        warned, rules = self.warned, self.rules
+        # narrowest scope first: agents with limits of their own, projects, the workspace. A
+        # scope under both its limits with no warning to re-arm and no hold to raise is passed
+        # over here: _enforce_scope would decide nothing for it (its first test, inlined)
+        for (project, agent), found in usage.agents.items():
             own = self.agent_limits(project, agent)
-            if own is not None:
-                name = f"{project}/{agent}"
-                for metric, limit in (("cpu", own[0]), ("memory", float(own[1]))):
-                    decisions += self._enforce_scope(
-                        usage, now, "agent", name, metric, limit, pausable
-                    )
+            if own is None:
+                continue
+            if "/" not in project and rules.action_for(project) != "throttle":
+                if (project, agent) in self.paused:
+                    cpu, memory = 0.0, 0
+                else:
+                    cpu, memory = self._held(found, usage) / usage.cores * 100, found.memory_bytes
+                if (
+                    cpu <= own[0]
+                    and float(memory) <= float(own[1])
+                    and (not warned or not _warned_about(warned, "agent", f"{project}/{agent}"))
+                ):
+                    continue
+            name = f"{project}/{agent}"
+            for metric, limit in (("cpu", own[0]), ("memory", float(own[1]))):
+                decisions += self._enforce_scope(usage, now, "agent", name, metric, limit, pausable)
         # an agent with no processes now is under its limits: its warning re-arms for a later
         # run (a limit of 0 or more and no warning given: nothing to do for it)
-        for key, found, own, plain in self._absent_scopes():
-            if found in usage.agents:
+        for key, found_key, own, plain in self._absent_scopes():
+            if found_key in usage.agents:
                 continue
             for metric, limit in (("cpu", own[0]), ("memory", float(own[1]))):
-                if plain and limit >= 0 and ("agent", key, metric) not in self.warned:
+                if plain and limit >= 0 and ("agent", key, metric) not in warned:
                     continue
                 decisions += self._enforce_scope(usage, now, "agent", key, metric, limit, pausable)
         for project_name, share in self.allocation.projects.items():
+            cpu, memory = self._running_sums(usage).get(project_name, (0.0, 0))
+            if (
+                cpu <= share.cpu
+                and float(memory) <= float(share.memory_bytes)
+                and rules.action_for(project_name) != "throttle"
+                and (not warned or not _warned_about(warned, "project", project_name))
+            ):
+                continue
             for metric, limit in (("cpu", share.cpu), ("memory", float(share.memory_bytes))):
                 decisions += self._enforce_scope(
                     usage, now, "project", project_name, metric, limit, pausable
                 )
         pool = self.allocation.pool
+        cpu, memory = self._running_sums(usage)[None]
+        if (
+            cpu <= pool.cpu
+            and float(memory) <= float(pool.memory_bytes)
+            and (not warned or not _warned_about(warned, "workspace", ""))
+        ):
+            return decisions
         for metric, limit in (("cpu", pool.cpu), ("memory", float(pool.memory_bytes))):
             decisions += self._enforce_scope(usage, now, "workspace", None, metric, limit, pausable)
         return decisions
+
+    def _running_sums(self, usage: Usage) -> dict[str | None, tuple[float, int]]:
+        """During a check: each project's (and None: the workspace's) running usage, held
+        agents at their caps, as ``_scope_usage(..., running_only=True)`` gives it."""
+        sums = self._sums.get(True)
+        if sums is None:
+            sums = self._sums[True] = self._all_totals(usage, True)
+        return sums
 
     def _absent_scopes(self) -> list[tuple[str, AgentKey, tuple[float, int], bool]]:
         """The allocation's agents with limits of their own, in its order."""
@@ -787,6 +830,15 @@ class Policy:
         return decisions
 
     def _warn_handles(self, usage: Usage) -> list[Action]:
+        allocation = self.allocation
+        if self._capped[0] is not allocation:
+            capped = any(
+                a.max_file_handles is not None or a.max_threads is not None
+                for a in allocation.agents.values()
+            )
+            self._capped = (allocation, capped)
+        if not self._capped[1] and not any(w[2] in ("fds", "threads") for w in self.warned):
+            return []  # no cap to judge, no warning to re-arm
         actions = []
         for key, found in usage.agents.items():
             limits = self.allocation.agents.get("/".join(key))

@@ -349,9 +349,7 @@ class _Replayer:
         # the ticks a dynamic history holds (two windows)
         self.warmup = math.ceil(2 * self.adaptation.adjustment_frequency / interval) + 1
         # ticks the dynamic history has not been given yet: (step, agents' cores and memory)
-        self.missed: deque[tuple[int, list[tuple[str, str, float, int]]]] = deque(
-            maxlen=self.warmup
-        )
+        self.missed: deque[tuple[int, list[tuple[str, float, int]]]] = deque(maxlen=self.warmup)
         priorities = {p.name: p.priority for p in config.projects}
         self.runs = [
             _Run(index, d, [float(c) for c in d.cores], [int(m) for m in d.rss_bytes],
@@ -453,12 +451,11 @@ class _Replayer:
         self.updated = k
         if not due and (not self.dynamic or not self._may_rebalance(usage)):
             if self.dynamic:
-                self.missed.append((k, [(a.project, a.agent, a.cores, a.memory_bytes)
+                self.missed.append((k, [(a.project, a.cores, a.memory_bytes)
                                         for a in usage.agents.values()]))  # fmt: skip
             return False
-        for j, agents in self.missed:  # no project over its threshold: history only
-            seen = {(p, a): AgentUsage(p, a, c, m) for p, a, c, m in agents}
-            self.limits.observe(j * self.dt, Usage(j * self.dt, self.cores, seen))
+        for j, rows in self.missed:  # no project over its threshold: history only
+            self.limits.observe_rows(j * self.dt, self.cores, rows)
         self.missed.clear()
         changed = bool(self.limits.update(t, usage).actions)
         self.policy.allocation = self.limits.allocation
@@ -834,7 +831,7 @@ class _Replayer:
         if self.dynamic:  # ticks the history must still be given, as _update keeps them
             for step in range(max(0, taken - self.warmup), taken):
                 self.missed.append((k + 1 + step, [
-                    (run.key[0], run.key[1], float(used[step]), int(rss[step]))
+                    (run.key[0], float(used[step]), int(rss[step]))
                     for run, _, _, _, used, rss in seen
                 ]))  # fmt: skip
         self.updated = k + taken
