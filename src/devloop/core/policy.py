@@ -235,12 +235,14 @@ class Policy:
         # per allocation: its agents with limits of their own (key, the agent's key, limits,
         # whether the key names the agent plainly as project/agent)
         self._agent_scopes: tuple[
-            Allocation | None, list[tuple[str, AgentKey, tuple[float, int], bool]]
-        ] = (None, [])
+            Allocation | None, list[tuple[str, AgentKey, tuple[float, int], bool]], bool
+        ] = (None, [], True)
         # per allocation: the scopes each agent is under (scopes_of)
         self._scopes: tuple[Allocation | None, dict[AgentKey, list[Scope]]] = (None, {})
-        # per allocation: whether an agent has a cap on file handles or threads
-        self._capped: tuple[Allocation | None, bool] = (None, False)
+        # per allocation: each agent's name and caps on file handles and threads (None: none)
+        self._caps: tuple[
+            Allocation | None, dict[AgentKey, tuple[str, int | None, int | None] | None]
+        ] = (None, {})
         # ``project/agent`` scope names split, as _enforce_scope splits them
         self._names: dict[str, list[str]] = {}
         # during a check: the sums per project (and None: the workspace) of its usage, as
@@ -509,6 +511,9 @@ class Policy:
 
     def _resume(self, usage: Usage, now: float) -> list[Action]:
         actions: list[Action] = []
+        min_pause = self.rules.min_pause
+        if all(now - p.since < min_pause for p in self.paused.values()):
+            return actions  # nobody's minimum pause is over
         resumed_projects: set[str] = set()
         order = sorted(self.paused.values(), key=lambda p: (self.priority(p.project), p.since))
         for paused in order:
@@ -575,6 +580,7 @@ class Policy:
     def _enforce(self, usage: Usage, now: float, pausable: Pausable) -> list[Decision]:
         decisions: list[Decision] = []
         warned, rules = self.warned, self.rules
+        throttles = rules.action == "throttle" or "throttle" in rules.actions.values()
         # narrowest scope first: agents with limits of their own, projects, the workspace. A
         # scope under both its limits with no warning to re-arm and no hold to raise is passed
         # over here: _enforce_scope would decide nothing for it (its first test, inlined)
@@ -582,7 +588,7 @@ class Policy:
             own = self.agent_limits(project, agent)
             if own is None:
                 continue
-            if "/" not in project and rules.action_for(project) != "throttle":
+            if "/" not in project and (not throttles or rules.action_for(project) != "throttle"):
                 if (project, agent) in self.paused:
                     cpu, memory = 0.0, 0
                 else:
@@ -598,7 +604,8 @@ class Policy:
                 decisions += self._enforce_scope(usage, now, "agent", name, metric, limit, pausable)
         # an agent with no processes now is under its limits: its warning re-arms for a later
         # run (a limit of 0 or more and no warning given: nothing to do for it)
-        for key, found_key, own, plain in self._absent_scopes():
+        absent, all_plain = self._absent_scopes()
+        for key, found_key, own, plain in absent if warned or not all_plain else ():
             if found_key in usage.agents:
                 continue
             for metric, limit in (("cpu", own[0]), ("memory", float(own[1]))):
@@ -610,7 +617,7 @@ class Policy:
             if (
                 cpu <= share.cpu
                 and float(memory) <= float(share.memory_bytes)
-                and rules.action_for(project_name) != "throttle"
+                and (not throttles or rules.action_for(project_name) != "throttle")
                 and (not warned or not _warned_about(warned, "project", project_name))
             ):
                 continue
@@ -638,8 +645,10 @@ class Policy:
             sums = self._sums[True] = self._all_totals(usage, True)
         return sums
 
-    def _absent_scopes(self) -> list[tuple[str, AgentKey, tuple[float, int], bool]]:
-        """The allocation's agents with limits of their own, in its order."""
+    def _absent_scopes(self) -> tuple[list[tuple[str, AgentKey, tuple[float, int], bool]], bool]:
+        """The allocation's agents with limits of their own, in its order, and whether each
+        is named plainly and has limits of 0 or more (with no warning out, then, an absent
+        one has nothing to do)."""
         allocation = self.allocation
         if self._agent_scopes[0] is not allocation:
             scopes = []
@@ -648,8 +657,9 @@ class Policy:
                 if own is not None:
                     found = (alloc.project, alloc.agent)
                     scopes.append((key, found, own, key.split("/", 1) == list(found)))
-            self._agent_scopes = (allocation, scopes)
-        return self._agent_scopes[1]
+            plain = all(p and own[0] >= 0 and own[1] >= 0 for _, _, own, p in scopes)
+            self._agent_scopes = (allocation, scopes, plain)
+        return self._agent_scopes[1], self._agent_scopes[2]
 
     def _members(self, usage: Usage, scope: str, name: str | None) -> list[AgentUsage]:
         if scope == "agent":
@@ -831,22 +841,20 @@ class Policy:
 
     def _warn_handles(self, usage: Usage) -> list[Action]:
         allocation = self.allocation
-        if self._capped[0] is not allocation:
-            capped = any(
-                a.max_file_handles is not None or a.max_threads is not None
-                for a in allocation.agents.values()
-            )
-            self._capped = (allocation, capped)
-        if not self._capped[1] and not any(w[2] in ("fds", "threads") for w in self.warned):
-            return []  # no cap to judge, no warning to re-arm
+        if self._caps[0] is not allocation:
+            self._caps = (allocation, {})
+        caps = self._caps[1]
         actions = []
         for key, found in usage.agents.items():
-            limits = self.allocation.agents.get("/".join(key))
-            if limits is None:
+            if key not in caps:
+                caps[key] = self._caps_of(key)
+            entry = caps[key]
+            if entry is None:
                 continue
-            for metric, have, cap in (("fds", found.fds, limits.max_file_handles),
-                                      ("threads", found.threads, limits.max_threads)):  # fmt: skip
-                warned = ("agent", "/".join(key), metric)
+            name, max_fds, max_threads = entry
+            for metric, have, cap in (("fds", found.fds, max_fds),
+                                      ("threads", found.threads, max_threads)):  # fmt: skip
+                warned = ("agent", name, metric)
                 if cap is None:
                     continue
                 if have <= cap:
@@ -857,9 +865,18 @@ class Policy:
                     actions.append(Action("warn", "agent", key[0], key[1], (), metric, have, cap,
                                           f"{metric} {have} over its limit of {cap}"))  # fmt: skip
         # an agent with no processes holds no handles: its warnings re-arm for a later run
-        self.warned -= {
-            w for w in self.warned
-            if w[0] == "agent" and w[2] in ("fds", "threads")
-            and tuple(w[1].split("/", 1)) not in usage.agents
-        }  # fmt: skip
+        if any(w[0] == "agent" and w[2] in ("fds", "threads") for w in self.warned):
+            self.warned -= {
+                w for w in self.warned
+                if w[0] == "agent" and w[2] in ("fds", "threads")
+                and tuple(w[1].split("/", 1)) not in usage.agents
+            }  # fmt: skip
         return actions
+
+    def _caps_of(self, key: AgentKey) -> tuple[str, int | None, int | None] | None:
+        """The agent's name and its caps on file handles and threads; None without either."""
+        name = "/".join(key)
+        limits = self.allocation.agents.get(name)
+        if limits is None or (limits.max_file_handles is None and limits.max_threads is None):
+            return None
+        return name, limits.max_file_handles, limits.max_threads
