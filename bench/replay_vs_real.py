@@ -1,7 +1,7 @@
 """Replay vs measured enforced runs (issue 14): does the replay predict what enforcement does?
 
     python bench/replay_vs_real.py [--seed 1] [--quick] [--actions throttle,pause]
-                                   [--levels 0.75,0.5,0.25] [--runs]
+                                   [--levels 0.75,0.5,0.25] [--runs] [--scale 1]
 
 Real agents with a fixed amount of work (``tests/helpers/replay_agent.py``: a CPU-bound burner
 and a mixed agent, 5 x (0.6 s of CPU + 0.4 s asleep), every second burst of some in a forked
@@ -15,6 +15,11 @@ child) in two projects, each run launched by ``devloop run`` at a fixed offset o
    and level: project CPU limits holding each project at ``level`` x the cores its runs'
    ticks used unconstrained (median over the ticks). Measured duration: ``ended - started`` of
    each run's ``runs`` row (queue wait apart, as the replay counts it).
+``--scale S`` multiplies every agent's work (a burner's CPU-seconds, a mixed agent's bursts)
+and the schedule's offsets by S: the same pattern with runs S times as long. Under ``pause``
+a replay one cycle out errs the minimum pause over the run's duration (docs/replay.md): longer
+runs show whether that grain is what is left.
+
 3. The demand of phase 1 replayed (``devloop.tune.replay.replay``) under each enforced
    configuration; per run ``|replayed - measured| / measured``; p50 / p90 / max per action and
    level and the p90 overall (goal: <= 15 %).
@@ -80,13 +85,14 @@ SCHEDULE = [
 QUICK = 4
 
 
-def schedule(seed: int, quick: bool) -> list[Trigger]:
-    """The schedule, each offset moved by up to a second either way (``seed``)."""
+def schedule(seed: int, quick: bool, scale: float = 1.0) -> list[Trigger]:
+    """The schedule, its offsets times ``scale``, each moved by up to a second either way
+    (``seed``)."""
     rng = random.Random(seed)
     chosen = SCHEDULE[:QUICK] if quick else SCHEDULE
     return [
-        Trigger(i, max(0.0, round(offset + rng.uniform(-1.0, 1.0), 2)), project, agent, kind,
-                fork)
+        Trigger(i, max(0.0, round(offset * scale + rng.uniform(-1.0, 1.0), 2)), project, agent,
+                kind, fork)
         for i, (offset, project, agent, kind, fork) in enumerate(chosen)
     ]  # fmt: skip
 
@@ -106,6 +112,9 @@ def main() -> None:
     parser.add_argument("--actions", default="throttle,pause")
     parser.add_argument("--levels", default="0.75,0.5,0.25")
     parser.add_argument("--runs", action="store_true", help="also print every run")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="every agent's work and the offsets times this"
+    )
     args = parser.parse_args()
     actions = args.actions.split(",")
     levels = [float(x) for x in args.levels.split(",")]
@@ -113,8 +122,9 @@ def main() -> None:
 
     began = time.monotonic()
     rate = calibrate()
-    triggers = schedule(args.seed, args.quick)
-    work = Work()
+    triggers = schedule(args.seed, args.quick, args.scale)
+    plain = Work()
+    work = Work(burn=plain.burn * args.scale, bursts=max(1, round(plain.bursts * args.scale)))
     print(f"machine: {cores} cores; load average at start {os.getloadavg()}")
     print(f"agents: burner {work.burn:g} CPU-s; mixed {work.bursts} x ({work.burst:g} CPU-s + "
           f"{work.sleep:g} s asleep); loop {rate / 1e6:.1f}M iterations per CPU-s")  # fmt: skip
