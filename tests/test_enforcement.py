@@ -604,3 +604,33 @@ def test_an_unknown_profile_is_refused_before_the_store_is_opened(write_workspac
         Recorder(workspace, enforce=True, profile="nope")
     assert not (workspace.dir / "metrics").exists()
     Recorder(workspace, enforce=True).close()  # nothing was left locked
+
+
+def test_a_run_begun_as_the_agents_held_run_ended_is_held_too(write_workspace):
+    # issue 14 (bench/replay_vs_real.py): a run started as its agent's held run ended (the agent
+    # never without processes at a check) ran at full speed, 3 CPU-s in 4-8 s under a
+    # 0.05-0.1-core cap: the policy sees the agent held all along and decides no new hold, and
+    # the throttler held the trees of the old run only
+    from tests.helpers.procs import proc_cpu_seconds
+
+    workspace = enforcing_workspace(write_workspace, action="throttle", busy_cpu=20)
+    with helpers() as start:
+        first = start("busy", tags=(BUSY, "burner"))
+        manager = ResourceManager(workspace, min_pause=0)
+        try:
+            manager.observe(_tick({(BUSY, "burner"): (first.pid, 1.0, 1 << 20)}))
+            manager.check()  # 50 % of the machine over the project's 20 %: held at 0.4 cores
+            assert manager.policy.throttled == {(BUSY, "burner")}
+            first.proc.kill()  # the run ends (SIGKILL reaches a stopped process too)
+            first.proc.wait()
+            second = start("busy", tags=(BUSY, "burner"))  # the agent's next run
+            manager.observe(_tick({(BUSY, "burner"): (second.pid, 1.0, 1 << 20)}))
+            manager.check()
+            wait_until(lambda: proc_state(second.pid) == "T")  # the duty cycle reaches it
+            cpu0, t0 = proc_cpu_seconds(second.pid), time.monotonic()
+            threading.Event().wait(3.0)
+            used = (proc_cpu_seconds(second.pid) - cpu0) / (time.monotonic() - t0)
+            assert used < 0.65, used  # held at 0.4 cores; free it would take a whole core
+        finally:
+            manager.close()
+        wait_until(lambda: proc_state(second.pid) != "T")

@@ -334,6 +334,7 @@ class ResourceManager:
                     usage, time.monotonic(), gone=gone, pausable=self._pausable
                 )
                 actions += self._carry_out(decisions, usage, gone)
+                self._keep_held(usage)
             for action in actions:
                 self._record(action, now)
             if self.enforce:  # the live state is the enforcer's; an observer only admits
@@ -363,6 +364,31 @@ class ResourceManager:
             new = [p for p in self._refs(found) if p not in processes]
             if new:
                 self._stop(key, new)
+
+    def _keep_held(self, usage: Usage) -> None:
+        """Hold the processes a throttled agent started since its hold, outside the trees held
+        (a run begun as its held run ended, the agent never without processes at a check: the
+        policy sees it held all along and decides no new hold, so its new run ran free), at the
+        same cap: the hold is the agent's."""
+        throttler = self._throttler
+        if throttler is None:
+            return
+        from devloop.core.throttle import live_tree
+
+        for key in sorted(self.policy.throttled):
+            found = usage.agents.get(key)
+            name = f"{key[0]}/{key[1]}"
+            held = throttler.holding(name) if found is not None else None
+            if found is None or held is None:
+                continue
+            roots, target = held
+            refs = self._refs(found)
+            if all(p in roots for p in refs):
+                continue
+            tree = set(live_tree(roots))
+            if any(p not in tree for p in refs):
+                throttler.hold(name, project=key[0], agent=key[1], roots=refs,
+                               target_cores=target, started=self._started)  # fmt: skip
 
     def _stop(self, key: AgentKey, roots: list[ProcessRef]) -> list[ProcessRef]:
         project, agent = key

@@ -179,6 +179,12 @@ class Throttler:
             group = self._groups.get(key)
             return None if group is None else self._measured(group)
 
+    def holding(self, key: str) -> tuple[tuple[ProcessRef, ...], float] | None:
+        """The roots and the target (cores) of the group ``key``; None if it is not held."""
+        with self._cond:
+            group = self._groups.get(key)
+            return None if group is None else (group.roots, group.target)
+
     def keys(self) -> list[str]:
         """The keys of the groups held now."""
         with self._cond:
