@@ -27,6 +27,7 @@ from devloop.tune.replay import (
     RunDemand,
     SlowdownSummary,
     demand_from_store,
+    own_clock,
     replay,
     summarize,
 )
@@ -407,15 +408,61 @@ def test_demand_is_read_from_the_runs_and_their_processes_ticks(tmp_path: Path):
     demand = demand_from_store(root.parent, at(0), at(60))
     assert (demand.interval, demand.cores, demand.host_cores) == (1.0, 8, {"h": 8})
     # r1: 4 s less 1 s paused = 3 ticks; 2 seen (the stopped one left out), the third padded
-    # with the CPU the ticks missed: 2.5 - (1.5 + 0.25) = 0.75 core-seconds
+    # with the CPU the ticks missed: 2.5 - (1.5 + 0.25) = 0.75 core-seconds. r2: a quarter of
+    # a second no tick saw: one sample lasting a quarter of an interval
     assert demand.runs == (
         RunDemand("r1", "api", "tests", T0 + 0.5, [1.5, 0.25, 0.75], [60 * MB, 45 * MB, 45 * MB],
                   "h"),
-        RunDemand("r2", "api", "lint", T0 + 10.25, [0.25], [30 * MB], "h"),
+        RunDemand("r2", "api", "lint", T0 + 10.25, [0.25], [30 * MB], "h", last=0.25),
     )  # fmt: skip
     assert demand_from_store(root.parent, at(10), at(60)).runs[0].run_id == "r2"
     assert demand_from_store(root.parent, at(0), at(10)).runs[0].run_id == "r1"
     assert len(demand_from_store(root.parent, at(0), at(10)).runs) == 1
+
+
+def test_a_run_between_ticks_is_laid_out_from_its_own_start():
+    # A burner of one core started 0.75 s into a tick: the tick at 101 saw 0.25 s of it, the
+    # ticks at 102 and 103 a whole core, and the launcher's count after the last tick (0.5 s,
+    # to its end at 103.5) came in a row stamped at the next tick
+    cores, memory, last = own_clock(
+        100.75, 103.5, 2.75, 2.75, 30 * MB,
+        ([0.25, 1.0, 1.0, 0.5], [10 * MB, 20 * MB, 25 * MB, 0],
+         [101_000_000, 102_000_000, 103_000_000, 104_000_000]),
+        1.0,
+    )  # fmt: skip
+    assert (cores, memory, last) == ([1.0, 1.0, 0.75], [20 * MB, 25 * MB, 25 * MB], 0.75)
+    # the ticks' own layout would say 0.25 core first and a run of 4 whole intervals
+    # a tick left out (paused) takes no time: 1..2 and 3..4 seen, 1 s paused, ended at 4.5
+    cores, memory, last = own_clock(
+        1.0, 4.5, 2.5, 1.75, None, ([1.0, 0.5], [MB, MB], [2_000_000, 4_000_000]), 1.0
+    )
+    assert (cores, last) == ([1.0, 0.5, 0.25], 0.5)
+    # no tick: the kernel's count over the run's time, at its largest memory
+    assert own_clock(10.0, 10.3, 0.3, 0.15, 5 * MB, ((), (), ()), 1.0) == ([0.15], [5 * MB], 0.3)
+
+
+def test_a_last_sample_shorter_than_a_tick_is_replayed_in_that_time():
+    # 2.75 s of a whole core: free it takes 2.75 s; held at half a core from the check at
+    # 1 s, the 1.75 core-seconds left take 3.5 s, the last sample's 0.75 in 1.5 of them
+    free = workspace({"projects": projects("p")})
+    demand = [replace(run("tests", 0, [1.0, 1.0, 0.75]), last=0.75)]
+    (alone,) = replay(demand, free, cores=CORES).runs
+    assert (alone.recorded_duration, alone.replayed_duration, alone.slowdown) == (2.75, 2.75, 1)
+    held = workspace({
+        "projects": projects("p"),
+        "global": {"resourceLimits": {"maxCpu": 100, "maxMemory": "8GB",
+                                      "enforcementAction": "throttle"}},
+        "resource_sharing": {"strategy": "custom",
+                             "perProjectLimits": {"p": {"maxCpu": 12.5, "maxMemory": "4GB"}}},
+    })  # fmt: skip
+    (tests,) = replay(demand, held, cores=CORES).runs
+    assert (tests.replayed_duration, tests.throttled_s) == (pytest.approx(4.5), pytest.approx(3.5))
+    every = replay(demand, held, cores=CORES, check_every_tick=True).runs[0]
+    assert (every.start, every.end) == (tests.start, tests.end)
+    # a quarter of a second at a whole core, held at half a core: half a second
+    short = [replace(run("lint", 0.5, [0.25]), last=0.25), run("tests", 0, [1.0] * 4)]
+    lint = by_id(replay(short, held, cores=CORES))["lint"]
+    assert lint.replayed_duration == pytest.approx(0.25)  # free until the check at 1 s
 
 
 def test_demand_from_an_empty_store(tmp_path: Path):

@@ -94,6 +94,10 @@ def random_workspace(rng: random.Random, names: list[str]) -> Workspace:
     return Workspace(dir=FOLDER, config=config, agents=agents)
 
 
+#: the part of a tick the last sample of the random runs takes, in turn
+LASTS = (1.0, 0.25, 0.6, 1.0, 0.05)
+
+
 def random_demand(rng: random.Random, names: list[str], minutes: float) -> list[RunDemand]:
     """Bursty runs of each project's agents over ``minutes`` from T0, some of them growing
     past their memory limits."""
@@ -109,7 +113,9 @@ def random_demand(rng: random.Random, names: list[str], minutes: float) -> list[
                 grow = rng.choice([0.0, 0.0, 0.0, 40.0])
                 rss = [int((memory + grow * i) * MB * (1 + 0.3 * rng.random()))
                        for i in range(length)]  # fmt: skip
-                demand.append(RunDemand(f"{agent}@{at:.3f}", project, agent, at, cores, rss))
+                last = LASTS[len(demand) % len(LASTS)]  # a last sample shorter than a tick
+                demand.append(RunDemand(f"{agent}@{at:.3f}", project, agent, at, cores, rss,
+                                        last=last))  # fmt: skip
     return demand
 
 
@@ -193,7 +199,8 @@ def pause_cycle_case(seed: int) -> tuple[list[RunDemand], Workspace, dict[str, A
                      for _ in range(length)]  # fmt: skip
             grow = rng.choice([0.0, 0.0, 3.0])
             rss = [int((300 + grow * i) * MB * (1 + 0.05 * rng.random())) for i in range(length)]
-            demand.append(RunDemand(f"{name}@{at:.3f}", "api", name, at, cores, rss))
+            demand.append(RunDemand(f"{name}@{at:.3f}", "api", name, at, cores, rss,
+                                    last=LASTS[len(demand) % len(LASTS)]))  # fmt: skip
             at += rng.choice([rng.uniform(1, 30), rng.uniform(60, 900)])
     cpu = rng.choice([2.0, 5.0, 12.5])
     memory = rng.choice([None, None, 320 * MB, 400 * MB])

@@ -355,8 +355,10 @@ def test_run_demand_equals_duckdb(spark: Any, shipped: Path, merged: Path, tagge
     expected = _plain(demand_from_store(merged))
     assert len(expected["runs"]) == 11 and expected["interval"] == 10.0
     assert expected["host_cores"] == {"alpha": 2, "bravo": 2, "charlie": 2}
-    # no run's processes are tagged: each run is its padding (its kernel CPU over its length)
-    assert [len(run["cores"]) for run in expected["runs"]] == [1] * 11
+    # no run's processes are tagged: each run is its kernel CPU spread over its length, in
+    # 10-s intervals from its start, the last one part of an interval
+    assert [len(run["cores"]) for run in expected["runs"]] == [1, 1, 1, 2, 2, 2, 1, 2, 2, 1, 2]
+    assert expected["runs"][0]["last"] == pytest.approx(0.254917)  # a run of 2.549170 s
     rows = run_demand_spark(spark, shipped)
     assert [type(v) for v in rows.found[0]] == [str, str, str, float, datetime, datetime,
                                                  float, float, int, str]  # fmt: skip
@@ -365,7 +367,9 @@ def test_run_demand_equals_duckdb(spark: Any, shipped: Path, merged: Path, tagge
     # range cutting two hours, from the store's layout
     asked = TimeRange(parse_moment("2026-01-05T00:40:00Z"), parse_moment("2026-01-05T01:30:00Z"))
     expected = _plain(demand_from_store(tagged, asked.start, asked.end))
-    assert [len(run["cores"]) for run in expected["runs"]] == [237, 21, 3]
+    # (the first two's processes outlive them: their ticks as they fell; the third on its
+    # own clock)
+    assert [len(run["cores"]) for run in expected["runs"]] == [237, 21, 2]
     _same(_demand(run_demand_spark(spark, tagged, asked)), expected, "tagged")
 
 

@@ -400,7 +400,7 @@ def plan_changes(
             ("resource_sharing", "perProjectLimits"),
         )
         sharing = patch.get("resource_sharing", {})
-        if set(sharing) == {"strategy"}:
+        if set(sharing) <= {"strategy", "overcommitCpu"}:  # no project's limits left
             patch = {}
         if patch:
             wanted.append((None, patch, recorded.get("sha256")))

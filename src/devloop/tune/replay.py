@@ -14,9 +14,11 @@ overflow queue. What the replay predicts is what the runtime would do.
 
 The model, in discrete time (one step = the recorded tick interval = one check):
 
-* A run's demand is its recorded series: sample ``i`` is ``cores[i] x interval`` CPU-seconds of
-  work. Unconstrained, a run does one sample per step, so its replayed duration equals its
-  recorded one (``len(cores) x interval``).
+* A run's demand is its recorded series on its own clock: sample ``i`` is ``cores[i] x
+  interval`` CPU-seconds of work done in the ``i``-th interval from its start, the last sample
+  in the part ``last`` of an interval where the run ended (:func:`demand_from_rows` lays the
+  collector's ticks out so). Unconstrained, a run does one sample per step, so its replayed
+  duration equals its recorded one (``(len(cores) - 1 + last) x interval``).
 * Held at ``c`` cores (throttle) a sample wanting ``w > c`` cores goes at ``c / w`` of real time:
   work-conserving, the run stretches, its CPU is unchanged. Paused, a run does not progress and
   shows 0 cores and its memory. A sample wanting 0 cores passes in real time.
@@ -77,6 +79,7 @@ __all__ = [
     "SlowdownSummary",
     "demand_from_rows",
     "demand_from_store",
+    "own_clock",
     "replay",
     "summarize",
 ]
@@ -89,6 +92,7 @@ OUTCOMES = ("done", "failed-memory", "refused", "timed-out", "unfinished")
 
 _EPS = 1e-12  # of a step: a remainder this small is done
 _MARGIN = 1e-9  # relative: a scope this close to its limit is left to the policy to judge
+_SHORTEST = 1e-3  # the shortest last sample, as a part of an interval
 _MAX_COAST = 1 << 14  # ticks taken in bulk at once (the arrays of one coast)
 _FIRST_WINDOW = 40  # ticks a coast looks at first (then 8 times as many, and so on)
 
@@ -97,8 +101,10 @@ _FIRST_WINDOW = 40  # ticks a coast looks at first (then 8 times as many, and so
 class RunDemand:
     """One recorded run: what was asked (``queued_at``, epoch seconds) and what it used.
 
-    ``cores[i]`` is the average cores the run used over its ``i``-th collector tick (1.0 = one
-    core) and ``rss_bytes[i]`` its memory at the end of that tick; both as long as the run.
+    ``cores[i]`` is the CPU-seconds the run used in the ``i``-th interval from its start,
+    divided by the interval (1.0 = one core throughout), and ``rss_bytes[i]`` its memory then;
+    ``last`` (0 < last <= 1) the part of the last interval the run lasted: its duration is
+    ``(len(cores) - 1 + last)`` intervals, the last sample's work done in ``last`` of one.
     ``host``: the machine it ran on (runs of different hosts never share a pool)."""
 
     run_id: str
@@ -108,6 +114,7 @@ class RunDemand:
     cores: Sequence[float]
     rss_bytes: Sequence[int]
     host: str = ""
+    last: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -289,11 +296,13 @@ class _Run:
     throttled_s: float = 0.0
     outcome: str = "unfinished"
     usage: AgentUsage = field(init=False)
+    last: float = field(init=False)  # the part of a step its last sample takes, unconstrained
     _arrays: tuple[Any, Any] | None = field(default=None, init=False)
     _padded: list[float] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         project, agent = self.key
+        self.last = self.demand.last
         self.usage = AgentUsage(project, agent, 0.0, 0, 0, 0, [(self.index + 1, 0, None)])
 
     def arrays(self) -> tuple[Any, Any]:
@@ -684,7 +693,7 @@ class _Replayer:
             return
         hold, cores, n = run.hold, run.cores, len(run.cores)
         i, f = run.i, run.f
-        if hold is None and f == 0.0 and budget == 1.0:
+        if hold is None and f == 0.0 and budget == 1.0 and (i + 1 < n or run.last == 1.0):
             run.used = cores[i]
             run.i = i + 1
             if run.i >= n:
@@ -693,7 +702,11 @@ class _Replayer:
         cpu, left = 0.0, budget
         while left > _EPS and i < n:
             w = cores[i]
-            rate = 1.0 if hold is None or w <= hold else hold / w
+            if i + 1 < n or run.last == 1.0:
+                rate = 1.0 if hold is None or w <= hold else hold / w
+            else:  # the last sample: its work in part of a step, faster
+                span = run.last
+                rate = (1.0 if hold is None or w <= hold * span else hold * span / w) / span
             if rate <= 0.0:
                 break
             need = (1.0 - f) / rate
@@ -792,7 +805,12 @@ class _Replayer:
             if ahead > k:
                 return self._coast(ahead)
         dt = self.dt
-        m = min((len(run.cores) - run.i for run in runs if not run.paused), default=_MAX_COAST)
+        # up to a run's end; a last sample shorter than a step is left to the steps
+        m = min(
+            (len(run.cores) - run.i - (0 if run.last == 1.0 else 2) for run in runs
+             if not run.paused),
+            default=_MAX_COAST,
+        )  # fmt: skip
         m = min(m, _MAX_COAST)
         if self.next_pending < len(self.pending):
             m = min(m, math.floor(self.pending[self.next_pending].demand.queued_at / dt) - k - 1)
@@ -1360,7 +1378,7 @@ class _Replayer:
         dt = self.dt
         replayed = []
         for run in self.runs:
-            recorded = len(run.cores) * dt
+            recorded = (len(run.cores) - 1 + run.last) * dt
             if run.start is not None and run.end is not None:
                 duration = run.end - run.start
             elif run.start is not None:
@@ -1501,13 +1519,13 @@ def demand_from_store(
             """,
             params,
         )
-        series: dict[str, tuple[list[float], list[int]]] = {}
+        series: dict[str, tuple[list[float], list[int], list[int]]] = {}
         if found:
             first = min(row[4] for row in found)
             last = max(row[5] for row in found) + timedelta(seconds=2 * interval)
             # the runs' processes by a semi join: list_contains would scan the whole list of
             # run ids for every process row (seconds at 17,000 runs)
-            for run_id, cores, rss in store.rows(
+            for run_id, cores, rss, ticks in store.rows(
                 """
                 WITH p AS (
                     SELECT DISTINCT host, pid, start_time, run_id FROM processes
@@ -1522,14 +1540,15 @@ def demand_from_store(
                     HAVING NOT (bool_and(coalesce(s.state = 'stopped', false))
                                 AND coalesce(sum(s.cpu_cores), 0) = 0)
                 )
-                SELECT run_id, list(cores ORDER BY ts), list(rss ORDER BY ts) FROM t
-                GROUP BY run_id
+                SELECT run_id, list(cores ORDER BY ts), list(rss ORDER BY ts),
+                       list(epoch_us(ts) ORDER BY ts)
+                FROM t GROUP BY run_id
                 """,
                 [[row[0] for row in found], first, last, first.astimezone(UTC).date(),
                  last.astimezone(UTC).date()],
             ):  # fmt: skip
                 series[run_id] = ([float(c or 0.0) for c in cores],
-                                  [int(m or 0) for m in rss])  # fmt: skip
+                                  [int(m or 0) for m in rss], [int(t) for t in ticks])  # fmt: skip
         machines = {
             str(host): int(cores)
             for host, cores in store.rows("SELECT host, max(cores) FROM system GROUP BY host")
@@ -1540,7 +1559,7 @@ def demand_from_store(
 
 def demand_from_rows(
     found: Sequence[tuple[Any, ...]],
-    series: Mapping[str, tuple[Sequence[float], Sequence[int]]],
+    series: Mapping[str, tuple[Sequence[float], Sequence[int], Sequence[int]]],
     machines: Mapping[str, int],
     interval: float,
 ) -> Demand:
@@ -1548,24 +1567,115 @@ def demand_from_rows(
     :func:`~devloop.analytics.spark.run_demand_spark`): ``found``, the runs in trigger order as
     ``(run_id, project, agent, queued_at, started, ended, duration_seconds, cpu_seconds,
     max_rss_bytes, host)``, ``duration_seconds`` less the seconds it was paused; ``series``,
-    per run id its per-tick cores and memory (a run the ticks never saw: none);
-    ``machines``, each host's core count; ``interval``, the tick interval (seconds).
-
-    A run the ticks saw for fewer intervals than it lasted (a short run falls between ticks) is
-    padded at its end to its duration in whole ticks (at least one), with the CPU the kernel
-    counted and the ticks did not, and its last memory (else its ``max_rss_bytes``).
-    """
+    per run id the ticks that saw it: its cores and memory at each, and the tick's time (epoch
+    microseconds); ``machines``, each host's core count; ``interval``, the tick interval
+    (seconds). Each run's series is laid out on its own clock (:func:`own_clock`)."""
     machine = max(machines.values(), default=None)
     runs = []
-    for run_id, project, agent, queued, _, _, duration, cpu, max_rss, host in found:
-        seen_cores, seen_memory = series.get(run_id, ((), ()))
-        cores, memory = list(seen_cores), list(seen_memory)
-        wanted = max(1, round(max(duration, 0.0) / interval))
-        if len(cores) < wanted:
-            missing = wanted - len(cores)
-            unseen = max((cpu or 0.0) - sum(cores) * interval, 0.0)
-            last_memory = memory[-1] if memory else int(max_rss or 0)
-            cores = cores + [unseen / (missing * interval)] * missing
-            memory = memory + [last_memory] * missing
-        runs.append(RunDemand(run_id, project, agent, float(queued), cores, memory, host))
+    for run_id, project, agent, queued, started, ended, duration, cpu, max_rss, host in found:
+        cores, memory, last = own_clock(
+            started.timestamp(), ended.timestamp(), duration, cpu, max_rss,
+            series.get(run_id, ((), (), ())), interval,
+        )  # fmt: skip
+        runs.append(RunDemand(run_id, project, agent, float(queued), cores, memory, host, last))
     return Demand(tuple(runs), interval, machine, dict(machines))
+
+
+def own_clock(
+    started: float,
+    ended: float,
+    duration: float,
+    cpu: float | None,
+    max_rss: int | None,
+    ticks: tuple[Sequence[float], Sequence[int], Sequence[int]],
+    interval: float,
+) -> tuple[list[float], list[int], float]:
+    """A run's ticks as samples of its own clock: ``(cores, memory, last)`` of a
+    :class:`RunDemand`.
+
+    The collector's ticks do not fall where the run starts: the first tick that sees it
+    counts the CPU of only the part of an interval since it began, and the CPU after the last
+    tick comes in a row stamped after its end (the launcher's count less the ticks', or here
+    ``cpu`` less the ticks' when no such row was written). So the run's time from ``started``
+    is cut into pieces, each tick's work in the time since the tick before (at most an
+    interval: ticks left out while it was paused take no time) and the rest up to ``ended``
+    (at most ``duration``, the run's time less its pauses), and those pieces are cut again
+    into intervals from the start, the last one the part ``last`` of an interval. Spread
+    evenly, short of the ticks: a run seen by no tick did its ``cpu`` evenly over ``duration``.
+    A sample's memory is the largest its pieces saw (one none saw: the sample's before it, else
+    the first seen, else ``max_rss``).
+
+    A run with ticks away from its time (a process that outlived it, tagged with its id by
+    hand) keeps the ticks as they fell, whole intervals, padded to its duration with the CPU
+    they did not count."""
+    cores, rss, stamps = ticks
+    if any(not started - interval <= stamp / 1e6 <= ended + 2 * interval for stamp in stamps):
+        return _ticks_as_they_fell(duration, cpu, max_rss, cores, rss, interval)
+    pieces: list[tuple[float, float, int | None]] = []  # seconds, CPU-seconds, memory
+    previous, axis, counted, after = started, 0.0, 0.0, 0.0
+    for used, tick_memory, stamp in zip(cores, rss, stamps, strict=True):
+        work = used * interval
+        counted += work
+        at = stamp / 1e6
+        if at > ended:  # the row of the CPU after the last tick, or a process outliving it
+            after += work
+            continue
+        length = min(max(at - previous, 0.0), interval)
+        previous = max(previous, at)
+        axis += length
+        pieces.append((length, work, tick_memory or None))
+    rest = max(min(ended - previous, max(duration, 0.0) - axis), 0.0)
+    unseen = max((cpu or 0.0) - counted, 0.0)
+    if rest > 0.0 or after or unseen or not pieces:
+        pieces.append((rest, after + unseen, None))
+    total = (axis + rest) / interval
+    n = max(1, math.ceil(total - 1e-6))
+    last = min(max(total - (n - 1), _SHORTEST), 1.0)
+    works = [0.0] * n
+    seen: list[int | None] = [None] * n
+    x = 0.0  # where the piece starts, intervals from the start
+    for length, done, memory in pieces:
+        span = length / interval
+        first = min(int(x), n - 1)
+        if span <= 0.0:
+            works[first] += done
+            touched = [first]
+        else:
+            touched = list(range(first, min(max(math.ceil(x + span - 1e-9), first + 1), n)))
+            for j in touched:
+                overlap = min(x + span, j + 1.0) - max(x, float(j))
+                if j == touched[-1]:  # what is left (and what lies past the end)
+                    overlap = x + span - max(x, float(j))
+                works[j] += done * max(overlap, 0.0) / span
+        if memory is not None:
+            for j in touched:
+                seen[j] = max(seen[j] or 0, memory)
+        x += span
+    fallback = next((m for m in seen if m is not None), int(max_rss or 0))
+    memories = []
+    for found_memory in seen:
+        fallback = found_memory if found_memory is not None else fallback
+        memories.append(fallback)
+    return [w / interval for w in works], memories, last
+
+
+def _ticks_as_they_fell(
+    duration: float,
+    cpu: float | None,
+    max_rss: int | None,
+    seen_cores: Sequence[float],
+    seen_memory: Sequence[int],
+    interval: float,
+) -> tuple[list[float], list[int], float]:
+    """The ticks as samples, whole intervals, padded at the end to the run's ``duration`` in
+    whole intervals (at least one) with the CPU the kernel counted and the ticks did not, and
+    their last memory (else ``max_rss``)."""
+    cores, memory = list(seen_cores), list(seen_memory)
+    wanted = max(1, round(max(duration, 0.0) / interval))
+    if len(cores) < wanted:
+        missing = wanted - len(cores)
+        unseen = max((cpu or 0.0) - sum(cores) * interval, 0.0)
+        last_memory = memory[-1] if memory else int(max_rss or 0)
+        cores = cores + [unseen / (missing * interval)] * missing
+        memory = memory + [last_memory] * missing
+    return cores, memory, 1.0

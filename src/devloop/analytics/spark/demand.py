@@ -26,11 +26,12 @@ class RunDemandRows:
     ``cpu_seconds`` user plus system (None when unknown). ``series``: per run id the ticks
     that saw a process of the run (but those where all were stopped and used nothing), oldest
     first, as its cores and its memory (bytes) summed over its processes, 0 where none
-    reported one; a run no tick saw has none. ``machines``: each host's core count (the
-    largest of its ``system`` rows). ``interval``: the tick interval in seconds."""
+    reported one, and the ticks' times (epoch microseconds); a run no tick saw has none.
+    ``machines``: each host's core count (the largest of its ``system`` rows). ``interval``:
+    the tick interval in seconds."""
 
     found: tuple[tuple[Any, ...], ...]
-    series: dict[str, tuple[list[float], list[int]]]
+    series: dict[str, tuple[list[float], list[int], list[int]]]
     machines: dict[str, int]
     interval: float
 
@@ -73,13 +74,13 @@ def run_demand_spark(
         for run_id, project, agent, queued, started, ended, duration, cpu, max_rss, host in
         runs.orderBy("queued_at", "run_id").collect()
     )  # fmt: skip
-    series: dict[str, tuple[list[float], list[int]]] = {}
+    series: dict[str, tuple[list[float], list[int], list[int]]] = {}
     if found:
         first = min(row[4] for row in found)
         last = max(row[5] for row in found) + timedelta(seconds=2 * selection.interval)
         series = {
-            str(run_id): ([float(c) for c in cores], [int(m) for m in rss])
-            for run_id, cores, rss in _series(data, runs, first, last)
+            str(run_id): ([float(c) for c in cores], [int(m) for m in rss], [int(t) for t in ts])
+            for run_id, cores, rss, ts in _series(data, runs, first, last)
         }
     machines = {
         str(host): int(cores)
@@ -92,8 +93,9 @@ def run_demand_spark(
 
 
 def _series(data: Dataset, runs: Any, first: datetime, last: datetime) -> list[Any]:
-    """Per run of ``runs``, its ticks' cores and memory in time order (a tick whose CPU or
-    memory no process reported: 0), from the samples between ``first`` and ``last``."""
+    """Per run of ``runs``, its ticks' cores, memory and times (epoch microseconds) in time
+    order (a tick whose CPU or memory no process reported: 0), from the samples between
+    ``first`` and ``last``."""
     found: list[Any] = data.sql(
         f"""
         WITH p AS (
@@ -116,7 +118,9 @@ def _series(data: Dataset, runs: Any, first: datetime, last: datetime) -> list[A
             SELECT run_id, sort_array(collect_list(struct(ts, cores, rss))) AS ticks
             FROM t GROUP BY run_id
         )
-        SELECT run_id, transform(ticks, x -> x.cores), transform(ticks, x -> x.rss) FROM ordered
+        SELECT run_id, transform(ticks, x -> x.cores), transform(ticks, x -> x.rss),
+               transform(ticks, x -> unix_micros(x.ts))
+        FROM ordered
         """,
         processes=data.table("processes"),
         runs=runs,
