@@ -1,7 +1,7 @@
 """Replay vs measured enforced runs (issue 14): does the replay predict what enforcement does?
 
     python bench/replay_vs_real.py [--seed 1] [--quick] [--actions throttle,pause]
-                                   [--levels 0.75,0.5,0.25] [--runs] [--scale 1]
+                                   [--levels 0.75,0.5,0.25] [--runs] [--scale 1] [--keep DIR]
 
 Real agents with a fixed amount of work (``tests/helpers/replay_agent.py``: a CPU-bound burner
 and a mixed agent, 5 x (0.6 s of CPU + 0.4 s asleep), every second burst of some in a forked
@@ -115,6 +115,9 @@ def main() -> None:
     parser.add_argument(
         "--scale", type=float, default=1.0, help="every agent's work and the offsets times this"
     )
+    parser.add_argument(
+        "--keep", type=Path, help="keep every phase's workspace folder (its store) under this"
+    )
     args = parser.parse_args()
     actions = args.actions.split(",")
     levels = [float(x) for x in args.levels.split(",")]
@@ -136,7 +139,9 @@ def main() -> None:
     per_action: dict[str, list[float]] = {a: [] for a in actions}
     worked: dict[str, list[float]] = {a: [] for a in actions}
     floor: list[float] = []
-    with Experiment(work, rate) as experiment:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with Experiment(work, rate, root=args.keep) as experiment:
         recorded, demand = experiment.record(triggers)
         if recorded.failures:
             raise SystemExit(f"unconstrained phase failed: {recorded.failures}")
