@@ -139,11 +139,17 @@ def test_a_burner_over_its_project_limit_is_paused_then_resumed(write_workspace)
 
     db = connect(folder / "metrics")
     rows = db.execute(
-        'SELECT action, scope, project, agent, pids, metric, value, "limit" FROM events '
-        "WHERE action IN ('pause', 'resume') ORDER BY ts"
+        'SELECT action, scope, project, agent, pids, metric, value, "limit", epoch_us(ts) '
+        "FROM events WHERE action IN ('pause', 'resume') ORDER BY ts"
     ).fetchall()
     assert [r[0] for r in rows[:3]] == ["pause", "resume", "pause"]
     assert all(r[2] == BUSY and r[3] == "burner" and burner.pid in r[4] for r in rows)
+    # the checks run at their ticks' times (whole seconds here), so a pause lasts whole ticks
+    # from the tick it began at: 2 (a slot skipped on a loaded machine: more). Checked at the
+    # wall time after sampling, it lasted 2 or 3 ticks by the sampling's jitter.
+    paused_us, resumed_us = rows[0][-1], rows[1][-1]
+    assert paused_us % 1_000_000 == 0 and resumed_us % 1_000_000 == 0
+    assert resumed_us - paused_us >= 2_000_000
     # the pause came within checkInterval + 1 s of the first tick that saw the burner over
     first_over = db.execute(
         "SELECT min(ts) FROM (SELECT ts, sum(cpu_cores) AS cores FROM samples "

@@ -44,6 +44,10 @@ MB = 1 << 20
 #: In admission, a throttled agent counts this much under what it uses: a scope at its CPU
 #: limit only because the throttle holds it there admits a run (see :meth:`Policy.can_run`).
 HELD_AT_CAP = 1e-6
+#: A pause this much (seconds) short of the minimum counts as over: the checks' times are the
+#: ticks' stamps, and one stamped a fraction of a millisecond early (or float noise in the
+#: difference) must not keep a pause a whole tick longer.
+PAUSE_SLACK = 1e-3
 
 AgentKey = tuple[str, str]
 Scope = tuple[str, str | None, float, int]  # scope, name, cpu limit, memory limit
@@ -512,13 +516,13 @@ class Policy:
 
     def _resume(self, usage: Usage, now: float) -> list[Action]:
         actions: list[Action] = []
-        min_pause = self.rules.min_pause
+        min_pause = self.rules.min_pause - PAUSE_SLACK
         if all(now - p.since < min_pause for p in self.paused.values()):
             return actions  # nobody's minimum pause is over
         resumed_projects: set[str] = set()
         order = sorted(self.paused.values(), key=lambda p: (self.priority(p.project), p.since))
         for paused in order:
-            if now - paused.since < self.rules.min_pause or paused.project in resumed_projects:
+            if now - paused.since < min_pause or paused.project in resumed_projects:
                 continue
             hopeless = self._own_memory_over(paused, usage)
             if hopeless is not None:

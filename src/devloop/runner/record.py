@@ -254,7 +254,8 @@ class Recorder:
         self._append("system", [tick.system])
         if self.manager is not None:
             self.manager.observe(tick)
-            self.manager.check()
+            # the tick's time: a pause's minimum is whole ticks, not the check's jitter
+            self.manager.check(tick.ts_us / 1_000_000)
             self._count_held(tick.ts_us)
         with self._write_lock:
             if not self._closed:

@@ -63,7 +63,16 @@ from typing import TYPE_CHECKING, Any
 
 from devloop.config.models import Workspace
 from devloop.core.limits import LimitsInForce
-from devloop.core.policy import AgentUsage, Hold, Paused, Policy, Release, Rules, Usage
+from devloop.core.policy import (
+    PAUSE_SLACK,
+    AgentUsage,
+    Hold,
+    Paused,
+    Policy,
+    Release,
+    Rules,
+    Usage,
+)
 from devloop.errors import UsageError
 
 if TYPE_CHECKING:
@@ -743,7 +752,7 @@ class _Replayer:
                 return k + 1
             if run.paused:
                 paused = policy.paused.get(run.key)
-                if paused is None or t - paused.since < self.min_pause:
+                if paused is None or t - paused.since < self.min_pause - PAUSE_SLACK:
                     return k + 1
             elif run.hold is None or run.hold > 0 or run.cores[run.i] <= 0:
                 return k + 1
@@ -1296,12 +1305,13 @@ class _Replayer:
 
     def _pause_over(self, k: int, since: float) -> int:
         """The first step after ``k`` where a pause from ``since`` has lasted the minimum pause
-        (as the check compares it: ``now - since < min_pause``)."""
+        (as the check compares it: ``now - since < min_pause - PAUSE_SLACK``)."""
         dt = self.dt
-        step = max(k + 1, math.floor((since + self.min_pause) / dt))
-        while step > k + 1 and (step - 1) * dt - since >= self.min_pause:
+        least = self.min_pause - PAUSE_SLACK
+        step = max(k + 1, math.floor((since + least) / dt))
+        while step > k + 1 and (step - 1) * dt - since >= least:
             step -= 1
-        while step * dt - since < self.min_pause:
+        while step * dt - since < least:
             step += 1
         return step
 
