@@ -110,16 +110,19 @@ def test_runs_of_one_agent_run_one_after_another():
 
 # --- throttle --------------------------------------------------------------------------------
 
+#: p may use 12.5 % of the machine (half a core of 4), held by the throttle
+THROTTLED = {
+    "projects": projects("p"),
+    "global": {"resourceLimits": {"maxCpu": 100, "maxMemory": "8GB",
+                                  "enforcementAction": "throttle"}},
+    "resource_sharing": {"strategy": "custom",
+                         "perProjectLimits": {"p": {"maxCpu": 12.5, "maxMemory": "4GB"}}},
+}  # fmt: skip
+
 
 def test_throttle_is_work_conserving_at_the_cap():
     # p may use 12.5 % of 4 cores = 0.5 core; the run wants 1 core for 10 ticks
-    config = workspace({
-        "projects": projects("p"),
-        "global": {"resourceLimits": {"maxCpu": 100, "maxMemory": "8GB",
-                                      "enforcementAction": "throttle"}},
-        "resource_sharing": {"strategy": "custom",
-                             "perProjectLimits": {"p": {"maxCpu": 12.5, "maxMemory": "4GB"}}},
-    })  # fmt: skip
+    config = workspace(THROTTLED)
     (tests,) = replay([run("tests", 0, [1.0] * 10)], config, cores=CORES).runs
     # tick 0-1 free (the check at 1 s sees 1 core: held at 0.5); the other 9 ticks of work at
     # half speed take 18 s
@@ -132,13 +135,7 @@ def test_runs_of_two_hosts_are_replayed_each_on_its_own_machine():
     # p may use 12.5 % of a machine, throttled. Two runs at the same time wanting 0.5 core: on
     # one 4-core machine they share p's 0.5 core; on two hosts each has its own. Host b has 2
     # cores: 12.5 % of it is 0.25 core, so its run (held from the check at 1 s) takes 1 + 9 x 2.
-    config = workspace({
-        "projects": projects("p"),
-        "global": {"resourceLimits": {"maxCpu": 100, "maxMemory": "8GB",
-                                      "enforcementAction": "throttle"}},
-        "resource_sharing": {"strategy": "custom",
-                             "perProjectLimits": {"p": {"maxCpu": 12.5, "maxMemory": "4GB"}}},
-    })  # fmt: skip
+    config = workspace(THROTTLED)
     one, two = run("lint", 0, [0.5] * 10), run("tests", 0, [0.5] * 10)
     shared = replay([one, two], config, cores=CORES)
     assert [r.replayed_duration for r in shared.runs] == [19, 19]  # held at 0.25 core each
@@ -448,13 +445,7 @@ def test_a_last_sample_shorter_than_a_tick_is_replayed_in_that_time():
     demand = [replace(run("tests", 0, [1.0, 1.0, 0.75]), last=0.75)]
     (alone,) = replay(demand, free, cores=CORES).runs
     assert (alone.recorded_duration, alone.replayed_duration, alone.slowdown) == (2.75, 2.75, 1)
-    held = workspace({
-        "projects": projects("p"),
-        "global": {"resourceLimits": {"maxCpu": 100, "maxMemory": "8GB",
-                                      "enforcementAction": "throttle"}},
-        "resource_sharing": {"strategy": "custom",
-                             "perProjectLimits": {"p": {"maxCpu": 12.5, "maxMemory": "4GB"}}},
-    })  # fmt: skip
+    held = workspace(THROTTLED)
     (tests,) = replay(demand, held, cores=CORES).runs
     assert (tests.replayed_duration, tests.throttled_s) == (pytest.approx(4.5), pytest.approx(3.5))
     every = replay(demand, held, cores=CORES, check_every_tick=True).runs[0]
