@@ -24,6 +24,14 @@ os.environ[SESSION_TAG] = SESSION
 STRAY_GRACE = 10.0  # seconds for processes a test just ended to be reaped
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _full_width_tables() -> None:
+    """Tables render at their full width, as into a file or a pipe, whatever terminal runs the
+    suite: the width comes from ``COLUMNS`` when it is set (and pytest-xdist's workers have it
+    at 80), so the tests asserting rendered lines leave it unset."""
+    os.environ.pop("COLUMNS", None)
+
+
 def stray_processes() -> dict[int, str]:
     """Live processes of this session that carry an agent tag: pid -> command line."""
     marker = f"{SESSION_TAG}={SESSION}".encode()

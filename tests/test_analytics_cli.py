@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from devloop.cli import cli
 from tests.test_analytics_reports import GB, MB, build_store
 
+pytestmark = pytest.mark.realtime
+
 
 @pytest.fixture
 def ws(tmp_path: Path) -> str:

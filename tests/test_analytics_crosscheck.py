@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sim") / ".devloop-workspace"
-    simulate(out, days=2, projects=3, agents_per_project=2, seed=7)  # 2 days, 6 processes
+    simulate(out, days=2, projects=3, agents_per_project=2, interval=5, seed=7)  # 6 processes
     return out
 
 

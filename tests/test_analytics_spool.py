@@ -45,6 +45,8 @@ from devloop.tune.history import read_history
 from tests.helpers.procs import wait_until
 from tests.test_analytics_reports import GB, MB, T0, _series, build_store
 
+pytestmark = pytest.mark.realtime
+
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 

@@ -26,6 +26,8 @@ from devloop.runner.record import Recorder
 from devloop.store import connect
 from tests.helpers.procs import helpers
 
+pytestmark = pytest.mark.realtime
+
 INTERVAL = 0.25
 INTERVAL_US = 250_000
 HOUR = 3600.0

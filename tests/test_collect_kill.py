@@ -21,6 +21,8 @@ import pytest
 
 from devloop.store import connect
 
+pytestmark = pytest.mark.realtime
+
 INTERVAL = 0.1
 #: SIGKILLs, each at a random moment. Four restarts suffice here: the fault campaign
 #: (tests/test_faults.py, "collector tick" and "conversion child") kills the same collector at

@@ -22,7 +22,10 @@ from tests.helpers.procs import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+    pytest.mark.realtime,
+]
 
 SOURCES = ["procfs", "psutil"]
 # Unique per test session: another suite running on the same machine tags its processes too.

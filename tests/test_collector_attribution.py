@@ -26,6 +26,8 @@ from devloop.collector.attribution import is_under
 from devloop.collector.model import TAG_RUN, Check
 from tests.helpers.procs import BURN, Helper, helpers
 
+pytestmark = pytest.mark.realtime
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 

@@ -20,7 +20,10 @@ from tests.helpers.procs import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+    pytest.mark.realtime,
+]
 
 TICK = 1 / os.sysconf("SC_CLK_TCK")
 

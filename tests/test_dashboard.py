@@ -46,6 +46,8 @@ from devloop.store.lock import writer_lock
 from devloop.store.query import connect
 from tests.helpers.procs import helpers, proc_state, wait_until
 
+pytestmark = pytest.mark.realtime
+
 DEADLINE = 60.0  # generous: a loaded 2-core machine may take long to start Python and DuckDB
 GIB = 1024**3
 RUN = uuid.uuid4().hex[:8]

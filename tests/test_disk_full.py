@@ -23,6 +23,8 @@ from devloop.store.layout import spool_dir
 from devloop.store.spool import read_segment
 from tests.test_store_support import SECOND, T0, FakeClock, read_samples, system_row, tick_rows
 
+pytestmark = pytest.mark.realtime
+
 #: 2024-03-04 10:00:00 UTC, in seconds (the recorder's tick times).
 T0_S = T0 // SECOND
 

@@ -26,6 +26,8 @@ from devloop.errors import UsageError
 from devloop.runner.record import Recorder
 from tests.helpers.procs import helpers, proc_state, wait_until
 
+pytestmark = pytest.mark.realtime
+
 RUN = uuid.uuid4().hex[:8]
 BUSY = f"busy-{RUN}"  # the project whose burner goes over its limit
 CALM = f"calm-{RUN}"

@@ -31,6 +31,8 @@ from devloop.store.query import connect
 from tests.helpers.procs import helpers, vm_rss_bytes
 from tests.test_dashboard import state_fixture
 
+pytestmark = pytest.mark.realtime
+
 DEADLINE = 60.0
 ROOT = Path(__file__).resolve().parent.parent
 

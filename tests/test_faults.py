@@ -23,7 +23,7 @@ import pytest
 
 from tests.helpers import faults
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
 SEED = int(os.environ.get("DEVLOOP_FAULT_SEED", "15"))
 

@@ -17,6 +17,8 @@ from click.testing import CliRunner
 from devloop.cli import cli
 from devloop.store import connect
 
+pytestmark = pytest.mark.realtime
+
 DEADLINE = 60.0  # generous: these machines are shared and may be loaded
 # Project names unique to this run: tagged processes of another test suite running on the same
 # machine would otherwise be recorded as ours.

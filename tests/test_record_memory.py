@@ -13,11 +13,15 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from devloop.config import load_workspace
 from devloop.runner.record import Recorder
 from devloop.store import StoreWriter, connect
 from devloop.store.spool import SegmentWriter
 from tests.test_store_support import SECOND, T0, parquet_files, tick_rows
+
+pytestmark = pytest.mark.realtime
 
 RSS_GOAL_KB = 60 * 1024
 HEAVY = ("pyarrow", "duckdb", "polars", "numpy", "pandas")

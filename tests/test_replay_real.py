@@ -33,6 +33,8 @@ from tests.helpers.replay_real import (
     quantile,
 )
 
+pytestmark = pytest.mark.realtime
+
 TRIGGERS = [  # on the tick grid at the same place in both phases, just before a tick
     Trigger(0, 0.0, 0, "burner", "burn"),
     Trigger(1, 0.05, 1, "mixed", "mixed", fork=True),

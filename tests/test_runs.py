@@ -21,6 +21,8 @@ from devloop.store import connect
 from devloop.store import runs as journal
 from tests.helpers.procs import wait_until
 
+pytestmark = pytest.mark.realtime
+
 DEADLINE = 90.0  # generous: these machines are shared and may be loaded
 RUN = uuid.uuid4().hex[:6]
 PROJECT = f"runs-{RUN}"  # unique: another suite's tagged processes are not ours

@@ -33,6 +33,8 @@ from tests.helpers.procs import (
     wait_until,
 )
 
+pytestmark = pytest.mark.realtime
+
 RUN = uuid.uuid4().hex[:8]
 LOAD = [sys.executable, "-m", "devloop.runner.load"]
 MB = 1 << 20

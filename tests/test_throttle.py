@@ -16,7 +16,7 @@ from devloop.core.throttle import Throttler
 from devloop.errors import EnforcementError
 from tests.helpers.procs import helpers, proc_cpu_seconds, proc_state, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
 
 class Events(list[tuple[str, dict[str, Any]]]):

@@ -42,6 +42,8 @@ from devloop.runner.watch import (
 from devloop.store.query import connect
 from tests.helpers.procs import wait_until
 
+pytestmark = pytest.mark.realtime
+
 RUN = uuid.uuid4().hex[:8]
 DEADLINE = 60.0  # a loaded 2-core machine can be slow to start Python processes
 REPO = Path(__file__).resolve().parent.parent

@@ -27,6 +27,8 @@ from devloop.core.signals import PauseJournal, ProcessRef
 from devloop.runner.record import Recorder
 from tests.helpers.procs import BURN, helpers, proc_state, wait_until
 
+pytestmark = pytest.mark.realtime
+
 RUN = uuid.uuid4().hex[:8]
 BUSY = f"wd-busy-{RUN}"
 CALM = f"wd-calm-{RUN}"
