@@ -235,7 +235,7 @@ def health(
     now: datetime | None = None,
 ) -> Health:
     """Run every check over ``time_range`` (see the module doc for the thresholds)."""
-    from devloop.store.recovery import spool_backlog
+    from devloop.store.layout import spool_backlog
 
     store = open_store(workspace_dir)
     selection = store.select(time_range, projects, agents)

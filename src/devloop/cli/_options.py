@@ -28,8 +28,7 @@ def workspace_dir_option(func: F) -> F:
 
 def resolve_workspace_dir(workspace_dir: Path | None) -> Path:
     """The folder given, or the nearest .devloop-workspace above the current folder."""
-    from devloop.config import find_workspace_dir
-    from devloop.config.load import WORKSPACE_DIR_NAME, WORKSPACE_FILE
+    from devloop.config.folder import WORKSPACE_DIR_NAME, WORKSPACE_FILE, find_workspace_dir
 
     if workspace_dir is None:
         return find_workspace_dir()

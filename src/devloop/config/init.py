@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from devloop._atomic import atomic_write_text
-from devloop.config.load import WORKSPACE_DIR_NAME, WORKSPACE_FILE, parse_workspace
+from devloop.config.folder import WORKSPACE_DIR_NAME, WORKSPACE_FILE
+from devloop.config.load import parse_workspace
 from devloop.errors import UsageError
 from devloop.units import parse_size
 

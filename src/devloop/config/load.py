@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from devloop.config._reader import Node, load_json
+from devloop.config.folder import AGENTS_FILE, WORKSPACE_FILE
 from devloop.config.models import (
     ENFORCEMENT_ACTIONS,
     STRATEGIES,
@@ -32,10 +33,6 @@ from devloop.config.timewindow import TimeWindow, parse_window
 from devloop.errors import ConfigError, UsageError
 from devloop.units import format_size
 
-WORKSPACE_DIR_NAME = ".devloop-workspace"
-WORKSPACE_FILE = "workspace.json"
-AGENTS_FILE = Path(".devloop") / "agents.json"
-
 
 def display_path(path: Path) -> str:
     """``path`` relative to the current folder when it lies below it (shorter errors)."""
@@ -43,21 +40,6 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def find_workspace_dir(start: Path | None = None) -> Path:
-    """The nearest ``.devloop-workspace`` folder at or above ``start`` (default: cwd)."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if folder.name == WORKSPACE_DIR_NAME and (folder / WORKSPACE_FILE).is_file():
-            return folder
-        candidate = folder / WORKSPACE_DIR_NAME
-        if (candidate / WORKSPACE_FILE).is_file():
-            return candidate
-    raise UsageError(
-        f"no {WORKSPACE_DIR_NAME}/{WORKSPACE_FILE} in {here} or above it; "
-        "pass --workspace-dir or create one with `devloop workspace init`"
-    )
 
 
 def load_workspace(workspace_dir: Path | str) -> Workspace:

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from devloop.store.files import scan_partition, warn_invalid
-from devloop.store.layout import iter_partitions
-from devloop.store.recovery import spool_backlog
+from devloop.store.layout import iter_partitions, spool_backlog
 from devloop.store.schema import TABLES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

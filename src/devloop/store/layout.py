@@ -172,3 +172,24 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def segment_paths(root: Path) -> list[Path]:
+    """The spool segments waiting for conversion, oldest first."""
+    try:
+        names = os.listdir(spool_dir(root))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise StoreError(f"cannot list {spool_dir(root)}: {exc}") from exc
+    return [spool_dir(root) / name for name in sorted(names) if name.endswith(SEGMENT_SUFFIX)]
+
+
+def spool_backlog(root: Path) -> tuple[int, int]:
+    """How many spool segments wait for conversion, and their bytes (the spool alone is
+    listed: what ``workspace health`` needs of the store's state)."""
+    segments = segment_paths(root)
+    try:
+        return len(segments), sum(path.stat().st_size for path in segments)
+    except OSError as exc:
+        raise StoreError(f"cannot stat the spool of {root}: {exc}") from exc

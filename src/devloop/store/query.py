@@ -47,9 +47,13 @@ from devloop.store.files import (
     scan_partition,
     warn_invalid,
 )
-from devloop.store.layout import SEGMENT_SUFFIX, StoreWarning, data_files, iter_partitions
-from devloop.store.recovery import segment_paths
-from devloop.store.spool import read_segment
+from devloop.store.layout import (
+    SEGMENT_SUFFIX,
+    StoreWarning,
+    data_files,
+    iter_partitions,
+    segment_paths,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -235,8 +239,13 @@ def _read_footers(connection: duckdb.DuckDBPyConnection, paths: Sequence[Path]) 
 
 def _spool_tables(root: Path, converted: set[str]) -> dict[str, pa.Table]:
     """The rows of spool segments not yet in Parquet, per table, in the schema's types."""
+    segments = segment_paths(root)
+    if not segments:
+        return {}
+    from devloop.store.spool import read_segment  # only when there are segments to read
+
     batches: dict[str, list[pa.RecordBatch]] = {}
-    for segment in segment_paths(root):
+    for segment in segments:
         segment_id = segment.name.removesuffix(SEGMENT_SUFFIX)
         if f"s-{segment_id}.parquet" in converted:
             continue  # converted; the segment is about to be deleted

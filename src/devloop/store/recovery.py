@@ -27,8 +27,9 @@ with the segment's last intact tick, so a conversion repeated after a crash writ
 files under the same names and the event exists once, like every other row.
 
 pyarrow is imported by :func:`convert_segment` when it runs, not with this module: the collector
-imports the reports and :func:`segment_paths` from here, and converts in a child process
-(convert.py) so that it never loads pyarrow itself.
+imports the reports from here, and converts in a child process (convert.py) so that it never
+loads pyarrow itself. The spool's listing (:func:`~devloop.store.layout.segment_paths`) is in
+the layout, so the reports reading the spool need none of this.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from devloop.store.layout import (
     StoreWarning,
     fsync_dir,
     partition_dir,
-    spool_dir,
+    segment_paths,
 )
 from devloop.store.lock import writer_lock
 from devloop.store.runs import RUN_SEGMENT_PREFIX, forget_journal
@@ -96,27 +97,6 @@ class RecoveryReport:
     def skipped_bytes(self) -> int:
         """Bytes of damaged records skipped."""
         return sum(report.skipped_bytes for report in self.segments)
-
-
-def segment_paths(root: Path) -> list[Path]:
-    """The spool segments waiting for conversion, oldest first."""
-    try:
-        names = os.listdir(spool_dir(root))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise StoreError(f"cannot list {spool_dir(root)}: {exc}") from exc
-    return [spool_dir(root) / name for name in sorted(names) if name.endswith(SEGMENT_SUFFIX)]
-
-
-def spool_backlog(root: Path) -> tuple[int, int]:
-    """How many spool segments wait for conversion, and their bytes (the spool alone is
-    listed: what ``workspace health`` needs of the store's state)."""
-    segments = segment_paths(root)
-    try:
-        return len(segments), sum(path.stat().st_size for path in segments)
-    except OSError as exc:
-        raise StoreError(f"cannot stat the spool of {root}: {exc}") from exc
 
 
 def _contained(directory: Path, table: str) -> set[str]:

@@ -56,6 +56,7 @@ from devloop.store.layout import (
     check_table,
     fsync_dir,
     new_id,
+    segment_paths,
     spool_dir,
 )
 from devloop.store.lock import writer_lock
@@ -64,7 +65,6 @@ from devloop.store.recovery import (
     SegmentReport,
     convert_segment,
     recover_locked,
-    segment_paths,
 )
 from devloop.store.spool import SegmentWriter, encode_record
 
