@@ -21,7 +21,7 @@ from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_rollups
 from devloop.store.layout import Partition, iter_partitions
-from devloop.store.rollups import ROLLUPS_DIR, THINNED_EVERY, THINNED_TICK_US
+from devloop.store.rollups import DAY_PREFIX, ROLLUPS_DIR, THINNED_EVERY, THINNED_TICK_US
 from tests.helpers.stores import copy_without_cache
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -151,7 +151,9 @@ def test_the_thinned_rollup_is_what_is_read(store_copy: Path) -> None:
         store.use_rollups = False
         before = health(store, now=NOW)
     write_rollups(root)
-    entries = sorted((root / ROLLUPS_DIR / "thinned").rglob("hour=*/*.parquet"))
+    # the hours' entries and the whole past days' files that concatenate them
+    entries = sorted((root / ROLLUPS_DIR / "thinned").rglob("*.parquet"))
+    assert any(entry.name.startswith(DAY_PREFIX) for entry in entries)
     for entry in entries:
         table = pq.read_table(entry)
         grid = THINNED_TICK_US * THINNED_EVERY

@@ -440,6 +440,17 @@ def _points_sql(
     sources = store.sources(selection)
     cached = set(sources.partitions)
     where, where_params = range_conditions(selection)
+    # An hour is wholly in the range when all of its rows are: the range's end may fall inside
+    # the hour after its last row (by default the range ends just after the newest tick), and
+    # then the hour is whole too, so a past day whose last hour holds the newest tick is read
+    # from its one day file.
+    newest = store.ends("samples")
+    rows_end = newest[1] + timedelta(microseconds=1) if newest else selection.end
+
+    def inside(partition: Partition) -> bool:
+        begins = _hour_start(partition)
+        return selection.start <= begins and min(begins + _HOUR, rows_end) <= selection.end
+
     thinned = "(epoch_us(ts) // ?) % ? = 0"
     columns = "host, pid, start_time, ts, rss_bytes, fds"
     parts: list[str] = []
@@ -459,9 +470,7 @@ def _points_sql(
         whole_hours: list[Path] = []
         cut_hours: list[Path] = []
         for partition, entry in zip(sources.partitions, sources.cached["thinned"], strict=True):
-            begins = _hour_start(partition)
-            inside = selection.start <= begins and begins + timedelta(hours=1) <= selection.end
-            (whole_hours if inside else cut_hours).append(entry)
+            (whole_hours if inside(partition) else cut_hours).append(entry)
         for paths, condition, condition_params in (
             (whole_hours, names, names_params),
             (cut_hours, where, where_params),
@@ -472,7 +481,9 @@ def _points_sql(
             parts.append(sql if same else f"{sql} AND {thinned}")
             params += condition_params if same else [*condition_params, interval_us, every]
     # The ends: among the per-hour ends of the cached hours wholly in the range (the ``edges``
-    # rollup) and the rows of the other hours holding one.
+    # rollup) and the rows of the other hours holding one. Every whole hour's edges are read,
+    # not only those of the hours holding an end: a whole past day is then one file instead of
+    # one per hour (the edges are two rows per life and hour; the join keeps the ends).
     whole: list[Path] = []
     raw: list[Raw] = [
         path
@@ -481,12 +492,9 @@ def _points_sql(
         for path in paths
     ]
     for partition, entry in zip(sources.partitions, sources.cached["edges"], strict=True):
-        if partition not in end_hours:
-            continue
-        begins = _hour_start(partition)
-        if selection.start <= begins and begins + timedelta(hours=1) <= selection.end:
+        if inside(partition):
             whole.append(entry)
-        else:
+        elif partition in end_hours:
             raw.extend(sources.files[partition])
     reads = [
         f"SELECT {columns} FROM {_read(paths)} WHERE {where} AND NOT {thinned}"
@@ -533,6 +541,9 @@ def _samples_outside(
     pieces = " OR ".join("(ts >= ? AND ts < ?)" for _ in spans)
     sql = f"SELECT {columns} FROM samples WHERE {where} AND ({pieces})"
     return sql, [*params, *(moment for span in spans for moment in span)]
+
+
+_HOUR = timedelta(hours=1)
 
 
 def _hour_start(partition: Partition) -> datetime:
