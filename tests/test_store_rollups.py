@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,23 @@ def test_prune_removes_a_killed_writers_temporary_rollups(rolled_copy: Path) -> 
         path.write_bytes(b"half a file")
     assert prune(root) == 2
     assert sorted(p for p in (root / ROLLUPS_DIR).rglob("*") if p.is_file()) == kept
+
+
+def test_an_hour_is_whole_when_all_of_its_rows_are_in_the_range(rolled_copy: Path) -> None:
+    """The default range ends just after the newest tick, inside the last hour: that hour's
+    rows are all in it, so its rollups answer (and its day reads as one file); a range that
+    leaves out its newest tick cuts it. Likewise at the start, before an hour's oldest row."""
+    with Store(rolled_copy, now=NOW) as store:
+        selection = store.select(None, (), ())
+        partitions = sorted(store.sources(selection).files)
+        assert len(partitions) == 24
+        oldest, newest = store.ends("samples")  # type: ignore[misc]
+        assert selection.end == newest + timedelta(microseconds=1) < partitions[-1].end
+        assert all(store.holds_whole(selection, partition) for partition in partitions)
+        short = replace(selection, end=newest)  # the newest tick left out
+        assert not store.holds_whole(short, partitions[-1])
+        assert store.holds_whole(short, partitions[-2])
+        later = replace(selection, start=oldest + timedelta(microseconds=1))
+        assert not store.holds_whole(later, partitions[0])
+        before = replace(selection, start=partitions[0].start - timedelta(hours=1))
+        assert store.holds_whole(before, partitions[0])

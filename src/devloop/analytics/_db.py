@@ -180,6 +180,7 @@ class Store:
         self._cores: str | None = None
         self._digested: dict[str, list[list[Any]]] | None = None
         self._spooled: frozenset[Partition] | None = None
+        self._rows_span: tuple[datetime, datetime] | tuple[()] | None = None
 
     # --- running SQL -----------------------------------------------------------------------
 
@@ -376,6 +377,19 @@ class Store:
         )
         ((gap,),) = self.rows(sql, params)
         return float(gap) / 1e6 if gap is not None and not math.isnan(gap) else 1.0
+
+    def holds_whole(self, selection: Selection, partition: Partition) -> bool:
+        """Whether every ``samples`` row of the hour ``partition`` is in ``selection``'s time
+        range, so the hour's rollups answer for it: the hour lies inside the range, or the part
+        of it holding rows does (the default range starts at the oldest tick and ends just after
+        the newest, inside their hours)."""
+        start, end = partition.start, partition.end
+        if self._rows_span is None:
+            found = self.ends("samples")  # from the footers and the spool
+            self._rows_span = (found[0], found[1] + timedelta(microseconds=1)) if found else ()
+        if self._rows_span:  # the oldest row, and just after the newest
+            start, end = max(start, self._rows_span[0]), min(end, self._rows_span[1])
+        return selection.start <= start and end <= selection.end
 
     def spooled_hours(self) -> frozenset[Partition]:
         """The hours holding ``samples`` rows still in the spool (read by the views as their

@@ -149,7 +149,7 @@ def lives_sql(store: Store, selection: Selection) -> tuple[str, list[Any]]:
     whole: list[Path] = []
     raw: list[Raw] = list(sources.raw)
     for partition, path in zip(sources.partitions, sources.cached["lives"], strict=True):
-        if selection.start <= partition.start and partition.end <= selection.end:
+        if store.holds_whole(selection, partition):
             whole.append(path)
         else:  # an hour cut by the range: its rows, not its rollup
             raw.extend(sources.files[partition])
@@ -201,7 +201,7 @@ def _hour_split(
     partitions = {
         int(partition.start.timestamp()) * 1_000_000 // HOUR_US
         for partition in sources.partitions
-        if selection.start <= partition.start and partition.end <= selection.end
+        if store.holds_whole(selection, partition)
     }
     return whole, cut, raw, partitions
 
@@ -392,7 +392,7 @@ def _split(
     for partition, entry, tick_entry in zip(
         sources.partitions, sources.cached[hourly], sources.cached[ticks], strict=True
     ):
-        if selection.start <= partition.start and partition.end <= selection.end:
+        if store.holds_whole(selection, partition):
             whole.append(entry)
         else:
             cut.append(tick_entry)

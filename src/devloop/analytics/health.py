@@ -381,7 +381,9 @@ def _trends(store: Store, selection: Selection, min_life: float) -> tuple[Rows, 
     for lo, hi in zip([0, *cuts], [*cuts, len(life)], strict=True):
         count = hi - lo
         if count > MAX_POINTS:
-            picks = np.unique(np.linspace(0, count - 1, MAX_POINTS).round().astype(np.int64))
+            # more rows than points: steps over 1, so the rounded picks are distinct and rising
+            # (np.unique would give the same, and import numpy.ma to do it)
+            picks = np.linspace(0, count - 1, MAX_POINTS).round().astype(np.int64)
             fitted.append((int(life[lo]), lo + picks))
         elif count:
             fitted.append((int(life[lo]), np.arange(lo, hi, dtype=np.int64)))
@@ -440,16 +442,9 @@ def _points_sql(
     sources = store.sources(selection)
     cached = set(sources.partitions)
     where, where_params = range_conditions(selection)
-    # An hour is wholly in the range when all of its rows are: the range's end may fall inside
-    # the hour after its last row (by default the range ends just after the newest tick), and
-    # then the hour is whole too, so a past day whose last hour holds the newest tick is read
-    # from its one day file.
-    newest = store.ends("samples")
-    rows_end = newest[1] + timedelta(microseconds=1) if newest else selection.end
 
     def inside(partition: Partition) -> bool:
-        begins = _hour_start(partition)
-        return selection.start <= begins and min(begins + _HOUR, rows_end) <= selection.end
+        return store.holds_whole(selection, partition)
 
     thinned = "(epoch_us(ts) // ?) % ? = 0"
     columns = "host, pid, start_time, ts, rss_bytes, fds"
@@ -541,9 +536,6 @@ def _samples_outside(
     pieces = " OR ".join("(ts >= ? AND ts < ?)" for _ in spans)
     sql = f"SELECT {columns} FROM samples WHERE {where} AND ({pieces})"
     return sql, [*params, *(moment for span in spans for moment in span)]
-
-
-_HOUR = timedelta(hours=1)
 
 
 def _hour_start(partition: Partition) -> datetime:

@@ -151,7 +151,7 @@ def used_by_range(store: Store, selection: Selection, grid: Grid, intervals: pl.
     for partition in sorted(sources.files):
         begin = int(partition.start.timestamp()) * 1_000_000
         rows = np.flatnonzero((spans.start < begin + HOUR_US) & (spans.end >= begin))
-        inside = selection.start <= partition.start and partition.end <= selection.end
+        inside = store.holds_whole(selection, partition)
         if len(rows):
             jobs.append((begin, rows, entries.get(partition), inside))
 
