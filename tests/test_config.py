@@ -314,3 +314,15 @@ def test_validate_json_reports_what_was_read(write_workspace):
         }
     ]
     assert summary["global"]["resumeThreshold"] == 0.8
+
+
+def test_the_fast_run_path_names_the_workspace_files_as_the_config_does() -> None:
+    """``devloop run``'s fast path keeps its own copies (it imports no more than os, time and
+    fcntl); they must be the config's."""
+    from devloop.cli import fastrun
+    from devloop.config import WORKSPACE_DIR_NAME, WORKSPACE_FILE
+
+    assert (fastrun._WORKSPACE_DIR_NAME, fastrun._WORKSPACE_FILE) == (
+        WORKSPACE_DIR_NAME,
+        WORKSPACE_FILE,
+    )

@@ -442,10 +442,6 @@ def _points_sql(
     sources = store.sources(selection)
     cached = set(sources.partitions)
     where, where_params = range_conditions(selection)
-
-    def inside(partition: Partition) -> bool:
-        return store.holds_whole(selection, partition)
-
     thinned = "(epoch_us(ts) // ?) % ? = 0"
     columns = "host, pid, start_time, ts, rss_bytes, fds"
     parts: list[str] = []
@@ -465,7 +461,7 @@ def _points_sql(
         whole_hours: list[Path] = []
         cut_hours: list[Path] = []
         for partition, entry in zip(sources.partitions, sources.cached["thinned"], strict=True):
-            (whole_hours if inside(partition) else cut_hours).append(entry)
+            (whole_hours if store.holds_whole(selection, partition) else cut_hours).append(entry)
         for paths, condition, condition_params in (
             (whole_hours, names, names_params),
             (cut_hours, where, where_params),
@@ -487,7 +483,7 @@ def _points_sql(
         for path in paths
     ]
     for partition, entry in zip(sources.partitions, sources.cached["edges"], strict=True):
-        if inside(partition):
+        if store.holds_whole(selection, partition):
             whole.append(entry)
         elif partition in end_hours:
             raw.extend(sources.files[partition])

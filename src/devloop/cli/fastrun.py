@@ -23,8 +23,8 @@ from devloop.core import admit
 from devloop.errors import SpawnError
 from devloop.runner import launch
 
-_WORKSPACE_DIR_NAME = ".devloop-workspace"  # devloop.config.load.WORKSPACE_DIR_NAME
-_WORKSPACE_FILE = "workspace.json"  # devloop.config.load.WORKSPACE_FILE
+_WORKSPACE_DIR_NAME = ".devloop-workspace"  # devloop.config.folder.WORKSPACE_DIR_NAME
+_WORKSPACE_FILE = "workspace.json"  # devloop.config.folder.WORKSPACE_FILE
 _WITH_VALUE = {
     "--workspace-dir": "workspace_dir",
     "--project": "project",
