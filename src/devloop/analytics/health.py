@@ -517,7 +517,7 @@ def _samples_outside(
     hour = timedelta(hours=1)
     spans: list[tuple[datetime, datetime]] = []
     cursor = selection.start
-    for begins in sorted(_hour_start(partition) for partition in hours):
+    for begins in sorted(partition.start for partition in hours):
         if begins + hour <= cursor or begins >= selection.end:
             continue
         if begins > cursor:
@@ -532,13 +532,6 @@ def _samples_outside(
     pieces = " OR ".join("(ts >= ? AND ts < ?)" for _ in spans)
     sql = f"SELECT {columns} FROM samples WHERE {where} AND ({pieces})"
     return sql, [*params, *(moment for span in spans for moment in span)]
-
-
-def _hour_start(partition: Partition) -> datetime:
-    """``partition.start``, without its slow strptime."""
-    return datetime.fromisoformat(partition.date).replace(tzinfo=UTC) + timedelta(
-        hours=partition.hour
-    )
 
 
 def _read(paths: Sequence[Raw]) -> str:

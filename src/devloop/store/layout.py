@@ -71,9 +71,9 @@ class Partition:
     @property
     def start(self) -> datetime:
         """The first instant of the hour (UTC)."""
-        return datetime.strptime(self.date, "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(
-            hours=self.hour
-        )
+        # fromisoformat: the same instant as strptime's "%Y-%m-%d" for the folders' dates,
+        # ~30x cheaper (every report asks it of every hour it reads)
+        return datetime.fromisoformat(self.date).replace(tzinfo=UTC) + timedelta(hours=self.hour)
 
     @property
     def end(self) -> datetime:
