@@ -17,10 +17,10 @@ from polars.testing import assert_frame_equal
 from devloop.analytics import peak_usage
 from devloop.analytics._db import Store
 from devloop.analytics._series import quantiles_from_counts_sql
-from devloop.analytics.rows import dtypes
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_table
+from devloop.store.db import dtypes
 from devloop.store.layout import iter_partitions
 from tests.helpers.reference import series_peaks
 from tests.test_analytics_reports import at, build_store

@@ -382,7 +382,7 @@ def test_estimated_runs_read_the_agent_rollups_where_no_launched_process_ran(
 
     from devloop.analytics import Store
     from devloop.store import write_rollups
-    from devloop.store.rollups import ROLLUPS_DIR
+    from devloop.store.db import ROLLUPS_DIR
 
     root = ticked / "metrics"
     hour = 3600

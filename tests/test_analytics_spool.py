@@ -36,9 +36,8 @@ from devloop.analytics import (
 )
 from devloop.analytics.timerange import TimeRange
 from devloop.store import StoreWriter, write_rollups, write_table
+from devloop.store.db import ROLLUPS_DIR, connect
 from devloop.store.layout import iter_partitions
-from devloop.store.query import connect
-from devloop.store.rollups import ROLLUPS_DIR
 from devloop.store.schema import TABLES
 from devloop.tune import TuneParameters
 from devloop.tune.history import read_history

@@ -22,9 +22,9 @@ from devloop.analytics import Store, bottlenecks
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import live_files, write_rollups, write_table
-from devloop.store.files import conform, read_rows, scan_partition, unlink_files, write_atomic
-from devloop.store.layout import iter_partitions
-from devloop.store.rollups import ROLLUPS_DIR, hours
+from devloop.store.db import ROLLUPS_DIR, hours
+from devloop.store.files import conform, read_rows, unlink_files, write_atomic
+from devloop.store.layout import iter_partitions, scan_partition
 from tests.helpers.stores import copy_without_cache, top_drivers
 
 pytestmark = pytest.mark.slow

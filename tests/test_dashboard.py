@@ -42,8 +42,8 @@ from devloop.dashboard.snapshot import (
 from devloop.simulate import simulate
 from devloop.store import write_table
 from devloop.store.columns import RUNS
+from devloop.store.db import connect
 from devloop.store.lock import writer_lock
-from devloop.store.query import connect
 from tests.helpers.procs import helpers, proc_state, wait_until
 
 pytestmark = pytest.mark.realtime

@@ -23,7 +23,7 @@ from devloop.analytics._db import Selection
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_rollups, write_table
-from devloop.store.rollups import ROLLUPS_DIR
+from devloop.store.db import ROLLUPS_DIR
 from tests.helpers import reference
 from tests.helpers.stores import copy_without_cache
 from tests.test_analytics_reports import GB, MB, _series, at, build_store

@@ -137,7 +137,7 @@ def test_a_burner_over_its_project_limit_is_paused_then_resumed(write_workspace)
     assert not (folder / "enforcement-state.json").exists()
     assert not (folder / ".paused-processes.json").exists()
 
-    from devloop.store.query import connect
+    from devloop.store.db import connect
 
     db = connect(folder / "metrics")
     rows = db.execute(
@@ -390,7 +390,7 @@ def test_a_queued_run_starts_when_the_slot_frees(write_workspace, tmp_path):
         runner.join(120)
     assert result == [0] and marker.read_text() == "yes"
     assert [e["action"] for e in log_entries(workspace.dir)][:2] == ["queue", "dequeue"]
-    from devloop.store.query import connect
+    from devloop.store.db import connect
 
     db = connect(workspace.dir / "metrics")
     events = [r[0] for r in db.execute("SELECT action FROM events ORDER BY ts").fetchall()]
@@ -423,7 +423,7 @@ def test_dynamic_rebalancing_moves_cpu_to_the_busy_project_live(write_workspace)
             assert live[BUSY].cpu + live[CALM].cpu == pytest.approx(20.0)
     change = actions(workspace.dir, "limit-change")[0]
     assert change["project"] in (BUSY, CALM) and change["metric"] == "cpu"
-    from devloop.store.query import connect
+    from devloop.store.db import connect
 
     db = connect(workspace.dir / "metrics")
     rows = db.execute(

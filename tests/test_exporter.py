@@ -27,7 +27,7 @@ from devloop.errors import UsageError
 from devloop.exporter import parse_address
 from devloop.simulate import simulate
 from devloop.store import StoreWriter
-from devloop.store.query import connect
+from devloop.store.db import connect
 from tests.helpers.procs import helpers, vm_rss_bytes
 from tests.test_dashboard import state_fixture
 

@@ -23,10 +23,10 @@ from pyarrow.fs import FileSelector
 from devloop.analytics import Store
 from devloop.cli import cli
 from devloop.store import StoreWriter
+from devloop.store.db import DAY_PREFIX, KINDS, ROLLUPS_DIR, hours, resolve
 from devloop.store.files import read_rows
 from devloop.store.fleet import CACHE_ENV, HOST_SEPARATOR, cache_dir, sync
 from devloop.store.layout import data_files, iter_partitions
-from devloop.store.rollups import DAY_PREFIX, KINDS, ROLLUPS_DIR, hours, resolve
 from devloop.store.schema import TABLES as TABLES_SCHEMA
 from devloop.store.ship import MANIFESTS_DIR, parse_target, published, ship
 from tests.helpers.s3 import (

@@ -20,8 +20,9 @@ from devloop.analytics.stats import theil_sen_rows
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_rollups
+from devloop.store.db import DAY_PREFIX, ROLLUPS_DIR
 from devloop.store.layout import Partition, iter_partitions
-from devloop.store.rollups import DAY_PREFIX, ROLLUPS_DIR, THINNED_EVERY, THINNED_TICK_US
+from devloop.store.rollups import THINNED_EVERY, THINNED_TICK_US
 from tests.helpers.stores import copy_without_cache
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

@@ -108,8 +108,8 @@ def test_duckdb_writes_numbers_times_and_nulls_as_python_does(tmp_path: Path) ->
     """Ties at 2 and 6 places, float noise, -0, NaN, infinities, huge and tiny numbers,
     microseconds and nulls: the same digits as Python's round and repr."""
     from devloop.analytics._db import open_store
-    from devloop.analytics.rows import Query
     from devloop.cli.render_reports import _csv_rows
+    from devloop.store.db import Query
 
     ws = build_store(tmp_path / ".devloop-workspace")
     numbers = [0.125, 0.375, 2.675, 1.0049999996, 94.000001, -0.001, 1e-7, 1e-5, 123.4565,
@@ -122,11 +122,11 @@ def test_duckdb_writes_numbers_times_and_nulls_as_python_does(tmp_path: Path) ->
     kinds: dict[str, Any] = {"interval_start": "ts", "project": "str", "ticks": "i64",
                              "cpu_avg_percent": "f64"}  # fmt: skip
     sql = f"SELECT * FROM (VALUES {rows}, (NULL, NULL, NULL, 1.5)) t({', '.join(kinds)})"
-    query = Query(open_store(ws), sql, tuple(numbers), kinds, "ticks NULLS LAST")
+    query = Query(open_store(ws).db, sql, tuple(numbers), kinds, "ticks NULLS LAST")
     fetched = query.fetch()
     want = to_json({"rows": fetched.records()}, rounded=True)
     assert '{\n  "rows": ' + str(query.json({"cpu_avg_percent": 2}, 1)) + "\n}\n" == want
-    finite = Query(query.store, f"SELECT * FROM ({sql}) WHERE isfinite(cpu_avg_percent)"
+    finite = Query(query.db, f"SELECT * FROM ({sql}) WHERE isfinite(cpu_avg_percent)"
                    " OR cpu_avg_percent IS NULL", query.params, kinds, query.order)  # fmt: skip
     assert finite.csv() == _csv_rows(finite.fetch())
     assert query.csv() is None  # Python writes inf and nan in CSV
@@ -135,10 +135,10 @@ def test_duckdb_writes_numbers_times_and_nulls_as_python_does(tmp_path: Path) ->
 @pytest.mark.parametrize("name", ['say "hi"', "a,b", "naïve", "back\\slash"])
 def test_names_duckdb_cannot_write_are_left_to_python(tmp_path: Path, name: str) -> None:
     from devloop.analytics._db import open_store
-    from devloop.analytics.rows import Query
+    from devloop.store.db import Query
 
     ws = build_store(tmp_path / ".devloop-workspace")
     kinds: dict[str, Any] = {"project": "str", "ticks": "i64"}
-    query = Query(open_store(ws), "SELECT ? AS project, 1 AS ticks", (name,), kinds, "ticks")
+    query = Query(open_store(ws).db, "SELECT ? AS project, 1 AS ticks", (name,), kinds, "ticks")
     assert query.json({}, 1) is None
     assert query.csv() is None

@@ -98,7 +98,7 @@ def test_files_unknown_to_facts_json_are_read_without_pyarrow(
     live workspace) have their footers read by DuckDB: still no pyarrow, the same report."""
     import shutil
 
-    from devloop.store.facts import FACTS_FILE
+    from devloop.store.layout import FACTS_FILE
 
     copy = tmp_path / ".devloop-workspace"
     shutil.copytree(small_store, copy)
@@ -112,18 +112,18 @@ def test_files_unknown_to_facts_json_are_read_without_pyarrow(
 def test_footers_read_by_duckdb_are_the_footers_pyarrow_reads(
     small_store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from devloop.store import files, query
+    from devloop.store import db, layout
 
     # Nothing known, nothing seeded from _facts.json: every footer is read, by DuckDB.
-    monkeypatch.setattr(files, "_facts_cache", {})
-    monkeypatch.setattr(query, "load_facts", lambda root: {})
+    monkeypatch.setattr(layout, "_facts_cache", {})
+    monkeypatch.setattr(db, "load_facts", lambda root: {})
     uncached: list[Path] = []
-    monkeypatch.setattr(files, "_read_facts_uncached", lambda path, size: uncached.append(path))
-    query.connect_listed(small_store / "metrics")[0].close()
+    monkeypatch.setattr(layout, "_read_facts_uncached", lambda path, size: uncached.append(path))
+    db.connect_listed(small_store / "metrics")[0].close()
     assert uncached == []
-    read = {key: value[2] for key, value in files._facts_cache.items()}
+    read = {key: value[2] for key, value in layout._facts_cache.items()}
     monkeypatch.undo()
     assert len(read) > 10
     for key, facts in read.items():
-        assert isinstance(facts, files.FileFacts)
-        assert files._read_facts_uncached(Path(key), facts.bytes) == facts
+        assert isinstance(facts, layout.FileFacts)
+        assert layout._read_facts_uncached(Path(key), facts.bytes) == facts

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from devloop.store import StoreWriter, compact, store_info, write_table
-from devloop.store.files import SOURCES_KEY
+from devloop.store.layout import SOURCES_KEY
 from devloop.store.schema import SORT_KEYS
 from tests.test_store_support import (
     HOUR,

@@ -29,8 +29,8 @@ from devloop.store.columns import (
     ROLLUP_VERSIONS,
     SCHEMA_VERSION_KEY,
 )
+from devloop.store.db import DAY_PREFIX, KINDS, ROLLUPS_DIR, hours
 from devloop.store.layout import iter_partitions
-from devloop.store.rollups import DAY_PREFIX, KINDS, ROLLUPS_DIR, hours
 from devloop.store.schema import ROLLUPS
 from tests.helpers.stores import copy_without_cache
 from tests.test_store_rollups import FEW, _all, _entries, _only

@@ -11,7 +11,7 @@ from typing import Any
 
 from devloop.analytics import Store
 from devloop.store import StoreWriter, write_rollups
-from devloop.store.facts import FACTS_FILE, FACTS_VERSION
+from devloop.store.layout import FACTS_FILE, FACTS_VERSION
 from tests.test_store_support import HOUR, SECOND, T0, T0_DT, tick_rows
 
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from devloop.store import connect, recover
-from devloop.store.files import read_facts
+from devloop.store.layout import read_facts
 from tests.test_store_support import T0, parquet_files
 
 ROWS_PER_TICK = 20

@@ -164,7 +164,7 @@ def test_footer_facts_are_kept_for_the_next_process(
     """A fresh process (an empty in-memory footer cache) reads no footer of an unchanged file:
     they come from ``_facts.json``, which compaction writes and connecting only reads; a
     file changed since is read again."""
-    from devloop.store import compact, facts, files
+    from devloop.store import compact, layout
 
     root = tmp_path / "metrics"
     _store_with_one_tick(root)
@@ -172,24 +172,24 @@ def test_footer_facts_are_kept_for_the_next_process(
         writer.append("samples", tick_rows(T0 + 3600 * SECOND))
     with connect(root) as connection:
         want = connection.sql("SELECT count(*) FROM samples").fetchall()
-    assert not (root / facts.FACTS_FILE).exists()  # looking never writes
+    assert not (root / layout.FACTS_FILE).exists()  # looking never writes
     compact(root, now=T0_DT)  # no closed hour: it only writes the facts
-    assert (root / facts.FACTS_FILE).is_file()
+    assert (root / layout.FACTS_FILE).is_file()
     read: list[Path] = []
-    original = files._read_facts_uncached
+    original = layout._read_facts_uncached
 
-    def counting(path: Path, size: int) -> files.FileFacts | str:
+    def counting(path: Path, size: int) -> layout.FileFacts | str:
         read.append(path)
         return original(path, size)
 
-    monkeypatch.setattr(files, "_read_facts_uncached", counting)
-    monkeypatch.setattr(files, "_facts_cache", {})
+    monkeypatch.setattr(layout, "_read_facts_uncached", counting)
+    monkeypatch.setattr(layout, "_facts_cache", {})
     with connect(root) as connection:
         assert connection.sql("SELECT count(*) FROM samples").fetchall() == want == [(6,)]
     assert read == []
     first, second = sorted(parquet_files(root / "samples"))
     second.write_bytes(b"garbage")
-    monkeypatch.setattr(files, "_facts_cache", {})
+    monkeypatch.setattr(layout, "_facts_cache", {})
     with pytest.warns(StoreWarning, match="not a readable Parquet file"):
         with connect(root) as connection:
             assert connection.sql("SELECT count(*) FROM samples").fetchall() == [(3,)]
@@ -200,8 +200,8 @@ def test_files_of_two_schema_versions_are_read_by_name(tmp_path: Path) -> None:
     """An older file (another schema version, a column missing) next to a current one: the
     view reads both, by column name, the missing column as NULL. (Files of one version are
     read without ``union_by_name``, which would read every footer at every query.)"""
+    from devloop.store.db import one_schema
     from devloop.store.files import SCHEMA_VERSION_KEY, TABLE_KEY
-    from devloop.store.query import one_schema
 
     root = tmp_path / "metrics"
     hour_dir = _store_with_one_tick(root)

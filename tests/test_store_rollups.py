@@ -29,9 +29,10 @@ from devloop.analytics import (
 )
 from devloop.analytics.timerange import TimeRange
 from devloop.store import write_rollups, write_table
-from devloop.store.files import conform, read_rows, scan_partition, unlink_files, write_atomic
-from devloop.store.layout import Partition, iter_partitions
-from devloop.store.rollups import DAY_PREFIX, KINDS, ROLLUPS_DIR, consolidated, hours, prune
+from devloop.store.db import DAY_PREFIX, KINDS, ROLLUPS_DIR, consolidated, hours
+from devloop.store.files import conform, read_rows, unlink_files, write_atomic
+from devloop.store.layout import Partition, iter_partitions, scan_partition
+from devloop.store.rollups import prune, write_days
 from tests.helpers.stores import copy_without_cache
 
 pytestmark = pytest.mark.slow
@@ -264,12 +265,12 @@ def test_whole_days_are_read_from_one_file_with_the_same_rows(rolled_copy: Path)
     hourly[2].rename(renamed)
     changed = [*hourly[:2], renamed, *hourly[3:]]
     assert consolidated(changed) == changed and old_day.exists()  # a report writes nothing
-    new_day = consolidated(changed, write=True)[0]
+    new_day = write_days(changed)[0]
     assert new_day != old_day and new_day.is_file() and not old_day.exists()
     renamed.rename(hourly[2])
     assert prune(root) == 1  # the day file made with the renamed entry
     assert not new_day.exists()
-    assert consolidated(hourly, write=True) == [old_day] and old_day.is_file()  # made again
+    assert write_days(hourly) == [old_day] and old_day.is_file()  # made again
 
 
 def test_prune_removes_a_killed_writers_temporary_rollups(rolled_copy: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from devloop.store.query import connect
+from devloop.store.db import connect
 
 #: 2024-03-04 10:00:00 UTC in microseconds.
 T0_DT = datetime(2024, 3, 4, 10, 0, tzinfo=UTC)

@@ -199,7 +199,7 @@ def test_a_short_stress_test_reports_what_the_store_holds(tmp_path, monkeypatch)
     assert report["workspace_totals"]["cpu_limit"] == 20
     assert report["workspace_totals"]["memory_limit_bytes"] == 256 * MB
 
-    from devloop.store.query import connect
+    from devloop.store.db import connect
 
     db = connect(folder / "metrics")
     window = [report["started"], report["ended"]]
@@ -303,7 +303,7 @@ def test_a_store_error_in_the_report_is_one_line_not_a_traceback(tmp_path, monke
 
     from devloop.errors import StoreError
     from devloop.runner import stress
-    from devloop.store import query
+    from devloop.store import db as store_db
 
     class Broken:
         def execute(self, *args: object) -> None:
@@ -312,7 +312,7 @@ def test_a_store_error_in_the_report_is_one_line_not_a_traceback(tmp_path, monke
         def close(self) -> None:
             pass
 
-    monkeypatch.setattr(query, "connect", lambda root: Broken())
+    monkeypatch.setattr(store_db, "connect", lambda root: Broken())
     workspace = types.SimpleNamespace(metrics_dir=tmp_path / "metrics")
     run = types.SimpleNamespace(
         workspace=workspace, options=types.SimpleNamespace(interval=1.0), host="h",

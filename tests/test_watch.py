@@ -39,7 +39,7 @@ from devloop.runner.watch import (
     stale_logs,
     watch_targets,
 )
-from devloop.store.query import connect
+from devloop.store.db import connect
 from tests.helpers.procs import wait_until
 
 pytestmark = pytest.mark.realtime

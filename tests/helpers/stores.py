@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from devloop.store.rollups import ROLLUPS_DIR
+from devloop.store.db import ROLLUPS_DIR
 
 
 def copy_without_cache(workspace: Path, tmp_path: Path) -> Path:

@@ -31,7 +31,7 @@ from devloop._lazy import install
 
 TYPE_CHECKING = False  # not typing's: nothing more is imported with the package
 if TYPE_CHECKING:
-    from devloop.analytics._db import Selection, Store, collected_warnings, iso, reading, records
+    from devloop.analytics._db import Selection, Store, collected_warnings, reading, records
     from devloop.analytics.audit import Audit, audit_query
     from devloop.analytics.baseline import compare_summaries, read_summary, summarise
     from devloop.analytics.bottlenecks import Bottlenecks, bottlenecks
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from devloop.analytics.sql import run_sql
     from devloop.analytics.stats import theil_sen
     from devloop.analytics.timerange import TimeRange, format_moment, parse_moment, parse_range
+    from devloop.store.db import iso
 
 #: Where each public name lives.
 _MODULES: dict[str, str] = {

@@ -29,13 +29,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from devloop.analytics.timerange import TimeRange, format_moment
 from devloop.errors import NoSamplesError, UsageError
-from devloop.store.rollups import Sources
+from devloop.store.db import Sources, iso, json_value, round6
 
 if TYPE_CHECKING:
     import duckdb
@@ -95,14 +94,6 @@ class Selection:
             "projects": list(self.projects),
             "agents": list(self.agents) if self.agent_filter else None,
         } | ({"hosts": list(self.hosts)} if len(self.hosts) > 1 else {})
-
-
-def iso(moment: datetime | None) -> str | None:
-    """An aware datetime as ISO 8601 UTC with ``Z`` (``2026-01-05T14:00:00Z``)."""
-    if moment is None:
-        return None
-    text = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return text
 
 
 @dataclass(frozen=True)
@@ -243,7 +234,7 @@ class Store:
     def _digests(self) -> dict[str, list[list[Any]]]:
         """The small tables' per-file digests (see :mod:`devloop.store.digests`), read once."""
         if self._digested is None:
-            from devloop.store.digests import digests
+            from devloop.store.db import digests
 
             self._digested = digests(self.connection, self.root, self.listing)
         return self._digested
@@ -412,12 +403,12 @@ class Store:
         """Where ``selection``'s samples come from: per-hour rollups for the closed hours
         (as compaction wrote them) and raw rows for the rest, files and spool (see
         :mod:`devloop.store.rollups`)."""
-        from devloop.store import rollups
+        from devloop.store.db import KINDS, hours, resolve
 
         key = (selection.start, selection.end)
         found = self._sources.get(key)
         if found is None:
-            chosen = rollups.hours(
+            chosen = hours(
                 self.root,
                 selection.start,
                 selection.end,
@@ -426,10 +417,10 @@ class Store:
                 listed=self.listing.files["samples"],
             )
             if self.use_rollups:
-                found = rollups.resolve(self.root, chosen)
+                found = resolve(self.root, chosen)
             else:
                 found = Sources(
-                    {kind: () for kind in rollups.KINDS},
+                    {kind: () for kind in KINDS},
                     (),
                     tuple(path for hour in chosen for path in hour.files),
                     {hour.partition: hour.files for hour in chosen},
@@ -562,11 +553,11 @@ def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     names = frame.columns
     # One converter per column, chosen by its type once, not by each value's.
     plain: list[Any] = [
-        _round6
+        round6
         if dtype in (pl.Float64, pl.Float32)
         else None
         if dtype.is_integer() or dtype in (pl.String, pl.Boolean, pl.Null)
-        else _plain
+        else json_value
         for dtype in frame.dtypes
     ]
     if not any(plain):
@@ -578,22 +569,3 @@ def records(frame: pl.DataFrame) -> list[dict[str, Any]]:
         }
         for row in frame.iter_rows()
     ]
-
-
-def _round6(value: float) -> float | None:
-    return round(value, 6) + 0.0 if math.isfinite(value) else None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, float):
-        return round(value, 6) + 0.0 if math.isfinite(value) else None
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, Decimal):  # DuckDB's sum of integers is a DECIMAL(38, 0)
-        whole = value.to_integral_value()
-        return int(whole) if whole == value else round(float(value), 6) + 0.0
-    return value

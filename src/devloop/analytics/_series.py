@@ -11,7 +11,7 @@ from devloop.analytics._db import Selection, Store
 if TYPE_CHECKING:
     import polars as pl
 
-    from devloop.store.rollups import Raw
+    from devloop.store.db import Raw
 
 #: The project series' columns, in order (see :func:`project_series`).
 PROJECT_SERIES_COLUMNS = (
@@ -44,7 +44,7 @@ def _read(paths: Sequence[Raw]) -> str:
     """A relation of the rows at ``paths``: cache entries (one kind: one schema), or the raw
     ``samples`` rows of some hours (store files, and the spool's rows of the hours named by
     a :class:`~devloop.store.rollups.SpoolHour`)."""
-    from devloop.store.rollups import SpoolHour
+    from devloop.store.db import SpoolHour
 
     files = [path for path in paths if isinstance(path, Path)]
     spooled = sorted({path.partition for path in paths if isinstance(path, SpoolHour)})
@@ -62,8 +62,7 @@ def _read(paths: Sequence[Raw]) -> str:
 def _read_files(paths: Sequence[Path]) -> str:
     """``read_parquet`` of ``paths``: cache entries (one kind: one schema) or store files.
     ``union_by_name`` (which reads every footer at every bind) only where schemas differ."""
-    from devloop.store.query import one_schema
-    from devloop.store.rollups import ROLLUPS_DIR, consolidated
+    from devloop.store.db import ROLLUPS_DIR, consolidated, one_schema
 
     # <root>/_rollups/<kind>/date=D/hour=H/<key>.parquet
     entries = all(Path(path).parts[-5:-4] == (ROLLUPS_DIR,) for path in paths)

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from devloop.analytics._db import Selection, Store, open_store
 from devloop.analytics._series import project_series_sql, series_aligned, tick_sums_sql
-from devloop.analytics.rows import Query, Rows
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
+from devloop.store.db import Query, Rows
 
 if TYPE_CHECKING:
     import polars as pl
@@ -136,7 +136,7 @@ def export_metrics(
         sql, params = _project_rows(store, selection, bucket_us)
         kinds = {name: kind for name, kind in EXPORT_KINDS.items() if name != "agent"}
         order = "interval_start, project"
-    query = Query(store, sql, tuple(params), kinds, order)
+    query = Query(store.db, sql, tuple(params), kinds, order)
     source = query.fetch() if store is workspace_dir else query
     return MetricsExport(selection, bucket_us / 1e6, detailed, source)
 

@@ -27,11 +27,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, iso, open_store
+from devloop.analytics._db import Selection, Store, open_store
 from devloop.analytics._series import lives_sql
-from devloop.analytics.rows import Rows, fetch
 from devloop.analytics.stats import theil_sen_rows
 from devloop.analytics.timerange import TimeRange
+from devloop.store.db import Rows, fetch, iso
 from devloop.units import MIB
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     import polars as pl
 
     from devloop.store.columns import Kind
+    from devloop.store.db import Raw
     from devloop.store.layout import Partition
-    from devloop.store.rollups import Raw
 
 #: Points per life the trend is fitted on.
 MAX_POINTS = 100
@@ -557,7 +557,7 @@ def _flag(trends: Rows, threshold: float, min_tau: float) -> Rows:
 def _restarts(store: Store, short_life: float, threshold: int) -> Rows:
     """Per agent and UTC hour of their start, the lives shorter than ``short_life``."""
     return fetch(
-        store,
+        store.db,
         f"""
         SELECT project, agent, hour, short_lives, short_lives >= ? AS flagged
         FROM (SELECT project, agent, time_bucket(INTERVAL 1 hour, start_time) AS hour,
@@ -605,7 +605,7 @@ def _stopped(store: Store, selection: Selection, stopped_min: float) -> Rows:
             )
             seen_params = rest_params
         return fetch(
-            store,
+            store.db,
             f"""
             SELECT s.project, s.agent, CAST(s.pid AS BIGINT) AS pid, s.start_time,
                    s.first_stopped, s.last_stopped, s.ticks * ? AS stopped_seconds,

@@ -24,8 +24,8 @@ from devloop.analytics._series import (
     top_at,
     workspace_sums_sql,
 )
-from devloop.analytics.rows import Rows, cast_columns, fetch
 from devloop.analytics.timerange import TimeRange
+from devloop.store.db import Rows, cast_columns, fetch
 
 if TYPE_CHECKING:
     import polars as pl
@@ -106,7 +106,7 @@ def peak_usage(
         ORDER BY scope <> 'workspace', project NULLS FIRST, agent IS NOT NULL,
                  agent NULLS FIRST
     """
-    rows = fetch(store, sql, [*series_params, *agent_params], PEAK_KINDS)
+    rows = fetch(store.db, sql, [*series_params, *agent_params], PEAK_KINDS)
     return PeakUsage(selection, rows)
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
         PeakUsage,
         WorkspaceMetrics,
     )
-    from devloop.analytics.rows import Rows
+    from devloop.store.db import Rows
 
 MIB = 1024**2
 
@@ -536,7 +536,7 @@ _TREND_SHOWN = (
 def _health_text(
     report: Health, *, detailed: bool, memory_analysis: bool, min_life: str = "1h"
 ) -> str:
-    from devloop.analytics.rows import Rows
+    from devloop.store.db import Rows
 
     lines = [_range_line(report).rstrip("\n")]
     lines.append("Healthy." if report.healthy else f"{len(report.findings)} problem(s):")
@@ -575,7 +575,7 @@ def _health_text(
 
 def _columns(rows: Rows, shown: Sequence[str], names: Mapping[str, str]) -> Rows:
     """``rows`` with only the columns ``shown``, in that order, renamed by ``names``."""
-    from devloop.analytics.rows import Rows
+    from devloop.store.db import Rows
 
     index = [rows.columns.index(name) for name in shown]
     return Rows(

@@ -152,7 +152,7 @@ def run_dashboard(
     from rich.console import Console
     from rich.live import Live
 
-    from devloop.store.query import connect
+    from devloop.store.db import connect
 
     console = console or Console()
     stop = stop if stop is not None else threading.Event()
@@ -220,7 +220,7 @@ def run_dashboard(
 
 def _frame(connection: Any, workspace: Workspace, window: float, who: str) -> DashboardData:
     """One frame; a store that cannot be read now shows its error instead of stopping."""
-    from devloop.store.query import create_views
+    from devloop.store.db import create_views
 
     name = workspace.config.workspace_name or workspace.dir.parent.name
     # A skipped file warns on every frame: show it on the screen, not across it.

@@ -465,7 +465,7 @@ class StoreSnapshots:
 
     def snapshot(self) -> Snapshot:
         """The newest tick of the store, the limits in force then and the live state file."""
-        from devloop.store.query import connect
+        from devloop.store.db import connect
 
         with self._lock:
             connection = connect(self.workspace.metrics_dir)

@@ -66,8 +66,7 @@ class StoreReadings:
         """The newest tick (spool tail included), the store's recent interval (else the
         configured checkInterval) and the collector's liveness. Raises StoreError."""
         from devloop.dashboard.snapshot import read_snapshot
-        from devloop.store.db import mapped
-        from devloop.store.query import connect
+        from devloop.store.db import connect, mapped
 
         metrics_dir = self.workspace.metrics_dir
         collector = collector_running(metrics_dir)

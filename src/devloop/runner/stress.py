@@ -483,8 +483,7 @@ def _iso(t: float) -> str:
 
 def stress_report(run: StressRun) -> dict[str, Any]:
     """The report of a finished run, computed from the store and the enforcement log."""
-    from devloop.store.db import mapped
-    from devloop.store.query import connect
+    from devloop.store.db import connect, mapped
 
     workspace = run.workspace
     interval = run.options.interval

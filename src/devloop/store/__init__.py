@@ -6,14 +6,19 @@ Pipeline, one module per stage::
     writer.py     StoreWriter (spool -> Parquet on roll-over)
     recovery.py   leftover segments -> Parquet, exactly once
     compact.py    one sorted zstd file per closed hour, and its rollups in the same pass
-    rollups.py    per-hour rollups of samples (what reports read for closed hours): build, read
+    rollups.py    per-hour rollups of samples (what reports read for closed hours): the writers
     retention.py  drop the oldest hours (and their rollups) by age or size
     ship.py       copy the compacted hours (and rollups) to a fleet dataset, by manifest
-    query.py      DuckDB views samples, processes, system, events, limits
-    facts.py      _facts.json: the live files' footer facts and digests (digests.py)
     info.py       store_info: rows, bytes, spans per table
-    files.py      Parquet files: write_table (bulk writes), conforming, atomic writes, footers
-    lock.py, layout.py   locks, paths
+    files.py      Parquet files: write_table (bulk writes), conforming, atomic writes
+    lock.py       the writer and maintenance locks
+
+The read side, top-down (what every report, the dashboard and the exporter go through)::
+
+    db.py         Database, the one door to DuckDB: views samples, processes, system, events,
+                  limits over the files and the spool; the small tables' digests; which rollup
+                  files and raw files hold a range
+    layout.py     where the files live, what their footers say, _facts.json
     columns.py, schema.py   the tables' and rollups' contract, and its Arrow form
 
 Nothing heavy is imported with the package: each name below is loaded from its module on first
@@ -28,10 +33,10 @@ from devloop._lazy import install
 TYPE_CHECKING = False  # not typing's: this package is imported on devloop run's fast path
 if TYPE_CHECKING:
     from devloop.store.compact import CompactReport, compact
+    from devloop.store.db import connect, create_views, live_files
     from devloop.store.files import write_table
     from devloop.store.info import StoreInfo, TableInfo, store_info
     from devloop.store.layout import Partition, StoreWarning
-    from devloop.store.query import connect, create_views, live_files
     from devloop.store.recovery import RecoveryReport, SegmentReport, recover
     from devloop.store.retention import DroppedPartition, DropReport, retention
     from devloop.store.rollups import write_rollups
@@ -46,9 +51,9 @@ _MODULES: dict[str, str] = {
     "TableInfo": "info",
     "store_info": "info",
     "Partition": "layout",
-    "connect": "query",
-    "create_views": "query",
-    "live_files": "query",
+    "connect": "db",
+    "create_views": "db",
+    "live_files": "db",
     "RecoveryReport": "recovery",
     "SegmentReport": "recovery",
     "recover": "recovery",

@@ -43,22 +43,22 @@ import pyarrow as pa
 from devloop.errors import CorruptFileError, StoreError
 from devloop.store.files import (
     COMPACT_ZSTD_LEVEL,
-    FileFacts,
     conform,
     read_rows,
-    scan_partition,
     unlink_files,
-    warn_invalid,
     write_atomic,
     write_table,
 )
 from devloop.store.layout import (
+    FileFacts,
     Partition,
     StoreWarning,
     fsync_dir,
     iter_partitions,
     new_id,
+    scan_partition,
     temp_files,
+    warn_invalid,
 )
 from devloop.store.lock import maintenance_lock
 from devloop.store.rollups import HourWriter

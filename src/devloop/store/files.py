@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,15 +27,13 @@ from devloop.store.columns import (
     SCHEMA_VERSION_KEY,
     SCHEMA_VERSIONS,
     SORT_KEYS,
-    TABLE_COLUMNS,
     TABLE_KEY,
 )
 from devloop.store.layout import (
     HOUR_US,
+    SOURCES_KEY,
     Partition,
-    StoreWarning,
     check_table,
-    data_files,
     fsync_dir,
     new_id,
     partition_dir,
@@ -48,7 +43,6 @@ from devloop.store.layout import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SOURCES_KEY: Final = b"devloop.sources"
 
 #: Rows per row group: an hour of 200 processes at 1 s is 720,000 rows, one row group; large
 #: groups let dictionary and delta encodings work over long runs.
@@ -85,33 +79,6 @@ def _stored_as() -> dict[str, pa.DataType]:
     import pyarrow as pa
 
     return {"cpu_seconds": pa.decimal128(18, 2)}
-
-
-@dataclass(frozen=True)
-class FileFacts:
-    """What a data file's footer says, without reading its rows."""
-
-    path: Path
-    table: str
-    schema_version: int
-    rows: int
-    bytes: int
-    ts_min_us: int | None
-    ts_max_us: int | None
-    sources: frozenset[str]
-
-
-@dataclass(frozen=True)
-class PartitionFiles:
-    """The files of one partition directory, sorted into what readers use and what they skip."""
-
-    live: tuple[FileFacts, ...]
-    redundant: tuple[FileFacts, ...]  # contained in a compacted sibling: delete on repair
-    invalid: tuple[tuple[Path, str], ...]  # (path, why) for corrupt or foreign files
-
-
-_cache_lock = threading.Lock()
-_facts_cache: dict[str, tuple[int, int, FileFacts | str]] = {}
 
 
 def conform(table_name: str, data: pa.Table) -> pa.Table:
@@ -295,130 +262,6 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
-
-
-def read_facts(path: Path, table_name: str) -> FileFacts | str:
-    """The footer facts of ``path``, or why it is not a valid file of ``table_name``."""
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        return f"cannot stat: {exc}"
-    key = str(path)
-    with _cache_lock:
-        cached = _facts_cache.get(key)
-    if cached is not None and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
-        result = cached[2]
-    else:
-        result = _read_facts_uncached(path, stat.st_size)
-        with _cache_lock:
-            _facts_cache[key] = (stat.st_size, stat.st_mtime_ns, result)
-    if isinstance(result, FileFacts) and result.table != table_name:
-        return f"holds table {result.table!r}, not {table_name!r}"
-    return result
-
-
-def _read_facts_uncached(path: Path, size: int) -> FileFacts | str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        metadata = pq.read_metadata(path)
-    except (OSError, pa.ArrowException) as exc:
-        return f"not a readable Parquet file ({exc})"
-    kv = metadata.metadata or {}
-    if TABLE_KEY not in kv or SCHEMA_VERSION_KEY not in kv:
-        return "not written by devloop (no devloop.table / devloop.schema_version metadata)"
-    table = kv[TABLE_KEY].decode(errors="replace")
-    try:
-        version = int(kv[SCHEMA_VERSION_KEY])
-        sources = frozenset(json.loads(kv[SOURCES_KEY])) if SOURCES_KEY in kv else frozenset()
-    except ValueError as exc:
-        return f"bad devloop metadata ({exc})"
-    if table not in TABLE_COLUMNS:
-        return f"holds unknown table {table!r}"
-    ts_min, ts_max = _ts_range(metadata)
-    return FileFacts(path, table, version, metadata.num_rows, size, ts_min, ts_max, sources)
-
-
-def _ts_range(metadata: Any) -> tuple[int | None, int | None]:
-    lows: list[int] = []
-    highs: list[int] = []
-    for group_index in range(metadata.num_row_groups):
-        group = metadata.row_group(group_index)
-        if group.num_rows == 0:
-            continue
-        for column_index in range(group.num_columns):
-            column = group.column(column_index)
-            if column.path_in_schema != "ts":
-                continue
-            stats = column.statistics
-            if stats is None or not stats.has_min_max:
-                return None, None
-            lows.append(int(stats.min_raw))
-            highs.append(int(stats.max_raw))
-    return (min(lows), max(highs)) if lows else (None, None)
-
-
-def known_facts(path: Path, size: int, mtime_ns: int) -> bool:
-    """Whether this process's cache holds the footer facts of ``path`` at that size and
-    mtime."""
-    with _cache_lock:
-        cached = _facts_cache.get(str(path))
-    return cached is not None and cached[0] == size and cached[1] == mtime_ns
-
-
-def remember_facts(facts: FileFacts, size: int, mtime_ns: int) -> None:
-    """Keep ``facts``, read from the footer of the file of that size and mtime some other way
-    (:mod:`devloop.store.query` reads new files' footers with DuckDB, without pyarrow)."""
-    with _cache_lock:
-        _facts_cache[str(facts.path)] = (size, mtime_ns, facts)
-
-
-def parse_facts(
-    path: Path, size: int, rows: int, kv: dict[bytes, bytes], ts: tuple[int | None, int | None]
-) -> FileFacts | None:
-    """The facts of a footer with ``rows``, key-values ``kv`` and ``ts`` range, as
-    :func:`read_facts` makes them; None when it is not a valid devloop file (then
-    :func:`read_facts` says why)."""
-    if TABLE_KEY not in kv or SCHEMA_VERSION_KEY not in kv:
-        return None
-    table = kv[TABLE_KEY].decode(errors="replace")
-    try:
-        version = int(kv[SCHEMA_VERSION_KEY])
-        sources = frozenset(json.loads(kv[SOURCES_KEY])) if SOURCES_KEY in kv else frozenset()
-    except ValueError:
-        return None
-    if table not in TABLE_COLUMNS:
-        return None
-    return FileFacts(path, table, version, rows, size, ts[0], ts[1], sources)
-
-
-def scan_partition(
-    directory: Path, table_name: str, paths: Sequence[Path] | None = None
-) -> PartitionFiles:
-    """Sort the files of one partition into live, redundant and invalid (see module doc);
-    ``paths``: its files as just listed (:func:`~devloop.store.layout.data_files`)."""
-    facts: list[FileFacts] = []
-    invalid: list[tuple[Path, str]] = []
-    for path in data_files(directory) if paths is None else paths:
-        result = read_facts(path, table_name)
-        if isinstance(result, str):
-            if path.exists():  # deleted meanwhile by a compaction: not an error
-                invalid.append((path, result))
-        else:
-            facts.append(result)
-    contained: set[str] = set()
-    for fact in facts:
-        contained |= fact.sources
-    live = tuple(f for f in facts if f.path.name not in contained)
-    redundant = tuple(f for f in facts if f.path.name in contained)
-    return PartitionFiles(live, redundant, tuple(invalid))
-
-
-def warn_invalid(invalid: Sequence[tuple[Path, str]]) -> None:
-    """Warn once per skipped file, naming it."""
-    for path, reason in invalid:
-        warnings.warn(f"skipping {path}: {reason}", StoreWarning, stacklevel=3)
 
 
 def read_rows(path: Path, table_name: str) -> pa.Table:

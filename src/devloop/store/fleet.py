@@ -64,8 +64,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from devloop.errors import ShipError, StoreError, UsageError
+from devloop.store.db import KINDS, ROLLUPS_DIR, source_key
 from devloop.store.layout import Partition
-from devloop.store.rollups import KINDS, ROLLUPS_DIR, source_key
 from devloop.store.ship import (
     DEFAULT_JOBS,
     MANIFEST_FORMAT,
@@ -80,7 +80,7 @@ from devloop.store.ship import (
 
 if TYPE_CHECKING:
     from devloop.store.db import Database
-    from devloop.store.files import FileFacts
+    from devloop.store.layout import FileFacts
 
 #: Names the dataset a mirror holds (and marks a folder as a mirror).
 MIRROR_FILE: Final = "fleet.json"
@@ -476,8 +476,9 @@ def _combine_rollups(folder: Path, partitions: set[Partition]) -> None:
     import pyarrow.parquet as pq
 
     from devloop.store.columns import ROLLUP_VERSIONS, SCHEMA_VERSION_KEY
-    from devloop.store.files import scan_partition
-    from devloop.store.rollups import conform, consolidated, drop_hour, hour_dir, write_entry
+    from devloop.store.db import hour_dir
+    from devloop.store.layout import scan_partition
+    from devloop.store.rollups import conform, drop_hour, write_days, write_entry
 
     root = folder / "metrics"
     dates = set()
@@ -525,12 +526,12 @@ def _combine_rollups(folder: Path, partitions: set[Partition]) -> None:
         for date in sorted(dates):
             entries = sorted((base / kind / f"date={date}").glob("hour=*/*.parquet"))
             if len(entries) > 1:
-                consolidated(entries, write=True)
+                write_days(entries)
 
 
 def _save_facts(folder: Path) -> None:
     """The mirror's ``_facts.json`` (footer facts and digests), so reports open it fast."""
-    from devloop.store.facts import save_facts
+    from devloop.store.layout import save_facts
 
     if (folder / "metrics").is_dir():
         save_facts(folder / "metrics")
@@ -586,7 +587,7 @@ def narrow(db: Database, globs: Sequence[str]) -> tuple[str, ...]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from devloop.store.query import Listing, _view_sql
+    from devloop.store.db import Listing, _view_sql
 
     root = Path(db.root)
     mirror = (root.parent / MIRROR_FILE).is_file()

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from devloop.store.files import scan_partition, warn_invalid
-from devloop.store.layout import iter_partitions, spool_backlog
+from devloop.store.layout import iter_partitions, scan_partition, spool_backlog, warn_invalid
 from devloop.store.schema import TABLES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

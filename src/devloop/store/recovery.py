@@ -101,7 +101,7 @@ class RecoveryReport:
 
 def _contained(directory: Path, table: str) -> set[str]:
     """Names that a compacted file in ``directory`` already holds."""
-    from devloop.store.files import read_facts
+    from devloop.store.layout import read_facts
 
     names: set[str] = set()
     try:

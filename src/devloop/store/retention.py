@@ -21,8 +21,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from devloop.errors import StoreError
-from devloop.store.files import read_facts, write_table
-from devloop.store.layout import Partition, data_files, fsync_dir, iter_partitions, new_id
+from devloop.store.files import write_table
+from devloop.store.layout import (
+    Partition,
+    data_files,
+    fsync_dir,
+    iter_partitions,
+    new_id,
+    read_facts,
+)
 from devloop.store.lock import maintenance_lock
 from devloop.store.rollups import drop_hour
 from devloop.store.schema import TABLES

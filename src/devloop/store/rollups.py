@@ -62,25 +62,34 @@ segment left by a killed collector): its rows are its files' plus the spool's
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from devloop.errors import StoreError
 from devloop.store.columns import (
-    ROLLUP_COLUMNS,
     ROLLUP_KEY,
     ROLLUP_SOURCES_KEY,
     ROLLUP_VERSIONS,
     SCHEMA_VERSION_KEY,
+)
+from devloop.store.db import (
+    DAY_PREFIX,
+    KINDS,
+    ROLLUPS_DIR,
+    Hour,
+    consolidated,
+    day_key,
+    hours,
+    resolve,
+    source_key,
+    whole_parquet,
 )
 from devloop.store.layout import Partition, fsync_dir
 
@@ -88,21 +97,16 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from devloop.store.files import FileFacts
+    from devloop.store.layout import FileFacts
 
-ROLLUPS_DIR: Final = "_rollups"
 #: Where devloop kept its rollups and file facts before they were part of the store.
 LEGACY_CACHE_DIR: Final = "_cache"
-#: Built in this order (``agent_hour`` is read from the ``agent`` entry).
-KINDS: Final = tuple(ROLLUP_COLUMNS)
 
 #: ``thinned`` holds the samples at ts with ``(epoch_us(ts) // THINNED_TICK_US) %
 #: THINNED_EVERY = 0``.
 THINNED_TICK_US: Final = 1_000_000
 THINNED_EVERY: Final = 36
 
-#: Every kind's version, in the key of each hour's entries: a bump makes them all stale.
-_FORMAT: Final = ";".join(f"{kind}={version}" for kind, version in ROLLUP_VERSIONS.items())
 
 #: ``progress(done, total)`` while :func:`write_rollups` builds hours.
 Progress = Callable[[int, int], None]
@@ -189,159 +193,6 @@ _COUNTED: Final = {
 }
 
 
-@dataclass(frozen=True)
-class SpoolHour:
-    """The ``samples`` rows of one hour still in the spool, not yet in a Parquet file: the
-    views' spool tail (``_spool_samples``, see :mod:`devloop.store.query`) of that hour."""
-
-    partition: Partition
-
-
-#: Where an hour's raw rows are: its live Parquet files and its rows still in the spool.
-Raw = Path | SpoolHour
-
-
-@dataclass(frozen=True)
-class Hour:
-    """One hour of ``samples``: its live files (and spool rows) and, when closed, where its
-    rollups live."""
-
-    partition: Partition
-    files: tuple[Raw, ...]
-    key: str
-    closed: bool
-
-    def entry(self, root: Path, kind: str) -> Path:
-        """The rollup file of ``kind`` for this hour's current sources."""
-        # One string, one Path: a week's resolve makes thousands of these.
-        rel = self.partition.relative_dir
-        return Path(f"{root}/{ROLLUPS_DIR}/{kind}/{rel}/{self.key}.parquet")
-
-
-@dataclass(frozen=True)
-class Sources:
-    """Where the rows of a range come from: per kind, rollup files; and raw files of the hours
-    without whole rollups (the current hour, an hour with rows in the spool, an hour not yet
-    rolled up), with the spool's rows of those hours."""
-
-    cached: dict[str, tuple[Path, ...]]
-    partitions: tuple[Partition, ...]  # the hour of each rollup file, in the same order
-    raw: tuple[Raw, ...]
-    files: dict[Partition, tuple[Raw, ...]]  # every hour's live samples files and spool rows
-
-
-def hour_dir(root: Path, kind: str, partition: Partition) -> Path:
-    """``<root>/_rollups/<kind>/date=YYYY-MM-DD/hour=H``."""
-    return root / ROLLUPS_DIR / kind / partition.relative_dir
-
-
-def source_key(facts: Sequence[FileFacts]) -> str:
-    """The key of an hour whose live files are ``facts``."""
-    text = "\n".join([_FORMAT, *sorted(f"{f.path.name}:{f.bytes}" for f in facts)])
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def hours(
-    root: Path,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    now: datetime | None = None,
-    spooled: Collection[Partition] = (),
-    listed: Sequence[FileFacts] | None = None,
-) -> list[Hour]:
-    """The hours of ``samples`` overlapping ``[start, end)`` that hold live files or rows in
-    the spool (``spooled``: the hours of the spool's rows), oldest first. An hour is closed
-    when it is before the hour of ``now`` and has no row in the spool.
-
-    ``listed``: the live ``samples`` files the views were made over (which, with the spool's
-    rows read at the same moment, hold every row once), instead of a new scan of the folders:
-    a segment converted since is then counted once, from the spool."""
-    from devloop.store.files import scan_partition
-    from devloop.store.layout import iter_partitions
-
-    current = Partition.of_datetime(now or datetime.now(UTC))
-    spool = set(spooled)
-
-    def wanted(partition: Partition) -> bool:
-        return (start is None or partition.end > start) and (end is None or partition.start < end)
-
-    if listed is None:
-        by_hour = [
-            (partition, scan_partition(directory, "samples").live)
-            for partition, directory in iter_partitions(root, "samples")
-            if wanted(partition)
-        ]
-    else:
-        grouped: dict[Partition, list[FileFacts]] = {}
-        for fact in listed:
-            # <root>/samples/date=YYYY-MM-DD/hour=H/<file>
-            date, hour = fact.path.parent.parent.name, fact.path.parent.name
-            partition = Partition(date.removeprefix("date="), int(hour.removeprefix("hour=")))
-            if wanted(partition):
-                grouped.setdefault(partition, []).append(fact)
-        by_hour = [(partition, tuple(facts)) for partition, facts in grouped.items()]
-    found: list[Hour] = []
-    for partition, live in by_hour:
-        tail: tuple[Raw, ...] = (SpoolHour(partition),) if partition in spool else ()
-        spool.discard(partition)
-        if live or tail:
-            found.append(
-                Hour(
-                    partition,
-                    (*(f.path for f in live), *tail),
-                    source_key(live),
-                    partition < current and not tail,
-                )
-            )
-    found += [
-        Hour(partition, (SpoolHour(partition),), "", False)
-        for partition in spool
-        if wanted(partition)
-    ]
-    return sorted(found, key=lambda hour: hour.partition)
-
-
-def whole_parquet(path: Path) -> bool:
-    """Cheap check that ``path`` is a whole Parquet file (it starts and ends with PAR1)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:  # raw reads: no buffered file object (a week's resolve checks thousands)
-        size = os.fstat(fd).st_size
-        return size >= 12 and os.pread(fd, 4, 0) == b"PAR1" == os.pread(fd, 4, size - 4)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def resolve(root: Path, chosen: Sequence[Hour]) -> Sources:
-    """The rollup files and raw files covering ``chosen``: a closed hour with every kind's
-    entry whole is read from them, any other hour raw. Writes nothing."""
-    entries = {
-        hour.partition: {kind: hour.entry(root, kind) for kind in KINDS}
-        for hour in chosen
-        if hour.closed
-    }
-    cached: dict[str, list[Path]] = {kind: [] for kind in KINDS}
-    partitions: list[Partition] = []
-    raw: list[tuple[Partition, tuple[Raw, ...]]] = []
-    for hour in chosen:
-        if hour.closed and all(whole_parquet(path) for path in entries[hour.partition].values()):
-            partitions.append(hour.partition)
-            for kind in KINDS:
-                cached[kind].append(entries[hour.partition][kind])
-        else:
-            raw.append((hour.partition, hour.files))
-    return Sources(
-        {kind: tuple(paths) for kind, paths in cached.items()},
-        tuple(partitions),
-        tuple(path for _, files in raw for path in files),
-        {hour.partition: hour.files for hour in chosen},
-    )
-
-
 def conform(kind: str, table: pa.Table) -> pa.Table:
     """``table`` (a rollup of ``kind`` as DuckDB built it) in the declared schema of ``kind``
     (``columns.ROLLUP_COLUMNS``), with its footer metadata. StoreError when it has other
@@ -423,43 +274,14 @@ def write_entry(table: pa.Table, final: Path) -> None:
     fsync_dir(final.parent)
 
 
-#: A day's entries of one kind, concatenated (see :func:`consolidated`).
-DAY_PREFIX: Final = "day-"
+def write_days(paths: Sequence[Path], today: str | None = None) -> list[Path]:
+    """:func:`~devloop.store.db.consolidated`, writing each whole past day's file that is
+    missing (the writers of whole hours: :meth:`HourWriter.finish`, fleet shipping)."""
+    return consolidated(paths, today, make=_write_day)
 
 
-def _day_key(entries: Sequence[Path]) -> str:
-    text = "\n".join(sorted(f"{path.parent.name}/{path.name}" for path in entries))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def consolidated(
-    paths: Sequence[Path], today: str | None = None, *, write: bool = False
-) -> list[Path]:
-    """``paths`` (entries of one kind) with each whole past day's entries replaced by one file.
-
-    Opening a Parquet file costs DuckDB ~0.5 ms, so a week of hourly entries costs ~0.1 s per
-    query and kind. When ``paths`` hold every entry of a past UTC day (every ``hour=H`` folder
-    of its ``date=D`` folder), they are read from ``<kind>/date=D/day-<key>.parquet`` instead:
-    the same rows (the entries concatenated; for value counts the same values with their
-    counts summed over the day), ``key`` a hash of the entries' names, so a rebuilt hour makes
-    a new one. Reports only use a day file that exists; ``write`` (the writers of whole hours,
-    :meth:`HourWriter.finish`) writes the missing ones. Anything else is read as it is.
-    """
-    today = today or datetime.now(UTC).strftime("%Y-%m-%d")
-    groups: dict[Path, list[Path]] = {}
-    for path in paths:
-        groups.setdefault(path.parent.parent, []).append(path)
-    out: list[Path] = []
-    for date_dir, group in groups.items():
-        day = date_dir / f"{DAY_PREFIX}{_day_key(group)}.parquet"
-        if len(group) > 1 and date_dir.name.removeprefix("date=") < today:
-            if whole_parquet(day) or (
-                write and _whole_day(date_dir, group) and _concatenate(group, day)
-            ):
-                out.append(day)
-                continue
-        out.extend(group)
-    return out
+def _write_day(group: Sequence[Path], day: Path) -> bool:
+    return _whole_day(day.parent, group) and _concatenate(group, day)
 
 
 def _whole_day(date_dir: Path, group: Sequence[Path]) -> bool:
@@ -538,7 +360,7 @@ def prune(root: Path) -> int:
                 for p, key in current.items()
                 if p.date == date
             ]
-            if not day or path.name != f"{DAY_PREFIX}{_day_key(day)}.parquet":
+            if not day or path.name != f"{DAY_PREFIX}{day_key(day)}.parquet":
                 path.unlink(missing_ok=True)
                 removed += 1
         # A killed writer's temporary day files (hourly ones are caught above: their stem is
@@ -596,7 +418,7 @@ class HourWriter:
     """
 
     def __init__(self, root: Path, now: datetime | None = None) -> None:
-        from devloop.store.query import connect_listed
+        from devloop.store.db import connect_listed
 
         self.root = root
         self.now = now
@@ -638,8 +460,7 @@ class HourWriter:
         """After the hours: the whole-day files of past days (see :func:`consolidated`), stale
         rollups removed, the files' facts and the small tables' digests saved
         (:mod:`devloop.store.facts`), the ``_cache`` folder of an older devloop removed."""
-        from devloop.store.digests import save_digests
-        from devloop.store.query import create_views
+        from devloop.store.db import create_views, save_digests
 
         with _quiet():
             listing = create_views(self.connection, self.root)  # the files as they are now
@@ -649,7 +470,7 @@ class HourWriter:
         sources = resolve(self.root, [hour for hour in chosen if hour.closed])
         today = (self.now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
         for kind in KINDS:
-            consolidated(sources.cached[kind], today=today, write=True)
+            write_days(sources.cached[kind], today=today)
         prune(self.root)
         save_digests(self.connection, self.root, listing)
         shutil.rmtree(self.root / LEGACY_CACHE_DIR, ignore_errors=True)
@@ -667,8 +488,7 @@ def write_rollups(
     up. For the writers of whole hours that do not compact them (``simulate``), and for hours
     compacted by an older devloop. Raises StoreLockedError when a compaction or retention is
     running on ``root``."""
-    from devloop.store.files import scan_partition, warn_invalid
-    from devloop.store.layout import iter_partitions
+    from devloop.store.layout import iter_partitions, scan_partition, warn_invalid
     from devloop.store.lock import maintenance_lock
 
     root = Path(root)

@@ -55,8 +55,8 @@ from urllib.parse import urlsplit
 from devloop import __version__
 from devloop.errors import ShipError, StoreError, UsageError
 from devloop.store.columns import TABLE_COLUMNS
+from devloop.store.db import KINDS, ROLLUPS_DIR, source_key, whole_parquet
 from devloop.store.layout import Partition, data_files, iter_partitions
-from devloop.store.rollups import KINDS, ROLLUPS_DIR, source_key, whole_parquet
 
 if TYPE_CHECKING:
     from devloop.store.lock import StoreLock
@@ -193,7 +193,7 @@ def local_hours(
 ) -> tuple[list[LocalHour], list[Waiting]]:
     """The closed hours of the store at ``root`` that can ship (compacted, with rollups), oldest
     first, and the closed hours that cannot yet. Reads footers and folders, never the spool."""
-    from devloop.store.files import scan_partition
+    from devloop.store.layout import scan_partition
 
     current = Partition.of_datetime(now or datetime.now(UTC))
     folders: dict[Partition, list[tuple[str, Path]]] = {}

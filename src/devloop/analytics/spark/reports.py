@@ -56,7 +56,7 @@ def peak_usage_spark(
     workspace, a shipped dataset or a mirror; a ``s3a://`` or ``file://`` URI): the same
     report, rows and JSON. ``hosts``: globs of the hosts whose rows count."""
     from devloop.analytics.peaks import PEAK_KINDS, PeakUsage
-    from devloop.analytics.rows import Rows
+    from devloop.store.db import Rows
 
     data = Dataset(spark, root, hosts)
     selection = _select(data, time_range, projects, agents)
@@ -110,7 +110,7 @@ def export_spark(
     """:func:`devloop.analytics.export_metrics` on Spark: one row per ``interval`` seconds
     and project (agent when ``detailed``), the same rows and JSON (and so the same CSV)."""
     from devloop.analytics.export import EXPORT_KINDS, MetricsExport
-    from devloop.analytics.rows import Rows
+    from devloop.store.db import Rows
 
     if not interval >= 1e-6:
         raise UsageError(f"the interval must be positive, not {interval:g}s")
