@@ -265,7 +265,7 @@ def one(engine: str, command: str, ws: Path) -> None:
         import pandas  # noqa: F401
     # Each engine's own modules too: devloop's reports, and the store listing the baselines use.
     import devloop.analytics  # noqa: F401
-    import devloop.store.query  # noqa: F401
+    import devloop.store.db  # noqa: F401
 
     run = {"devloop": run_devloop, "polars": run_polars, "pandas": run_pandas}[engine]
     before = resource.getrusage(resource.RUSAGE_SELF)

@@ -5,8 +5,10 @@
 Issue 13's readability goal: "a report's path reads top-down: report -> store (views and
 rollups) -> files, at most 5 devloop modules from the report function to the Parquet files,
 none visited twice". Measured, not reviewed: every call made while a report runs is traced
-(``sys.setprofile``), and each call from one devloop module into another is an edge. Printed
-per report:
+(``sys.setprofile``), and each call from one devloop module into another is an edge. A report
+that is a package (``analytics.bottlenecks``: the issue's own split into grid, runs and
+drivers) counts as one module, the report: its stages are its inside, not its path to the
+files. Printed per report:
 
 * ``modules``: the devloop modules the report's calls reach (the report's own included);
 * the distinct calls back up the path: a module calling one the path had reached before it
@@ -26,9 +28,10 @@ from types import FrameType
 from typing import Any
 
 
-def trace(report: Callable[[], Any]) -> tuple[list[str], list[tuple[str, str]]]:
+def trace(report: Callable[[], Any], package: str = "") -> tuple[list[str], list[tuple[str, str]]]:
     """The devloop modules ``report`` enters, in the order first entered, and the distinct
-    calls that go back up that order (a module calling one the path had reached before it)."""
+    calls that go back up that order (a module calling one the path had reached before it).
+    The modules of ``package`` (a report that is a package) count as that one module."""
     order: list[str] = []
     edges: set[tuple[str, str]] = set()
     stack: list[str] = []
@@ -36,6 +39,8 @@ def trace(report: Callable[[], Any]) -> tuple[list[str], list[tuple[str, str]]]:
     def profile(frame: FrameType, event: str, arg: Any) -> None:
         if event == "call":
             module = frame.f_globals.get("__name__", "")
+            if package and module.startswith(package + "."):
+                module = package
             caller = next((m for m in reversed(stack) if m.startswith("devloop")), "")
             stack.append(module)
             if not module.startswith("devloop") or module == caller:
@@ -76,6 +81,7 @@ def main() -> None:
         "efficiency": lambda: analytics.efficiency(ws),
         "health": lambda: analytics.health(ws),
         "bottlenecks": lambda: analytics.bottlenecks(ws),
+        "runs": lambda: analytics.runs(ws),
     }
     for report in reports.values():
         report()  # imports done, so the trace sees the report, not the importer
@@ -85,8 +91,9 @@ def main() -> None:
 
     print("| report | devloop modules | calls back up the path | path |")
     print("|---|---|---|---|")
+    packages = {"bottlenecks": "devloop.analytics.bottlenecks"}
     for name, report in reports.items():
-        order, back = trace(report)
+        order, back = trace(report, packages.get(name, ""))
         shown = " -> ".join(short(module) for module in order)
         upward = ", ".join(f"{short(a)} -> {short(b)}" for a, b in back) or "none"
         print(f"| {name} | {len(order)} | {len(back)}: {upward} | {shown} |")

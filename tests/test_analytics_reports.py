@@ -475,7 +475,7 @@ def test_duckdb_and_polars_paths_agree(tmp_path: Path) -> None:
 
     from polars.testing import assert_frame_equal
 
-    from devloop.analytics._db import Store
+    from devloop.analytics.query import Store
     from devloop.store.db import dtypes
     from tests.helpers import reference
 

@@ -15,8 +15,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from devloop.analytics import peak_usage
-from devloop.analytics._db import Store
-from devloop.analytics._series import quantiles_from_counts_sql
+from devloop.analytics.query import Store, quantiles_from_counts_sql
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_table

@@ -19,7 +19,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from devloop.analytics import Store, efficiency
-from devloop.analytics._db import Selection
+from devloop.analytics.query import Selection
 from devloop.analytics.timerange import TimeRange
 from devloop.simulate import simulate
 from devloop.store import write_rollups, write_table

@@ -48,17 +48,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 BASE = -1  # the top-level modules
 ENTRY = len(LAYERS)  # devloop.__main__
 
-#: Private names that cross a package today. Known debts: the analytics internals are being
-#: reworked (one data path, issue 13), and tune reads the store through them until then. Keep
-#: this exact: remove an entry when its import goes.
-KNOWN_PRIVATE = frozenset(
-    {
-        # autotune's history reads the per-tick sums the reports use
-        "devloop.tune.history -> devloop.analytics._series",
-        # autotune opens the store as the reports do
-        "devloop.tune.suggest -> devloop.analytics._db",
-    }
-)
+#: Private names that cross a package: none. Keep it so: a new one fails the test below.
+KNOWN_PRIVATE: frozenset[str] = frozenset()
 
 
 def _module_name(path: Path) -> str:

@@ -107,7 +107,7 @@ def test_duckdb_writes_the_export_as_python_does(
 def test_duckdb_writes_numbers_times_and_nulls_as_python_does(tmp_path: Path) -> None:
     """Ties at 2 and 6 places, float noise, -0, NaN, infinities, huge and tiny numbers,
     microseconds and nulls: the same digits as Python's round and repr."""
-    from devloop.analytics._db import open_store
+    from devloop.analytics.query import open_store
     from devloop.cli.render_reports import _csv_rows
     from devloop.store.db import Query
 
@@ -134,7 +134,7 @@ def test_duckdb_writes_numbers_times_and_nulls_as_python_does(tmp_path: Path) ->
 
 @pytest.mark.parametrize("name", ['say "hi"', "a,b", "naïve", "back\\slash"])
 def test_names_duckdb_cannot_write_are_left_to_python(tmp_path: Path, name: str) -> None:
-    from devloop.analytics._db import open_store
+    from devloop.analytics.query import open_store
     from devloop.store.db import Query
 
     ws = build_store(tmp_path / ".devloop-workspace")

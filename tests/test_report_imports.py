@@ -1,7 +1,7 @@
 """A report as a user runs it imports neither polars nor pyarrow (issue 13: its whole-process
 time is what a user waits for, and those two cost more than the query on a warm store).
 
-The CLI renders the rows DuckDB returned (:class:`devloop.analytics.rows.Rows`); the Python
+The CLI renders the rows DuckDB returned (:class:`devloop.store.db.Rows`); the Python
 API's DataFrames are made from the same rows when first asked for, so they are unchanged.
 """
 

@@ -1,4 +1,4 @@
-"""The per-file digests (``store.digests``, kept in ``_facts.json`` with the footer facts): the
+"""The per-file digests (``store.db``, kept in ``_facts.json`` with the footer facts): the
 names, core counts and span a report starts from equal a scan of the views, from Parquet files
 and the spool tail, and follow new and rewritten files."""
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import polars as pl
 
-from devloop.analytics._db import Selection, Store
-from devloop.analytics._series import (
+from devloop.analytics.query import (
+    Selection,
+    Store,
     project_series,
     project_series_with_limits,
     workspace_series,

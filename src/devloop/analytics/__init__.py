@@ -4,7 +4,7 @@ Each function takes a workspace folder (or an open :class:`Store`), a
 :class:`~devloop.analytics.timerange.TimeRange` and project/agent globs, and returns a frozen
 record holding polars DataFrames with documented columns and a ``to_json()`` (the documented
 JSON of the command). Definitions every report shares (CPU %, per-tick series, limits in
-force) are in :mod:`devloop.analytics._db`. The reports read the store's per-hour rollups
+force) are in :mod:`devloop.analytics.query`. The reports read the store's per-hour rollups
 (:mod:`devloop.store.rollups`, written by compaction) for closed hours and the views for the
 rest; they never write into the store.
 
@@ -31,7 +31,6 @@ from devloop._lazy import install
 
 TYPE_CHECKING = False  # not typing's: nothing more is imported with the package
 if TYPE_CHECKING:
-    from devloop.analytics._db import Selection, Store, collected_warnings, reading, records
     from devloop.analytics.audit import Audit, audit_query
     from devloop.analytics.baseline import compare_summaries, read_summary, summarise
     from devloop.analytics.bottlenecks import Bottlenecks, bottlenecks
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from devloop.analytics.health import Health, health
     from devloop.analytics.metrics import WorkspaceMetrics, workspace_metrics
     from devloop.analytics.peaks import PeakUsage, peak_usage
+    from devloop.analytics.query import Selection, Store, collected_warnings, reading, records
     from devloop.analytics.runs import run_summary, runs
     from devloop.analytics.sql import run_sql
     from devloop.analytics.stats import theil_sen
@@ -48,12 +48,12 @@ if TYPE_CHECKING:
 
 #: Where each public name lives.
 _MODULES: dict[str, str] = {
-    "Selection": "_db",
-    "Store": "_db",
-    "collected_warnings": "_db",
-    "iso": "_db",
-    "reading": "_db",
-    "records": "_db",
+    "Selection": "query",
+    "Store": "query",
+    "collected_warnings": "query",
+    "iso": "query",
+    "reading": "query",
+    "records": "query",
     "Audit": "audit",
     "audit_query": "audit",
     "compare_summaries": "baseline",

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import (
+from devloop.analytics.query import (
+    Selection,
+    Store,
     agent_counts_sql,
     agent_hours_sql,
     lives_sql,
+    open_store,
     quantiles_from_counts_sql,
+    records,
     tick_sums_sql,
     top_at,
 )

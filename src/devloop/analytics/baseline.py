@@ -29,8 +29,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Store, open_store
-from devloop.analytics._series import project_series, workspace_series
+from devloop.analytics.query import Store, open_store, project_series, workspace_series
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 from devloop.store.db import iso

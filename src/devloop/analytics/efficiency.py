@@ -15,12 +15,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import (
+from devloop.analytics.query import (
     HOUR_US,
+    Selection,
+    Store,
     limits_relation,
+    open_store,
     project_series_sql,
     project_sums_sql,
+    records,
     workspace_sums_sql,
 )
 from devloop.analytics.timerange import TimeRange

@@ -18,8 +18,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from devloop.analytics._db import Selection, Store, open_store
-from devloop.analytics._series import project_series_sql, series_aligned, tick_sums_sql
+from devloop.analytics.query import (
+    Selection,
+    Store,
+    open_store,
+    project_series_sql,
+    series_aligned,
+    tick_sums_sql,
+)
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 from devloop.store.db import Query, Rows

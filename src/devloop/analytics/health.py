@@ -20,15 +20,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, open_store
-from devloop.analytics._series import lives_sql
+from devloop.analytics.query import Selection, Store, lives_sql, open_store, relation
 from devloop.analytics.stats import theil_sen_rows
 from devloop.analytics.timerange import TimeRange
 from devloop.store.db import Rows, fetch, iso
@@ -437,7 +435,7 @@ def _points_sql(
     hours are ``end_hours``) not thinned in. With ``rollup``, the thinned ticks of the cached
     hours come from their ``thinned`` rollups, the others from ``samples``; else all from
     ``samples``."""
-    from devloop.analytics._series import range_conditions
+    from devloop.analytics.query import range_conditions
 
     sources = store.sources(selection)
     cached = set(sources.partitions)
@@ -468,7 +466,7 @@ def _points_sql(
         ):
             if not paths:
                 continue
-            sql = f"SELECT {columns} FROM {_read(paths)} WHERE {condition}"
+            sql = f"SELECT {columns} FROM {relation(paths)} WHERE {condition}"
             parts.append(sql if same else f"{sql} AND {thinned}")
             params += condition_params if same else [*condition_params, interval_us, every]
     # The ends: among the per-hour ends of the cached hours wholly in the range (the ``edges``
@@ -488,7 +486,7 @@ def _points_sql(
         elif partition in end_hours:
             raw.extend(sources.files[partition])
     reads = [
-        f"SELECT {columns} FROM {_read(paths)} WHERE {where} AND NOT {thinned}"
+        f"SELECT {columns} FROM {relation(paths)} WHERE {where} AND NOT {thinned}"
         for paths in (whole, raw)
         if paths
     ]
@@ -532,14 +530,6 @@ def _samples_outside(
     pieces = " OR ".join("(ts >= ? AND ts < ?)" for _ in spans)
     sql = f"SELECT {columns} FROM samples WHERE {where} AND ({pieces})"
     return sql, [*params, *(moment for span in spans for moment in span)]
-
-
-def _read(paths: Sequence[Raw]) -> str:
-    """The rows at ``paths``: cache entries (a whole past day's as one file), or raw rows
-    (files and the spool's rows of an hour, see ``_series._read``)."""
-    from devloop.analytics import _series
-
-    return _series._read(paths)
 
 
 def _flag(trends: Rows, threshold: float, min_tau: float) -> Rows:

@@ -16,8 +16,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, open_store, records
-from devloop.analytics._series import limits_relation, project_series
+from devloop.analytics.query import (
+    Selection,
+    Store,
+    limits_relation,
+    open_store,
+    project_series,
+    records,
+)
 from devloop.analytics.timerange import TimeRange
 from devloop.store.db import iso
 from devloop.units import MIB

@@ -11,11 +11,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from devloop.analytics._db import Selection, Store, open_store
-from devloop.analytics._series import (
+from devloop.analytics.query import (
+    Selection,
+    Store,
     agent_counts_sql,
     agent_hours_sql,
     arg_max_ts,
+    open_store,
     project_hours_sql,
     project_series_sql,
     quantiles_from_counts_sql,

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, match, open_store
+from devloop.analytics.query import Selection, Store, match, open_store
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 from devloop.store.runs import TRIGGERS
@@ -344,7 +344,7 @@ def _estimate(store: Store, selection: Selection) -> None:
     ``agent`` rollups where no launched process was sampled in the hour, the raw samples
     less the launched processes' elsewhere. The agents are windowed a batch at a time
     (:data:`BATCH_SAMPLES`), so memory follows the largest batch, not the range."""
-    from devloop.analytics._series import _conditions, _read, lives_sql
+    from devloop.analytics.query import lives_sql, range_conditions, relation
     from devloop.store.layout import Partition
 
     interval_us = max(1, round(selection.interval * 1e6))
@@ -379,13 +379,13 @@ def _estimate(store: Store, selection: Selection) -> None:
             raw.extend(sources.files[partition])
         else:
             entries.append(entry)
-    where, where_params = _conditions(selection)
+    where, where_params = range_conditions(selection)
     # each part of the ticks: its SQL (the range's condition, then {keys}, the batch's
     # agents) and the parameters after the batch's
     ticks: list[tuple[str, list[Any]]] = []
     if entries:
         ticks.append((
-            f"SELECT host, project, agent, ts, cpu AS cores, rss FROM {_read(entries)} "
+            f"SELECT host, project, agent, ts, cpu AS cores, rss FROM {relation(entries)} "
             f"WHERE {where} AND {{keys}}",
             [],
         ))  # fmt: skip
@@ -394,7 +394,7 @@ def _estimate(store: Store, selection: Selection) -> None:
             f"""
             SELECT s.host, s.project, s.agent, s.ts, sum(s.cpu_cores) AS cores,
                    sum(s.rss_bytes) AS rss
-            FROM {_read(raw)} s
+            FROM {relation(raw)} s
             WHERE {where} AND {{keys}} AND NOT EXISTS (
                 SELECT 1 FROM ({launched_sql}) l
                 WHERE l.host = s.host AND l.pid = s.pid AND l.start_time = s.start_time

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devloop.analytics._db import Store
+from devloop.analytics.query import Store
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import QueryError, QueryRefused, UsageError
 

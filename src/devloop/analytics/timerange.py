@@ -11,7 +11,8 @@ Accepted moments (``parse_moment``):
 Durations (``--period``, ``--interval``) are :func:`devloop.units.parse_duration`'s: ``30s``,
 ``5m``, ``24h``, ``7d``, ``1h30m``.
 
-A :class:`TimeRange` is half-open, ``start <= ts < end``, in UTC. How the three options combine:
+A :class:`TimeRange` (defined with the rest of the question in :mod:`devloop.analytics.query`)
+is half-open, ``start <= ts < end``, in UTC. How the three options combine:
 
 =====================  =======================================================================
 given                  range
@@ -34,92 +35,19 @@ closes the half-open range.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
+from devloop.analytics.query import TimeRange, format_moment
 from devloop.errors import UsageError
 from devloop.units import parse_duration
 
-_MICROSECOND = timedelta(microseconds=1)
+__all__ = ["TimeRange", "format_moment", "parse_moment", "parse_period", "parse_range"]
+
 _CLOCK_RE = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 _HINT = (
     "expected a time like '2 hours ago', 'yesterday 09:00', 'today', 'now', "
     "'2026-01-05T09:00' or a duration like '30m'"
 )
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """What the user asked for, before it is anchored on the data (see the module doc).
-
-    ``start`` and ``end`` are aware UTC datetimes or None; ``period`` is None or positive.
-    """
-
-    start: datetime | None = None
-    end: datetime | None = None
-    period: timedelta | None = None
-
-    def __post_init__(self) -> None:
-        if self.start is not None and self.end is not None and self.period is not None:
-            raise UsageError("give at most two of --start, --end and --period")
-        if self.period is not None and self.period <= timedelta(0):
-            raise UsageError(f"the period must be positive, not {self.period}")
-        if self.start is not None and self.end is not None and self.start >= self.end:
-            raise UsageError(
-                f"the start ({format_moment(self.start)}) is not before the end "
-                f"({format_moment(self.end)})"
-            )
-
-    @property
-    def bounded(self) -> bool:
-        """Whether both ends follow from the options alone (no need to look at the data)."""
-        return (self.start is not None) + (self.end is not None) + (self.period is not None) >= 2
-
-    def resolve(self, first: datetime | None, last: datetime | None) -> tuple[datetime, datetime]:
-        """``[start, end)`` for data spanning ``first``..``last`` (both None for no data).
-
-        An open end is closed just past the newest sample (or at ``start`` when there is none);
-        an open start at the oldest sample (or at ``end``).
-        """
-        start, end, period = self.start, self.end, self.period
-        if start is not None and period is not None:
-            return start, start + period
-        if end is not None and period is not None:
-            return end - period, end
-        after_last = last + _MICROSECOND if last is not None else None
-        if period is not None:
-            stop = after_last if after_last is not None else datetime.now(UTC)
-            return stop - period, stop
-        if start is None:
-            start = first if first is not None else (end if end is not None else _epoch())
-        if end is None:
-            end = max(after_last, start) if after_last is not None else start
-        return start, end
-
-    def shown(
-        self, start: datetime, end: datetime, last: datetime | None
-    ) -> tuple[datetime, datetime]:
-        """The ends of :meth:`resolve`'s ``[start, end)`` as reports print them: the range as
-        given, with an end left open as the newest sample ``last`` (not the microsecond after
-        it), and a bare period as that period up to ``last``."""
-        if self.bounded or self.end is not None or last is None or end != last + _MICROSECOND:
-            return start, end
-        if self.period is not None:
-            start -= _MICROSECOND
-        return start, last
-
-
-def _epoch() -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def format_moment(moment: datetime) -> str:
-    """A UTC moment as ``2026-01-05 09:00:00 UTC`` (microseconds only when present)."""
-    utc = moment.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%d %H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}".rstrip("0")
-    return text + " UTC"
 
 
 def parse_moment(text: str, *, now: datetime | None = None, tz: tzinfo | None = None) -> datetime:

@@ -478,7 +478,7 @@ class StoreSnapshots:
 def read_snapshot(
     connection: duckdb.DuckDBPyConnection, workspace: Workspace, *, now: float | None = None
 ) -> Snapshot:
-    """The snapshot of the newest tick on ``connection`` (views of :mod:`devloop.store.query`)."""
+    """The snapshot of the newest tick on ``connection`` (views of :mod:`devloop.store.db`)."""
     from devloop.store.db import mapped
 
     with mapped(f"cannot read the newest tick of {workspace.metrics_dir}"):

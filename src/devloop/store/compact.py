@@ -17,7 +17,7 @@ next run. Compaction never touches the current hour.
 In the same pass, each closed hour of ``samples`` gets its rollups (:mod:`devloop.store.rollups`),
 built from the hour's sorted file right after it is written (or from the hour as it is, when it
 was compacted before but lacks them), except an hour with rows still in the spool. Then the
-whole-day rollup files, and the files' facts and digests (:mod:`devloop.store.facts`).
+whole-day rollup files, and the files' facts and digests (:mod:`devloop.store.layout`).
 
 Compaction is where the store's files are verified: every page of every input is checked
 against the CRC written with it (``write_page_checksum``), and a file that fails is

@@ -528,7 +528,7 @@ def digests(
 
 def save_digests(connection: duckdb.DuckDBPyConnection, root: Path, listing: Listing) -> None:
     """Compute the digests missing from ``_facts.json`` and save them with every live file's
-    footer facts (:func:`~devloop.store.facts.save_facts`). For the writers of whole hours."""
+    footer facts (:func:`~devloop.store.layout.save_facts`). For the writers of whole hours."""
     save_facts(root, _collect(connection, root, listing)[1])
 
 
@@ -589,7 +589,7 @@ _FORMAT: Final = ";".join(f"{kind}={version}" for kind, version in ROLLUP_VERSIO
 @dataclass(frozen=True)
 class SpoolHour:
     """The ``samples`` rows of one hour still in the spool, not yet in a Parquet file: the
-    views' spool tail (``_spool_samples``, see :mod:`devloop.store.query`) of that hour."""
+    views' spool tail (``_spool_samples``, see :mod:`devloop.store.db`) of that hour."""
 
     partition: Partition
 

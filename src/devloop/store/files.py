@@ -10,7 +10,7 @@ it and the next compaction or recovery deletes it.
 
 Footers are read with ``pyarrow.parquet.read_metadata`` and cached by (path, size, mtime), so
 listing a large store twice costs one ``stat`` per file. (Connecting reads the new files'
-footers with DuckDB instead, all at once, see :mod:`devloop.store.query`: pyarrow is imported
+footers with DuckDB instead, all at once, see :mod:`devloop.store.db`: pyarrow is imported
 by the functions that need it, never by reading the store.)
 """
 

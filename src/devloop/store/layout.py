@@ -314,7 +314,7 @@ def known_versions(paths: Sequence[Path | str]) -> set[int] | None:
 
 def remember_facts(facts: FileFacts, size: int, mtime_ns: int) -> None:
     """Keep ``facts``, read from the footer of the file of that size and mtime some other way
-    (:mod:`devloop.store.query` reads new files' footers with DuckDB, without pyarrow)."""
+    (:mod:`devloop.store.db` reads new files' footers with DuckDB, without pyarrow)."""
     with _cache_lock:
         _facts_cache[str(facts.path)] = (size, mtime_ns, facts)
 
@@ -370,7 +370,7 @@ FACTS_FILE: Final = Path("_facts.json")
 #: Bumped when an entry's fields change; a file of another version is ignored.
 FACTS_VERSION: Final = 2
 
-#: A digest: its rows of values (see :mod:`devloop.store.digests`).
+#: A digest: its rows of values (see :mod:`devloop.store.db`).
 Digest = list[list[Any]]
 
 #: The entries last read, per file, with the file's size and mtime: connecting and the digests

@@ -459,7 +459,7 @@ class HourWriter:
     def finish(self) -> None:
         """After the hours: the whole-day files of past days (see :func:`consolidated`), stale
         rollups removed, the files' facts and the small tables' digests saved
-        (:mod:`devloop.store.facts`), the ``_cache`` folder of an older devloop removed."""
+        (:mod:`devloop.store.layout`), the ``_cache`` folder of an older devloop removed."""
         from devloop.store.db import create_views, save_digests
 
         with _quiet():

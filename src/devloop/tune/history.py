@@ -1,7 +1,7 @@
 """What autotune reads from the store: per entity (project, or project/agent) and UTC hour, the
 per-tick statistics and a histogram of CPU, in one pass over the per-tick sums.
 
-An entity's series is the analytics definition (``devloop.analytics._series``): a project's is
+An entity's series is the analytics definition (``devloop.analytics.query``): a project's is
 the sum over its processes at every collector tick, 0 where none ran; an agent's the sum over
 its processes at the ticks where it had one. Per hour ``h`` (hours since ``origin``) we keep
 ticks, CPU sum and max, rss max, min and sum, censored ticks, and against the limits in force
@@ -251,7 +251,7 @@ def _merge(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datet
 
 
 def _series_sql(store: Store, selection: Selection, *, by_agent: bool) -> tuple[str, list[Any]]:
-    from devloop.analytics._series import tick_sums_sql
+    from devloop.analytics.query import tick_sums_sql
 
     sums, params = tick_sums_sql(store, selection, by_agent=by_agent)
     agent = "t.agent" if by_agent else "''"

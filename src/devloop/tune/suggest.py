@@ -72,7 +72,7 @@ def autotune(
     :func:`~devloop.tune.replay.demand_from_rows`) for the same range; default: read from the
     store (:func:`~devloop.tune.replay.demand_from_store`). ``progress``: called with a line
     saying what is being done as each step begins (a long history takes minutes)."""
-    from devloop.analytics._db import open_store
+    from devloop.analytics.query import open_store
     from devloop.config import WORKSPACE_FILE, load_workspace
     from devloop.config.allocation import allocate
     from devloop.tune.patch import build_patches

@@ -1,7 +1,7 @@
 """``bottlenecks``: when a project or the workspace ran at or above a share of its limit.
 
 An interval is a run of consecutive ticks at which the usage was ``>= threshold`` percent of the
-limit in force at that tick (see :mod:`devloop.analytics._db`), for CPU or memory. Intervals are
+limit in force at that tick (see :mod:`devloop.analytics.query`), for CPU or memory. Intervals are
 ranked longest first (then by how far over they went), and each names the agents that drove it:
 their share of the scope's usage summed over the interval's ticks.
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, Store, open_store, records
 from devloop.analytics.bottlenecks.drivers import TOP_DRIVERS, drivers_type, ranked_drivers
 from devloop.analytics.bottlenecks.grid import Grid, project_grid
 from devloop.analytics.bottlenecks.runs import runs_over
+from devloop.analytics.query import Selection, Store, open_store, records
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 

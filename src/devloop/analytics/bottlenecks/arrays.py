@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pyarrow as pa
 
-    from devloop.analytics._db import Store
+    from devloop.analytics.query import Store
 
     Ints = npt.NDArray[np.int64]
     Floats = npt.NDArray[np.float64]

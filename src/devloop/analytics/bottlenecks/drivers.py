@@ -10,9 +10,9 @@ from devloop.analytics.bottlenecks.usage import Used, used_by_range, used_by_tic
 if TYPE_CHECKING:
     import polars as pl
 
-    from devloop.analytics._db import Selection, Store
     from devloop.analytics.bottlenecks.arrays import Floats, Ints
     from devloop.analytics.bottlenecks.grid import Grid
+    from devloop.analytics.query import Selection, Store
 
 #: How many agents each interval names.
 TOP_DRIVERS = 3

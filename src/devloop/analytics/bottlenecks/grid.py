@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._series import limits_relation, tick_sums_sql
 from devloop.analytics.bottlenecks.arrays import arrow, floats, ints
+from devloop.analytics.query import limits_relation, tick_sums_sql
 
 if TYPE_CHECKING:
-    from devloop.analytics._db import Selection, Store
     from devloop.analytics.bottlenecks.arrays import Floats, Ints
+    from devloop.analytics.query import Selection, Store
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devloop.analytics._db import THREADS
-from devloop.analytics._series import HOUR_US, tick_sums_sql
 from devloop.analytics.bottlenecks.arrays import arrow, epoch_us, floats, ints
+from devloop.analytics.query import HOUR_US, THREADS, tick_sums_sql
 from devloop.errors import StoreError
 
 if TYPE_CHECKING:
@@ -38,9 +37,9 @@ if TYPE_CHECKING:
     import polars as pl
     import pyarrow as pa
 
-    from devloop.analytics._db import Selection, Store
     from devloop.analytics.bottlenecks.arrays import Floats, Ints
     from devloop.analytics.bottlenecks.grid import Grid
+    from devloop.analytics.query import Selection, Store
 
 
 @dataclass(frozen=True)
@@ -284,13 +283,13 @@ def _raw_part(
     import numpy as np
     import pyarrow.compute as pc
 
-    from devloop.analytics._series import _conditions, _read
+    from devloop.analytics.query import range_conditions, relation
     from devloop.store.layout import Partition
     from devloop.store.rollups import BUILD_SQL
 
     files = store.sources(selection).files[Partition.of_hour_index(begin // HOUR_US)]
-    where, params = _conditions(selection)
-    per_tick = BUILD_SQL["agent"].format(source=f"(SELECT * FROM {_read(files)} WHERE {where})")
+    where, params = range_conditions(selection)
+    per_tick = BUILD_SQL["agent"].format(source=f"(SELECT * FROM {relation(files)} WHERE {where})")
     table = arrow(
         store,
         f"SELECT host, project, agent, epoch_us(ts) AS ts, cpu, rss FROM ({per_tick}) "

@@ -6,7 +6,7 @@ engine's report of the same name (``peak_usage``, ``bottlenecks``, ``efficiency`
 ``export_metrics``, ``runs``, ``run_summary``; ``run_demand_spark``: the rows of autotune's run
 demand that ``demand_from_store`` reads), so a fleet too large for one machine runs on a cluster
 (``spark_session("spark://...")`` or ``spark-submit``) and gives the figures one machine
-would. The definitions are :mod:`devloop.analytics._db`'s: CPU % of the machine from each
+would. The definitions are :mod:`devloop.analytics.query`'s: CPU % of the machine from each
 host's newest core count, project series at every collector tick with 0 where nothing ran, the
 workspace peak the coincident one, percentiles linear between the closest ranks (Spark's exact
 ``percentile``, as DuckDB's ``quantile_cont``), the earliest tick among equal maxima.

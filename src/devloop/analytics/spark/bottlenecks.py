@@ -17,10 +17,10 @@ from devloop.analytics.timerange import TimeRange
 if TYPE_CHECKING:
     import polars as pl
 
-    from devloop.analytics._db import Selection
     from devloop.analytics.bottlenecks import Bottlenecks
     from devloop.analytics.bottlenecks.grid import Grid
     from devloop.analytics.bottlenecks.usage import Used
+    from devloop.analytics.query import Selection
 
 
 def bottlenecks_spark(

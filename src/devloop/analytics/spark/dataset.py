@@ -1,6 +1,6 @@
 """The Spark engine's shared parts: the session, the dataset's tables as DataFrames, the
 question resolved as :meth:`Store.select` resolves it, and the per-tick series the reports
-are built from (the definitions of :mod:`devloop.analytics._db`)."""
+are built from (the definitions of :mod:`devloop.analytics.query`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, draft_selection, match, no_samples
+from devloop.analytics.query import Selection, draft_selection, match, no_samples
 from devloop.analytics.timerange import TimeRange
 from devloop.errors import UsageError
 

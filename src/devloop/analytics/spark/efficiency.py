@@ -14,8 +14,8 @@ from devloop.analytics.timerange import TimeRange
 if TYPE_CHECKING:
     import polars as pl
 
-    from devloop.analytics._db import Selection
     from devloop.analytics.efficiency import Efficiency
+    from devloop.analytics.query import Selection
 
 #: A use within a millionth of the limit is at the limit (efficiency._TOLERANCE).
 _TOLERANCE = "1.000001D"

@@ -7,7 +7,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devloop.analytics._db import Selection, match
+from devloop.analytics.query import Selection, match
 from devloop.analytics.runs import (
     _RUN_TYPES,
     _SUMMARY_TYPES,
