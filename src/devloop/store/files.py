@@ -1,17 +1,11 @@
-"""Parquet files of the store: conforming rows to the schema, atomic writes, footer facts, and
+"""Writing the store's Parquet files: conforming rows to the schema, atomic writes, and
 :func:`write_table`, the bulk write straight to Parquet (the simulator, the store's own events).
 
-Every file carries ``devloop.table`` and ``devloop.schema_version`` in its footer; a file
-without them (or not Parquet at all) is *foreign* and is skipped by every reader with a
-:class:`StoreWarning`. A compacted file also carries ``devloop.sources``: the names of the files
-it replaces (transitively), so a crash between "compacted file renamed" and "inputs deleted"
-never yields duplicate rows: a file named in a sibling's sources is *redundant*, readers ignore
-it and the next compaction or recovery deletes it.
-
-Footers are read with ``pyarrow.parquet.read_metadata`` and cached by (path, size, mtime), so
-listing a large store twice costs one ``stat`` per file. (Connecting reads the new files'
-footers with DuckDB instead, all at once, see :mod:`devloop.store.db`: pyarrow is imported
-by the functions that need it, never by reading the store.)
+Every file carries ``devloop.table`` and ``devloop.schema_version`` in its footer (and a
+compacted file ``devloop.sources``, the names of the files it replaces): what its footer says,
+and how readers sort a folder's files into live, redundant and foreign ones, is
+:mod:`devloop.store.layout`'s. pyarrow is imported by the functions that need it, never by
+reading the store.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Where things live in a store root, and the file-system primitives that make writes durable.
+"""Where things live in a store root, what their footers say, and the file-system primitives
+that make writes durable.
 
 ::
 
@@ -17,6 +18,28 @@ A data file's name tells where it came from, which recovery and compaction rely 
 
 Files whose name starts with ``.`` are temporary or being dropped; every reader ignores them
 (pyarrow.dataset and Spark skip ``.`` and ``_`` prefixes too).
+
+**What a file's footer says** (:class:`FileFacts`, :func:`read_facts`). Every file carries
+``devloop.table`` and ``devloop.schema_version`` in its footer; a file without them (or not
+Parquet at all) is *foreign* and is skipped by every reader with a :class:`StoreWarning`. A
+compacted file also carries ``devloop.sources``: the names of the files it replaces
+(transitively), so a crash between "compacted file renamed" and "inputs deleted" never yields
+duplicate rows: a file named in a sibling's sources is *redundant*, readers ignore it and the
+next compaction or recovery deletes it (:func:`scan_partition`). Footers are read with
+``pyarrow.parquet.read_metadata`` and cached by (path, size, mtime), so listing a large store
+twice costs one ``stat`` per file (connecting reads the new files' footers with DuckDB instead,
+all at once, see :mod:`devloop.store.db`).
+
+**What the store knows about its own files** is kept in one file, ``<root>/_facts.json``: per
+live data file, keyed by its path, size and modification time, its footer facts (so a new
+process connects with one ``stat`` per unchanged file instead of reading every footer, about
+1 ms a file) and, for the small tables ``processes``, ``limits`` and ``system``, its *digest*:
+the few values every report asks of them (:mod:`devloop.store.db`). Only the writers of whole
+hours write it (compaction and :func:`~devloop.store.rollups.write_rollups`, under the
+maintenance lock, through :func:`save_facts`); connecting and reporting only read it
+(:func:`load_facts`), so looking at the store never writes into it. It is derived data: a
+missing, stale or unreadable file only costs reading the footers and scanning the small tables
+it lacks; an entry whose file changed since is ignored.
 """
 
 from __future__ import annotations

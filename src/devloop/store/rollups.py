@@ -32,7 +32,7 @@ built by the query :data:`BUILD_SQL` gives for it and checked against that schem
   (``bottlenecks`` sums an interval's part of the hour as one slice per agent);
 * ``agent_rss``: host, project, agent, rss, n: as ``agent_cpu``, for memory (3 times smaller
   than the ``agent`` entry per hour, 25 times per day: a day's file sums the counts of its
-  hours, see :func:`consolidated`).
+  hours, see :func:`~devloop.store.db.consolidated`).
 
 ::
 
@@ -49,15 +49,16 @@ written to a temp name, fsynced and renamed, so a reader sees a whole file or no
 Only the writers of whole hours write rollups, holding the maintenance lock: compaction (the
 collector's hourly child, ``devloop workspace compact``), and :func:`write_rollups` for hours
 written whole without compaction (``simulate``) or compacted by an older devloop. Reports only
-read them (:func:`hours`, :func:`resolve`), and read an hour's rows where its rollups are
-missing, stale or unreadable, so looking at the store never writes into it and deleting
-``_rollups`` changes no result, only the time of the reports until the next compaction. (The
+read them (:func:`~devloop.store.db.hours`, :func:`~devloop.store.db.resolve`), and read an
+hour's rows where its rollups are missing, stale or unreadable, so looking at the store never
+writes into it and deleting ``_rollups`` changes no result, only the time of the reports until
+the next compaction. (The
 ``_cache`` folder of older devloops is ignored, and removed by the next compaction.)
 
 The current hour (still being written) is never rolled up, nor is an hour that still has rows
 in the spool (a running collector's newest ticks, a segment that spans the turn of the hour, a
 segment left by a killed collector): its rows are its files' plus the spool's
-(:class:`SpoolHour`), read raw, so the newest tick counts.
+(:class:`~devloop.store.db.SpoolHour`), read raw, so the newest tick counts.
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ _BUILT_FROM: Final = {
     "agent_rss": "agent",
 }
 
-#: Kinds of value counts: their whole-day files (see :func:`consolidated`) sum ``n`` per
-#: these columns instead of repeating each hour's rows (the same multiset of values).
+#: Kinds of value counts: their whole-day files (see :func:`~devloop.store.db.consolidated`)
+#: sum ``n`` per these columns instead of repeating each hour's rows (the same multiset of values).
 _COUNTED: Final = {
     "agent_cpu": ("host", "project", "agent", "cpu"),
     "agent_rss": ("host", "project", "agent", "rss"),
@@ -457,9 +458,10 @@ class HourWriter:
         return True
 
     def finish(self) -> None:
-        """After the hours: the whole-day files of past days (see :func:`consolidated`), stale
-        rollups removed, the files' facts and the small tables' digests saved
-        (:mod:`devloop.store.layout`), the ``_cache`` folder of an older devloop removed."""
+        """After the hours: the whole-day files of past days (see
+        :func:`~devloop.store.db.consolidated`), stale rollups removed, the files' facts and
+        the small tables' digests saved (:mod:`devloop.store.layout`), the ``_cache`` folder of
+        an older devloop removed."""
         from devloop.store.db import create_views, save_digests
 
         with _quiet():
