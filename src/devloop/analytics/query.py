@@ -51,6 +51,7 @@ from devloop.store.db import (
     one_schema,
     resolve,
     round6,
+    sql_string,
 )
 
 if TYPE_CHECKING:
@@ -528,7 +529,7 @@ class Store:
                 if host not in newest or ts_us > newest[host][0]:
                     newest[host] = (ts_us, cores)
             rows = ", ".join(
-                f"({_quote(host)}, CAST({int(cores)} AS SMALLINT))"
+                f"({sql_string(host)}, CAST({int(cores)} AS SMALLINT))"
                 for host, (_, cores) in sorted(newest.items())
             )
             self._cores = (
@@ -550,10 +551,6 @@ def _from_us(epoch_us: int) -> datetime:
 
 def _to_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -716,7 +713,7 @@ def _read_files(paths: Sequence[Path]) -> str:
     entries = all(Path(path).parts[-5:-4] == (ROLLUPS_DIR,) for path in paths)
     if entries:
         paths = consolidated(paths)  # whole past days: one file each
-    listing = ", ".join("'" + str(path).replace("'", "''") + "'" for path in paths)
+    listing = ", ".join(sql_string(str(path)) for path in paths)
     union = "false" if entries or one_schema(paths) else "true"
     return f"read_parquet([{listing}], union_by_name = {union}, hive_partitioning = false)"
 

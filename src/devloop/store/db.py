@@ -222,9 +222,6 @@ class Database:
         self.close()
 
 
-__all__ = ["Database", "QueryError", "QueryRefused", "StoreError", "mapped"]
-
-
 #: The partition columns DuckDB adds (see module doc).
 PARTITION_COLUMNS: tuple[tuple[str, str], ...] = (("date", "DATE"), ("hour", "BIGINT"))
 
@@ -349,7 +346,7 @@ def _read_footers(connection: duckdb.DuckDBPyConnection, paths: Sequence[Path]) 
             unknown[str(path)] = (path, stat.st_size, stat.st_mtime_ns)
     if not unknown:
         return
-    listing = "[" + ", ".join(_quote_string(name) for name in unknown) + "]"
+    listing = "[" + ", ".join(sql_string(name) for name in unknown) + "]"
     try:
         kv_rows = connection.execute(
             f"SELECT file_name, key, value FROM parquet_kv_metadata({listing})"
@@ -449,7 +446,7 @@ def _view_sql(table: str, paths: list[Path], *, spooled: bool = False) -> str:
         ]
         columns += [f"CAST(NULL AS {kind}) AS {name}" for name, kind in PARTITION_COLUMNS]
         return f"CREATE OR REPLACE VIEW {table} AS SELECT {', '.join(columns)} WHERE false"
-    listing = ", ".join(_quote_string(str(path)) for path in paths)
+    listing = ", ".join(sql_string(str(path)) for path in paths)
     # Explicit column list: the view's columns do not depend on which files happen to exist.
     # Columns stored in another type on disk (files.STORED_AS) come back in the schema's type.
     absent = _absent_columns(table, paths)
@@ -494,7 +491,8 @@ def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _quote_string(text: str) -> str:
+def sql_string(text: str) -> str:
+    """``text`` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -555,7 +553,7 @@ def _collect(
                 elif stat is not None:
                     missing.append(key)
             if missing:
-                listing_sql = ", ".join("'" + key.replace("'", "''") + "'" for key in missing)
+                listing_sql = ", ".join(sql_string(key) for key in missing)
                 source = f"read_parquet([{listing_sql}], filename = true, union_by_name = true)"
                 per_file: dict[str, Digest] = {key: [] for key in missing}
                 for filename, *values in connection.sql(
@@ -944,15 +942,15 @@ class Query:
     ) -> str | None:
         """``parts[0] value[0] parts[1] ... value[-1] parts[-1]`` per row, rows in order and
         joined by ``separator``; None when a row breaks one of the ``plain`` conditions."""
-        pieces = [_literal(parts[0])]
+        pieces = [sql_string(parts[0])]
         for value, part in zip(values, parts[1:], strict=True):
-            pieces += [value, _literal(part)]
+            pieces += [value, sql_string(part)]
         line = f"concat({', '.join(pieces)})"
         broken = " OR ".join(f"NOT coalesce({condition}, true)" for condition in plain) or "false"
         casts = cast_columns(self.kinds)
         ((text, breaks),) = self.db.rows(
             f"""
-            SELECT string_agg({line}, {_literal(separator)} ORDER BY {self.order}),
+            SELECT string_agg({line}, {sql_string(separator)} ORDER BY {self.order}),
                    count(*) FILTER (WHERE {broken})
             FROM (SELECT {casts} FROM ({self.sql}))
             """,
@@ -961,10 +959,6 @@ class Query:
         if breaks:
             return None
         return text or ""
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 #: A string written as it is, between double quotes in JSON and bare in CSV: printable ASCII
